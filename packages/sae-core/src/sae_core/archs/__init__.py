@@ -1,0 +1,1 @@
+"""Built-in SAE architectures, one module each."""

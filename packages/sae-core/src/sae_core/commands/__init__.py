@@ -1,0 +1,1 @@
+"""Built-in CLI commands, one module per command (or command group)."""

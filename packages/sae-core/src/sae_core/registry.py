@@ -1,0 +1,77 @@
+"""The component catalogue filled by the catalogue hooks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sae_core.errors import PluginError, UnknownComponentError
+
+KINDS = ("adapter", "store", "architecture", "analysis", "dataset")
+
+
+@dataclass(frozen=True)
+class Component:
+    """One registered component: what it is, who registered it, and how to build it."""
+
+    kind: str
+    name: str
+    factory: Callable[..., Any]
+    plugin: str
+    description: str = ""
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        """Unique key in its kind: datasets are qualified by modality (``image/hf``)."""
+        modality = self.attrs.get("modality")
+        return f"{modality}/{self.name}" if self.kind == "dataset" and modality else self.name
+
+    def build(self, *args: Any, **kwargs: Any) -> Any:
+        return self.factory(*args, **kwargs)
+
+
+class Registry:
+    """Components by kind and key; lookups of unknown names list what is installed."""
+
+    def __init__(self) -> None:
+        self._items: dict[str, dict[str, Component]] = {k: {} for k in KINDS}
+
+    def add(self, component: Component) -> None:
+        if component.kind not in self._items:
+            raise PluginError(f"plugin {component.plugin!r}: unknown component kind {component.kind!r}")
+        table = self._items[component.kind]
+        if component.key in table:
+            other = table[component.key]
+            raise PluginError(
+                f"{component.kind} {component.key!r} is registered twice: by plugin {other.plugin!r} "
+                f"and by plugin {component.plugin!r}; uninstall one of them or restrict loading with "
+                "SAE_LOAD_PLUGINS"
+            )
+        table[component.key] = component
+
+    def all(self, kind: str) -> list[Component]:
+        return sorted(self._items[kind].values(), key=lambda c: c.key)
+
+    def names(self, kind: str, *, modality: str | None = None) -> list[str]:
+        return [
+            c.name
+            for c in self.all(kind)
+            if modality is None or c.attrs.get("modality") in (None, modality)
+        ]
+
+    def get(self, kind: str, name: str, *, modality: str | None = None) -> Component:
+        """The component ``name`` of ``kind``; for datasets, ``modality`` picks the variant."""
+        table = self._items[kind]
+        if kind == "dataset" and modality is not None and f"{modality}/{name}" in table:
+            return table[f"{modality}/{name}"]
+        if name in table:
+            return table[name]
+        candidates = [c for c in table.values() if c.name == name]
+        if len(candidates) == 1 and modality is None:
+            return candidates[0]
+        installed = self.names(kind, modality=modality)
+        what = f"{modality} {kind}" if modality else kind
+        hint = ", ".join(installed) if installed else "none (install a plugin that provides one)"
+        raise UnknownComponentError(f"unknown {what} {name!r}; installed: {hint}")

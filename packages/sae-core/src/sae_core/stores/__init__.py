@@ -1,0 +1,1 @@
+"""Activation stores shipped with sae-core."""

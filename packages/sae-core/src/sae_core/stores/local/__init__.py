@@ -1,0 +1,1 @@
+"""The local sharded activation store (the default)."""
