@@ -14,6 +14,7 @@ from sae_core.hookspecs import hookimpl
 COMMAND_MODULES: tuple[str, ...] = (
     "sae_core.commands.plugins_cmd",
     "sae_core.commands.info_cmd",
+    "sae_core.commands.cache_cmd",
 )
 
 

@@ -1,0 +1,152 @@
+"""``sae cache``: run a model adapter over a dataset and write an activation store.
+
+Resumable by construction: the store's directory is content-addressed by what is cached, the
+writer reports how many examples are durably written (``n_done``) and the adapter restarts the
+dataset there, so an interrupted run continues instead of starting over.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from sae_core.errors import SAEError
+from sae_core.protocols.adapter import AdapterRequest, ModelAdapter
+from sae_core.protocols.store import CacheMetadata
+
+DTYPE_ALIASES = {
+    "fp32": "float32",
+    "float32": "float32",
+    "f32": "float32",
+    "fp16": "float16",
+    "float16": "float16",
+    "f16": "float16",
+    "half": "float16",
+    "bf16": "bfloat16",
+    "bfloat16": "bfloat16",
+}
+
+
+def normalize_dtype(dtype: str) -> str:
+    """Canonical store dtype name for a user spelling (``bf16`` -> ``bfloat16``)."""
+    try:
+        return DTYPE_ALIASES[dtype.lower()]
+    except KeyError:
+        raise SAEError(f"unknown dtype {dtype!r}; use one of fp32, fp16, bf16") from None
+
+
+def build_adapter(adapter: str, request: AdapterRequest) -> ModelAdapter:
+    """Instantiate the adapter plugin ``adapter`` (unknown names list the installed ones)."""
+    from sae_core.plugins import get_component
+
+    component = get_component("adapter", adapter)
+    return component.build(request)
+
+
+def run_cache(
+    adapter: str,
+    request: AdapterRequest,
+    data: str,
+    out: Path,
+    *,
+    dtype: str = "float32",
+    batch_size: int = 64,
+    num_workers: int = 0,
+    data_options: dict[str, Any] | None = None,
+    max_examples: int | None = None,
+    store: str = "local",
+    shard_examples: int | None = None,
+    progress: bool = True,
+) -> Path:
+    """Cache activations of ``adapter`` on dataset ``data`` under store root ``out``.
+
+    Returns the cache directory. Re-running with the same arguments resumes an interrupted cache
+    or returns the finished one immediately.
+    """
+    from sae_core.datasets import open_dataset
+    from sae_core.plugins import get_component
+
+    if batch_size < 1:
+        raise SAEError(f"--batch-size must be >= 1, got {batch_size}")
+    if max_examples is not None and max_examples < 1:
+        raise SAEError(f"--max-examples must be >= 1, got {max_examples}")
+    dtype = normalize_dtype(dtype)
+    model_adapter = build_adapter(adapter, request)
+    options = dict(data_options or {})
+    if max_examples is not None:
+        options["limit"] = max_examples
+    dataset = open_dataset(data, model_adapter.modality, **options)
+    n_total = len(dataset)
+    if n_total == 0:
+        raise SAEError(f"dataset {data!r} has no examples; point --data at a non-empty source")
+    spec = model_adapter.spec()
+    meta = CacheMetadata(
+        adapter=spec.adapter,
+        model=spec.model,
+        layers=list(spec.layers),
+        d_model=spec.d_model,
+        dtype=dtype,
+        tokens_per_example=spec.tokens_per_example,
+        token_kinds=list(spec.token_kinds),
+        dataset={
+            **dataset.describe(),
+            "spec": data,
+            "options": {k: v for k, v in options.items() if v is not None},
+            "fingerprint": dataset.fingerprint(),
+        },
+        extra=dict(spec.extra),
+    )
+    get_component("store", store)  # unknown store names list the installed ones
+    writer_opts: dict[str, Any] = {}
+    if shard_examples is not None:
+        writer_opts["shard_examples"] = shard_examples
+    from sae_core.stores import open_writer
+
+    writer = open_writer(out, meta, store=store, **writer_opts)
+    if hasattr(model_adapter, "write_extras"):
+        model_adapter.write_extras(writer.path)
+    start = writer.n_done
+    if start >= n_total:
+        return writer.close()
+    bar = _progress(n_total, start, progress, unit=spec.extra.get("example_unit", "ex"))
+    t0 = time.perf_counter()
+    try:
+        for batch in model_adapter.iter_batches(dataset, start=start, batch_size=batch_size, num_workers=num_workers):
+            writer.write(batch)
+            if bar is not None:
+                bar.update(len(batch.example_ids))
+    finally:
+        if bar is not None:
+            bar.close()
+    path = writer.close()
+    elapsed = time.perf_counter() - t0
+    _write_run_log(path, n_total - start, elapsed, dataset.skipped, batch_size, num_workers, request)
+    return path
+
+
+def _progress(total: int, start: int, enabled: bool, unit: str) -> Any:
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=start, unit=unit, desc="caching", dynamic_ncols=True, smoothing=0.1)
+
+
+def _write_run_log(
+    path: Path, n: int, elapsed: float, skipped: int, batch_size: int, num_workers: int, request: AdapterRequest
+) -> None:
+    """Append this run's throughput beside the cache (``cache_runs.jsonl``)."""
+    record = {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "examples": n,
+        "seconds": round(elapsed, 3),
+        "examples_per_s": round(n / elapsed, 2) if elapsed > 0 else None,
+        "skipped_unreadable": skipped,
+        "batch_size": batch_size,
+        "num_workers": num_workers,
+        "device": request.device,
+    }
+    with open(path / "cache_runs.jsonl", "a") as f:
+        f.write(json.dumps(record) + "\n")

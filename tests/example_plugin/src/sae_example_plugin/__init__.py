@@ -1,0 +1,1 @@
+"""Example third-party sae plugin (see plugin.py)."""
