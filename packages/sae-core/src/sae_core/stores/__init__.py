@@ -1,1 +1,37 @@
-"""Activation stores shipped with sae-core."""
+"""Activation stores shipped with sae-core, and backend-independent open functions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sae_core.errors import StoreError
+from sae_core.protocols.store import ActivationReader, ActivationWriter, CacheMetadata
+
+
+def open_writer(root: str | Path, meta: CacheMetadata, *, store: str = "local", **options: Any) -> ActivationWriter:
+    """A writer for a new or partially written cache of ``meta`` under ``root``."""
+    from sae_core.plugins import get_component
+
+    return get_component("store", store).build().open_writer(root, meta, **options)
+
+
+def open_reader(path: str | Path, *, store: str | None = None, **options: Any) -> ActivationReader:
+    """A reader for the cache at ``path``; the backend is detected unless ``store`` is given."""
+    from sae_core.plugins import get_component, get_registry
+
+    if store is not None:
+        return get_component("store", store).build().open_reader(path, **options)
+    p = Path(path)
+    if not p.exists():
+        raise StoreError(f"cache {p} does not exist; create it with `sae cache` or pass the path it printed")
+    for component in get_registry().all("store"):
+        backend = component.build()
+        if backend.detect(p):
+            return backend.open_reader(p, **options)
+    hint = ""
+    if p.is_dir():
+        subs = [c.name for c in p.iterdir() if (c / "metadata.json").is_file()]
+        if subs:
+            hint = f" (it is a store root; pass one of its caches: {', '.join(str(p / s) for s in subs[:5])})"
+    raise StoreError(f"{p} is not an activation cache: no metadata.json{hint}")

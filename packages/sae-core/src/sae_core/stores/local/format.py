@@ -1,0 +1,78 @@
+"""On-disk layout of the local store: file names, dtypes and atomic file writes."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sae_core.errors import StoreError
+from sae_core.protocols.store import DTYPES
+
+METADATA = "metadata.json"
+SHARDS = "shards.json"
+TMP_SUFFIX = ".tmp"
+
+#: numpy storage dtype per store dtype; bfloat16 is stored as raw 16-bit words
+NP_DTYPES: dict[str, np.dtype] = {
+    "float32": np.dtype("<f4"),
+    "float16": np.dtype("<f2"),
+    "bfloat16": np.dtype("<u2"),
+}
+
+
+def acts_name(i: int) -> str:
+    return f"acts-{i:06d}.bin"
+
+
+def index_name(i: int) -> str:
+    return f"index-{i:06d}.bin"
+
+
+def np_dtype(dtype: str) -> np.dtype:
+    if dtype not in DTYPES:
+        raise StoreError(f"unsupported store dtype {dtype!r}; use one of {', '.join(DTYPES)}")
+    return NP_DTYPES[dtype]
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename durable (POSIX: the directory entry must be synced too)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_bytes_atomic(path: Path, chunks: list[bytes | memoryview]) -> None:
+    """Write under a temporary name, fsync, rename: readers never see a partial file."""
+    tmp = path.with_name(path.name + TMP_SUFFIX)
+    with open(tmp, "wb") as f:
+        for chunk in chunks:
+            f.write(chunk)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    write_bytes_atomic(path, [json.dumps(obj, indent=2, sort_keys=True).encode()])
+    fsync_dir(path.parent)
+
+
+def read_json(path: Path, what: str) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise StoreError(f"{path.parent} is not an activation cache ({path.name} missing); "
+                         "create one with `sae cache`") from None
+    except json.JSONDecodeError as e:
+        raise StoreError(f"{path} ({what}) is corrupt: {e}; delete the cache directory and re-run `sae cache`") from None

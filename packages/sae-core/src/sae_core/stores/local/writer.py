@@ -1,0 +1,263 @@
+"""Crash-safe, resumable writer of the local sharded store.
+
+Rows (examples or text windows) accumulate in memory until a shard is full. A shard is written
+under temporary names, fsynced and renamed, and only then recorded in ``shards.json`` — so after a
+crash every shard listed there is complete, and anything else is a leftover that is deleted.
+Shards are cut at *example boundaries* (all windows of one text document stay in one shard), so the
+resume position is simply "the example after the last one in a finished shard". Shards are written
+by a background thread so that model forwards overlap with disk I/O.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import queue
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sae_core.errors import StoreError
+from sae_core.protocols.adapter import ActivationBatch
+from sae_core.protocols.store import INDEX_DTYPE, ActivationWriter, CacheMetadata
+from sae_core.stores.local import format as fmt
+
+TARGET_SHARD_BYTES = 256 * 2**20
+
+
+def to_storage(acts: Any, dtype: str) -> np.ndarray:
+    """Tensor/array ``(batch, L, T, d)`` -> contiguous numpy array in the store's raw dtype."""
+    import torch
+
+    if isinstance(acts, np.ndarray):
+        acts = torch.from_numpy(acts)
+    acts = acts.detach()
+    if dtype == "bfloat16":
+        out = acts.to("cpu", torch.bfloat16).contiguous().view(torch.int16).numpy().view(np.uint16)
+    else:
+        out = acts.to("cpu", getattr(torch, dtype)).contiguous().numpy()
+    return out
+
+
+class LocalWriter(ActivationWriter):
+    """Writes one cache directory ``<root>/<meta.fingerprint()>``."""
+
+    def __init__(self, root: str | Path, meta: CacheMetadata, *, shard_examples: int | None = None) -> None:
+        self.meta = meta
+        self.path = Path(root) / meta.fingerprint()
+        self._np_dtype = fmt.np_dtype(meta.dtype)
+        row_bytes = meta.n_layers * meta.tokens_per_example * meta.d_model * self._np_dtype.itemsize
+        self.shard_rows = int(shard_examples or max(1, TARGET_SHARD_BYTES // max(row_bytes, 1)))
+        if self.shard_rows < 1:
+            raise StoreError(f"shard_examples must be >= 1, got {shard_examples}")
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._open_or_create()
+        self._acts: list[np.ndarray] = []
+        self._index: list[np.ndarray] = []
+        self._buffered = 0
+        self._queue: queue.Queue[tuple[np.ndarray, np.ndarray] | None] = queue.Queue(maxsize=2)
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    # -- opening / resuming -------------------------------------------------------------------
+    def _open_or_create(self) -> None:
+        meta_path = self.path / fmt.METADATA
+        if meta_path.exists():
+            existing = fmt.read_json(meta_path, "cache metadata")
+            mine = self.meta.identity()
+            theirs = {k: existing.get(k) for k in mine}
+            if theirs != mine:
+                diff = sorted(k for k in mine if theirs.get(k) != mine[k])
+                raise StoreError(
+                    f"{self.path} already holds a different cache (fields differ: {', '.join(diff)}); "
+                    "use another --out root or delete that directory"
+                )
+            self._complete = bool(existing.get("complete"))
+        else:
+            self._complete = False
+            fmt.write_json_atomic(meta_path, dataclasses.asdict(self.meta))
+        for leftover in self.path.glob("*" + fmt.TMP_SUFFIX):
+            leftover.unlink()
+        shards_path = self.path / fmt.SHARDS
+        doc = fmt.read_json(shards_path, "shard list") if shards_path.exists() else {"shards": []}
+        self.shards: list[dict[str, Any]] = []
+        row_bytes = self.meta.n_layers * self.meta.tokens_per_example * self.meta.d_model * self._np_dtype.itemsize
+        for shard in doc.get("shards", []):
+            # a recorded shard that is missing or truncated (disk trouble) is dropped with all
+            # later ones, and rewritten by this run
+            acts = self.path / shard["file"]
+            index = self.path / shard["index_file"]
+            n = int(shard["n_examples"])
+            ok = (
+                acts.exists()
+                and acts.stat().st_size == n * row_bytes
+                and index.exists()
+                and index.stat().st_size == n * self.meta.tokens_per_example * INDEX_DTYPE.itemsize
+            )
+            if not ok:
+                self._complete = False
+                break
+            self.shards.append(shard)
+        if len(self.shards) != len(doc.get("shards", [])):
+            self._save_shards()
+        if not self._complete:
+            self._set_complete(False)
+
+    @property
+    def n_rows(self) -> int:
+        """Rows durably written (text windows or images)."""
+        return sum(int(s["n_examples"]) for s in self.shards)
+
+    @property
+    def n_done(self) -> int:
+        """Dataset example to resume from: one past the last example of a finished shard."""
+        if not self.shards:
+            return 0
+        return int(self.shards[-1]["last_example"]) + 1
+
+    @property
+    def complete(self) -> bool:
+        return self._complete
+
+    # -- writing ------------------------------------------------------------------------------
+    def write(self, batch: ActivationBatch) -> None:
+        self._raise_thread_error()
+        if self._complete:
+            raise StoreError(f"{self.path} is already complete; nothing more can be written to it")
+        acts = to_storage(batch.acts, self.meta.dtype)
+        m = self.meta
+        expected = (m.n_layers, m.tokens_per_example, m.d_model)
+        if acts.ndim != 4 or acts.shape[1:] != expected:
+            raise StoreError(
+                f"adapter produced activations of shape {tuple(acts.shape)}, but the cache expects "
+                f"(batch, {m.n_layers}, {m.tokens_per_example}, {m.d_model}) from its metadata; "
+                "the adapter's spec() and iter_batches() disagree"
+            )
+        n, t = acts.shape[0], m.tokens_per_example
+        ids = np.asarray(batch.example_ids, dtype=np.int64).reshape(-1)
+        if len(ids) != n:
+            raise StoreError(f"batch has {n} rows but {len(ids)} example ids")
+        index = np.zeros((n, t), dtype=INDEX_DTYPE)
+        index["example"] = ids[:, None]
+        index["position"] = np.arange(t, dtype=np.int32) if batch.positions is None else batch.positions
+        index["token"] = -1 if batch.token_ids is None else batch.token_ids
+        index["valid"] = 1 if batch.valid is None else np.asarray(batch.valid, dtype=np.uint8)
+        self._acts.append(acts)
+        self._index.append(index)
+        self._buffered += n
+        while self._buffered >= self.shard_rows:
+            if not self._flush(final=False):
+                break
+
+    def _flush(self, *, final: bool) -> bool:
+        """Hand a full shard (or, when ``final``, the rest) to the writer thread."""
+        acts = np.concatenate(self._acts) if len(self._acts) > 1 else self._acts[0]
+        index = np.concatenate(self._index) if len(self._index) > 1 else self._index[0]
+        cut = len(acts) if final else self.shard_rows
+        if not final:
+            # keep all rows of the example straddling the cut together, in the next shard
+            last = index["example"][cut - 1, 0]
+            if cut < len(index) and index["example"][cut, 0] == last:
+                boundary = np.flatnonzero(index["example"][:cut, 0] != last)
+                cut = int(boundary[-1]) + 1 if len(boundary) else 0
+            if cut == 0:  # one example larger than a shard: let the shard grow
+                nxt = np.flatnonzero(index["example"][:, 0] != last)
+                if len(nxt) == 0:
+                    return False
+                cut = int(nxt[0])
+        self._acts = [acts[cut:]] if cut < len(acts) else []
+        self._index = [index[cut:]] if cut < len(index) else []
+        self._buffered = len(acts) - cut
+        self._enqueue(acts[:cut], index[:cut])
+        return True
+
+    def _enqueue(self, acts: np.ndarray, index: np.ndarray) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._worker, name="sae-store-writer", daemon=True)
+            self._thread.start()
+        self._queue.put((acts, index))
+        self._raise_thread_error()
+
+    def _worker(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if self._error is not None:
+                continue
+            try:
+                self._write_shard(*item)
+            except BaseException as e:  # surfaced to the caller on the next write/close
+                self._error = e
+
+    def _write_shard(self, acts: np.ndarray, index: np.ndarray) -> None:
+        i = len(self.shards)
+        acts_file, index_file = fmt.acts_name(i), fmt.index_name(i)
+        fmt.write_bytes_atomic(self.path / acts_file, [memoryview(np.ascontiguousarray(acts)).cast("B")])
+        fmt.write_bytes_atomic(self.path / index_file, [memoryview(np.ascontiguousarray(index)).cast("B")])
+        fmt.fsync_dir(self.path)
+        valid = index["valid"].astype(bool)
+        self.shards.append(
+            {
+                "file": acts_file,
+                "index_file": index_file,
+                "first_row": self.n_rows,
+                "first_example": int(index["example"][0, 0]),
+                "last_example": int(index["example"][-1, 0]),
+                "n_examples": len(acts),
+                "nbytes": int(acts.nbytes),
+                "valid_per_position": valid.sum(axis=0).astype(int).tolist(),
+            }
+        )
+        self._save_shards()
+
+    def _save_shards(self) -> None:
+        fmt.write_json_atomic(self.path / fmt.SHARDS, {"shard_rows": self.shard_rows, "shards": self.shards})
+
+    def _raise_thread_error(self) -> None:
+        if self._error is not None:
+            err, self._error = self._error, None
+            if isinstance(err, OSError):
+                raise StoreError(f"writing shard to {self.path} failed: {err}; free disk space and re-run to resume") from err
+            raise err
+
+    def _drain(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+            self._queue = queue.Queue(maxsize=2)
+        self._raise_thread_error()
+
+    def _set_complete(self, complete: bool) -> None:
+        meta = dataclasses.asdict(self.meta)
+        meta["complete"] = complete
+        meta["n_examples"] = self.n_rows if complete else None
+        fmt.write_json_atomic(self.path / fmt.METADATA, meta)
+        self._complete = complete
+
+    def close(self) -> Path:
+        """Flush the remaining rows and mark the cache complete."""
+        if self._complete:
+            self._drain()
+            return self.path
+        if self._buffered:
+            self._flush(final=True)
+        self._drain()
+        if not self.shards:
+            raise StoreError(f"no activations were written to {self.path}; the dataset produced no examples")
+        self._set_complete(True)
+        return self.path
+
+    def __exit__(self, *exc: object) -> None:
+        if exc[0] is None:
+            self.close()
+        else:
+            self.abort()
+
+    def abort(self) -> None:
+        """Stop the writer thread without marking the cache complete (finished shards stay)."""
+        self._acts, self._index, self._buffered = [], [], 0
+        self._drain()
