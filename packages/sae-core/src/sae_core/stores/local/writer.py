@@ -33,11 +33,12 @@ def to_storage(acts: Any, dtype: str) -> np.ndarray:
     if isinstance(acts, np.ndarray):
         acts = torch.from_numpy(acts)
     acts = acts.detach()
+    converted = acts.to("cpu", getattr(torch, dtype)).contiguous()
+    if converted.data_ptr() == acts.data_ptr():
+        converted = converted.clone()  # shards are written later, by a thread: never alias the caller's buffer
     if dtype == "bfloat16":
-        out = acts.to("cpu", torch.bfloat16).contiguous().view(torch.int16).numpy().view(np.uint16)
-    else:
-        out = acts.to("cpu", getattr(torch, dtype)).contiguous().numpy()
-    return out
+        return converted.view(torch.int16).numpy().view(np.uint16)
+    return converted.numpy()
 
 
 class LocalWriter(ActivationWriter):
@@ -147,7 +148,7 @@ class LocalWriter(ActivationWriter):
         self._acts.append(acts)
         self._index.append(index)
         self._buffered += n
-        while self._buffered >= self.shard_rows:
+        while self._buffered > self.shard_rows:
             if not self._flush(final=False):
                 break
 
@@ -155,23 +156,26 @@ class LocalWriter(ActivationWriter):
         """Hand a full shard (or, when ``final``, the rest) to the writer thread."""
         acts = np.concatenate(self._acts) if len(self._acts) > 1 else self._acts[0]
         index = np.concatenate(self._index) if len(self._index) > 1 else self._index[0]
-        cut = len(acts) if final else self.shard_rows
-        if not final:
-            # keep all rows of the example straddling the cut together, in the next shard
-            last = index["example"][cut - 1, 0]
-            if cut < len(index) and index["example"][cut, 0] == last:
-                boundary = np.flatnonzero(index["example"][:cut, 0] != last)
-                cut = int(boundary[-1]) + 1 if len(boundary) else 0
-            if cut == 0:  # one example larger than a shard: let the shard grow
-                nxt = np.flatnonzero(index["example"][:, 0] != last)
-                if len(nxt) == 0:
-                    return False
-                cut = int(nxt[0])
+        cut = len(acts) if final else self._cut_point(index["example"][:, 0])
+        if cut == 0:
+            return False
         self._acts = [acts[cut:]] if cut < len(acts) else []
         self._index = [index[cut:]] if cut < len(index) else []
         self._buffered = len(acts) - cut
         self._enqueue(acts[:cut], index[:cut])
         return True
+
+    def _cut_point(self, ex: np.ndarray) -> int:
+        """Rows to flush now: the first example boundary at or after ``shard_rows``.
+
+        A pure function of the data (not of how it was batched), so an interrupted and resumed
+        write cuts exactly the same shards as an uninterrupted one. 0 means "not known yet".
+        """
+        n = self.shard_rows
+        if len(ex) <= n:
+            return 0
+        boundaries = np.flatnonzero(ex[n:] != ex[n - 1 : -1])
+        return int(boundaries[0]) + n if len(boundaries) else 0
 
     def _enqueue(self, acts: np.ndarray, index: np.ndarray) -> None:
         if self._thread is None:
