@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from sae_core.protocols import ActivationBatch, CacheMetadata
 from sae_core.stores import open_writer
 

@@ -7,10 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
+from sae_core.protocols import AdapterRequest
 from sae_core.stores import open_reader
 from sae_example_plugin.components import GaussianDataset, MLPAdapter
-from sae_core.protocols import AdapterRequest
 
 
 def test_cache_cli_writes_store_equal_to_direct_forward(run_cli, tmp_path: Path) -> None:

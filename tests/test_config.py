@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import pytest
-
 from sae_core.config import from_dict
 from sae_core.errors import ConfigError
 

@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from sae_core import hookimpl, hookspecs, plugins
 from sae_core.errors import PluginError, UnknownComponentError
 from sae_core.plugins import PluginManager

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -13,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from sae_core.errors import StoreError
 from sae_core.stores import open_reader
 from sae_core.stores.local.reader import LocalReader
@@ -97,7 +97,7 @@ def test_text_windows_stay_in_one_shard(tmp_path: Path) -> None:
         writer.write(ActivationBatch(acts=unique_acts(lo, len(ids), meta), example_ids=ids))
     path = writer.close()
     shards = json.loads((path / "shards.json").read_text())["shards"]
-    for a, b in zip(shards, shards[1:], strict=False):
+    for a, b in itertools.pairwise(shards):
         assert a["last_example"] < b["first_example"]
     assert sum(s["n_examples"] for s in shards) == len(doc_of_row)
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
-
 from sae_core.errors import DataError, SAEError
 from sae_core.protocols import (
     ActivationBatch,
@@ -65,7 +65,7 @@ class MLPAdapter(ModelAdapter):
         width = int(request.options.get("width", 32))
         gen = torch.Generator().manual_seed(int(request.options.get("seed", 0)))
         dims = [D_INPUT, width, width, width]
-        self.weights = [torch.randn(a, b, generator=gen) / a**0.5 for a, b in zip(dims, dims[1:], strict=False)]
+        self.weights = [torch.randn(a, b, generator=gen) / a**0.5 for a, b in itertools.pairwise(dims)]
         self.layers: list[int] = []
         for raw in request.layers:
             try:

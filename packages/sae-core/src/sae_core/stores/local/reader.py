@@ -1,14 +1,17 @@
 """Reader of the local sharded store: memory-mapped shards, shuffled or sequential batches.
 
-Shuffled reads are the hot path of training. They read contiguous row chunks in a random order on
-I/O threads (so the page cache / disk see large sequential reads), pool about ``buffer_bytes`` of
-selected tokens into a window, permute the window and cut it into batches: memory stays
-O(buffer), every token is yielded once per epoch, and the order depends only on ``(seed, epoch)``
-because chunk results are consumed in planned order whatever the thread timing.
+Shuffled reads are the hot path of training. An epoch visits contiguous row chunks in a random
+order, pools the sample ids of about ``buffer_bytes`` worth of chunks into a window, permutes them
+and cuts batches; I/O threads gather each batch straight from the memory-mapped shards into its
+output array (one copy). Memory stays O(buffer) (ids only, plus a few batches in flight), every
+token is yielded once per epoch, and the order depends only on ``(seed, epoch)`` because batches
+are consumed in planned order whatever the thread timing.
 """
 
 from __future__ import annotations
 
+import mmap
+import warnings
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -22,14 +25,17 @@ from sae_core.config import from_dict
 from sae_core.errors import StoreError
 from sae_core.protocols.store import INDEX_DTYPE, ActivationReader, CacheMetadata
 from sae_core.stores.local import format as fmt
-from sae_core.stores.local.shuffle import Chunk, group_windows, plan_chunks
+from sae_core.stores.local.shuffle import Chunk, group_windows
 
+MADV_POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ", 22)  # Linux >= 5.14: populate page tables
 TOKEN_FILTERS = ("all", "cls", "patch", "register", "token")
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 def raw_to_torch(raw: np.ndarray, dtype: str) -> torch.Tensor:
     """Storage array -> tensor of the stored dtype, without copying."""
+    if not raw.flags.writeable:
+        raw = np.array(raw)
     t = torch.from_numpy(raw)
     return t.view(torch.bfloat16) if dtype == "bfloat16" else t
 
@@ -79,6 +85,7 @@ class LocalReader(ActivationReader):
             )
             starts.append(starts[-1] + n)
         self._starts = np.asarray(starts, dtype=np.int64)
+        self._tensors: list[torch.Tensor | None] = [None] * len(self._acts)
         self.io_threads = max(1, io_threads)
 
     # -- description --------------------------------------------------------------------------
@@ -159,15 +166,46 @@ class LocalReader(ActivationReader):
             return acts_parts[0], index_parts[0]
         return np.concatenate(acts_parts), np.concatenate(index_parts)
 
-    def _load_samples(self, chunk: Chunk, layers: list[int], positions: np.ndarray) -> np.ndarray:
-        """Selected valid tokens of a chunk as raw samples ``(m, L, d)``."""
-        acts, index = self._read_rows(chunk.start, chunk.stop, layers, positions)
-        n, n_layers, n_pos, d = acts.shape
-        samples = acts.transpose(0, 2, 1, 3).reshape(n * n_pos, n_layers, d)  # (rows*P, L, d)
-        valid = index["valid"].reshape(-1).astype(bool)
-        if not valid.all():
-            samples = samples[valid]
-        return samples
+    def _chunk_samples(self, chunk: Chunk, positions: np.ndarray) -> np.ndarray:
+        """Global (row * T + position) ids of the selected valid tokens of a chunk, in order."""
+        s = int(np.searchsorted(self._starts, chunk.start, side="right")) - 1
+        lo = chunk.start - int(self._starts[s])
+        valid = self._index[s][lo : lo + chunk.stop - chunk.start]["valid"][:, positions].astype(bool)  # (rows, P)
+        rows, pos = np.nonzero(valid)
+        t = self.meta.tokens_per_example
+        return (rows + chunk.start).astype(np.int64) * t + positions[pos]
+
+    def _shard_tensor(self, s: int) -> torch.Tensor:
+        """Zero-copy torch view ``(rows, L, T, d)`` of shard ``s`` (bf16 as int16 words)."""
+        if self._tensors[s] is None:
+            mm = self._acts[s]
+            with warnings.catch_warnings():  # read-only memmap: we never write through it
+                warnings.simplefilter("ignore", UserWarning)
+                self._tensors[s] = torch.from_numpy(mm.view(np.int16) if self.meta.dtype == "bfloat16" else mm)
+        return self._tensors[s]
+
+    def _gather(self, sample_ids: np.ndarray, layers: list[int]) -> torch.Tensor:
+        """Samples ``(n, L, d)`` in the stored dtype for global sample ids, gathered straight
+        from the memory-mapped shards into the output (``index_select(out=)``: one copy,
+        multi-threaded; measured ~2x a numpy fancy-index gather)."""
+        t, d = self.meta.tokens_per_example, self.meta.d_model
+        ids = np.sort(sample_ids)  # ascending: sequential-ish page access, grouped by shard
+        shard_of = np.searchsorted(self._starts, ids // t, side="right") - 1
+        bounds = np.flatnonzero(np.diff(shard_of)) + 1
+        raw_dtype = torch.int16 if self.meta.dtype == "bfloat16" else TORCH_DTYPES[self.meta.dtype]
+        out = torch.empty((len(ids), len(layers), d), dtype=raw_dtype)
+        all_layers = layers == list(range(self.meta.n_layers))
+        for a, b in zip(np.r_[0, bounds], np.r_[bounds, len(ids)], strict=True):
+            s = int(shard_of[a])
+            local = torch.from_numpy(ids[a:b] - int(self._starts[s]) * t)
+            src = self._shard_tensor(s)
+            if self.meta.n_layers == 1:
+                torch.index_select(src.view(-1, d), 0, local, out=out[a:b, 0])
+            else:
+                rows = src.index_select(0, local // t)  # (m, L, T, d)
+                picked = rows[torch.arange(len(local)), :, local % t]  # (m, L, d)
+                out[a:b] = picked if all_layers else picked[:, layers]
+        return out.view(torch.bfloat16) if self.meta.dtype == "bfloat16" else out
 
     def _resolve_layers(self, layers: list[int] | None) -> list[int]:
         return list(range(self.meta.n_layers)) if layers is None else [self.layer_index(x) for x in layers]
@@ -201,59 +239,71 @@ class LocalReader(ActivationReader):
         out_dtype = dtype or torch.float32
         device = torch.device(device)
         sample_bytes = len(layer_ids) * self.meta.d_model * self._np_dtype.itemsize
-        row_bytes = sample_bytes * len(positions)
-        chunk_rows = max(1, chunk_bytes // max(row_bytes, 1))
+        chunk_rows = max(1, chunk_bytes // max(sample_bytes * len(positions), 1))
         rng = np.random.default_rng([seed, epoch]) if shuffle else None
-        chunks = plan_chunks(self.n_examples, chunk_rows, rng)
-        per_window = max(1, buffer_bytes // max(chunk_rows * row_bytes, 1)) if shuffle else 1
-        windows = group_windows(chunks, per_window)
-        perm_gen = torch.Generator().manual_seed(int(rng.integers(2**62)) if rng is not None else 0)
-        emitted = 0
-        carry: torch.Tensor | None = None
+        chunks = [c for s in range(len(self.shards)) for c in self._shard_chunks(s, chunk_rows)]
+        if rng is not None:
+            chunks = [chunks[i] for i in rng.permutation(len(chunks))]
+        per_window = max(1, buffer_bytes // max(chunk_rows * sample_bytes * len(positions), 1)) if shuffle else 1
 
-        def emit(raw: torch.Tensor) -> torch.Tensor:
-            out = raw.to(out_dtype)
-            if device.type == "cuda":
-                return out.pin_memory().to(device, non_blocking=True)
-            return out
+        windows = group_windows(chunks, per_window)
+
+        def batch_ids(pool: ThreadPoolExecutor) -> Iterator[np.ndarray]:
+            carry = np.empty(0, np.int64)
+            for w, window in enumerate(windows):
+                for ahead in windows[w : w + 2] if w == 0 else windows[w + 1 : w + 2]:
+                    for c in ahead:  # I/O threads map the next window while this one is gathered
+                        pool.submit(self._prefetch, c)
+                ids = np.concatenate([carry, *(self._chunk_samples(c, positions) for c in window)])
+                if rng is not None:
+                    ids = ids[rng.permutation(len(ids))]
+                full = len(ids) - len(ids) % batch_size
+                for lo in range(0, full, batch_size):
+                    yield ids[lo : lo + batch_size]
+                carry = ids[full:]
+            if len(carry) and not drop_last:
+                yield carry
+
+        def load(ids: np.ndarray) -> torch.Tensor:
+            out = self._gather(ids, layer_ids).to(out_dtype)
+            return out.pin_memory() if device.type == "cuda" else out
 
         with ThreadPoolExecutor(self.io_threads, thread_name_prefix="sae-store-read") as pool:
-            pending: deque[Future[np.ndarray]] = deque()
-            flat = [c for w in windows for c in w]
-            next_submit = 0
+            planned = (ids for i, ids in enumerate(batch_ids(pool)) if i >= start_batch)
+            pending: deque[Future[torch.Tensor]] = deque()
+            for ids in planned:
+                pending.append(pool.submit(load, ids))
+                if len(pending) > 2 * self.io_threads:
+                    yield self._to_device(pending.popleft().result(), device)
+            while pending:
+                yield self._to_device(pending.popleft().result(), device)
 
-            def top_up() -> None:
-                nonlocal next_submit
-                while next_submit < len(flat) and len(pending) < per_window + 2 * self.io_threads:
-                    pending.append(pool.submit(self._load_samples, flat[next_submit], layer_ids, positions))
-                    next_submit += 1
+    def _prefetch(self, chunk: Chunk) -> None:
+        """Fault the chunk's pages in ahead of the gathers (populate, else readahead hint)."""
+        s = int(np.searchsorted(self._starts, chunk.start, side="right")) - 1
+        mm = self._acts[s]
+        raw = getattr(mm, "_mmap", None)
+        if raw is None:
+            return
+        row_bytes = mm.strides[0]
+        start = (chunk.start - int(self._starts[s])) * row_bytes
+        length = (chunk.stop - chunk.start) * row_bytes
+        aligned = start - start % mmap.PAGESIZE
+        for advice in (MADV_POPULATE_READ, mmap.MADV_WILLNEED):
+            try:
+                raw.madvise(advice, aligned, length + start - aligned)
+                return
+            except (OSError, ValueError):
+                continue
 
-            for window in windows:
-                top_up()
-                parts = []
-                for _ in window:
-                    parts.append(raw_to_torch(pending.popleft().result(), self.meta.dtype))
-                    top_up()
-                if carry is not None and len(carry):
-                    parts.insert(0, carry)
-                data = parts[0] if len(parts) == 1 else torch.cat(parts)  # (m, L, d)
-                m = len(data)
-                full = m - m % batch_size
-                if shuffle:
-                    perm = torch.randperm(m, generator=perm_gen)
-                    for lo in range(0, full, batch_size):
-                        if emitted >= start_batch:
-                            yield emit(data.index_select(0, perm[lo : lo + batch_size]))
-                        emitted += 1
-                    carry = data.index_select(0, perm[full:]) if full < m else None
-                else:
-                    for lo in range(0, full, batch_size):
-                        if emitted >= start_batch:
-                            yield emit(data[lo : lo + batch_size])
-                        emitted += 1
-                    carry = data[full:].clone() if full < m else None
-            if carry is not None and len(carry) and not drop_last and emitted >= start_batch:
-                yield emit(carry)
+    @staticmethod
+    def _to_device(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
+        return batch.to(device, non_blocking=True) if device.type == "cuda" else batch
+
+    def _shard_chunks(self, s: int, chunk_rows: int) -> list[Chunk]:
+        """Chunks never straddle shards, so a chunk is one contiguous region of one file."""
+        lo, hi = int(self._starts[s]), int(self._starts[s + 1])
+        return [Chunk(a, min(a + chunk_rows, hi)) for a in range(lo, hi, chunk_rows)]
 
     def read_examples(
         self, start: int, stop: int, *, layers: list[int] | None = None, dtype: torch.dtype | None = torch.float32

@@ -1,9 +1,9 @@
 """Plan of a shuffled epoch: which contiguous chunks are read, in which order, grouped how.
 
-An epoch reads the cache as contiguous row chunks (large sequential reads, friendly to disks and
-the page cache) in a random order; consecutive chunks are grouped into *windows* of about
-``buffer_samples`` selected tokens, and each window is fully permuted before it is cut into
-batches. Every selected token lands in exactly one window, hence appears once per epoch, and the
+An epoch visits the cache as contiguous row chunks (each inside one shard file) in a random
+order; consecutive chunks are grouped into *windows* of about ``buffer_bytes`` of selected tokens,
+and the sample ids of each window are permuted and cut into batches (the last partial batch of a
+window carries over into the next). Every selected token lands in exactly one window, hence appears once per epoch, and the
 whole plan is a pure function of ``(seed, epoch)``.
 """
 
@@ -11,21 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
 
 @dataclass(frozen=True)
 class Chunk:
     start: int  # first global row
     stop: int  # one past the last global row
-
-
-def plan_chunks(n_rows: int, chunk_rows: int, rng: np.random.Generator | None) -> list[Chunk]:
-    """Row chunks covering ``[0, n_rows)``, shuffled when ``rng`` is given."""
-    starts = np.arange(0, n_rows, max(1, chunk_rows))
-    if rng is not None:
-        starts = rng.permutation(starts)
-    return [Chunk(int(s), int(min(s + chunk_rows, n_rows))) for s in starts]
 
 
 def group_windows(chunks: list[Chunk], chunks_per_window: int) -> list[list[Chunk]]:
