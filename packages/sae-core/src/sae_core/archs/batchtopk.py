@@ -1,0 +1,83 @@
+"""BatchTopK SAE (Bussmann et al., 2024): top k·B activations over the whole batch.
+
+Training, per SAE, on a batch of B tokens:
+    a   = ReLU((x − b_dec) W_enc + b_enc)
+    τ_b = the (k·B)-th largest entry of a over the batch
+    f   = a · 1[a ≥ τ_b]                         (k active latents per token on average)
+    L   = ||x − x̂||² + α_aux ||e − ê||²          (AuxK as in TopK)
+    θ  ← m·θ + (1 − m)·τ_b                        (running threshold, momentum m)
+Inference is a JumpReLU with that threshold: f = a · 1[a > θ], so a token's code no longer
+depends on the rest of its batch. The checkpoint stores θ as ``threshold`` [d_sae].
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from sae_core.archs.base import Bank, BankArchitecture, TrainContext, TrainOutput, mse_per_sae
+from sae_core.archs.topk import TopKHyper, auxk_loss
+
+
+@dataclass
+class BatchTopKHyper(TopKHyper):
+    threshold_momentum: float = 0.99
+
+
+class BatchTopKBank(Bank):
+    name: ClassVar[str] = "batchtopk"
+    Hyper: ClassVar[type] = BatchTopKHyper
+    extra_tensors: ClassVar[tuple[str, ...]] = ("threshold",)
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.register_buffer("threshold", torch.zeros(self.n, self.d_sae))
+        self.register_buffer("_threshold_seen", torch.zeros(self.n, dtype=torch.bool))
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        a = self.pre_acts(x).relu()
+        return a * (a > self.threshold[:, None, :])
+
+    def batch_mask(self, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mask of the k·B largest activations of each SAE's batch, and their threshold τ (n,)."""
+        n, batch, d_sae = a.shape
+        ks = self.hyper_tensor("k", torch.long) * batch  # (n,)
+        top = a.reshape(n, -1).topk(int(ks.max()), dim=-1, sorted=True).values  # (n, kmax·B)
+        tau = top.gather(1, (ks - 1)[:, None]).squeeze(1)  # (n,)
+        mask = (a >= tau[:, None, None]) & (a > 0)
+        return mask, tau
+
+    def train_codes(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """pre, f, mask (n, batch, d_sae) and τ (n,) for a training batch; updates θ."""
+        pre = self.pre_acts(x)
+        a = pre.relu()
+        mask, tau = self.batch_mask(a.detach())
+        with torch.no_grad():
+            m = self.hyper_tensor("threshold_momentum")
+            new = torch.where(self._threshold_seen, m * self.threshold[:, 0] + (1 - m) * tau, tau)
+            self.threshold.copy_(new[:, None].expand_as(self.threshold))
+            self._threshold_seen.fill_(True)
+        return pre, a * mask, mask, tau
+
+    def train_forward(self, x: torch.Tensor, ctx: TrainContext) -> TrainOutput:
+        pre, f, mask, tau = self.train_codes(x)  # f: (n, batch, d_sae)
+        recon = self.decode(f)
+        mse = mse_per_sae(x, recon)
+        aux = auxk_loss(self, pre, x, recon, ctx.dead)
+        return TrainOutput(
+            recon=recon,
+            loss=mse + aux,
+            terms={"mse": mse.detach(), "auxk": aux.detach(), "threshold": tau.detach()},
+            fired=mask.float().sum(1),
+            l0=mask.float().sum(-1).mean(-1),
+        )
+
+
+class BatchTopK(BankArchitecture):
+    """BatchTopK SAE: batch-level top-k in training, learned JumpReLU threshold at inference."""
+
+    name = "batchtopk"
+    Hyper = BatchTopKHyper
+    bank_cls = BatchTopKBank

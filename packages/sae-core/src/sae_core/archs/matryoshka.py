@@ -1,0 +1,84 @@
+"""Matryoshka SAE (Bussmann et al., 2025; Nabeshima, 2024): nested dictionaries.
+
+Latents are ordered; for nested prefix sizes m_1 < m_2 < ... < m_G = d_sae the SAE must also
+reconstruct x from its first m_g latents alone:
+    x̂_g = f[:m_g] W_dec[:m_g] + b_dec
+    L   = (1/G) Σ_g ||x − x̂_g||² + α_aux ||e − ê||²
+so early latents learn general features and later ones refine them. The code f comes from a TopK
+(``base = "topk"``) or BatchTopK (``base = "batchtopk"``) encoder; prefixes default to
+d_sae/8, d_sae/4, d_sae/2, d_sae. Inference is that of the base architecture.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal
+
+import torch
+
+from sae_core.archs.base import BankArchitecture, TrainContext, TrainOutput, mse_per_sae, sparse_decode
+from sae_core.archs.batchtopk import BatchTopKBank, BatchTopKHyper
+from sae_core.archs.topk import auxk_loss, fired_counts, topk_codes
+from sae_core.errors import ConfigError
+
+
+@dataclass
+class MatryoshkaHyper(BatchTopKHyper):
+    base: Literal["topk", "batchtopk"] = "batchtopk"
+    prefixes: list[int] = field(default_factory=list)
+
+    def validate(self, d_sae: int) -> None:
+        super().validate(d_sae)
+        if not self.prefixes:
+            self.prefixes = sorted({max(1, d_sae // 8), max(1, d_sae // 4), max(1, d_sae // 2), d_sae})
+        if sorted(self.prefixes) != self.prefixes or self.prefixes[-1] != d_sae or self.prefixes[0] < 1:
+            raise ConfigError(f"matryoshka prefixes must increase and end at d_sae={d_sae}, got {self.prefixes}")
+
+
+class MatryoshkaBank(BatchTopKBank):
+    name: ClassVar[str] = "matryoshka"
+    Hyper: ClassVar[type] = MatryoshkaHyper
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        bases = {h.base for h in self.hypers}
+        prefixes = {tuple(h.prefixes) for h in self.hypers}
+        if len(bases) > 1 or len(prefixes) > 1:
+            raise ConfigError("matryoshka SAEs trained together in one bank must share `base` and `prefixes`")
+        self.base = bases.pop()
+        self.prefixes = list(prefixes.pop())
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        if self.base == "topk":
+            idx, vals = topk_codes(self.pre_acts(x), self.hyper_tensor("k", torch.long))
+            return torch.zeros(*idx.shape[:2], self.d_sae, device=x.device).scatter_(-1, idx, vals)
+        return super().encode(x)
+
+    def train_forward(self, x: torch.Tensor, ctx: TrainContext) -> TrainOutput:
+        if self.base == "batchtopk":
+            pre, f, mask, _ = self.train_codes(x)
+            recons = [torch.baddbmm(self.b_dec[:, None, :], f[..., :m], self.W_dec[:, :m]) for m in self.prefixes]
+            fired, l0 = mask.float().sum(1), mask.float().sum(-1).mean(-1)
+        else:
+            pre = self.pre_acts(x)
+            idx, vals = topk_codes(pre, self.hyper_tensor("k", torch.long))
+            recons = [sparse_decode(idx, vals * (idx < m), self.W_dec) + self.b_dec[:, None, :] for m in self.prefixes]
+            fired, l0 = fired_counts(idx, vals, self.d_sae), (vals > 0).float().sum(-1).mean(-1)
+        recon = recons[-1]
+        nested = torch.stack([mse_per_sae(x, r) for r in recons]).mean(0)
+        aux = auxk_loss(self, pre, x, recon, ctx.dead)
+        return TrainOutput(
+            recon=recon,
+            loss=nested + aux,
+            terms={"mse": mse_per_sae(x, recon).detach(), "nested_mse": nested.detach(), "auxk": aux.detach()},
+            fired=fired,
+            l0=l0,
+        )
+
+
+class Matryoshka(BankArchitecture):
+    """Matryoshka SAE over a TopK or BatchTopK encoder (nested prefix losses)."""
+
+    name = "matryoshka"
+    Hyper = MatryoshkaHyper
+    bank_cls = MatryoshkaBank

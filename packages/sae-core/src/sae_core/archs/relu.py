@@ -1,0 +1,62 @@
+"""ReLU SAE with an L1 penalty weighted by decoder norms (Anthropic, 2024 update).
+
+    f = ReLU((x − b_dec) W_enc + b_enc)
+    x̂ = f W_dec + b_dec
+    L = ||x − x̂||² + λ·w(t) Σ_i f_i ||W_dec,i||      (w(t): sparsity warmup from 0 to 1)
+
+Weighting the penalty by decoder norms makes it invariant to trading encoder scale for decoder
+scale, so the decoder needs no norm constraint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from sae_core.archs.base import Bank, BankArchitecture, TrainContext, TrainOutput, mse_per_sae
+from sae_core.errors import ConfigError
+
+
+@dataclass
+class ReLUHyper:
+    l1_coeff: float = 5.0
+
+    def validate(self, d_sae: int) -> None:
+        if self.l1_coeff < 0:
+            raise ConfigError(f"l1_coeff must be >= 0, got {self.l1_coeff}")
+
+
+class ReLUBank(Bank):
+    name: ClassVar[str] = "relu"
+    Hyper: ClassVar[type] = ReLUHyper
+    unit_norm_decoder: ClassVar[bool] = False
+    init_decoder_norm: ClassVar[float] = 0.1
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pre_acts(x).relu()
+
+    def train_forward(self, x: torch.Tensor, ctx: TrainContext) -> TrainOutput:
+        f = self.encode(x)  # (n, batch, d_sae)
+        recon = self.decode(f)
+        mse = mse_per_sae(x, recon)
+        norms = self.W_dec.norm(dim=-1)  # (n, d_sae)
+        l1 = (f * norms[:, None, :]).sum(-1).mean(-1)  # (n,)
+        coeff = self.hyper_tensor("l1_coeff") * ctx.sparsity_scale
+        active = f > 0
+        return TrainOutput(
+            recon=recon,
+            loss=mse + coeff * l1,
+            terms={"mse": mse.detach(), "l1": l1.detach()},
+            fired=active.float().sum(1),
+            l0=active.float().sum(-1).mean(-1),
+        )
+
+
+class ReLU(BankArchitecture):
+    """ReLU SAE with decoder-norm-weighted L1."""
+
+    name = "relu"
+    Hyper = ReLUHyper
+    bank_cls = ReLUBank

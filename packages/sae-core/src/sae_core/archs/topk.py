@@ -1,0 +1,102 @@
+"""TopK SAE (Gao et al., 2024) with the AuxK loss for dead latents.
+
+    pre = (x − b_dec) W_enc + b_enc
+    f   = ReLU(TopK_k(pre))                       (k largest pre-activations kept, rest 0)
+    x̂   = f W_dec + b_dec                         (sparse: only k decoder rows per token)
+    e   = x − x̂
+    ê   = ReLU(TopK_kaux(pre restricted to dead latents)) W_dec
+    L   = ||x − x̂||² + α_aux ||e − ê||²           (α_aux = 1/32, k_aux = d_in/2 by default)
+
+Decoder rows are kept at unit norm with the radial gradient projected out. k may differ across
+the SAEs of a bank: the bank takes the top max(k) and zeroes each SAE's values beyond its own k.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from sae_core.archs.base import Bank, BankArchitecture, TrainContext, TrainOutput, mse_per_sae, sparse_decode
+from sae_core.errors import ConfigError
+
+
+@dataclass
+class TopKHyper:
+    k: int = 32
+    aux_k: int | None = None  # default: d_in // 2
+    aux_coeff: float = 1 / 32
+
+    def validate(self, d_sae: int) -> None:
+        if not 1 <= self.k <= d_sae:
+            raise ConfigError(f"k={self.k} must be between 1 and d_sae={d_sae}; lower k or raise exp_factor")
+        if self.aux_k is not None and self.aux_k < 1:
+            raise ConfigError(f"aux_k must be >= 1, got {self.aux_k}")
+
+
+def topk_codes(pre: torch.Tensor, ks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices and ReLU'd values of each SAE's top-k: (n, batch, max k), zero past own k."""
+    kmax = int(ks.max())
+    vals, idx = pre.topk(kmax, dim=-1, sorted=True)  # (n, batch, kmax)
+    keep = torch.arange(kmax, device=pre.device)[None, :] < ks[:, None]  # (n, kmax)
+    return idx, vals.relu() * keep[:, None, :]
+
+
+def fired_counts(idx: torch.Tensor, vals: torch.Tensor, d_sae: int) -> torch.Tensor:
+    """(n, d_sae): how many tokens of the batch each latent was active on."""
+    n = idx.shape[0]
+    counts = torch.zeros(n, d_sae, device=idx.device)
+    return counts.scatter_add_(1, idx.reshape(n, -1), (vals > 0).float().reshape(n, -1))
+
+
+def auxk_loss(
+    bank: Bank, pre: torch.Tensor, x: torch.Tensor, recon: torch.Tensor, dead: torch.Tensor | None
+) -> torch.Tensor:
+    """α_aux · ||e − ê||² with ê reconstructed from the top-k_aux dead latents (0 if none dead)."""
+    n = pre.shape[0]
+    if dead is None or not bool(dead.any()):
+        return pre.new_zeros(n)
+    k_aux = max(min(h.aux_k or bank.d_in // 2, bank.d_sae) for h in bank.hypers)
+    k_aux = min(k_aux, int(dead.sum(-1).max()))
+    masked = pre.masked_fill(~dead[:, None, :], float("-inf"))  # (n, batch, d_sae)
+    vals, idx = masked.topk(k_aux, dim=-1)
+    vals = torch.where(torch.isfinite(vals), vals, torch.zeros_like(vals)).relu()
+    e = (x - recon).detach()  # (n, batch, d_in)
+    e_hat = sparse_decode(idx, vals, bank.W_dec)
+    has_dead = dead.any(-1).float()  # (n,)
+    return bank.hyper_tensor("aux_coeff") * (e_hat - e).pow(2).sum(-1).mean(-1) * has_dead
+
+
+class TopKBank(Bank):
+    name: ClassVar[str] = "topk"
+    Hyper: ClassVar[type] = TopKHyper
+
+    def ks(self) -> torch.Tensor:
+        return self.hyper_tensor("k", torch.long)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        idx, vals = topk_codes(self.pre_acts(x), self.ks())
+        return torch.zeros(*idx.shape[:2], self.d_sae, device=x.device).scatter_(-1, idx, vals)
+
+    def train_forward(self, x: torch.Tensor, ctx: TrainContext) -> TrainOutput:
+        pre = self.pre_acts(x)  # (n, batch, d_sae)
+        idx, vals = topk_codes(pre, self.ks())
+        recon = sparse_decode(idx, vals, self.W_dec) + self.b_dec[:, None, :]  # (n, batch, d_in)
+        mse = mse_per_sae(x, recon)
+        aux = auxk_loss(self, pre, x, recon, ctx.dead)
+        return TrainOutput(
+            recon=recon,
+            loss=mse + aux,
+            terms={"mse": mse.detach(), "auxk": aux.detach()},
+            fired=fired_counts(idx, vals, self.d_sae),
+            l0=(vals > 0).float().sum(-1).mean(-1),
+        )
+
+
+class TopK(BankArchitecture):
+    """TopK SAE with AuxK (k active latents per token)."""
+
+    name = "topk"
+    Hyper = TopKHyper
+    bank_cls = TopKBank

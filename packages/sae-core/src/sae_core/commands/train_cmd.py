@@ -1,0 +1,74 @@
+"""``sae train``: train one SAE or a whole sweep on a cache."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from sae_core.errors import SAEError
+
+
+def train(
+    out: Annotated[Path, typer.Option(help="Run directory (one subdirectory per SAE).")],
+    data: Annotated[Path | None, typer.Option(help="Cache directory printed by `sae cache`.")] = None,
+    sweep: Annotated[Path | None, typer.Option(help="TOML sweep: lists are swept as a grid.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last state.")] = False,
+    layer: Annotated[str | None, typer.Option(help="Layer index (negative allowed) or name in the cache.")] = None,
+    tokens: Annotated[str | None, typer.Option(help="Token filter: all, cls, patch, register, token.")] = None,
+    arch: Annotated[str | None, typer.Option(help="Architecture: relu, topk, batchtopk, jumprelu, gated, matryoshka.")] = None,
+    k: Annotated[int | None, typer.Option(help="Active latents per token (topk family).")] = None,
+    exp_factor: Annotated[float | None, typer.Option(help="d_sae = exp_factor * d_in.")] = None,
+    d_sae: Annotated[int | None, typer.Option(help="Dictionary size (overrides --exp-factor).")] = None,
+    lr: Annotated[float | None, typer.Option(help="Adam learning rate.")] = None,
+    l1_coeff: Annotated[float | None, typer.Option(help="L1 coefficient (relu, gated).")] = None,
+    l0_coeff: Annotated[float | None, typer.Option(help="L0 coefficient (jumprelu).")] = None,
+    target_l0: Annotated[float | None, typer.Option(help="Target L0 (jumprelu target mode).")] = None,
+    steps: Annotated[int | None, typer.Option(help="Training steps.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Tokens per batch.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed (init and data order).")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1, ...")] = None,
+    log_every: Annotated[int | None, typer.Option(help="Steps between metric lines.")] = None,
+    checkpoint_every: Annotated[int | None, typer.Option(help="Steps between resumable states.")] = None,
+    normalize: Annotated[bool | None, typer.Option("--normalize/--no-normalize", help="Scale inputs to E||x||=sqrt(d).")] = None,
+    wandb: Annotated[bool, typer.Option("--wandb", help="Also log to Weights & Biases.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Train SAEs on a cache: one from flags, or a grid from --sweep. All SAEs of a data group
+    train together on each batch, read once."""
+    from sae_core.train import TrainConfig, expand, load_sweep, run_training
+
+    if resume:
+        cfg_path = out / "config.json"
+        if not cfg_path.is_file():
+            raise SAEError(f"{out} is not a training run (no config.json); pass the --out of an earlier `sae train`")
+        config = TrainConfig.from_json(json.loads(cfg_path.read_text()))
+        if data is not None:
+            config.cache = str(data)
+        if steps is not None:
+            config.train.steps = steps
+        run_training(config, progress=not quiet, resume=True)
+        typer.echo(str(out))
+        return
+    if data is None:
+        raise SAEError("--data is required: the cache directory printed by `sae cache`")
+    tables: dict[str, dict[str, Any]] = load_sweep(sweep) if sweep else {"data": {}, "train": {}, "sae": {}}
+    flags_data = {"layer": layer, "tokens": tokens, "batch_size": batch_size, "normalize": normalize}
+    flags_sae = {"arch": arch, "k": k, "exp_factor": exp_factor, "d_sae": d_sae, "lr": lr, "l1_coeff": l1_coeff,
+                 "l0_coeff": l0_coeff, "target_l0": target_l0}
+    flags_train = {"steps": steps, "seed": seed, "device": device, "log_every": log_every,
+                   "checkpoint_every": checkpoint_every, "wandb": wandb or None}
+    for table, flags in (("data", flags_data), ("sae", flags_sae), ("train", flags_train)):
+        tables[table].update({key: v for key, v in flags.items() if v is not None})
+    from sae_core.stores import open_reader
+
+    reader = open_reader(data)
+    config = expand(str(data), reader.meta.d_model, tables["data"], tables["sae"], tables["train"], str(out))
+    path = run_training(config, progress=not quiet)
+    typer.echo(str(path))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train)

@@ -1,0 +1,200 @@
+"""Training configuration: CLI flags or a TOML sweep expanded into one config per SAE.
+
+A sweep file has three tables; scalars are fixed, lists are swept as a grid (the cartesian product
+over every list in [data] and [sae]):
+
+    [data]            # what changes the data stream: each combination is its own group
+    layer = [0, 1]    # layer index or name in the cache
+    tokens = "all"    # all | cls | patch | register | token
+    batch_size = 4096
+    normalize = true  # scale inputs to E||x|| = sqrt(d_in), folded back at save
+
+    [train]           # shared by every SAE
+    steps = 10000
+    seed = 0
+
+    [sae]             # per SAE; lists here do NOT split groups
+    arch = "topk"
+    k = [16, 32]
+    exp_factor = [8, 16]
+    lr = [1e-4, 3e-4]
+"""
+
+from __future__ import annotations
+
+import itertools
+import tomllib
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from sae_core.config import from_dict
+from sae_core.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    layer: str = "0"
+    tokens: str = "all"
+    batch_size: int = 4096
+    normalize: bool = True
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+
+
+@dataclass
+class TrainSettings:
+    steps: int = 1000
+    seed: int = 0
+    device: str = "cpu"
+    log_every: int = 50
+    checkpoint_every: int = 500
+    lr_warmup_steps: int = 0  # default: 5% of steps
+    lr_decay_frac: float = 0.2  # linear decay to 0 over the last fraction of steps
+    sparsity_warmup_steps: int = 0  # default: 5% of steps
+    dead_tokens: int = 1_000_000  # a latent silent for this many tokens counts as dead
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    norm_batches: int = 8  # batches used to estimate the normalisation scale / b_dec
+    wandb: bool = False
+    wandb_project: str = "sae"
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise ConfigError(f"steps must be >= 1, got {self.steps}")
+        if self.log_every < 1 or self.checkpoint_every < 1:
+            raise ConfigError("log_every and checkpoint_every must be >= 1")
+        if not 0 <= self.lr_decay_frac <= 1:
+            raise ConfigError(f"lr_decay_frac must be in [0, 1], got {self.lr_decay_frac}")
+
+
+SAE_COMMON = ("arch", "exp_factor", "d_sae", "lr", "name")
+
+
+@dataclass
+class SAEConfig:
+    """One SAE of a sweep: architecture, size, lr and the architecture's hyperparameters."""
+
+    arch: str
+    d_sae: int
+    lr: float
+    hyper: dict[str, Any]
+    data: DataConfig
+    name: str = ""
+
+
+@dataclass
+class TrainConfig:
+    cache: str
+    saes: list[SAEConfig]
+    train: TrainSettings = field(default_factory=TrainSettings)
+    out: str = "runs/sae"
+
+    def groups(self) -> dict[DataConfig, list[SAEConfig]]:
+        """SAEs grouped by data stream: each group reads every batch once."""
+        out: dict[DataConfig, list[SAEConfig]] = {}
+        for sae in self.saes:
+            out.setdefault(sae.data, []).append(sae)
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "cache": self.cache,
+            "out": self.out,
+            "train": asdict(self.train),
+            "saes": [{**asdict(s), "data": asdict(s.data)} for s in self.saes],
+        }
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> TrainConfig:
+        saes = [
+            SAEConfig(**{**s, "data": from_dict(DataConfig, s["data"], strict=False)}) for s in doc["saes"]
+        ]
+        return cls(cache=doc["cache"], saes=saes, train=from_dict(TrainSettings, doc["train"], strict=False), out=doc["out"])
+
+
+def _grid(table: dict[str, Any]) -> list[dict[str, Any]]:
+    keys = list(table)
+    values = [v if isinstance(v, list) and k != "prefixes" else [v] for k, v in table.items()]
+    if "prefixes" in table and table["prefixes"] and isinstance(table["prefixes"][0], list):
+        values[keys.index("prefixes")] = table["prefixes"]
+    return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*values)]
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def expand(
+    cache: str, d_in: int, data: dict[str, Any], sae: dict[str, Any], train: dict[str, Any], out: str
+) -> TrainConfig:
+    """Expand [data] × [sae] grids into SAE configs, validating every key and value."""
+    from sae_core.plugins import get_component
+
+    unknown_data = [k for k in data if k not in {f.name for f in fields(DataConfig)}]
+    if unknown_data:
+        raise ConfigError(f"[data]: unknown key {unknown_data[0]!r}; valid keys: {', '.join(f.name for f in fields(DataConfig))}")
+    settings = from_dict(TrainSettings, train, where="[train]")
+    data_grid = _grid({k: (str(v) if k == "layer" and not isinstance(v, list) else v) for k, v in data.items()})
+    sae_grid = _grid(sae)
+    swept = {k for k, v in {**data, **sae}.items() if isinstance(v, list) and len(v) > 1 and k != "prefixes"}
+    saes: list[SAEConfig] = []
+    for d in data_grid:
+        dcfg = from_dict(DataConfig, {k: (str(v) if k == "layer" else v) for k, v in d.items()}, where="[data]")
+        for s in sae_grid:
+            s = dict(s)
+            arch_name = str(s.pop("arch", "topk"))
+            arch = get_component("architecture", arch_name).factory
+            exp_factor = s.pop("exp_factor", None)
+            d_sae = s.pop("d_sae", None)
+            if d_sae is None:
+                d_sae = int(round(float(exp_factor if exp_factor is not None else 8) * d_in))
+            if int(d_sae) < 1:
+                raise ConfigError(f"d_sae must be >= 1, got {d_sae}")
+            lr = float(s.pop("lr", 3e-4))
+            if lr <= 0:
+                raise ConfigError(f"lr must be > 0, got {lr}")
+            name = s.pop("name", None)
+            valid = set(arch.hyper_fields()) | set(SAE_COMMON)
+            for key in s:
+                if key not in valid:
+                    raise ConfigError(
+                        f"[sae]: unknown key {key!r} for arch {arch_name!r}; valid keys: {', '.join(sorted(valid))}"
+                    )
+            from sae_core.archs.base import make_hyper
+
+            hyper = make_hyper(arch.Hyper, arch_name, s, int(d_sae))
+            if name is None:
+                parts = [arch_name]
+                for key, val in [("layer", dcfg.layer), ("tokens", dcfg.tokens), ("batch_size", dcfg.batch_size),
+                                 ("exp_factor", exp_factor), ("d_sae", d_sae), ("lr", lr), *s.items()]:
+                    if key in swept or key in ("k",):
+                        parts.append(f"{key}{_fmt(val)}")
+                name = "-".join(parts).replace("/", "_")
+            saes.append(SAEConfig(arch=arch_name, d_sae=int(d_sae), lr=lr, hyper=asdict(hyper), data=dcfg, name=name))
+    names = [s.name for s in saes]
+    for i, s in enumerate(saes):
+        if names.count(s.name) > 1:
+            s.name = f"{s.name}-{i}"
+    if not saes:
+        raise ConfigError("the sweep is empty: a list in [data] or [sae] has no values")
+    return TrainConfig(cache=cache, saes=saes, train=settings, out=out)
+
+
+def load_sweep(path: Path) -> dict[str, dict[str, Any]]:
+    """Read a sweep TOML: tables data/train/sae only."""
+    try:
+        doc = tomllib.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"sweep file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"sweep file {path} is not valid TOML: {e}") from None
+    unknown = [k for k in doc if k not in ("data", "train", "sae")]
+    if unknown:
+        raise ConfigError(f"sweep file {path}: unknown table [{unknown[0]}]; valid tables: [data], [train], [sae]")
+    for k, v in doc.items():
+        if not isinstance(v, dict):
+            raise ConfigError(f"sweep file {path}: {k!r} must be a table ([{k}])")
+    return {k: doc.get(k, {}) for k in ("data", "train", "sae")}

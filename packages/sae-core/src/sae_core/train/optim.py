@@ -1,0 +1,51 @@
+"""Adam for banks: one optimizer state per stacked parameter, a learning rate per SAE.
+
+torch.optim.Adam has one lr per parameter group, but a bank's SAEs share each parameter tensor
+(stacked on dim 0) while sweeping lr. This is plain Adam (Kingma & Ba, bias-corrected) with the
+step size broadcast along that dimension; its state is a dict of tensors so checkpoints and exact
+resume are trivial.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class BankAdam:
+    def __init__(self, params: dict[str, torch.nn.Parameter], betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
+        self.params = params
+        self.betas = betas
+        self.eps = eps
+        self.step_count = 0
+        self.exp_avg = {k: torch.zeros_like(p) for k, p in params.items()}
+        self.exp_avg_sq = {k: torch.zeros_like(p) for k, p in params.items()}
+
+    @torch.no_grad()
+    def step(self, lr: torch.Tensor) -> None:
+        """One update; ``lr``: (n,) learning rate of each SAE of the bank."""
+        self.step_count += 1
+        b1, b2 = self.betas
+        c1 = 1 - b1**self.step_count
+        c2 = 1 - b2**self.step_count
+        for k, p in self.params.items():
+            if p.grad is None:
+                continue
+            g = p.grad
+            m, v = self.exp_avg[k], self.exp_avg_sq[k]
+            m.lerp_(g, 1 - b1)
+            v.mul_(b2).addcmul_(g, g, value=1 - b2)
+            denom = (v / c2).sqrt_().add_(self.eps)
+            scale = (lr / c1).view(-1, *([1] * (p.dim() - 1)))
+            p.addcdiv_(m * scale, denom, value=-1.0)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        out = {f"exp_avg.{k}": v for k, v in self.exp_avg.items()}
+        out.update({f"exp_avg_sq.{k}": v for k, v in self.exp_avg_sq.items()})
+        out["step_count"] = torch.tensor(self.step_count)
+        return out
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        for k in self.exp_avg:
+            self.exp_avg[k].copy_(state[f"exp_avg.{k}"])
+            self.exp_avg_sq[k].copy_(state[f"exp_avg_sq.{k}"])
+        self.step_count = int(state["step_count"])
