@@ -42,7 +42,7 @@ class BatchTopKBank(Bank):
 
     def batch_mask(self, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mask of the k·B largest activations of each SAE's batch, and their threshold τ (n,)."""
-        n, batch, d_sae = a.shape
+        n, batch, _ = a.shape
         ks = self.hyper_tensor("k", torch.long) * batch  # (n,)
         top = a.reshape(n, -1).topk(int(ks.max()), dim=-1, sorted=True).values  # (n, kmax·B)
         tau = top.gather(1, (ks - 1)[:, None]).squeeze(1)  # (n,)

@@ -139,6 +139,12 @@ def expand(
     settings = from_dict(TrainSettings, train, where="[train]")
     data_grid = _grid({k: (str(v) if k == "layer" and not isinstance(v, list) else v) for k, v in data.items()})
     sae_grid = _grid(sae)
+    arch_names = sae.get("arch", "topk")
+    arch_names = arch_names if isinstance(arch_names, list) else [arch_names]
+    valid_any: set[str] = set()
+    if len(arch_names) > 1:
+        for a in arch_names:
+            valid_any |= set(get_component("architecture", str(a)).factory.hyper_fields())
     swept = {k for k, v in {**data, **sae}.items() if isinstance(v, list) and len(v) > 1 and k != "prefixes"}
     saes: list[SAEConfig] = []
     for d in data_grid:
@@ -150,7 +156,7 @@ def expand(
             exp_factor = s.pop("exp_factor", None)
             d_sae = s.pop("d_sae", None)
             if d_sae is None:
-                d_sae = int(round(float(exp_factor if exp_factor is not None else 8) * d_in))
+                d_sae = round(float(exp_factor if exp_factor is not None else 8) * d_in)
             if int(d_sae) < 1:
                 raise ConfigError(f"d_sae must be >= 1, got {d_sae}")
             lr = float(s.pop("lr", 3e-4))
@@ -158,11 +164,15 @@ def expand(
                 raise ConfigError(f"lr must be > 0, got {lr}")
             name = s.pop("name", None)
             valid = set(arch.hyper_fields()) | set(SAE_COMMON)
-            for key in s:
-                if key not in valid:
-                    raise ConfigError(
-                        f"[sae]: unknown key {key!r} for arch {arch_name!r}; valid keys: {', '.join(sorted(valid))}"
-                    )
+            for key in list(s):
+                if key in valid:
+                    continue
+                if key in valid_any:  # belongs to another architecture of this sweep
+                    del s[key]
+                    continue
+                raise ConfigError(
+                    f"[sae]: unknown key {key!r} for arch {arch_name!r}; valid keys: {', '.join(sorted(valid))}"
+                )
             from sae_core.archs.base import make_hyper
 
             hyper = make_hyper(arch.Hyper, arch_name, s, int(d_sae))
@@ -170,7 +180,7 @@ def expand(
                 parts = [arch_name]
                 for key, val in [("layer", dcfg.layer), ("tokens", dcfg.tokens), ("batch_size", dcfg.batch_size),
                                  ("exp_factor", exp_factor), ("d_sae", d_sae), ("lr", lr), *s.items()]:
-                    if key in swept or key in ("k",):
+                    if key in swept or (key == "k" and "k" in arch.hyper_fields()):
                         parts.append(f"{key}{_fmt(val)}")
                 name = "-".join(parts).replace("/", "_")
             saes.append(SAEConfig(arch=arch_name, d_sae=int(d_sae), lr=lr, hyper=asdict(hyper), data=dcfg, name=name))

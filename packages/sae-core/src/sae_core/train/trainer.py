@@ -301,9 +301,8 @@ def run_training(
         reader.layer_index(sae.data.layer)
         reader.positions(sae.data.tokens)
     out.mkdir(parents=True, exist_ok=True)
-    if resume:
-        if not (out / "config.json").is_file():
-            raise SAEError(f"{out} is not a training run (no config.json); cannot resume it")
+    if resume and not (out / "config.json").is_file():
+        raise SAEError(f"{out} is not a training run (no config.json); cannot resume it")
     _write_json(out / "config.json", config.to_json())
     wandb_run = _wandb(config, out) if config.train.wandb else None
     groups = config.groups()

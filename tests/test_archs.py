@@ -1,0 +1,174 @@
+"""Each architecture's bank against a plain single-SAE reference written from its equations."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from sae_core.archs.base import TrainContext, make_hyper
+from sae_core.plugins import get_registry
+
+D_IN, D_SAE, B = 12, 48, 32
+
+
+def build(name: str, hypers: list[dict]):
+    arch = get_registry().get("architecture", name).factory
+    bank = arch.build_bank(D_IN, D_SAE, [make_hyper(arch.Hyper, name, h, D_SAE) for h in hypers],
+                           generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():  # non-trivial biases so the reference checks their placement
+        bank.b_enc.normal_(0, 0.1)
+        bank.b_dec.normal_(0, 0.1)
+    return bank
+
+
+def params(bank, i):
+    return bank.W_enc[i], bank.b_enc[i], bank.W_dec[i], bank.b_dec[i]
+
+
+@pytest.fixture
+def x() -> torch.Tensor:
+    return torch.randn(B, D_IN, generator=torch.Generator().manual_seed(2))
+
+
+def test_relu_matches_reference(x) -> None:
+    bank = build("relu", [{"l1_coeff": 2.0}, {"l1_coeff": 0.5}])
+    out = bank.train_forward(x, TrainContext(step=0))
+    for i, lam in enumerate((2.0, 0.5)):
+        W_enc, b_enc, W_dec, b_dec = params(bank, i)
+        f = torch.relu((x - b_dec) @ W_enc + b_enc)
+        recon = f @ W_dec + b_dec
+        loss = ((x - recon) ** 2).sum(-1).mean() + lam * (f * W_dec.norm(dim=1)).sum(-1).mean()
+        torch.testing.assert_close(out.recon[i], recon)
+        torch.testing.assert_close(out.loss[i], loss)
+        torch.testing.assert_close(bank.encode(x)[i], f)
+
+
+def test_topk_matches_reference_with_per_sae_k(x) -> None:
+    bank = build("topk", [{"k": 3}, {"k": 7}])
+    dead = torch.zeros(2, D_SAE, dtype=torch.bool)
+    dead[:, :10] = True
+    out = bank.train_forward(x, TrainContext(step=0, dead=dead))
+    for i, k in enumerate((3, 7)):
+        W_enc, b_enc, W_dec, b_dec = params(bank, i)
+        pre = (x - b_dec) @ W_enc + b_enc
+        v, idx = pre.topk(k, dim=-1)
+        f = torch.zeros_like(pre).scatter(-1, idx, v.relu())
+        recon = f @ W_dec + b_dec
+        mse = ((x - recon) ** 2).sum(-1).mean()
+        pre_dead = pre.masked_fill(~dead[i], float("-inf"))
+        av, aidx = pre_dead.topk(min(D_IN // 2, 10), dim=-1)
+        e_hat = torch.zeros_like(pre).scatter(-1, aidx, av.relu()) @ W_dec
+        aux = ((x - recon - e_hat) ** 2).sum(-1).mean() / 32
+        torch.testing.assert_close(out.recon[i], recon, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(out.loss[i], mse + aux, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(bank.encode(x)[i], f)
+        assert float(out.l0[i]) <= k
+
+
+def test_topk_sparse_decode_gradients_match_dense(x) -> None:
+    bank = build("topk", [{"k": 5}])
+    out = bank.train_forward(x, TrainContext(step=0))
+    out.loss.sum().backward()
+    W_enc, b_enc, W_dec, b_dec = (p.detach().clone().requires_grad_(True) for p in params(bank, 0))
+    pre = (x - b_dec) @ W_enc + b_enc
+    v, idx = pre.topk(5, dim=-1)
+    f = torch.zeros_like(pre).scatter(-1, idx, v.relu())
+    ((x - (f @ W_dec + b_dec)) ** 2).sum(-1).mean().backward()
+    torch.testing.assert_close(bank.W_dec.grad[0], W_dec.grad, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(bank.W_enc.grad[0], W_enc.grad, rtol=1e-4, atol=1e-5)
+
+
+def test_batchtopk_matches_reference_and_uses_threshold_at_inference(x) -> None:
+    bank = build("batchtopk", [{"k": 4}])
+    out = bank.train_forward(x, TrainContext(step=0))
+    W_enc, b_enc, W_dec, b_dec = params(bank, 0)
+    a = torch.relu((x - b_dec) @ W_enc + b_enc)
+    tau = a.flatten().topk(4 * B).values[-1]
+    f = a * (a >= tau)
+    torch.testing.assert_close(out.recon[0], f @ W_dec + b_dec)
+    assert abs(float(out.l0[0]) - 4) < 0.5
+    torch.testing.assert_close(bank.threshold[0], torch.full((D_SAE,), float(tau.detach())))
+    torch.testing.assert_close(bank.encode(x)[0], a * (a > tau))
+
+
+def test_jumprelu_forward_and_ste_gradients(x) -> None:
+    bank = build("jumprelu", [{"l0_coeff": 0.1, "bandwidth": 0.5, "init_threshold": 0.2}])
+    out = bank.train_forward(x, TrainContext(step=0))
+    out.loss.sum().backward()
+    W_enc, b_enc, W_dec, b_dec = params(bank, 0)
+    pre = (x - b_dec) @ W_enc + b_enc
+    theta = torch.full((D_SAE,), 0.2)
+    f = pre * (pre > theta)
+    recon = f @ W_dec + b_dec
+    l0 = (pre > theta).float().sum(-1).mean()
+    torch.testing.assert_close(out.recon[0], recon)
+    torch.testing.assert_close(out.loss[0], ((x - recon) ** 2).sum(-1).mean() + 0.1 * l0)
+    # pseudo-derivative wrt θ, chained through θ = exp(log θ)
+    g_recon = (2 * (recon - x) / B) @ W_dec.T  # dL/df
+    kern = ((pre - theta).abs() / 0.5 < 0.5).float()
+    d_theta = (g_recon * -(theta / 0.5) * kern).sum(0) + 0.1 * (-(1 / 0.5) * kern).sum(0) / B
+    torch.testing.assert_close(bank.log_threshold.grad[0], d_theta * theta, rtol=1e-4, atol=1e-5)
+
+
+def test_jumprelu_target_l0_mode(x) -> None:
+    bank = build("jumprelu", [{"l0_coeff": 1.0, "target_l0": 5.0, "init_threshold": 0.2}])
+    out = bank.train_forward(x, TrainContext(step=0))
+    assert torch.allclose(out.terms["l0_penalty"][0], (out.l0[0] / 5.0 - 1) ** 2)
+
+
+def test_gated_matches_reference(x) -> None:
+    bank = build("gated", [{"l1_coeff": 1.5}])
+    with torch.no_grad():
+        bank.r_mag.normal_(0, 0.3)
+        bank.b_mag.normal_(0, 0.1)
+    out = bank.train_forward(x, TrainContext(step=0))
+    W_enc, b_gate, W_dec, b_dec = params(bank, 0)
+    xc = x - b_dec
+    gate = xc @ W_enc + b_gate
+    mag = xc @ (W_enc * bank.r_mag[0].exp()) + bank.b_mag[0]
+    f = (gate > 0) * mag.relu()
+    recon = f @ W_dec + b_dec
+    l1 = (gate.relu() * W_dec.norm(dim=1)).sum(-1).mean()
+    aux = ((x - (gate.relu() @ W_dec + b_dec)) ** 2).sum(-1).mean()
+    torch.testing.assert_close(out.recon[0], recon, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out.loss[0], ((x - recon) ** 2).sum(-1).mean() + 1.5 * l1 + aux, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("base", ["topk", "batchtopk"])
+def test_matryoshka_nested_losses(x, base: str) -> None:
+    bank = build("matryoshka", [{"k": 6, "base": base, "prefixes": [6, 24, 48]}])
+    out = bank.train_forward(x, TrainContext(step=0))
+    W_enc, b_enc, W_dec, b_dec = params(bank, 0)
+    a = (x - b_dec) @ W_enc + b_enc
+    if base == "topk":
+        v, idx = a.topk(6, dim=-1)
+        f = torch.zeros_like(a).scatter(-1, idx, v.relu())
+    else:
+        a = a.relu()
+        f = a * (a >= a.flatten().topk(6 * B).values[-1])
+    losses = [((x - (f[:, :m] @ W_dec[:m] + b_dec)) ** 2).sum(-1).mean() for m in (6, 24, 48)]
+    torch.testing.assert_close(out.terms["nested_mse"][0], torch.stack(losses).mean(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out.recon[0], f @ W_dec + b_dec, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["relu", "topk", "batchtopk", "jumprelu", "gated", "matryoshka"])
+def test_export_folds_normalisation(x, name: str) -> None:
+    """A bank trained on s·x, exported with scale s, maps raw x to x̂ = bank(s·x)/s."""
+    from sae_core.checkpoint import build_sae
+
+    hyper = {"k": 5} if name in ("topk", "batchtopk", "matryoshka") else {}
+    bank = build(name, [hyper])
+    if name in ("batchtopk", "matryoshka"):
+        calib = torch.randn(B, D_IN, generator=torch.Generator().manual_seed(9))
+        bank.train_forward(calib * 3.0, TrainContext(step=0))  # sets the inference threshold
+    s = 3.0
+    sae = build_sae({"architecture": name, "d_in": D_IN, "d_sae": D_SAE, "hyper": hyper}, bank.export(0, s))
+    with torch.no_grad():
+        torch.testing.assert_close(sae(x), bank(x * s)[0] / s, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(sae.encode(x), bank.encode(x * s)[0], rtol=1e-4, atol=1e-5)
+
+
+def test_k_larger_than_d_sae_is_an_error() -> None:
+    from sae_core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="k=99 must be between 1 and d_sae=48"):
+        build("topk", [{"k": 99}])
