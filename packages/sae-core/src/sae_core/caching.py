@@ -112,11 +112,15 @@ def run_cache(
         return writer.close()
     bar = _progress(n_total, start, progress, unit=spec.extra.get("example_unit", "ex"))
     t0 = time.perf_counter()
+    done = start
     try:
         for batch in model_adapter.iter_batches(dataset, start=start, batch_size=batch_size, num_workers=num_workers):
             writer.write(batch)
-            if bar is not None:
-                bar.update(len(batch.example_ids))
+            if bar is not None and len(batch.example_ids):
+                # progress in dataset examples (a text document may span several rows)
+                new_done = int(batch.example_ids.max()) + 1
+                bar.update(max(0, new_done - done))
+                done = max(done, new_done)
     finally:
         if bar is not None:
             bar.close()

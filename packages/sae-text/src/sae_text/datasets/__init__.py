@@ -1,0 +1,1 @@
+"""Text datasets: each example is one document (a string)."""

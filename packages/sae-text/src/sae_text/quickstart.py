@@ -1,0 +1,81 @@
+"""``sae quickstart OUT_DIR``: the whole main job, offline, in a few minutes on a laptop CPU.
+
+1. cache layer-3 residuals of the bundled all-MiniLM-L6-v2 on the ``pydocs`` corpus;
+2. train a small sweep (TopK, k ∈ {16, 32}, expansion 8) as one bank on the shared stream;
+3. run the built-in analyses when they are installed;
+4. print what was made and how to look at it.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def quickstart(
+    out_dir: Annotated[Path, typer.Argument(help="Where the cache, the run and its analyses go.")],
+    steps: Annotated[int, typer.Option(help="Training steps for the sweep.")] = 1200,
+    max_examples: Annotated[int, typer.Option(help="Documents of the pydocs corpus to cache.")] = 3000,
+    layer: Annotated[int, typer.Option(help="MiniLM block whose residual stream is cached.")] = 3,
+    context_size: Annotated[int, typer.Option(help="Tokens per window.")] = 64,
+    batch_size: Annotated[int, typer.Option(help="Training batch size (tokens).")] = 1024,
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+) -> None:
+    """Run the main job end to end offline: cache MiniLM activations on Python docstrings,
+    train a TopK sweep, analyse it, and print how to open it in the viewer."""
+    from sae_core.caching import run_cache
+    from sae_core.protocols import AdapterRequest
+    from sae_core.stores import open_reader
+    from sae_core.train import expand, run_training
+
+    t0 = time.perf_counter()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    typer.echo(f"[1/3] caching MiniLM layer {layer} residuals on pydocs ({max_examples} documents)")
+    request = AdapterRequest(model="minilm", layers=[str(layer)], context_size=context_size, device=device)
+    cache = run_cache("tlens", request, "pydocs", out_dir / "cache", batch_size=32, max_examples=max_examples,
+                      progress=not quiet)
+    reader = open_reader(cache)
+    n_tokens = reader.n_tokens("token")
+    typer.echo(f"      {cache}  ({reader.n_examples} windows, {n_tokens:,} tokens, d_model {reader.meta.d_model})")
+    typer.echo(f"[2/3] training TopK SAEs k in {{16, 32}}, expansion 8, {steps} steps, as one bank")
+    config = expand(
+        str(cache), reader.meta.d_model,
+        {"layer": 0, "tokens": "token", "batch_size": min(batch_size, n_tokens)},
+        {"arch": "topk", "k": [16, 32], "exp_factor": 8, "lr": 1e-3},
+        {"steps": steps, "log_every": max(1, steps // 20), "checkpoint_every": max(1, steps // 4), "device": device},
+        str(out_dir / "run"),
+    )
+    run = run_training(config, progress=not quiet)
+    analysed = _analyse(run, cache, device, quiet)
+    typer.echo(f"[3/3] {'analyses written beside each SAE' if analysed else 'analyses: not installed, skipped'}")
+    import json
+
+    sweep = json.loads((run / "sweep.json").read_text())
+    typer.echo("")
+    typer.echo(f"{'SAE':24s} {'d_sae':>6s} {'FVU':>7s} {'L0':>6s} {'dead':>6s}")
+    for s in sweep["saes"]:
+        f = s["final"]
+        typer.echo(f"{s['name']:24s} {s['d_sae']:6d} {f['fvu']:7.3f} {f['l0']:6.1f} {f['dead_frac']:6.1%}")
+    typer.echo("")
+    typer.echo(f"done in {time.perf_counter() - t0:.0f} s. Next:")
+    typer.echo(f"  sae view {run}            # browse features")
+    typer.echo(f"  sae info {run}            # sweep summary as JSON")
+    typer.echo(f"  sae export {run}/{sweep['saes'][0]['name']} --format saelens --out exported/")
+
+
+def _analyse(run: Path, cache: Path, device: str, quiet: bool) -> bool:
+    """Run the built-in analyses if this installation has them (sae_core.analyses)."""
+    try:
+        from sae_core.analyses.runner import analyse_run
+    except ImportError:
+        return False
+    analyse_run(run, data=cache, device=device, progress=not quiet)
+    return True
+
+
+def register(app: typer.Typer) -> None:
+    app.command("quickstart")(quickstart)
