@@ -26,7 +26,6 @@ D_IN = 768
 def make_cache(root: Path, n: int) -> Path:
     import numpy as np
     import torch
-
     from sae_core.protocols import ActivationBatch, CacheMetadata
     from sae_core.stores import open_writer
 
@@ -44,7 +43,6 @@ def make_cache(root: Path, n: int) -> Path:
 
 def worker(args: argparse.Namespace) -> None:
     import torch
-
     from sae_core.train import expand, run_training
 
     torch.set_num_threads(args.threads)

@@ -1,0 +1,23 @@
+"""`sae quickstart`: the README's main job, shortened (the full run is `uv run sae quickstart runs/demo`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from sae_core.checkpoint import find_checkpoints, load_sae
+
+
+def test_quickstart_end_to_end(run_cli, tmp_path: Path) -> None:
+    code, out, err = run_cli("quickstart", str(tmp_path / "demo"), "--steps", "20", "--max-examples", "40", "-q")
+    assert code == 0, err
+    assert "sae view" in out and "topk-k16" in out
+    run = tmp_path / "demo" / "run"
+    sweep = json.loads((run / "sweep.json").read_text())
+    assert [s["hyper"]["k"] for s in sweep["saes"]] == [16, 32]
+    assert all(s["d_sae"] == 8 * 384 for s in sweep["saes"])
+    for ckpt in find_checkpoints(run):
+        sae = load_sae(ckpt)
+        assert sae.cfg["source"]["model"] == "sentence-transformers/all-MiniLM-L6-v2"
+        assert sae.cfg["source"]["layer"] == "blocks.3.hook_resid_post"
+        assert (ckpt / "metrics.jsonl").read_text().strip()
