@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from sae_core.errors import SAEError
 from sae_core.stores import open_reader
 from sae_text.minilm import minilm_dir
@@ -113,12 +112,11 @@ def test_hub_names_dispatch(monkeypatch: pytest.MonkeyPatch, tiny_config: Path) 
     """Known names go to HookedTransformer.from_pretrained, other ids to TransformerBridge (the
     network boundary is mocked: both loaders are replaced by fakes returning a tiny model)."""
     import transformer_lens
+    from sae_core.protocols import AdapterRequest
+    from sae_text.adapters.tlens import TLensAdapter
     from transformer_lens import HookedTransformer, HookedTransformerConfig
     from transformer_lens.model_bridge import TransformerBridge
     from transformers import AutoTokenizer
-
-    from sae_core.protocols import AdapterRequest
-    from sae_text.adapters.tlens import TLensAdapter
 
     tiny = HookedTransformer(HookedTransformerConfig(**TINY_CFG), tokenizer=AutoTokenizer.from_pretrained(minilm_dir()))
     calls: list[tuple[str, str]] = []

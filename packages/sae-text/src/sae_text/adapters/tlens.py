@@ -155,6 +155,7 @@ class TLensAdapter(ModelAdapter):
                 "context_size": self.context,
                 "loader": self.kind,
                 "checkpoint": self.request.checkpoint,
+                "options": dict(self.request.options),
                 "include_special": self.include_special,
                 "max_windows_per_doc": self.max_windows,
                 "special_token_ids": sorted(set(self.special.prefix + self.special.suffix)),

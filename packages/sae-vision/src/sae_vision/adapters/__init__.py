@@ -1,0 +1,1 @@
+"""ViT adapters: open_clip (``clip``) and timm (``timm``)."""
