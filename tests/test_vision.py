@@ -104,7 +104,7 @@ def test_corrupt_images_skipped_and_counted(run_cli, tmp_path: Path, clip_cfg: P
     reader = open_reader(path)
     assert reader.n_examples == 5
     folder_ds = open_dataset(f"folder:{folder}", "image")
-    broken = [i for i in range(len(folder_ds)) if folder_ds.files[i].name == "broken.png"][0]
+    broken = next(i for i in range(len(folder_ds)) if folder_ds.files[i].name == "broken.png")
     _, index = reader.read_examples(0, 5)
     assert broken not in index["example"][:, 0]
     runs = [json.loads(x) for x in (path / "cache_runs.jsonl").read_text().splitlines()]
@@ -182,5 +182,5 @@ def test_resume_after_kill_gives_identical_store(tmp_path: Path) -> None:
     subprocess.run([sys.executable, "-c", KILL_SCRIPT, *args, "--out", str(clean)], check=True)
     (clean_path,) = list(clean.glob("*/"))
     assert clean_path.name == path.name
-    for f in sorted(clean_path.glob("*.bin")) + [clean_path / "shards.json", clean_path / "metadata.json"]:
+    for f in [*sorted(clean_path.glob("*.bin")), clean_path / "shards.json", clean_path / "metadata.json"]:
         assert f.read_bytes() == (path / f.name).read_bytes(), f.name

@@ -17,8 +17,8 @@ import typer
 
 def quickstart(
     out_dir: Annotated[Path, typer.Argument(help="Where the cache, the run and its analyses go.")],
-    steps: Annotated[int, typer.Option(help="Training steps for the sweep.")] = 1200,
-    max_examples: Annotated[int, typer.Option(help="Documents of the pydocs corpus to cache.")] = 3000,
+    steps: Annotated[int, typer.Option(help="Training steps for the sweep.")] = 600,
+    max_examples: Annotated[int, typer.Option(help="Documents of the pydocs corpus to cache.")] = 1500,
     layer: Annotated[int, typer.Option(help="MiniLM block whose residual stream is cached.")] = 3,
     context_size: Annotated[int, typer.Option(help="Tokens per window.")] = 64,
     batch_size: Annotated[int, typer.Option(help="Training batch size (tokens).")] = 1024,
