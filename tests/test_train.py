@@ -181,6 +181,7 @@ def test_empty_cache_is_an_error(run_cli, tmp_path: Path) -> None:
     assert code == 1 and "has 0 'all' samples" in err
 
 
+@pytest.mark.slow
 def test_topk_recovers_planted_dictionary(tmp_path: Path) -> None:
     """256 true unit features in d=128, 5 active per sample: TopK finds >= 90% (cos > 0.9), FVU < 0.1."""
     from sae_core.train import expand, run_training

@@ -162,6 +162,7 @@ main(sys.argv[1:])
 """
 
 
+@pytest.mark.slow
 def test_resume_after_kill_gives_identical_store(tmp_path: Path) -> None:
     args = ["cache", "--adapter", "timm", *TIMM_ARGS, "--layers", "0,2", "--data", "samples", "--data-opt", "n=96",
             "--batch-size", "8", "--shard-examples", "16", "-q"]

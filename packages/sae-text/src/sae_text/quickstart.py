@@ -62,9 +62,22 @@ def quickstart(
         typer.echo(f"{s['name']:24s} {s['d_sae']:6d} {f['fvu']:7.3f} {f['l0']:6.1f} {f['dead_frac']:6.1%}")
     typer.echo("")
     typer.echo(f"done in {time.perf_counter() - t0:.0f} s. Next:")
-    typer.echo(f"  sae view {run}            # browse features")
+    commands = _installed_commands()
+    if "view" in commands:
+        typer.echo(f"  sae view {run}            # browse features in the viewer")
     typer.echo(f"  sae info {run}            # sweep summary as JSON")
-    typer.echo(f"  sae export {run}/{sweep['saes'][0]['name']} --format saelens --out exported/")
+    typer.echo(f"  sae info {run}/{sweep['saes'][0]['name']}   # one SAE: config and final metrics")
+    if "export" in commands:
+        typer.echo(f"  sae export {run}/{sweep['saes'][0]['name']} --format saelens --out exported/")
+    typer.echo("  python -c \"from sae_core.checkpoint import load_sae; sae = load_sae('" + str(run / sweep["saes"][0]["name"]) + "')\"")
+
+
+def _installed_commands() -> set[str]:
+    """Names of the `sae` sub-commands this installation provides."""
+    from sae_core.cli import build_app
+
+    app = build_app()
+    return {c.name or c.callback.__name__ for c in app.registered_commands if c.callback is not None}
 
 
 def _analyse(run: Path, cache: Path, device: str, quiet: bool) -> bool:

@@ -1,0 +1,283 @@
+"""sae vs SAELens: the same TopK SAEs trained on the same activations, side by side.
+
+    uv run python bench/vs_saelens.py [--data minilm|synthetic] [--steps 200] [--device cpu]
+
+Both libraries get: the same cache and the same batches in the same order (SAELens's data provider
+reads our store's shuffled stream with the same seed), the same k, d_sae, batch size, lr, Adam
+betas, step count and seed, no lr warmup/decay, no input normalisation, AuxK coefficient 1/32.
+Unavoidable differences (stated in docs/benchmarks.md): initialisation (ours: tied, unit-norm
+decoder and geometric-median b_dec; SAELens: its TopK init with decoder norm 0.1 and
+decoder-norm rescaling of activations) and the decoder constraint (ours: unit norm + gradient
+projection; SAELens: rescaling by decoder norm).
+
+Every measured configuration runs in a fresh subprocess (peak RSS / CUDA memory per run). FVU and
+L0 are measured on the same held-out batch (the last batch of epoch 0, never trained on). The
+table is printed last; results also go to --out as JSON, markdown and an FVU-vs-L0 PNG.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+HERE = Path(__file__).resolve().parent
+
+
+# -- data ------------------------------------------------------------------------------------------
+def build_cache(kind: str, root: Path, quick: bool) -> Path:
+    if kind == "minilm":
+        from sae_core.caching import run_cache
+        from sae_core.protocols import AdapterRequest
+
+        request = AdapterRequest(model="minilm", layers=["3"], context_size=64)
+        return run_cache("tlens", request, "pydocs", root, batch_size=32, max_examples=150 if quick else 900, progress=False)
+    from sae_core.protocols import ActivationBatch, CacheMetadata
+    from sae_core.stores import open_writer
+
+    d, n_true, n = 768, 4096, (40_000 if quick else 400_000)
+    meta = CacheMetadata(adapter="synthetic", model=f"planted-{d}", layers=["x"], d_model=d, dtype="float32",
+                         tokens_per_example=1, token_kinds=["token"], dataset={"spec": f"planted:{n}"})
+    w = open_writer(root, meta)
+    if w.complete:
+        return w.close()
+    gen = torch.Generator().manual_seed(0)
+    feats = torch.randn(n_true, d, generator=gen)
+    feats /= feats.norm(dim=1, keepdim=True)
+    for lo in range(0, n, 20_000):
+        m = min(20_000, n - lo)
+        idx = torch.randint(0, n_true, (m, 24), generator=gen)
+        x = (torch.rand(m, 24, generator=gen)[..., None] * feats[idx]).sum(1)
+        w.write(ActivationBatch(acts=x[:, None, None, :], example_ids=np.arange(lo, lo + m)))
+    return w.close()
+
+
+def tokens_filter(reader: Any) -> str:
+    return "token" if "token" in reader.meta.token_kinds else "all"
+
+
+def heldout(reader: Any, bs: int, seed: int) -> torch.Tensor:
+    n_batches = reader.n_tokens(tokens_filter(reader)) // bs
+    return next(reader.batches(bs, layers=[0], tokens=tokens_filter(reader), seed=seed, start_batch=n_batches - 1))[:, 0]
+
+
+def evaluate(encode, decode, x: torch.Tensor) -> dict[str, float]:
+    with torch.no_grad():
+        f = encode(x)
+        recon = decode(f)
+    fvu = float(((recon - x) ** 2).sum() / ((x - x.mean(0)) ** 2).sum())
+    return {"fvu": fvu, "l0": float((f > 0).float().sum(-1).mean())}
+
+
+# -- workers (one measured configuration each) ----------------------------------------------------
+def worker_ours(a: argparse.Namespace) -> dict[str, Any]:
+    import tempfile
+
+    from sae_core.checkpoint import find_checkpoints, load_sae
+    from sae_core.stores import open_reader
+    from sae_core.train import expand, run_training
+
+    reader = open_reader(a.cache)
+    ks = [int(k) for k in a.ks.split(",")]
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = expand(a.cache, reader.meta.d_model,
+                     {"layer": 0, "batch_size": a.batch_size, "tokens": tokens_filter(reader), "normalize": False},
+                     {"arch": "topk", "k": ks, "d_sae": a.d_sae, "lr": a.lr, "aux_coeff": 1 / 32},
+                     {"steps": a.steps, "seed": a.seed, "log_every": a.steps, "lr_warmup_steps": 1, "lr_decay_frac": 0.0,
+                      "device": a.device, "checkpoint_every": a.steps + 1},
+                     f"{tmp}/run")
+        run = run_training(cfg, progress=False)
+        x = heldout(reader, a.batch_size, a.seed).to(a.device)
+        evals = []
+        for ckpt in find_checkpoints(run):
+            sae = load_sae(ckpt, device=a.device)
+            last = json.loads((ckpt / "metrics.jsonl").read_text().splitlines()[-1])
+            evals.append({"k": sae.cfg["hyper"]["k"], **evaluate(sae.encode, sae.decode, x)})
+        seconds = last["samples"] / last["samples_per_s"]
+    return {"seconds": seconds, "evals": evals}
+
+
+def worker_saelens(a: argparse.Namespace) -> dict[str, Any]:
+    from sae_core.stores import open_reader
+    from sae_lens.config import LoggingConfig, SAETrainerConfig
+    from sae_lens.saes.topk_sae import TopKTrainingSAE, TopKTrainingSAEConfig
+    from sae_lens.training.sae_trainer import SAETrainer
+
+    reader = open_reader(a.cache)
+    tok = tokens_filter(reader)
+    d = reader.meta.d_model
+    seconds, evals = 0.0, []
+    for k in [int(k) for k in a.ks.split(",")]:  # SAELens trains one SAE at a time
+        torch.manual_seed(a.seed)
+        sae = TopKTrainingSAE(TopKTrainingSAEConfig(d_in=d, d_sae=a.d_sae, k=k, aux_loss_coefficient=1 / 32,
+                                                    device=a.device, dtype="float32"))
+
+        def provider():
+            epoch = 0
+            while True:
+                for b in reader.batches(a.batch_size, layers=[0], tokens=tok, seed=a.seed, epoch=epoch, device=a.device):
+                    yield b[:, 0]
+                epoch += 1
+
+        tcfg = SAETrainerConfig(total_training_samples=a.steps * a.batch_size, train_batch_size_samples=a.batch_size,
+                                lr=a.lr, lr_end=a.lr, lr_scheduler_name="constant", lr_warm_up_steps=0, device=a.device,
+                                logger=LoggingConfig(log_to_wandb=False), n_checkpoints=0, save_final_checkpoint=False)
+        trainer = SAETrainer(cfg=tcfg, sae=sae, data_provider=provider())
+        t0 = time.perf_counter()
+        trainer.fit()
+        if a.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        seconds += time.perf_counter() - t0
+        x = heldout(reader, a.batch_size, a.seed).to(a.device)
+        evals.append({"k": k, **evaluate(sae.encode, sae.decode, x)})
+    return {"seconds": seconds, "evals": evals}
+
+
+def worker(a: argparse.Namespace) -> None:
+    torch.set_num_threads(a.threads)
+    out = worker_ours(a) if a.lib == "sae" else worker_saelens(a)
+    n = len(a.ks.split(","))
+    out.update({
+        "lib": a.lib, "ks": a.ks, "n_saes": n,
+        "samples_per_s": a.steps * a.batch_size * (1 if a.lib == "sae" else n) / out["seconds"],
+        "per_sae_samples_per_s": a.steps * a.batch_size * n / out["seconds"],
+        "peak_mb": (torch.cuda.max_memory_allocated() / 2**20 if a.device.startswith("cuda")
+                    else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+    })
+    print("RESULT " + json.dumps(out))
+
+
+# -- driver ----------------------------------------------------------------------------------------
+def measure(a: argparse.Namespace, cache: Path, lib: str, ks: list[int], steps: int) -> dict[str, Any]:
+    cmd = [sys.executable, __file__, "--worker", "--lib", lib, "--cache", str(cache), "--ks", ",".join(map(str, ks)),
+           "--steps", str(steps), "--batch-size", str(a.batch_size), "--d-sae", str(a.d_sae), "--lr", str(a.lr),
+           "--seed", str(a.seed), "--device", a.device, "--threads", str(a.threads)]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode != 0:
+        raise SystemExit(f"{lib} run failed:\n{res.stderr[-3000:]}")
+    line = next(x for x in res.stdout.splitlines() if x.startswith("RESULT "))
+    print(f"  measured {lib} k={ks} steps={steps}", file=sys.stderr)
+    return json.loads(line[len("RESULT "):])
+
+
+def plot(results: dict[str, list[dict]], path: Path) -> None:
+    from PIL import Image, ImageDraw
+
+    w, h, m = 640, 440, 60
+    img = Image.new("RGB", (w, h), "white")
+    g = ImageDraw.Draw(img)
+    pts = [(e["l0"], e["fvu"]) for rs in results.values() for e in rs]
+    x0, x1 = 0, max(p[0] for p in pts) * 1.1
+    y0, y1 = 0, max(p[1] for p in pts) * 1.15
+
+    def xy(l0: float, fvu: float) -> tuple[float, float]:
+        return m + (l0 - x0) / (x1 - x0) * (w - 2 * m), h - m - (fvu - y0) / (y1 - y0) * (h - 2 * m)
+
+    g.line([(m, m), (m, h - m), (w - m, h - m)], fill="black", width=2)
+    for i in range(6):
+        fv = y0 + (y1 - y0) * i / 5
+        lx = x0 + (x1 - x0) * i / 5
+        g.text((8, xy(0, fv)[1] - 6), f"{fv:.2f}", fill="black")
+        g.text((xy(lx, 0)[0] - 8, h - m + 8), f"{lx:.0f}", fill="black")
+    g.text((w // 2 - 20, h - 24), "L0", fill="black")
+    g.text((8, 20), "FVU (held-out batch)", fill="black")
+    colors = {"sae": (200, 40, 40), "saelens": (40, 80, 200)}
+    for lib, rs in results.items():
+        rs = sorted(rs, key=lambda e: e["l0"])
+        line = [xy(e["l0"], e["fvu"]) for e in rs]
+        if len(line) > 1:
+            g.line(line, fill=colors[lib], width=2)
+        for (px, py), e in zip(line, rs, strict=True):
+            g.ellipse([px - 4, py - 4, px + 4, py + 4], fill=colors[lib])
+            g.text((px + 6, py - 14), f"k={e['k']}", fill=colors[lib])
+    for i, lib in enumerate(results):
+        g.rectangle([w - 170, 20 + 18 * i, w - 160, 30 + 18 * i], fill=colors[lib])
+        g.text((w - 150, 18 + 18 * i), {"sae": "sae (ours)", "saelens": "SAELens 6.54"}[lib], fill="black")
+    img.save(path)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", choices=["minilm", "synthetic"], default="minilm")
+    ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--sweep-steps", type=int, default=None)
+    ap.add_argument("--batch-size", type=int, default=None)
+    ap.add_argument("--d-sae", type=int, default=None)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--quick", action="store_true", help="tiny sizes (CI smoke test)")
+    ap.add_argument("--dir", type=Path, default=Path("/tmp/sae-bench-vs-saelens"))
+    ap.add_argument("--out", type=Path, default=HERE / "out")
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--lib", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--cache", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--ks", default=None, help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.worker:
+        worker(a)
+        return
+    gpu = a.device.startswith("cuda")
+    a.steps = a.steps or (20 if a.quick else (2000 if gpu else 300))
+    a.sweep_steps = a.sweep_steps or (10 if a.quick else (500 if gpu else 60))
+    a.batch_size = a.batch_size or (256 if a.quick else (4096 if gpu else 1024))
+    cache = build_cache(a.data, a.dir / a.data, a.quick)
+    from sae_core.stores import open_reader
+
+    d_in = open_reader(cache).meta.d_model
+    a.d_sae = a.d_sae or (16384 if gpu else 8 * d_in)
+    k_single = 32
+    pareto_ks = [16, 32, 64]
+    sweep_ks = [16, 24, 32, 40, 48, 56, 64, 72]
+    single = {lib: measure(a, cache, lib, [k_single], a.steps) for lib in ("sae", "saelens")}
+    pareto = {lib: [single[lib]["evals"][0]] + [measure(a, cache, lib, [k], a.steps)["evals"][0] for k in pareto_ks if k != k_single]
+              for lib in ("sae", "saelens")}
+    sweep = {lib: measure(a, cache, lib, sweep_ks, a.sweep_steps) for lib in ("sae", "saelens")}
+    a.out.mkdir(parents=True, exist_ok=True)
+    machine = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                    if ln.startswith("model name")), "unknown")
+    results = {"machine": machine, "device": a.device, "data": a.data, "d_in": d_in, "d_sae": a.d_sae,
+               "batch_size": a.batch_size, "steps": a.steps, "sweep_steps": a.sweep_steps, "lr": a.lr,
+               "single": single, "pareto": pareto, "sweep": sweep}
+    (a.out / "vs_saelens.json").write_text(json.dumps(results, indent=2))
+    plot(pareto, a.out / "vs_saelens_fvu_l0.png")
+    ours1, theirs1 = single["sae"], single["saelens"]
+    rows = [
+        ("one TopK SAE (k=32)", ours1, theirs1, ours1["evals"][0], theirs1["evals"][0]),
+        ("8 TopK SAEs (k=16..72)", sweep["sae"], sweep["saelens"], None, None),
+    ]
+    lines = [
+        f"data={a.data} d_in={d_in} d_sae={a.d_sae} batch={a.batch_size} steps={a.steps} (sweep {a.sweep_steps}) "
+        f"lr={a.lr} device={a.device} machine={machine}",
+        "| setting | library | per-SAE samples/s | peak MB | FVU | L0 | speed-up |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name, ours, theirs, eo, et in rows:
+        speed = ours["per_sae_samples_per_s"] / theirs["per_sae_samples_per_s"]
+        for lib, r, e in (("sae", ours, eo), ("SAELens", theirs, et)):
+            fvu = f"{e['fvu']:.4f}" if e else "-"
+            l0 = f"{e['l0']:.1f}" if e else "-"
+            sp = f"{speed:.2f}x" if lib == "sae" else ""
+            lines.append(f"| {name} | {lib} | {r['per_sae_samples_per_s']:,.0f} | {r['peak_mb']:,.0f} | {fvu} | {l0} | {sp} |")
+    lines.append("")
+    lines.append("| k | sae FVU | sae L0 | SAELens FVU | SAELens L0 | FVU rel. diff |")
+    lines.append("| ---: | ---: | ---: | ---: | ---: | ---: |")
+    for eo, et in zip(sorted(pareto["sae"], key=lambda e: e["k"]), sorted(pareto["saelens"], key=lambda e: e["k"]), strict=True):
+        lines.append(f"| {eo['k']} | {eo['fvu']:.4f} | {eo['l0']:.1f} | {et['fvu']:.4f} | {et['l0']:.1f} | "
+                     f"{(eo['fvu'] - et['fvu']) / et['fvu']:+.1%} |")
+    table = "\n".join(lines)
+    (a.out / "vs_saelens.md").write_text(table + "\n")
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
