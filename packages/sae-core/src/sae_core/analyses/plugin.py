@@ -9,4 +9,9 @@ from sae_core.hookspecs import hookimpl
 
 @hookimpl
 def register_analyses(register: Any) -> None:
-    """Filled by the analyses issue."""
+    from sae_core.analyses.feature_stats import FeatureStats
+    from sae_core.analyses.reconstruction import Reconstruction
+    from sae_core.analyses.top_examples import TopExamples
+
+    for cls in (FeatureStats, TopExamples, Reconstruction):
+        register(cls.name, cls, description=(cls.__doc__ or "").strip())

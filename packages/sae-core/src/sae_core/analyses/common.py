@@ -1,0 +1,69 @@
+"""What every analysis needs: the SAE's inputs streamed from its cache, in order."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from sae_core.protocols.analysis import AnalysisContext
+
+
+def layer_and_positions(ctx: AnalysisContext) -> tuple[int, np.ndarray]:
+    """The cache layer the SAE was trained on and the token positions it saw."""
+    source = ctx.sae.cfg.get("source", {})
+    layer = source.get("layer", source.get("layer_index", 0))
+    return ctx.reader.layer_index(layer), ctx.reader.positions(source.get("tokens", "all"))
+
+
+def row_range(ctx: AnalysisContext) -> tuple[int, int]:
+    n = ctx.reader.n_examples
+    return 0, n if ctx.max_examples is None else min(n, ctx.max_examples)
+
+
+def iter_rows(ctx: AnalysisContext, start: int, stop: int, rows_per_chunk: int) -> Iterator[tuple[int, torch.Tensor, np.ndarray]]:
+    """(first row, acts (n, T, d) of the SAE's layer, index records (n, T)) in row order."""
+    li, _ = layer_and_positions(ctx)
+    for lo in range(start, stop, rows_per_chunk):
+        hi = min(stop, lo + rows_per_chunk)
+        acts, index = ctx.reader.read_examples(lo, hi, layers=[li])
+        yield lo, acts[:, 0].to(ctx.device), index
+
+
+def selected_mask(ctx: AnalysisContext, index: np.ndarray) -> torch.Tensor:
+    """(n, T) bool: tokens the SAE is meant for (valid, and of its token kind)."""
+    _, positions = layer_and_positions(ctx)
+    keep = np.zeros(index.shape, dtype=bool)
+    keep[:, positions] = True
+    return torch.from_numpy(keep & index["valid"].astype(bool)).to(ctx.device)
+
+
+def rows_per_chunk(ctx: AnalysisContext) -> int:
+    return max(1, ctx.batch_size // ctx.reader.meta.tokens_per_example)
+
+
+def encode_tokens(ctx: AnalysisContext, x: torch.Tensor) -> torch.Tensor:
+    """(n, T, d) -> (n, T, d_sae) latents."""
+    n, t, d = x.shape
+    with torch.no_grad():
+        return ctx.sae.encode(x.reshape(n * t, d)).view(n, t, -1)
+
+
+def save_safetensors(path, tensors: dict[str, torch.Tensor], meta: dict[str, str] | None = None) -> None:
+    import os
+
+    from safetensors.torch import save_file
+
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: v.contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=meta)
+    os.replace(tmp, path)
+
+
+def save_json(path, doc) -> None:
+    import json
+    import os
+
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=2, default=float))
+    os.replace(tmp, path)

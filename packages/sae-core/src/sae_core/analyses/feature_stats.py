@@ -1,0 +1,77 @@
+"""``feature-stats``: firing frequency, mean/max activation and activation histograms per latent.
+
+One streaming pass; memory is O(d_sae · bins). Writes ``feature_stats.safetensors``
+(frequency, mean_activation (over firing tokens), max_activation, act_hist_counts [d_sae, bins]
+of log10(activation), act_hist_edges) and ``feature_stats.json`` (n_tokens, dead/dense fractions,
+log-density histogram: how many latents fire at each log10 frequency).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+
+from sae_core.analyses.common import (
+    encode_tokens,
+    iter_rows,
+    row_range,
+    rows_per_chunk,
+    save_json,
+    save_safetensors,
+    selected_mask,
+)
+from sae_core.protocols.analysis import Analysis, AnalysisContext
+
+N_BINS = 40
+LOG_MIN, LOG_MAX = -4.0, 4.0  # log10 activation range of the per-latent histograms
+DENSE = 0.1
+
+
+class FeatureStats(Analysis):
+    """Firing frequency, mean/max activation and log-activation histograms of every latent."""
+
+    name: ClassVar[str] = "feature-stats"
+
+    def run(self, ctx: AnalysisContext) -> dict[str, Any]:
+        d_sae = ctx.sae.d_sae
+        dev = ctx.device
+        count = torch.zeros(d_sae, device=dev, dtype=torch.float64)
+        total = torch.zeros(d_sae, device=dev, dtype=torch.float64)
+        peak = torch.zeros(d_sae, device=dev)
+        hist = torch.zeros(d_sae * N_BINS, device=dev, dtype=torch.int64)
+        edges = torch.linspace(LOG_MIN, LOG_MAX, N_BINS + 1, device=dev)
+        n_tokens = 0
+        start, stop = row_range(ctx)
+        for _, x, index in iter_rows(ctx, start, stop, rows_per_chunk(ctx)):
+            keep = selected_mask(ctx, index)  # (n, T)
+            f = encode_tokens(ctx, x)[keep]  # (m, d_sae)
+            n_tokens += f.shape[0]
+            active = f > 0
+            count += active.sum(0)
+            total += f.sum(0, dtype=torch.float64)
+            peak = torch.maximum(peak, f.max(0).values if len(f) else peak)
+            tok, lat = active.nonzero(as_tuple=True)
+            bins = torch.bucketize(f[tok, lat].log10().clamp(LOG_MIN, LOG_MAX - 1e-6), edges[1:-1])
+            hist.index_add_(0, lat * N_BINS + bins, torch.ones_like(bins))
+        freq = (count / max(n_tokens, 1)).float()
+        mean = (total / count.clamp_min(1)).float()
+        save_safetensors(ctx.checkpoint / "feature_stats.safetensors", {
+            "frequency": freq,
+            "mean_activation": mean,
+            "max_activation": peak,
+            "act_hist_counts": hist.view(d_sae, N_BINS).int(),
+            "act_hist_edges": edges,
+        })
+        log_freq = freq.clamp_min(1e-10).log10()
+        lf_edges = torch.linspace(-10, 0, 41, device=dev)
+        lf_counts = torch.histc(log_freq, bins=40, min=-10, max=0)
+        summary = {
+            "n_tokens": n_tokens,
+            "dead_frac": float((count == 0).float().mean()),
+            "dense_frac": float((freq > DENSE).float().mean()),
+            "mean_l0": float(count.sum() / max(n_tokens, 1)),
+            "log_freq_hist": {"edges": lf_edges.tolist(), "counts": lf_counts.int().tolist()},
+        }
+        save_json(ctx.checkpoint / "feature_stats.json", summary)
+        return {k: v for k, v in summary.items() if k != "log_freq_hist"}

@@ -1,0 +1,63 @@
+"""``reconstruction``: quality of the SAE on held-out data.
+
+Training reads the whole cache, so "held-out" means the last 10% of the cache's rows by default
+(``--option heldout_frac=...``); in a shuffled cache they are a fair sample of the same
+distribution. Reports FVU (SSE / SSE around the mean), L0, dead and dense fractions, mean cosine
+similarity between x and x̂, and the relative size of the decoder bias (||b_dec|| / mean ||x||).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+
+from sae_core.analyses.common import iter_rows, row_range, rows_per_chunk, save_json, selected_mask
+from sae_core.protocols.analysis import Analysis, AnalysisContext
+
+
+class Reconstruction(Analysis):
+    """Held-out FVU, L0, dead/dense fractions, cosine similarity, relative bias."""
+
+    name: ClassVar[str] = "reconstruction"
+
+    def run(self, ctx: AnalysisContext) -> dict[str, Any]:
+        frac = float(ctx.options.get("heldout_frac", 0.1))
+        lo_all, hi_all = row_range(ctx)
+        start = hi_all - max(1, int((hi_all - lo_all) * frac))
+        sse = sum_x = sum_x2 = cos = norm = l0 = 0.0
+        n = 0
+        fired = torch.zeros(ctx.sae.d_sae, device=ctx.device)
+        for _, x, index in iter_rows(ctx, start, hi_all, rows_per_chunk(ctx)):
+            x = x[selected_mask(ctx, index)]  # (m, d)
+            if not len(x):
+                continue
+            with torch.no_grad():
+                f = ctx.sae.encode(x)
+                recon = ctx.sae.decode(f)
+            sse += float(((recon - x) ** 2).sum())
+            sum_x = sum_x + x.double().sum(0)
+            sum_x2 += float((x.double() ** 2).sum())
+            cos += float(torch.nn.functional.cosine_similarity(x, recon, dim=-1).sum())
+            norm += float(x.norm(dim=-1).sum())
+            l0 += float((f > 0).sum())
+            fired += (f > 0).sum(0)
+            n += len(x)
+        if n == 0:
+            from sae_core.errors import SAEError
+
+            raise SAEError(f"no held-out tokens in {ctx.reader.path} rows {start}:{hi_all}; cache more data")
+        total_var = sum_x2 - float((sum_x**2).sum()) / n
+        result = {
+            "heldout_rows": [start, hi_all],
+            "n_tokens": n,
+            "fvu": sse / max(total_var, 1e-12),
+            "mse": sse / n,
+            "l0": l0 / n,
+            "dead_frac": float((fired == 0).float().mean()),
+            "dense_frac": float((fired / n > 0.1).float().mean()),
+            "cosine": cos / n,
+            "relative_bias": float(ctx.sae.b_dec.detach().norm()) / (norm / n),
+        }
+        save_json(ctx.checkpoint / "reconstruction.json", result)
+        return result

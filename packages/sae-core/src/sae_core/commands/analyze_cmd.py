@@ -1,0 +1,31 @@
+"""``sae analyze``: feature statistics, top examples and reconstruction metrics beside each SAE."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def analyze(
+    path: Annotated[Path, typer.Argument(help="A run directory or one SAE checkpoint.")],
+    data: Annotated[Path | None, typer.Option(help="Cache directory (default: the one each SAE was trained on).")] = None,
+    only: Annotated[list[str] | None, typer.Option(help="Run only this analysis (repeatable).")] = None,
+    max_examples: Annotated[int | None, typer.Option(help="Use at most this many cache rows.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Tokens per encode batch.")] = 4096,
+    k: Annotated[int, typer.Option(help="Top examples kept per latent.")] = 16,
+    device: Annotated[str, typer.Option(help="cpu, cuda, ...")] = "cpu",
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Analyse SAEs against a cache; results are written beside each checkpoint."""
+    from sae_core.analyses.runner import analyse_run
+
+    results = analyse_run(path, data=data, only=only, device=device, batch_size=batch_size,
+                          max_examples=max_examples, options={"k": k}, progress=not quiet)
+    typer.echo(json.dumps(results, indent=2, default=float))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("analyze")(analyze)
