@@ -8,12 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
-
 from sae_core.checkpoint import find_checkpoints, load_sae
 from sae_core.protocols import ActivationBatch, CacheMetadata
 from sae_core.stores import open_reader, open_writer
 from sae_core.train import expand, run_training
+from safetensors.torch import load_file
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +49,7 @@ def test_analyze_cli_matches_brute_force(run_cli, trained) -> None:
     code, out, err = run_cli("analyze", str(run), "--k", "5", "-q")
     assert code == 0, err
     (ckpt,) = find_checkpoints(run)
-    f, index, keep = _brute(cache, ckpt)
+    f, _, keep = _brute(cache, ckpt)
     stats = load_file(str(ckpt / "feature_stats.safetensors"))
     tokens = f[keep]  # (m, d_sae)
     torch.testing.assert_close(stats["frequency"], (tokens > 0).float().mean(0))

@@ -56,10 +56,12 @@ def quickstart(
 
     sweep = json.loads((run / "sweep.json").read_text())
     typer.echo("")
-    typer.echo(f"{'SAE':24s} {'d_sae':>6s} {'FVU':>7s} {'L0':>6s} {'dead':>6s}")
+    typer.echo(f"{'SAE':24s} {'d_sae':>6s} {'FVU':>7s} {'held-out FVU':>13s} {'L0':>6s} {'dead':>6s}")
     for s in sweep["saes"]:
         f = s["final"]
-        typer.echo(f"{s['name']:24s} {s['d_sae']:6d} {f['fvu']:7.3f} {f['l0']:6.1f} {f['dead_frac']:6.1%}")
+        recon = run / s["path"] / "reconstruction.json"
+        heldout = f"{json.loads(recon.read_text())['fvu']:13.3f}" if recon.exists() else f"{'-':>13s}"
+        typer.echo(f"{s['name']:24s} {s['d_sae']:6d} {f['fvu']:7.3f} {heldout} {f['l0']:6.1f} {f['dead_frac']:6.1%}")
     typer.echo("")
     typer.echo(f"done in {time.perf_counter() - t0:.0f} s. Next:")
     commands = _installed_commands()
