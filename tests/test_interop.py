@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from sae_core.archs.base import TrainContext, make_hyper
 from sae_core.checkpoint import load_sae, save_sae
 from sae_core.plugins import get_registry
