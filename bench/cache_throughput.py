@@ -36,7 +36,9 @@ def main() -> None:
 
 
 def _fmt(v: object) -> str:
-    return f"{v:,.1f}" if isinstance(v, float) else str(v)
+    if isinstance(v, float):
+        return f"{v:.2f}" if abs(v) < 10 else f"{v:,.1f}"
+    return str(v)
 
 
 if __name__ == "__main__":

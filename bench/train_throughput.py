@@ -23,6 +23,15 @@ from pathlib import Path
 D_IN = 768
 
 
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process (VmHWM): unlike ru_maxrss it is reset by exec, so a
+    worker does not inherit the parent's peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
 def make_cache(root: Path, n: int) -> Path:
     import numpy as np
     import torch
@@ -60,10 +69,7 @@ def worker(args: argparse.Namespace) -> None:
                 loop_seconds += rec["samples"] / rec["samples_per_s"]  # one group: same for every SAE
                 break
     wall = time.perf_counter() - t0
-    if args.device.startswith("cuda"):
-        peak = torch.cuda.max_memory_allocated() / 2**20
-    else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = torch.cuda.max_memory_allocated() / 2 ** 20 if args.device.startswith("cuda") else peak_rss_mb()
     n_saes = len(ks)
     samples = args.steps * args.batch_size * len(runs)
     print(json.dumps({"case": args.case, "n_saes": n_saes, "loop_s": loop_seconds, "wall_s": wall,

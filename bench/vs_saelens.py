@@ -33,6 +33,15 @@ HERE = Path(__file__).resolve().parent
 
 
 # -- data ------------------------------------------------------------------------------------------
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process (VmHWM): unlike ru_maxrss it is reset by exec, so a
+    worker does not inherit the parent's peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
 def build_cache(kind: str, root: Path, quick: bool) -> Path:
     if kind == "minilm":
         from sae_core.caching import run_cache
@@ -150,7 +159,7 @@ def worker(a: argparse.Namespace) -> None:
         "samples_per_s": a.steps * a.batch_size * (1 if a.lib == "sae" else n) / out["seconds"],
         "per_sae_samples_per_s": a.steps * a.batch_size * n / out["seconds"],
         "peak_mb": (torch.cuda.max_memory_allocated() / 2**20 if a.device.startswith("cuda")
-                    else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+                    else peak_rss_mb()),
     })
     print("RESULT " + json.dumps(out))
 

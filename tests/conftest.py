@@ -21,18 +21,37 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
-@pytest.fixture
-def run_cli(capsys: pytest.CaptureFixture[str]):
-    """Run ``sae ARGS...`` in-process; returns (exit_code, stdout, stderr)."""
+def cli_runner(capsys: pytest.CaptureFixture[str] | None = None):
+    """A function running ``sae ARGS...`` in-process, returning (exit_code, stdout, stderr).
+
+    Without ``capsys`` (module-scoped fixtures) output is captured with redirect_std*.
+    """
+    import contextlib
+    import io
+
     from sae_core.cli import main
 
     def _run(*args: str) -> tuple[int, str, str]:
-        try:
-            main(list(args))
-            code = 0
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
+        out, err = io.StringIO(), io.StringIO()
+        redirect = contextlib.nullcontext() if capsys else contextlib.ExitStack()
+        with redirect as stack:
+            if stack is not None and not capsys:
+                stack.enter_context(contextlib.redirect_stdout(out))
+                stack.enter_context(contextlib.redirect_stderr(err))
+            try:
+                main(list(args))
+                code = 0
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        if capsys:
+            captured = capsys.readouterr()
+            return code, captured.out, captured.err
+        return code, out.getvalue(), err.getvalue()
 
     return _run
+
+
+@pytest.fixture
+def run_cli(capsys: pytest.CaptureFixture[str]):
+    """Run ``sae ARGS...`` in-process; returns (exit_code, stdout, stderr)."""
+    return cli_runner(capsys)

@@ -35,3 +35,10 @@ def open_dataset(spec: str, modality: str, **options: Any) -> Dataset:
     if not isinstance(dataset, Dataset):
         raise DataError(f"dataset plugin {component.plugin!r} returned {type(dataset).__name__}, not a Dataset")
     return dataset
+
+
+def check_options(name: str, options: dict[str, Any], allowed: set[str]) -> None:
+    """Reject dataset options the dataset does not understand, naming the valid ones."""
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise DataError(f"{name} dataset: unknown option(s) {unknown}; valid: {', '.join(sorted(allowed)) or 'none'}")

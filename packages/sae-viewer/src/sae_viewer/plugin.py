@@ -1,3 +1,14 @@
-"""The sae-viewer plugin: registered under the `sae` entry-point group as `viewer`."""
+"""The sae-viewer plugin (entry point ``viewer``): adds ``sae view``."""
 
 from __future__ import annotations
+
+from typing import Any
+
+from sae_core.hookspecs import hookimpl
+
+
+@hookimpl
+def register_commands(app: Any) -> None:
+    from sae_viewer.launch import view
+
+    app.command("view")(view)

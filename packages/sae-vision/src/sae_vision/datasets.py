@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+from sae_core.datasets import check_options
 from sae_core.errors import DataError
 from sae_core.protocols import Dataset, Example
 
@@ -23,19 +24,13 @@ class UnreadableImage(Exception):
     """An image file that PIL cannot decode (skipped and counted by the loaders)."""
 
 
-def _check(name: str, options: dict[str, Any], allowed: set[str]) -> None:
-    unknown = sorted(set(options) - allowed)
-    if unknown:
-        raise DataError(f"{name} dataset: unknown option(s) {unknown}; valid: {', '.join(sorted(allowed))}")
-
-
 class FolderDataset(Dataset):
     """``folder:PATH``: every image below PATH (recursive, sorted); label = first subfolder."""
 
     modality: ClassVar[str] = "image"
 
     def __init__(self, arg: str | None, **options: Any) -> None:
-        _check("folder", options, {"limit", "seed", "split", "field"})
+        check_options("folder", options, {"limit", "seed", "split", "field"})
         if not arg:
             raise DataError("folder: needs a path, e.g. --data folder:/path/to/images")
         super().__init__(f"folder:{arg}")
@@ -80,7 +75,7 @@ class HFImageDataset(Dataset):
     modality: ClassVar[str] = "image"
 
     def __init__(self, arg: str | None, **options: Any) -> None:
-        _check("hf", options, {"limit", "seed", "split", "field"})
+        check_options("hf", options, {"limit", "seed", "split", "field"})
         if not arg:
             raise DataError("hf: needs a directory, e.g. --data hf:/data/imagenet-val")
         super().__init__(f"hf:{arg}")
@@ -165,7 +160,7 @@ class SampleImages(Dataset):
     _cache: ClassVar[list[tuple[str, Any]] | None] = None
 
     def __init__(self, arg: str | None = None, **options: Any) -> None:
-        _check("samples", options, {"limit", "seed", "n", "split", "field"})
+        check_options("samples", options, {"limit", "seed", "n", "split", "field"})
         super().__init__("samples")
         if SampleImages._cache is None:
             SampleImages._cache = _sample_images()

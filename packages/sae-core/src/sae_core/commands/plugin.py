@@ -18,6 +18,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "sae_core.commands.train_cmd",
     "sae_core.commands.analyze_cmd",
     "sae_core.commands.export_cmd",
+    "sae_core.commands.hub_cmd",
 )
 
 

@@ -1,4 +1,4 @@
-"""Shared pieces of the text datasets: a list-backed dataset and option checking."""
+"""Shared piece of the text datasets: a list-backed dataset."""
 
 from __future__ import annotations
 
@@ -7,12 +7,6 @@ from typing import Any, ClassVar
 
 from sae_core.errors import DataError
 from sae_core.protocols import Dataset, Example
-
-
-def check_options(name: str, options: dict[str, Any], allowed: set[str]) -> None:
-    unknown = sorted(set(options) - allowed)
-    if unknown:
-        raise DataError(f"{name} dataset: unknown option(s) {unknown}; valid: {', '.join(sorted(allowed)) or 'none'}")
 
 
 class TextListDataset(Dataset):

@@ -6,9 +6,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from sae_core.datasets import check_options
 from sae_core.errors import DataError
 
-from sae_text.datasets.base import TextListDataset, check_options
+from sae_text.datasets.base import TextListDataset
 
 
 def _require(arg: str | None, name: str) -> Path:

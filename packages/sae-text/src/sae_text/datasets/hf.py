@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from sae_core.datasets import check_options
 from sae_core.errors import DataError
 
-from sae_text.datasets.base import TextListDataset, check_options
+from sae_text.datasets.base import TextListDataset
 
 
 def hf_text_dataset(arg: str | None, **options: Any) -> TextListDataset:

@@ -16,9 +16,10 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from sae_core.datasets import check_options
 from sae_core.errors import DataError
 
-from sae_text.datasets.base import TextListDataset, check_options
+from sae_text.datasets.base import TextListDataset
 
 MIN_CHARS = 200
 

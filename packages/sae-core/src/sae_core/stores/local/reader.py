@@ -193,6 +193,11 @@ class LocalReader(ActivationReader):
         shard_of = np.searchsorted(self._starts, ids // t, side="right") - 1
         bounds = np.flatnonzero(np.diff(shard_of)) + 1
         raw_dtype = torch.int16 if self.meta.dtype == "bfloat16" else TORCH_DTYPES[self.meta.dtype]
+        if len(bounds) == 0 and self.meta.n_layers == 1 and int(ids[-1] - ids[0]) + 1 == len(ids):
+            # contiguous run inside one shard (sequential reads): one slice copy, no gather
+            a = int(ids[0]) - int(self._starts[int(shard_of[0])]) * t
+            out = self._shard_tensor(int(shard_of[0])).view(-1, 1, d)[a : a + len(ids)].clone()
+            return out.view(torch.bfloat16) if self.meta.dtype == "bfloat16" else out
         out = torch.empty((len(ids), len(layers), d), dtype=raw_dtype)
         all_layers = layers == list(range(self.meta.n_layers))
         for a, b in zip(np.r_[0, bounds], np.r_[bounds, len(ids)], strict=True):

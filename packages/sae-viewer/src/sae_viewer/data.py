@@ -1,0 +1,138 @@
+"""Everything the viewer reads: only files written by `sae train` and `sae analyze` (and the
+dataset's images or the cache's vocab.json), never a model forward. Per-latent reads slice the
+safetensors files (``safe_open(...).get_slice``), so a 65k-latent SAE opens as fast as a small one.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class SAEFiles:
+    name: str
+    path: Path
+    cfg: dict[str, Any]
+
+    def has(self, filename: str) -> bool:
+        return (self.path / filename).is_file()
+
+
+def find_saes(run: Path) -> list[SAEFiles]:
+    """SAE checkpoint directories of a run (or the run itself if it is one checkpoint)."""
+    dirs = [run] if (run / "cfg.json").is_file() else sorted(p for p in run.iterdir() if (p / "cfg.json").is_file())
+    return [SAEFiles(d.name, d, json.loads((d / "cfg.json").read_text())) for d in dirs]
+
+
+def sweep_rows(saes: list[SAEFiles]) -> list[dict[str, Any]]:
+    rows = []
+    for s in saes:
+        m = s.cfg.get("metrics", {})
+        row = {
+            "name": s.name,
+            "arch": s.cfg.get("architecture"),
+            "d_sae": s.cfg.get("d_sae"),
+            "k": s.cfg.get("hyper", {}).get("k"),
+            "lr": s.cfg.get("train", {}).get("lr"),
+            "layer": s.cfg.get("source", {}).get("layer"),
+            "fvu": m.get("fvu"),
+            "l0": m.get("l0"),
+            "dead": m.get("dead_frac"),
+            "dense": m.get("dense_frac"),
+        }
+        if s.has("reconstruction.json"):
+            rec = json.loads((s.path / "reconstruction.json").read_text())
+            row["held-out fvu"] = rec.get("fvu")
+            row["cosine"] = rec.get("cosine")
+        rows.append(row)
+    return rows
+
+
+def metrics(s: SAEFiles) -> list[dict[str, Any]]:
+    if not s.has("metrics.jsonl"):
+        return []
+    return [json.loads(x) for x in (s.path / "metrics.jsonl").read_text().splitlines() if x.strip()]
+
+
+def feature_table(s: SAEFiles) -> dict[str, np.ndarray] | None:
+    """frequency / mean / max activation of every latent (three d_sae vectors)."""
+    if not s.has("feature_stats.safetensors"):
+        return None
+    from safetensors.numpy import load_file
+
+    t = load_file(str(s.path / "feature_stats.safetensors"))
+    return {k: t[k] for k in ("frequency", "mean_activation", "max_activation")}
+
+
+def latent_histogram(s: SAEFiles, latent: int) -> tuple[np.ndarray, np.ndarray] | None:
+    if not s.has("feature_stats.safetensors"):
+        return None
+    from safetensors import safe_open
+
+    with safe_open(str(s.path / "feature_stats.safetensors"), "np") as f:
+        return f.get_slice("act_hist_counts")[latent : latent + 1][0], f.get_tensor("act_hist_edges")
+
+
+def top_examples(s: SAEFiles, latent: int) -> dict[str, Any] | None:
+    """The top examples of one latent, read by slicing (d_sae, k, ...) tensors."""
+    if not s.has("top_examples.safetensors"):
+        return None
+    from safetensors import safe_open
+
+    meta = json.loads((s.path / "top_examples.json").read_text())
+    out: dict[str, Any] = {"meta": meta}
+    with safe_open(str(s.path / "top_examples.safetensors"), "np") as f:
+        for key in f.keys():  # noqa: SIM118 (safe_open has no __iter__)
+            out[key] = f.get_slice(key)[latent : latent + 1][0]
+    keep = out["rows"] >= 0
+    for key in ("rows", "examples", "values", "token_acts", "token_ids"):
+        if key in out:
+            out[key] = out[key][keep]
+    return out
+
+
+def vocab(cache: str) -> list[str] | None:
+    path = Path(cache) / "vocab.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def detokenize(tok: str) -> str:
+    """Readable form of a tokenizer's piece (WordPiece '##', GPT-2 'Ġ', SentencePiece '▁')."""
+    if tok.startswith("##"):
+        return tok[2:]
+    return " " + tok.replace("Ġ", "").replace("▁", "") if tok[:1] in ("Ġ", "▁") else " " + tok
+
+
+def open_image(meta: dict[str, Any], example_id: int) -> Any:
+    """The original image of a dataset example, through the dataset plugin that cached it."""
+    from sae_core.datasets import open_dataset
+
+    dataset = meta.get("dataset", {})
+    ds = open_dataset(dataset["spec"], "image", **dataset.get("options", {}))
+    return ds[int(example_id)].data
+
+
+def heatmap_overlay(image: Any, patch_acts: np.ndarray, extra: dict[str, Any], size: int = 224) -> Any:
+    """Overlay per-patch activations on the image region the model saw (resize + center crop)."""
+    from PIL import Image
+
+    gh, gw = extra.get("grid", [int(len(patch_acts) ** 0.5)] * 2)
+    pre = extra.get("preprocess", {})
+    w, h = image.size
+    resize = pre.get("resize_shorter")
+    crop_h, crop_w = pre.get("center_crop") or extra.get("image_size") or [min(w, h)] * 2
+    scale = (resize / min(w, h)) if resize else max(crop_w / w, crop_h / h)
+    cw, ch = crop_w / scale, crop_h / scale  # crop size in original pixels
+    left, top = (w - cw) / 2, (h - ch) / 2
+    view = image.crop((int(left), int(top), int(left + cw), int(top + ch))).resize((size, size))
+    grid = np.asarray(patch_acts, dtype=np.float32).reshape(gh, gw)
+    peak = float(grid.max()) or 1.0
+    heat = Image.fromarray(np.uint8(255 * np.clip(grid / peak, 0, 1))).resize((size, size), Image.Resampling.NEAREST)
+    red = Image.new("RGB", (size, size), (255, 40, 0))
+    alpha = heat.point(lambda v: int(v * 0.6))
+    return Image.composite(red, view.convert("RGB"), alpha)

@@ -1,0 +1,32 @@
+"""``sae view``: start the Streamlit viewer on a run directory."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from sae_core.errors import SAEError
+
+APP = Path(__file__).with_name("app.py")
+
+
+def view(
+    run: Annotated[Path, typer.Argument(help="A run directory from `sae train` (or one SAE checkpoint).")],
+    port: Annotated[int, typer.Option(help="Port to serve on.")] = 8501,
+    headless: Annotated[bool, typer.Option("--headless", help="Do not open a browser.")] = False,
+) -> None:
+    """Browse a run's SAEs and their features in the Streamlit viewer."""
+    if not run.is_dir():
+        raise SAEError(f"{run} is not a directory; pass the --out of `sae train`")
+    cmd = [sys.executable, "-m", "streamlit", "run", str(APP), "--server.port", str(port),
+           "--server.headless", "true" if headless else "false", "--browser.gatherUsageStats", "false",
+           "--", str(run.resolve())]
+    raise SystemExit(subprocess.call(cmd))
+
+
+def main() -> None:
+    """``sae-viewer RUN_DIR`` console script."""
+    typer.run(view)
