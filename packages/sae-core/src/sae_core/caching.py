@@ -7,12 +7,14 @@ dataset there, so an interrupted run continues instead of starting over.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
 from typing import Any
 
-from sae_core.errors import SAEError
+from sae_core.dist import Dist
+from sae_core.errors import ParallelCacheInProgress, SAEError
 from sae_core.protocols.adapter import AdapterRequest, ModelAdapter
 from sae_core.protocols.store import CacheMetadata
 
@@ -59,11 +61,13 @@ def run_cache(
     store: str = "local",
     shard_examples: int | None = None,
     progress: bool = True,
+    dist: Dist | None = None,
 ) -> Path:
     """Cache activations of ``adapter`` on dataset ``data`` under store root ``out``.
 
     Returns the cache directory. Re-running with the same arguments resumes an interrupted cache
-    or returns the finished one immediately.
+    or returns the finished one immediately. ``dist`` (under torchrun): the ranks split the
+    dataset into blocks and write disjoint shards of the same cache.
     """
     from sae_core.datasets import open_dataset
     from sae_core.plugins import get_component
@@ -73,6 +77,9 @@ def run_cache(
     if max_examples is not None and max_examples < 1:
         raise SAEError(f"--max-examples must be >= 1, got {max_examples}")
     dtype = normalize_dtype(dtype)
+    dist = dist or Dist()
+    if dist.active:  # each rank on its own GPU
+        request = dataclasses.replace(request, device=dist.device(request.device))
     model_adapter = build_adapter(adapter, request)
     options = dict(data_options or {})
     if max_examples is not None:
@@ -102,9 +109,16 @@ def run_cache(
     writer_opts: dict[str, Any] = {}
     if shard_examples is not None:
         writer_opts["shard_examples"] = shard_examples
+    if dist.active:
+        return _cache_blocks(model_adapter, dataset, meta, out, store, writer_opts, dist,
+                             batch_size=batch_size, num_workers=num_workers, progress=progress, request=request)
     from sae_core.stores import open_writer
 
-    writer = open_writer(out, meta, store=store, **writer_opts)
+    try:
+        writer = open_writer(out, meta, store=store, **writer_opts)
+    except ParallelCacheInProgress:  # started by torchrun ranks: finish it block by block, alone
+        return _cache_blocks(model_adapter, dataset, meta, out, store, writer_opts, dist,
+                             batch_size=batch_size, num_workers=num_workers, progress=progress, request=request)
     if hasattr(model_adapter, "write_extras"):
         model_adapter.write_extras(writer.path)
     start = writer.n_done
@@ -112,21 +126,80 @@ def run_cache(
         return writer.close()
     bar = _progress(n_total, start, progress, unit=spec.extra.get("example_unit", "ex"))
     t0 = time.perf_counter()
-    done = start
     try:
-        for batch in model_adapter.iter_batches(dataset, start=start, batch_size=batch_size, num_workers=num_workers):
-            writer.write(batch)
-            if bar is not None and len(batch.example_ids):
-                # progress in dataset examples (a text document may span several rows)
-                new_done = int(batch.example_ids.max()) + 1
-                bar.update(max(0, new_done - done))
-                done = max(done, new_done)
+        _fill(writer, model_adapter, dataset, start, bar, batch_size=batch_size, num_workers=num_workers)
     finally:
         if bar is not None:
             bar.close()
     path = writer.close()
     elapsed = time.perf_counter() - t0
     _write_run_log(path, n_total - start, elapsed, dataset.skipped, batch_size, num_workers, request)
+    return path
+
+
+def _fill(writer: Any, adapter: ModelAdapter, dataset: Any, start: int, bar: Any, *, batch_size: int,
+          num_workers: int) -> None:
+    """Write the adapter's activations of ``dataset[start:]``, advancing ``bar`` in examples."""
+    done = start
+    for batch in adapter.iter_batches(dataset, start=start, batch_size=batch_size, num_workers=num_workers):
+        writer.write(batch)
+        if bar is not None and len(batch.example_ids):
+            # progress in dataset examples (a text document may span several rows)
+            new_done = int(batch.example_ids.max()) + 1
+            bar.update(max(0, new_done - done))
+            done = max(done, new_done)
+
+
+def _cache_blocks(
+    adapter: ModelAdapter, dataset: Any, meta: CacheMetadata, out: Path, store: str, writer_opts: dict[str, Any],
+    dist: Dist, *, batch_size: int, num_workers: int, progress: bool, request: AdapterRequest,
+) -> Path:
+    """Several ranks write one cache: rank 0 plans blocks, each rank writes blocks rank, rank +
+    world, ... (resuming finished ones for free), rank 0 merges (see stores/local/parallel.py)."""
+    from sae_core.datasets import DatasetHead
+    from sae_core.plugins import get_component
+    from sae_core.stores import open_writer
+
+    backend = get_component("store", store).build()
+    path = Path(out) / meta.fingerprint()
+    blocks = backend.plan_blocks(out, meta, len(dataset), dist.world) if dist.is_main else None
+    if dist.is_main and hasattr(adapter, "write_extras"):
+        adapter.write_extras(path)
+    blocks = dist.all_gather_object(blocks)[0]  # everyone waits for rank 0's plan
+    if blocks is None:  # already complete
+        return path
+    mine = [b for b in range(len(blocks)) if b % dist.world == dist.rank]
+    total = sum(hi - lo for b, (lo, hi) in enumerate(blocks) if b in mine)
+    bar = None
+    if progress and dist.is_main:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, unit=meta.extra.get("example_unit", "ex"), dynamic_ncols=True, smoothing=0.1,
+                   desc=f"caching (rank 0 of {dist.world}: {len(mine)} of {len(blocks)} blocks)")
+    t0 = time.perf_counter()
+    written = 0  # examples this launch cached (finished blocks and shards are not redone)
+    try:
+        for b in mine:
+            lo, hi = blocks[b]
+            writer = open_writer(out, meta, store=store, block=b, **writer_opts)
+            before = bar.n if bar is not None else 0
+            if not writer.complete:
+                written += hi - writer.n_done
+                if bar is not None:
+                    bar.update(writer.n_done - lo)
+                _fill(writer, adapter, DatasetHead(dataset, hi), writer.n_done, bar,
+                      batch_size=batch_size, num_workers=num_workers)
+            writer.close()
+            if bar is not None:  # the whole block counts as done, unreadable trailing examples too
+                bar.update(before + (hi - lo) - bar.n)
+    finally:
+        if bar is not None:
+            bar.close()
+    counts = dist.all_gather_object((written, dataset.skipped))  # also: every block is closed past here
+    if dist.is_main:
+        path = backend.merge_blocks(out, meta)
+        _write_run_log(path, sum(c[0] for c in counts), time.perf_counter() - t0, sum(c[1] for c in counts),
+                       batch_size, num_workers, request, world=dist.world)
     return path
 
 
@@ -139,7 +212,8 @@ def _progress(total: int, start: int, enabled: bool, unit: str) -> Any:
 
 
 def _write_run_log(
-    path: Path, n: int, elapsed: float, skipped: int, batch_size: int, num_workers: int, request: AdapterRequest
+    path: Path, n: int, elapsed: float, skipped: int, batch_size: int, num_workers: int, request: AdapterRequest,
+    *, world: int = 1,
 ) -> None:
     """Append this run's throughput beside the cache (``cache_runs.jsonl``)."""
     record = {
@@ -151,6 +225,7 @@ def _write_run_log(
         "batch_size": batch_size,
         "num_workers": num_workers,
         "device": request.device,
+        "world_size": world,
     }
     with open(path / "cache_runs.jsonl", "a") as f:
         f.write(json.dumps(record) + "\n")

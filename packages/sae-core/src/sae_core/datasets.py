@@ -42,3 +42,35 @@ def check_options(name: str, options: dict[str, Any], allowed: set[str]) -> None
     unknown = sorted(set(options) - allowed)
     if unknown:
         raise DataError(f"{name} dataset: unknown option(s) {unknown}; valid: {', '.join(sorted(allowed)) or 'none'}")
+
+
+class DatasetHead(Dataset):
+    """The first ``stop`` examples of ``inner``: a rank caching block [start, stop) runs its
+    adapter on this from ``start``, since adapters iterate ``dataset[start:]`` to the end."""
+
+    def __init__(self, inner: Dataset, stop: int) -> None:  # no super().__init__: skipped is the inner's
+        self.inner, self.stop = inner, min(stop, len(inner))
+        self.spec = inner.spec
+        self.modality = inner.modality  # type: ignore[misc]
+
+    @property
+    def skipped(self) -> int:  # type: ignore[override]
+        return self.inner.skipped
+
+    @skipped.setter
+    def skipped(self, value: int) -> None:
+        self.inner.skipped = value
+
+    def __len__(self) -> int:
+        return self.stop
+
+    def __getitem__(self, index: int) -> Any:
+        if not 0 <= index < self.stop:
+            raise IndexError(index)
+        return self.inner[index]
+
+    def describe(self) -> dict[str, Any]:
+        return self.inner.describe()
+
+    def fingerprint(self) -> str:
+        return self.inner.fingerprint()

@@ -35,3 +35,7 @@ class CheckpointError(SAEError):
 
 class DataError(SAEError):
     """A dataset spec points at nothing usable (empty folder, missing file, wrong field)."""
+
+
+class ParallelCacheInProgress(StoreError):
+    """The cache is being written in blocks by several ranks; it must be finished that way."""

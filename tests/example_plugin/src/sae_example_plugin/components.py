@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
@@ -47,6 +48,8 @@ class GaussianDataset(Dataset):
     def __getitem__(self, index: int) -> Example:
         if not 0 <= index < self.n:
             raise IndexError(index)
+        if str(index) == os.environ.get("SAE_EXAMPLE_CRASH_AT"):  # tests: a crash mid-cache
+            raise SystemExit(f"crashing at example {index} (SAE_EXAMPLE_CRASH_AT)")
         rng = np.random.default_rng([self.seed, index])
         return Example(id=index, data=rng.standard_normal(D_INPUT).astype(np.float32))
 

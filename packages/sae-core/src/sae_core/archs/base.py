@@ -13,6 +13,7 @@ x̂ = f W_dec + b_dec, SSE = ||x − x̂||².
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -24,6 +25,26 @@ from sae_core.errors import ConfigError
 from sae_core.protocols.architecture import Architecture
 
 
+class BatchComm:
+    """How a bank reaches the rest of its batch when data-parallel ranks each hold a slice.
+
+    Losses that are means over the batch need nothing (the trainer averages gradients over
+    ranks). Only batch-coupled terms use this: a nonlinear function of a batch mean (JumpReLU's
+    target-L0 penalty) takes :meth:`mean`, and BatchTopK's threshold over the whole batch takes
+    :meth:`gather`. This default is a single process: the local batch is the whole batch.
+    """
+
+    world: int = 1
+
+    def mean(self, t: torch.Tensor) -> torch.Tensor:
+        """Differentiable average over ranks of a per-rank batch mean."""
+        return t
+
+    def gather(self, t: torch.Tensor, dim: int = -1) -> torch.Tensor:
+        """Every rank's ``t`` concatenated along ``dim`` (no gradient)."""
+        return t
+
+
 @dataclass
 class TrainContext:
     """Per-step information a bank's loss needs."""
@@ -31,6 +52,7 @@ class TrainContext:
     step: int
     sparsity_scale: float = 1.0  # sparsity-coefficient warmup factor in [0, 1]
     dead: torch.Tensor | None = None  # (n, d_sae) bool: latents considered dead (AuxK)
+    comm: BatchComm = field(default_factory=BatchComm)  # the rest of the batch on other ranks
 
 
 @dataclass
@@ -74,13 +96,28 @@ class Bank(nn.Module):
     #: extra per-SAE tensors exported to the checkpoint beside W_enc/b_enc/W_dec/b_dec
     extra_tensors: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, d_in: int, d_sae: int, hypers: list[Any], *, generator: torch.Generator | None = None):
+    def __init__(
+        self,
+        d_in: int,
+        d_sae: int,
+        hypers: list[Any],
+        *,
+        generator: torch.Generator | Sequence[torch.Generator] | None = None,
+    ):
+        """``generator``: one for the whole bank, or one per SAE — then each SAE's init is
+        independent of which other SAEs share its bank (how the trainer seeds, so a sweep split
+        over ranks trains the same SAEs as one process)."""
         super().__init__()
         n = len(hypers)
         self.d_in, self.d_sae, self.n = d_in, d_sae, n
         self.hypers = list(hypers)
-        gen = generator if generator is not None else torch.Generator().manual_seed(0)
-        w = torch.randn(n, d_sae, d_in, generator=gen)
+        if isinstance(generator, Sequence):
+            if len(generator) != n:
+                raise ValueError(f"{len(generator)} generators for a bank of {n} SAEs")
+            w = torch.stack([torch.randn(d_sae, d_in, generator=g) for g in generator]) if n else torch.empty(0, d_sae, d_in)
+        else:
+            gen = generator if generator is not None else torch.Generator().manual_seed(0)
+            w = torch.randn(n, d_sae, d_in, generator=gen)
         w = w / w.norm(dim=-1, keepdim=True) * self.init_decoder_norm  # (n, d_sae, d_in)
         self.W_dec = nn.Parameter(w)
         self.W_enc = nn.Parameter(w.transpose(1, 2).clone())  # (n, d_in, d_sae), tied init

@@ -17,7 +17,7 @@ from typing import ClassVar
 
 import torch
 
-from sae_core.archs.base import Bank, BankArchitecture, TrainContext, TrainOutput, mse_per_sae
+from sae_core.archs.base import Bank, BankArchitecture, BatchComm, TrainContext, TrainOutput, mse_per_sae
 from sae_core.archs.topk import TopKHyper, auxk_loss
 
 
@@ -40,20 +40,31 @@ class BatchTopKBank(Bank):
         a = self.pre_acts(x).relu()
         return a * (a > self.threshold[:, None, :])
 
-    def batch_mask(self, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mask of the k·B largest activations of each SAE's batch, and their threshold τ (n,)."""
-        n, batch, _ = a.shape
-        ks = self.hyper_tensor("k", torch.long) * batch  # (n,)
-        top = a.reshape(n, -1).topk(int(ks.max()), dim=-1, sorted=True).values  # (n, kmax·B)
+    def batch_mask(self, a: torch.Tensor, comm: BatchComm | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mask of the k·B largest activations of each SAE's batch, and their threshold τ (n,).
+
+        With data-parallel ranks each holding B/world tokens, τ is still that of the whole batch:
+        each rank contributes its own k·B largest values (no more can be among the global top),
+        and the (k·B)-th largest of the gathered candidates is the global threshold.
+        """
+        comm = comm or BatchComm()
+        n, batch, d_sae = a.shape
+        ks = self.hyper_tensor("k", torch.long) * batch * comm.world  # (n,) active entries in the global batch
+        kmax = int(ks.max())
+        top = a.reshape(n, -1).topk(min(kmax, batch * d_sae), dim=-1, sorted=comm.world == 1).values
+        if comm.world > 1:
+            top = comm.gather(top, dim=1).topk(kmax, dim=-1, sorted=True).values  # (n, kmax)
         tau = top.gather(1, (ks - 1)[:, None]).squeeze(1)  # (n,)
         mask = (a >= tau[:, None, None]) & (a > 0)
         return mask, tau
 
-    def train_codes(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def train_codes(
+        self, x: torch.Tensor, comm: BatchComm | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """pre, f, mask (n, batch, d_sae) and τ (n,) for a training batch; updates θ."""
         pre = self.pre_acts(x)
         a = pre.relu()
-        mask, tau = self.batch_mask(a.detach())
+        mask, tau = self.batch_mask(a.detach(), comm)
         with torch.no_grad():
             m = self.hyper_tensor("threshold_momentum")
             new = torch.where(self._threshold_seen, m * self.threshold[:, 0] + (1 - m) * tau, tau)
@@ -62,7 +73,7 @@ class BatchTopKBank(Bank):
         return pre, a * mask, mask, tau
 
     def train_forward(self, x: torch.Tensor, ctx: TrainContext) -> TrainOutput:
-        pre, f, mask, tau = self.train_codes(x)  # f: (n, batch, d_sae)
+        pre, f, mask, tau = self.train_codes(x, ctx.comm)  # f: (n, batch, d_sae)
         recon = self.decode(f)
         mse = mse_per_sae(x, recon)
         aux = auxk_loss(self, pre, x, recon, ctx.dead)

@@ -110,7 +110,8 @@ class JumpReLUBank(Bank):
         penalty = l0
         if any(t is not None for t in targets):
             tgt = torch.tensor([t if t is not None else math.nan for t in targets], device=x.device)
-            penalty = torch.where(torch.isnan(tgt), l0, (l0 / tgt - 1).pow(2))
+            batch_l0 = ctx.comm.mean(l0)  # nonlinear in the batch mean: use the whole batch's
+            penalty = torch.where(torch.isnan(tgt), l0, (batch_l0 / tgt - 1).pow(2))
         coeff = self.hyper_tensor("l0_coeff") * ctx.sparsity_scale
         active = (pre > theta).detach()
         return TrainOutput(

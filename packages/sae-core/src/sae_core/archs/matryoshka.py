@@ -56,7 +56,7 @@ class MatryoshkaBank(BatchTopKBank):
 
     def train_forward(self, x: torch.Tensor, ctx: TrainContext) -> TrainOutput:
         if self.base == "batchtopk":
-            pre, f, mask, _ = self.train_codes(x)
+            pre, f, mask, _ = self.train_codes(x, ctx.comm)
             recons = [torch.baddbmm(self.b_dec[:, None, :], f[..., :m], self.W_dec[:, :m]) for m in self.prefixes]
             fired, l0 = mask.float().sum(1), mask.float().sum(-1).mean(-1)
         else:

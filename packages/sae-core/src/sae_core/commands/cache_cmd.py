@@ -47,7 +47,12 @@ def cache(
     shard_examples: Annotated[int | None, typer.Option(help="Examples per shard (default: ~256 MB shards).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
-    """Cache activations of MODEL on DATA. Re-running the same command resumes an interrupted cache."""
+    """Cache activations of MODEL on DATA. Re-running the same command resumes an interrupted cache.
+    Launch with `torchrun --nproc-per-node N -m sae_core cache ...` to split the dataset over N
+    processes/GPUs writing one cache (see docs/scaling.md)."""
+    from datetime import timedelta
+
+    from sae_core import dist as sae_dist
     from sae_core.caching import run_cache
     from sae_core.protocols.adapter import AdapterRequest
 
@@ -64,21 +69,18 @@ def cache(
         options=parse_kv(opt, "--opt"),
     )
     data_options: dict[str, object] = {"split": split, "field": field, **parse_kv(data_opt, "--data-opt")}
-    path = run_cache(
-        adapter,
-        request,
-        data,
-        out,
-        dtype=dtype,
-        batch_size=batch_size,
-        num_workers=num_workers,
-        data_options=data_options,
-        max_examples=max_examples,
-        store=store,
-        shard_examples=shard_examples,
-        progress=not quiet,
-    )
-    typer.echo(str(path))
+    # ranks may finish their blocks hours apart: the final barrier must outwait the slowest
+    dist = sae_dist.init(device, timeout=timedelta(hours=72))
+    try:
+        path = run_cache(
+            adapter, request, data, out, dtype=dtype, batch_size=batch_size, num_workers=num_workers,
+            data_options=data_options, max_examples=max_examples, store=store, shard_examples=shard_examples,
+            progress=not quiet, dist=dist,
+        )
+    finally:
+        sae_dist.shutdown()
+    if dist.is_main:
+        typer.echo(str(path))
 
 
 def register(app: typer.Typer) -> None:

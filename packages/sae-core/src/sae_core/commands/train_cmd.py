@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Annotated, Any
@@ -34,10 +35,16 @@ def train(
     checkpoint_every: Annotated[int | None, typer.Option(help="Steps between resumable states.")] = None,
     normalize: Annotated[bool | None, typer.Option("--normalize/--no-normalize", help="Scale inputs to E||x||=sqrt(d).")] = None,
     wandb: Annotated[bool, typer.Option("--wandb", help="Also log to Weights & Biases.")] = False,
+    parallel: Annotated[
+        str | None,
+        typer.Option(help="Under torchrun: 'data' splits every batch over the ranks, 'sae' splits the sweep's SAEs."),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Train SAEs on a cache: one from flags, or a grid from --sweep. All SAEs of a data group
-    train together on each batch, read once."""
+    train together on each batch, read once. Launch with `torchrun --nproc-per-node N -m sae_core
+    train ...` to spread it over N processes/GPUs (see docs/scaling.md)."""
+    from sae_core import dist as sae_dist
     from sae_core.train import TrainConfig, expand, load_sweep, run_training
 
     if resume:
@@ -49,8 +56,15 @@ def train(
             config.cache = str(data)
         if steps is not None:
             config.train.steps = steps
-        run_training(config, progress=not quiet, resume=True)
-        typer.echo(str(out))
+        if parallel is not None:
+            config.train = dataclasses.replace(config.train, parallel=parallel)
+        dist = sae_dist.init(config.train.device)
+        try:
+            run_training(config, progress=not quiet, resume=True, dist=dist)
+        finally:
+            sae_dist.shutdown()
+        if dist.is_main:
+            typer.echo(str(out))
         return
     if data is None:
         raise SAEError("--data is required: the cache directory printed by `sae cache`")
@@ -59,15 +73,20 @@ def train(
     flags_sae = {"arch": arch, "k": k, "exp_factor": exp_factor, "d_sae": d_sae, "lr": lr, "l1_coeff": l1_coeff,
                  "l0_coeff": l0_coeff, "target_l0": target_l0}
     flags_train = {"steps": steps, "seed": seed, "device": device, "log_every": log_every,
-                   "checkpoint_every": checkpoint_every, "wandb": wandb or None}
+                   "checkpoint_every": checkpoint_every, "wandb": wandb or None, "parallel": parallel}
     for table, flags in (("data", flags_data), ("sae", flags_sae), ("train", flags_train)):
         tables[table].update({key: v for key, v in flags.items() if v is not None})
     from sae_core.stores import open_reader
 
     reader = open_reader(data)
     config = expand(str(data), reader.meta.d_model, tables["data"], tables["sae"], tables["train"], str(out))
-    path = run_training(config, progress=not quiet)
-    typer.echo(str(path))
+    dist = sae_dist.init(config.train.device)
+    try:
+        path = run_training(config, progress=not quiet, dist=dist)
+    finally:
+        sae_dist.shutdown()
+    if dist.is_main:
+        typer.echo(str(path))
 
 
 def register(app: typer.Typer) -> None:

@@ -121,12 +121,17 @@ class ActivationReader(ABC):
         device: str | torch.device = "cpu",
         dtype: torch.dtype | None = None,
         drop_last: bool = True,
+        start_batch: int = 0,
+        part: tuple[int, int] = (0, 1),
     ) -> Iterator[torch.Tensor]:
         """One epoch of token vectors, ``(batch, len(layers), d_model)`` each.
 
         ``tokens``: ``all`` | ``cls`` | ``patch`` | ``register`` | ``token``; tokens whose index
         record is not ``valid`` (padding, BOS) are never yielded. Deterministic given
-        ``(seed, epoch)``; every selected token appears exactly once per epoch.
+        ``(seed, epoch)``; every selected token appears exactly once per epoch. ``start_batch``
+        skips that many batches (exact resume). ``part=(rank, world)``: only rank's share of each
+        batch, such that the shares of all ranks, concatenated in rank order, are the batch a
+        single reader yields (data-parallel training across ``torchrun`` ranks).
         """
 
     @abstractmethod
@@ -151,3 +156,20 @@ class ActivationStore(ABC):
     @abstractmethod
     def detect(self, path: str | Path) -> bool:
         """Whether ``path`` is a cache of this backend."""
+
+    # -- several ranks writing one cache (torchrun); optional --------------------------------------
+    def plan_blocks(
+        self, root: str | Path, meta: CacheMetadata, n_examples: int, n_blocks: int
+    ) -> list[tuple[int, int]] | None:
+        """Rank 0, before any writer: split the examples still to cache into contiguous blocks
+        ``[(start, stop), ...]``, fixed at the first launch and read back on relaunch (None: the
+        cache is already complete). Writers then open with ``open_writer(..., block=i)``."""
+        from sae_core.errors import StoreError
+
+        raise StoreError(f"store {self.name!r} cannot be written by several ranks; cache with one process")
+
+    def merge_blocks(self, root: str | Path, meta: CacheMetadata) -> Path:
+        """Rank 0, after every block writer closed: make the blocks one complete cache."""
+        from sae_core.errors import StoreError
+
+        raise StoreError(f"store {self.name!r} cannot be written by several ranks; cache with one process")

@@ -12,6 +12,7 @@ over every list in [data] and [sae]):
     [train]           # shared by every SAE
     steps = 10000
     seed = 0
+    parallel = "data" # under torchrun: split each batch ("data") or the sweep ("sae") over ranks
 
     [sae]             # per SAE; lists here do NOT split groups
     arch = "topk"
@@ -60,8 +61,11 @@ class TrainSettings:
     norm_batches: int = 8  # batches used to estimate the normalisation scale / b_dec
     wandb: bool = False
     wandb_project: str = "sae"
+    parallel: str = "data"  # under torchrun: "data" (split batches) or "sae" (split the sweep)
 
     def __post_init__(self) -> None:
+        if self.parallel not in ("data", "sae"):
+            raise ConfigError(f"parallel must be 'data' or 'sae', got {self.parallel!r}")
         if self.steps < 1:
             raise ConfigError(f"steps must be >= 1, got {self.steps}")
         if self.log_every < 1 or self.checkpoint_every < 1:

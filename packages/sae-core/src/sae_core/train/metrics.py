@@ -9,14 +9,14 @@ from typing import Any
 import torch
 
 
-def fvu(x: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
-    """Fraction of variance unexplained per SAE: SSE / SSE around the batch mean.
+def fvu_from_sums(sse: torch.Tensor, sum_x: torch.Tensor, sum_sq: torch.Tensor, n: int) -> torch.Tensor:
+    """Fraction of variance unexplained per SAE, SSE / SSE around the batch mean, from sums.
 
-    x: (batch, d_in) or (n, batch, d_in); recon: (n, batch, d_in) -> (n,)
+    sse: (n_saes,) Σ||x − x̂||²; sum_x: (d_in,) Σx; sum_sq: () Σ||x||²; n: tokens. Sums (not
+    per-token tensors) so data-parallel ranks can add theirs before dividing. Pass float64:
+    Σ||x||² − ||Σx||²/n cancels badly in float32 when the mean is large.
     """
-    x = x if x.dim() == 3 else x.unsqueeze(0)
-    sse = (recon - x).pow(2).sum(dim=(-1, -2))
-    total = (x - x.mean(dim=-2, keepdim=True)).pow(2).sum(dim=(-1, -2))
+    total = sum_sq - sum_x.pow(2).sum() / n
     return sse / total.clamp_min(1e-12)
 
 

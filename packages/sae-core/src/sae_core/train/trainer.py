@@ -7,7 +7,9 @@ batch with batched matmuls. Different shapes form separate banks on the same bat
 
 Exactness: training is a pure function of (config, cache). The data position (epoch, batch in
 epoch), optimizer moments, dead-latent counters and parameters are checkpointed, so
-``sae train --resume`` continues bit-for-bit on CPU.
+``sae train --resume`` continues bit-for-bit on CPU. Under ``torchrun`` the same global batches
+are split over the ranks (:mod:`sae_core.train.parallel`), so a run gives the same SAEs (up to
+float summation order) at any world size, and resumes at any other.
 """
 
 from __future__ import annotations
@@ -20,15 +22,17 @@ from typing import Any
 
 import torch
 
-from sae_core.archs.base import Bank, TrainContext
+from sae_core.archs.base import Bank, BatchComm, TrainContext
 from sae_core.checkpoint import save_sae
+from sae_core.dist import Dist
 from sae_core.errors import CheckpointError, ConfigError, SAEError
 from sae_core.train.config import DataConfig, SAEConfig, TrainConfig
 from sae_core.train.init import geometric_median, norm_scale
-from sae_core.train.metrics import MetricsLog, fvu
+from sae_core.train.metrics import MetricsLog, fvu_from_sums
 from sae_core.train.optim import BankAdam
+from sae_core.train.parallel import DistBatchComm, average_grads, owners, sae_seed
 from sae_core.train.schedule import lr_factor, sparsity_factor
-from sae_core.train.state import load_state, save_state
+from sae_core.train.state import commit, load_state, save_tensors, tensors_name
 
 DENSE_FREQ = 0.1  # a latent firing on more than 10% of tokens counts as dense
 
@@ -38,12 +42,19 @@ class StopTraining(Exception):
 
 
 class GroupTrainer:
-    """Trains every SAE of one data group on one shared stream of batches."""
+    """Trains every SAE of one data group on one shared stream of batches.
 
-    def __init__(self, config: TrainConfig, reader: Any, data: DataConfig, saes: list[SAEConfig], out: Path, gi: int):
+    Under ``torchrun`` (``dist.world > 1``) the group is spread over the ranks as set by
+    ``train.parallel`` (see :mod:`sae_core.train.parallel`); with one process both modes are the
+    plain single-process trainer.
+    """
+
+    def __init__(self, config: TrainConfig, reader: Any, data: DataConfig, saes: list[SAEConfig], out: Path, gi: int,
+                 dist: Dist | None = None):
         self.cfg, self.reader, self.data, self.saes, self.out, self.gi = config, reader, data, saes, out, gi
+        self.dist = dist = dist or Dist()
         s = config.train
-        self.device = torch.device(s.device)
+        self.device = torch.device(dist.device(s.device))
         self.layer = reader.layer_index(data.layer)
         self.d_in = reader.meta.d_model
         n_samples = reader.n_tokens(data.tokens)
@@ -52,19 +63,26 @@ class GroupTrainer:
                 f"cache {reader.path} has {n_samples} {data.tokens!r} samples, fewer than one batch "
                 f"({data.batch_size}); lower --batch-size or cache more data"
             )
+        self.shard_saes = dist.active and s.parallel == "sae"
+        owner = owners(saes, dist.world) if self.shard_saes else [0] * len(saes)
+        mine = [m for m, o in zip(saes, owner, strict=True) if o == dist.rank] if self.shard_saes else saes
+        #: ranks that write state files (each its own SAEs'), and the SAEs this rank writes out
+        self.writer_ranks = sorted(set(owner))
+        self.owned = {m.name for m in mine} if (self.shard_saes or dist.is_main) else set()
+        self.comm = DistBatchComm(dist) if dist.active and not self.shard_saes else BatchComm()
         self.banks: list[Bank] = []
         self.members: list[list[SAEConfig]] = []
         by_shape: dict[tuple[str, int], list[SAEConfig]] = {}
-        for sae in saes:
+        for sae in mine:
             by_shape.setdefault((sae.arch, sae.d_sae), []).append(sae)
         from sae_core.archs.base import make_hyper
         from sae_core.plugins import get_component
 
-        for bi, ((arch_name, d_sae), members) in enumerate(by_shape.items()):
+        for (arch_name, d_sae), members in by_shape.items():
             arch = get_component("architecture", arch_name).factory
             hypers = [make_hyper(arch.Hyper, arch_name, m.hyper, d_sae) for m in members]
-            gen = torch.Generator().manual_seed(s.seed * 1_000_003 + gi * 1009 + bi)
-            self.banks.append(arch.build_bank(self.d_in, d_sae, hypers, device=self.device, generator=gen))
+            gens = [torch.Generator().manual_seed(sae_seed(s.seed, m.name)) for m in members]
+            self.banks.append(arch.build_bank(self.d_in, d_sae, hypers, device=self.device, generator=gens))
             self.members.append(members)
         self.opts = [
             BankAdam({k: p for k, p in b.named_parameters() if p.requires_grad}, betas=(s.adam_beta1, s.adam_beta2))
@@ -73,6 +91,7 @@ class GroupTrainer:
         self.lrs = [torch.tensor([m.lr for m in ms], device=self.device) for ms in self.members]
         self.since_fired = [torch.zeros(b.n, b.d_sae, device=self.device) for b in self.banks]
         self.fired_window = [torch.zeros(b.n, b.d_sae, device=self.device) for b in self.banks]
+        self.last_metrics: dict[str, dict[str, Any]] = {}
         self.tokens_window = 0
         self.step = 0
         self.epoch = 0
@@ -84,14 +103,17 @@ class GroupTrainer:
 
     # -- data -----------------------------------------------------------------------------------
     def _stream(self):
-        s = self.cfg.train
+        s, dist = self.cfg.train, self.dist
         while True:
             for x in self.reader.batches(
                 self.data.batch_size, layers=[self.layer], tokens=self.data.tokens, seed=s.seed,
-                epoch=self.epoch, start_batch=self.batch_in_epoch, device=self.device,
+                epoch=self.epoch, start_batch=self.batch_in_epoch, device=self.device, part=(dist.rank, dist.world),
             ):
                 self.batch_in_epoch += 1
-                yield x[:, 0] * self.scale  # (batch, d_in)
+                x = x[:, 0]  # (batch / world, d_in): this rank's slice
+                if self.shard_saes:
+                    x = dist.all_gather_cat(x)  # (batch, d_in): every rank's SAEs see the whole batch
+                yield x * self.scale
             self.epoch += 1
             self.batch_in_epoch = 0
 
@@ -104,28 +126,40 @@ class GroupTrainer:
             if i + 1 >= s.norm_batches:
                 break
         sample = torch.cat(xs)  # (m, d_in)
-        self.scale = norm_scale(sample) if self.data.normalize else 1.0
-        median = geometric_median(sample[:8192] * self.scale).to(self.device)
+        scale = norm_scale(sample) if self.data.normalize else 1.0
+        median = geometric_median(sample[:8192] * scale).float()  # (d_in,)
+        # every rank computes the same; rank 0's copy is authoritative (no drift across GPUs)
+        both = self.dist.broadcast_(torch.cat([torch.tensor([scale]), median.cpu()]).to(self.device))
+        self.scale = float(both[0])
         for bank in self.banks:
-            bank.init_b_dec(median)
+            bank.init_b_dec(both[1:])
 
     # -- state ----------------------------------------------------------------------------------
-    def _tensors(self) -> dict[str, torch.Tensor]:
+    def _sae_tensors(self) -> dict[str, torch.Tensor]:
+        """State of the SAEs this rank writes, keyed ``<sae name>/<tensor>``."""
         out: dict[str, torch.Tensor] = {}
         for bi, (bank, opt) in enumerate(zip(self.banks, self.opts, strict=True)):
-            for k, v in bank.state_dict().items():
-                out[f"bank{bi}.{k}"] = v
-            for k, v in opt.state_dict().items():
-                out[f"opt{bi}.{k}"] = v
-            out[f"since_fired{bi}"] = self.since_fired[bi]
-            out[f"fired_window{bi}"] = self.fired_window[bi]
+            parts = {**{f"bank.{k}": v for k, v in bank.state_dict().items()},
+                     **{f"opt.{k}": v for k, v in opt.state_dict().items()},
+                     "since_fired": self.since_fired[bi], "fired_window": self.fired_window[bi]}
+            for i, m in enumerate(self.members[bi]):
+                if m.name in self.owned:
+                    for k, v in parts.items():
+                        # per-SAE rows keep a leading dim of 1; 0-dim tensors are bank-wide (Adam's step)
+                        out[f"{m.name}/{k}"] = (v[i : i + 1] if v.dim() else v).clone()
         return out
 
     def save(self) -> None:
-        save_state(self.state_dir, self._tensors(), {
-            "step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
-            "scale": self.scale, "tokens_window": self.tokens_window, "d_in": self.d_in,
-        })
+        if self.owned:
+            save_tensors(self.state_dir, self.step, self.dist.rank, self._sae_tensors())
+        self.dist.barrier()  # every rank's file is in place before the commit
+        if self.dist.is_main:
+            commit(self.state_dir, [tensors_name(self.step, r) for r in self.writer_ranks], {
+                "step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
+                "scale": self.scale, "tokens_window": self.tokens_window, "d_in": self.d_in,
+                "saes": [m.name for m in self.saes],
+            })
+        self.dist.barrier()  # nobody writes the next state while rank 0 prunes files
 
     def load(self) -> bool:
         loaded = load_state(self.state_dir)
@@ -138,36 +172,49 @@ class GroupTrainer:
                 f"{self.reader.path} has d_model={self.d_in}; resume with the cache it was trained on"
             )
         for bi, (bank, opt) in enumerate(zip(self.banks, self.opts, strict=True)):
-            bank.load_state_dict({k.split(".", 1)[1]: v for k, v in tensors.items() if k.startswith(f"bank{bi}.")})
-            opt.load_state_dict({k.split(".", 1)[1]: v for k, v in tensors.items() if k.startswith(f"opt{bi}.")})
-            self.since_fired[bi].copy_(tensors[f"since_fired{bi}"])
-            self.fired_window[bi].copy_(tensors[f"fired_window{bi}"])
+            missing = [m.name for m in self.members[bi] if f"{m.name}/since_fired" not in tensors]
+            if missing:
+                raise CheckpointError(f"training state {self.state_dir} has no SAE named {missing[0]!r}; "
+                                      "the sweep changed since it was saved — start a new run")
+
+            def stacked(prefix: str, keys: list[str], members: list[SAEConfig] = self.members[bi]) -> dict[str, torch.Tensor]:
+                out = {}
+                for k in keys:
+                    vals = [tensors[f"{m.name}/{prefix}{k}"] for m in members]
+                    out[k] = torch.cat(vals) if vals[0].dim() else vals[0]
+                return out
+
+            bank.load_state_dict(stacked("bank.", list(bank.state_dict())))
+            opt.load_state_dict(stacked("opt.", list(opt.state_dict())))
+            self.since_fired[bi].copy_(stacked("", ["since_fired"])["since_fired"])
+            self.fired_window[bi].copy_(stacked("", ["fired_window"])["fired_window"])
         self.step, self.epoch, self.batch_in_epoch = int(doc["step"]), int(doc["epoch"]), int(doc["batch_in_epoch"])
         self.scale, self.tokens_window = float(doc["scale"]), int(doc["tokens_window"])
         return True
 
     # -- training -------------------------------------------------------------------------------
     def run(self, *, resume: bool, progress: bool, stop_after: int | None, wandb_run: Any = None) -> None:
-        s = self.cfg.train
+        s, dist = self.cfg.train, self.dist
+        batch = self.data.batch_size  # the global batch, whatever the number of ranks
         resumed = self.load() if resume else False
         if not resumed:
             self._init_from_data()
-        logs = [
-            [MetricsLog(self.out / m.name / "metrics.jsonl", resume_step=self.step if resumed else None) for m in ms]
-            for ms in self.members
-        ]
+        logs = {
+            m.name: MetricsLog(self.out / m.name / "metrics.jsonl", resume_step=self.step if resumed else None)
+            for m in self.saes
+        } if dist.is_main else {}
         autocast = (
             torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else contextlib.nullcontext()
         )
         if self.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True
         bar = None
-        if progress:
+        if progress and dist.is_main:
             from tqdm.auto import tqdm
 
-            total = s.steps * self.data.batch_size
-            bar = tqdm(total=total, initial=self.step * self.data.batch_size, unit="tok", unit_scale=True,
-                       desc=f"group {self.gi} ({len(self.saes)} SAEs)", dynamic_ncols=True, smoothing=0.05)
+            ranks = f", {dist.world} ranks" if dist.active else ""
+            bar = tqdm(total=s.steps * batch, initial=self.step * batch, unit="tok", unit_scale=True,
+                       desc=f"group {self.gi} ({len(self.saes)} SAEs{ranks})", dynamic_ncols=True, smoothing=0.05)
         stream = self._stream()
         ran = 0
         t_last, samples_last = time.perf_counter(), 0
@@ -178,29 +225,36 @@ class GroupTrainer:
                 lr_f = lr_factor(step, s.steps, self.warmup, s.lr_decay_frac)
                 ctx_sparsity = sparsity_factor(step, self.sparsity_warmup)
                 log_now = (step + 1) % s.log_every == 0 or step + 1 == s.steps
+                records: list[dict[str, Any]] = []
                 for bi, bank in enumerate(self.banks):
                     dead = self.since_fired[bi] >= s.dead_tokens
+                    ctx = TrainContext(step=step, sparsity_scale=ctx_sparsity, dead=dead, comm=self.comm)
                     with autocast:
-                        out = bank.train_forward(x, TrainContext(step=step, sparsity_scale=ctx_sparsity, dead=dead))
+                        out = bank.train_forward(x, ctx)
                     for p in bank.parameters():
                         p.grad = None
                     out.loss.sum().backward()
+                    if self.comm.world > 1:
+                        average_grads(bank, dist)
                     bank.project_decoder_grad()
                     self.opts[bi].step(self.lrs[bi] * lr_f)
                     bank.normalize_decoder()
                     with torch.no_grad():
                         fired = out.fired.float()
-                        self.since_fired[bi].add_(x.shape[0]).masked_fill_(fired > 0, 0)
+                        if self.comm.world > 1:
+                            dist.all_reduce_(fired)
+                        self.since_fired[bi].add_(batch).masked_fill_(fired > 0, 0)
                         self.fired_window[bi].add_(fired)
                     if log_now:
-                        self._log(bi, out, x, lr_f, logs[bi], samples_last, t_last, wandb_run)
-                self.tokens_window += x.shape[0]
-                samples_last += x.shape[0]
+                        records += self._records(bi, out, x, lr_f, samples_last, t_last)
+                self.tokens_window += batch
+                samples_last += batch
                 self.step += 1
                 ran += 1
                 if bar is not None:
-                    bar.update(x.shape[0])
+                    bar.update(batch)
                 if log_now:
+                    self._write_records(records, logs, wandb_run)
                     self.tokens_window = 0
                     for fw in self.fired_window:
                         fw.zero_()
@@ -211,47 +265,74 @@ class GroupTrainer:
                     self.save()
                     raise StopTraining
         except KeyboardInterrupt:
+            if dist.active:  # other ranks may be gone: saving needs them all; the last state stands
+                raise SAEError(f"interrupted at step {self.step}; continue from the last saved state with "
+                               f"`sae train --resume --out {self.out}`") from None
             self.save()
-            raise SAEError(f"interrupted at step {self.step}; continue with `sae train --resume {self.out}`") from None
+            raise SAEError(f"interrupted at step {self.step}; continue with `sae train --resume --out {self.out}`") from None
         finally:
             if bar is not None:
                 bar.close()
         self.save()
-        self._export(logs)
+        self._export()
 
     @torch.no_grad()
-    def _log(self, bi: int, out: Any, x: torch.Tensor, lr_f: float, logs: list[MetricsLog],
-             samples: int, t0: float, wandb_run: Any) -> None:
+    def _records(self, bi: int, out: Any, x: torch.Tensor, lr_f: float, samples: int, t0: float) -> list[dict[str, Any]]:
+        """Metric records of bank ``bi``'s SAEs over the whole (global) batch."""
         s = self.cfg.train
-        bank = self.banks[bi]
-        f = fvu(x, out.recon.float())
-        tokens = self.tokens_window + x.shape[0]
-        freq = self.fired_window[bi] / max(tokens, 1)  # (n, d_sae)
+        batch = self.data.batch_size
+        names = list(out.terms)
+        rows = torch.stack([  # (3 + terms, n): sums/means over this rank's slice
+            (out.recon.float() - x).pow(2).sum((-1, -2)), out.l0.float(), out.loss.detach().float(),
+            *[out.terms[k].float() for k in names],
+        ]).double()
+        xs = torch.cat([x.double().sum(0), x.double().pow(2).sum().view(1)])  # (d_in + 1,)
+        if self.comm.world > 1:
+            self.dist.all_reduce_(rows)
+            self.dist.all_reduce_(xs)
+            rows[1:] /= self.dist.world  # per-slice means -> whole-batch means
+        f = fvu_from_sums(rows[0], xs[:-1], xs[-1], batch)  # (n,)
+        freq = self.fired_window[bi] / max(self.tokens_window + batch, 1)  # (n, d_sae)
         dead = (self.since_fired[bi] >= s.dead_tokens).float().mean(-1)
         dense = (freq > DENSE_FREQ).float().mean(-1)
         elapsed = max(time.perf_counter() - t0, 1e-9)
+        recs = []
         for i, m in enumerate(self.members[bi]):
-            rec = {
+            recs.append({
+                "sae": m.name,
                 "step": self.step + 1,
-                "samples": (self.step + 1) * x.shape[0],
+                "samples": (self.step + 1) * batch,
                 "fvu": float(f[i]),
-                "l0": float(out.l0[i]),
+                "l0": float(rows[1, i]),
                 "dead_frac": float(dead[i]),
                 "dense_frac": float(dense[i]),
                 "lr": float(self.lrs[bi][i]) * lr_f,
-                "loss": float(out.loss[i]),
-                **{k: float(v[i]) for k, v in out.terms.items()},
-                "samples_per_s": (samples + x.shape[0]) / elapsed,
-            }
-            logs[i].write(rec)
-            if wandb_run is not None:
-                wandb_run.log({f"{m.name}/{k}": v for k, v in rec.items() if k != "step"}, step=rec["step"])
-        del bank
+                "loss": float(rows[2, i]),
+                **{k: float(rows[3 + j, i]) for j, k in enumerate(names)},
+                "samples_per_s": (samples + batch) / elapsed,
+            })
+        return recs
 
-    def _export(self, logs: list[list[MetricsLog]]) -> None:
+    def _write_records(self, records: list[dict[str, Any]], logs: dict[str, MetricsLog], wandb_run: Any) -> None:
+        """Keep this rank's records for export; rank 0 writes everyone's (gathered in ``sae`` mode)."""
+        for rec in records:
+            self.last_metrics[rec["sae"]] = {k: v for k, v in rec.items() if k != "sae"}
+        if self.shard_saes:
+            records = [r for part in self.dist.all_gather_object(records) for r in part]
+        if not self.dist.is_main:
+            return
+        for rec in records:
+            name, body = rec["sae"], {k: v for k, v in rec.items() if k != "sae"}
+            logs[name].write(body)
+            if wandb_run is not None:
+                wandb_run.log({f"{name}/{k}": v for k, v in body.items() if k != "step"}, step=body["step"])
+
+    def _export(self) -> None:
         meta = self.reader.meta
         for bi, bank in enumerate(self.banks):
             for i, m in enumerate(self.members[bi]):
+                if m.name not in self.owned:
+                    continue
                 cfg = {
                     "name": m.name,
                     "architecture": m.arch,
@@ -279,35 +360,48 @@ class GroupTrainer:
                         "lr_decay_frac": self.cfg.train.lr_decay_frac,
                         "sparsity_warmup_steps": self.sparsity_warmup,
                         "normalize": self.data.normalize,
+                        "world_size": self.dist.world,
+                        "parallel": self.cfg.train.parallel if self.dist.active else None,
                     },
-                    "metrics": {k: v for k, v in logs[bi][i].last.items() if k not in ("samples_per_s",)},
+                    "metrics": {k: v for k, v in self.last_metrics.get(m.name, {}).items() if k != "samples_per_s"},
                 }
                 save_sae(self.out / m.name, bank.export(i, self.scale), cfg)
+        self.dist.barrier()  # every checkpoint exists before anyone reads the run
 
 
 def run_training(
-    config: TrainConfig, *, progress: bool = True, resume: bool = False, stop_after: int | None = None
+    config: TrainConfig, *, progress: bool = True, resume: bool = False, stop_after: int | None = None,
+    dist: Dist | None = None,
 ) -> Path:
     """Train every SAE of ``config``; returns the run directory.
 
     ``resume=True`` continues from the last saved state of each group; ``stop_after`` stops after
-    that many steps of this call (state saved), for time-boxed jobs and resume tests.
+    that many steps of this call (state saved), for time-boxed jobs and resume tests. ``dist``:
+    this process's place in a ``torchrun`` job (see :mod:`sae_core.dist`); None is one process.
     """
     from sae_core.stores import open_reader
 
+    dist = dist or Dist()
     out = Path(config.out)
     reader = open_reader(config.cache)
     for sae in config.saes:
         reader.layer_index(sae.data.layer)
         reader.positions(sae.data.tokens)
+        if dist.active and sae.data.batch_size % dist.world:
+            raise ConfigError(
+                f"batch size {sae.data.batch_size} does not split evenly over {dist.world} ranks; "
+                f"use a multiple of {dist.world}"
+            )
     out.mkdir(parents=True, exist_ok=True)
     if resume and not (out / "config.json").is_file():
         raise SAEError(f"{out} is not a training run (no config.json); cannot resume it")
-    _write_json(out / "config.json", config.to_json())
-    wandb_run = _wandb(config, out) if config.train.wandb else None
+    dist.barrier()  # everyone has checked the old config.json before rank 0 rewrites it
+    if dist.is_main:
+        _write_json(out / "config.json", config.to_json())
+    wandb_run = _wandb(config, out) if config.train.wandb and dist.is_main else None
     groups = config.groups()
     for gi, (data, saes) in enumerate(groups.items()):
-        trainer = GroupTrainer(config, reader, data, saes, out, gi)
+        trainer = GroupTrainer(config, reader, data, saes, out, gi, dist)
         finished = all((out / m.name / "cfg.json").exists() for m in saes)
         if resume and finished and trainer.load() and trainer.step >= config.train.steps:
             continue  # this group finished before the interruption
@@ -315,7 +409,8 @@ def run_training(
             trainer.run(resume=resume, progress=progress, stop_after=stop_after, wandb_run=wandb_run)
         except StopTraining:
             return out
-    _write_sweep(out, config)
+    if dist.is_main:
+        _write_sweep(out, config)
     if wandb_run is not None:
         wandb_run.finish()
     return out

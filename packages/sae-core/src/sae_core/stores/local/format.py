@@ -24,12 +24,29 @@ NP_DTYPES: dict[str, np.dtype] = {
 }
 
 
-def acts_name(i: int) -> str:
-    return f"acts-{i:06d}.bin"
+BLOCKS = "blocks"  # while several ranks write: blocks/plan.json and blocks/block-NNNNN.json
+PLAN = "plan.json"
 
 
-def index_name(i: int) -> str:
-    return f"index-{i:06d}.bin"
+def block_tag(block: int) -> str:
+    """What names a block's shard files: ``acts-<tag>-000000.bin``."""
+    return f"b{block:05d}"
+
+
+def _prefix(block: int | None) -> str:
+    return "" if block is None else block_tag(block) + "-"
+
+
+def acts_name(i: int, block: int | None = None) -> str:
+    return f"acts-{_prefix(block)}{i:06d}.bin"
+
+
+def index_name(i: int, block: int | None = None) -> str:
+    return f"index-{_prefix(block)}{i:06d}.bin"
+
+
+def block_list_name(block: int) -> str:
+    return f"block-{block:05d}.json"
 
 
 def np_dtype(dtype: str) -> np.dtype:

@@ -228,15 +228,28 @@ class LocalReader(ActivationReader):
         dtype: torch.dtype | None = None,
         drop_last: bool = True,
         start_batch: int = 0,
+        part: tuple[int, int] = (0, 1),
         buffer_bytes: int = 256 * 2**20,
         chunk_bytes: int = 8 * 2**20,
     ) -> Iterator[torch.Tensor]:
         """One epoch of ``(batch, len(layers), d_model)`` tensors; see ActivationReader.batches.
 
         ``start_batch`` skips that many batches of the epoch (exact resume of training).
+        ``part=(rank, world)`` yields only that rank's share of every batch (data-parallel
+        training): the plan of global batches is the same on every rank, and rank ``r`` reads the
+        ``r``-th of ``world`` equal slices of each batch's sorted sample ids, so the ranks read
+        disjoint samples, concatenating their slices in rank order gives exactly the batch a
+        single process reads, and results do not depend on the number of ranks.
         """
         if batch_size < 1:
             raise StoreError(f"batch size must be >= 1, got {batch_size}")
+        rank, world = part
+        if not 0 <= rank < world:
+            raise StoreError(f"part {part} is not (rank, world) with 0 <= rank < world")
+        if world > 1 and batch_size % world:
+            raise StoreError(
+                f"batch size {batch_size} does not split evenly over {world} ranks; use a multiple of {world}"
+            )
         layer_ids = self._resolve_layers(layers)
         positions = self.positions(tokens)
         if self.n_examples == 0:
@@ -270,6 +283,10 @@ class LocalReader(ActivationReader):
                 yield carry
 
         def load(ids: np.ndarray) -> torch.Tensor:
+            if world > 1:  # this rank's contiguous slice of the sorted ids (np.array_split: a short tail too)
+                ids = np.array_split(np.sort(ids), world)[rank]
+                if not len(ids):
+                    return torch.empty((0, len(layer_ids), self.meta.d_model), dtype=out_dtype)
             out = self._gather(ids, layer_ids).to(out_dtype)
             return out.pin_memory() if device.type == "cuda" else out
 

@@ -22,6 +22,18 @@ class LocalStore(ActivationStore):
     def open_reader(self, path: str | Path, **options: Any) -> LocalReader:
         return LocalReader(path, **options)
 
+    def plan_blocks(
+        self, root: str | Path, meta: CacheMetadata, n_examples: int, n_blocks: int
+    ) -> list[tuple[int, int]] | None:
+        from sae_core.stores.local.parallel import plan_blocks
+
+        return plan_blocks(root, meta, n_examples, n_blocks)
+
+    def merge_blocks(self, root: str | Path, meta: CacheMetadata) -> Path:
+        from sae_core.stores.local.parallel import merge_blocks
+
+        return merge_blocks(root, meta)
+
     def detect(self, path: str | Path) -> bool:
         meta = Path(path) / fmt.METADATA
         if not meta.is_file():

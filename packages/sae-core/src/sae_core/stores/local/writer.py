@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from sae_core.errors import StoreError
+from sae_core.errors import ParallelCacheInProgress, StoreError
 from sae_core.protocols.adapter import ActivationBatch
 from sae_core.protocols.store import INDEX_DTYPE, ActivationWriter, CacheMetadata
 from sae_core.stores.local import format as fmt
@@ -41,19 +41,75 @@ def to_storage(acts: Any, dtype: str) -> np.ndarray:
     return converted.numpy()
 
 
-class LocalWriter(ActivationWriter):
-    """Writes one cache directory ``<root>/<meta.fingerprint()>``."""
+def ensure_metadata(path: Path, meta: CacheMetadata) -> bool:
+    """Create ``metadata.json`` or check that the one there describes ``meta``; complete or not."""
+    meta_path = path / fmt.METADATA
+    if not meta_path.exists():
+        fmt.write_json_atomic(meta_path, dataclasses.asdict(meta))
+        return False
+    existing = fmt.read_json(meta_path, "cache metadata")
+    mine = meta.identity()
+    theirs = {k: existing.get(k) for k in mine}
+    if theirs != mine:
+        diff = sorted(k for k in mine if theirs.get(k) != mine[k])
+        raise StoreError(
+            f"{path} already holds a different cache (fields differ: {', '.join(diff)}); "
+            "use another --out root or delete that directory"
+        )
+    return bool(existing.get("complete"))
 
-    def __init__(self, root: str | Path, meta: CacheMetadata, *, shard_examples: int | None = None) -> None:
+
+def write_metadata(path: Path, meta: CacheMetadata, *, complete: bool, n_rows: int) -> None:
+    doc = dataclasses.asdict(meta)
+    doc["complete"] = complete
+    doc["n_examples"] = n_rows if complete else None
+    fmt.write_json_atomic(path / fmt.METADATA, doc)
+
+
+def verified_shards(path: Path, meta: CacheMetadata, shards: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The listed shards up to the first one that is missing or truncated (disk trouble)."""
+    row_bytes = meta.n_layers * meta.tokens_per_example * meta.d_model * fmt.np_dtype(meta.dtype).itemsize
+    good = []
+    for shard in shards:
+        acts, index = path / shard["file"], path / shard["index_file"]
+        n = int(shard["n_examples"])
+        if not (
+            acts.exists()
+            and acts.stat().st_size == n * row_bytes
+            and index.exists()
+            and index.stat().st_size == n * meta.tokens_per_example * INDEX_DTYPE.itemsize
+        ):
+            break
+        good.append(shard)
+    return good
+
+
+class LocalWriter(ActivationWriter):
+    """Writes one cache directory ``<root>/<meta.fingerprint()>``, or one block of it.
+
+    ``block=b``: several ranks (``torchrun ... -m sae_core cache``) write one cache together, each
+    a contiguous block of examples fixed in ``blocks/plan.json`` (see :mod:`.parallel`). A block
+    writer lists its shards (``acts-bNNNNN-*.bin``) in ``blocks/block-NNNNN.json`` with the same
+    temp-fsync-rename discipline; rank 0 merges the finished blocks into ``shards.json``.
+    """
+
+    def __init__(
+        self, root: str | Path, meta: CacheMetadata, *, shard_examples: int | None = None, block: int | None = None
+    ) -> None:
         self.meta = meta
         self.path = Path(root) / meta.fingerprint()
+        self.block = block
         self._np_dtype = fmt.np_dtype(meta.dtype)
         row_bytes = meta.n_layers * meta.tokens_per_example * meta.d_model * self._np_dtype.itemsize
         self.shard_rows = int(shard_examples or max(1, TARGET_SHARD_BYTES // max(row_bytes, 1)))
         if self.shard_rows < 1:
             raise StoreError(f"shard_examples must be >= 1, got {shard_examples}")
         self.path.mkdir(parents=True, exist_ok=True)
-        self._open_or_create()
+        self._first_example = 0
+        if block is None:
+            self._open_or_create()
+        else:
+            self._open_block(block)
         self._acts: list[np.ndarray] = []
         self._index: list[np.ndarray] = []
         self._buffered = 0
@@ -64,47 +120,39 @@ class LocalWriter(ActivationWriter):
 
     # -- opening / resuming -------------------------------------------------------------------
     def _open_or_create(self) -> None:
-        meta_path = self.path / fmt.METADATA
-        if meta_path.exists():
-            existing = fmt.read_json(meta_path, "cache metadata")
-            mine = self.meta.identity()
-            theirs = {k: existing.get(k) for k in mine}
-            if theirs != mine:
-                diff = sorted(k for k in mine if theirs.get(k) != mine[k])
-                raise StoreError(
-                    f"{self.path} already holds a different cache (fields differ: {', '.join(diff)}); "
-                    "use another --out root or delete that directory"
-                )
-            self._complete = bool(existing.get("complete"))
-        else:
-            self._complete = False
-            fmt.write_json_atomic(meta_path, dataclasses.asdict(self.meta))
+        self._complete = ensure_metadata(self.path, self.meta)
+        if not self._complete and (self.path / fmt.BLOCKS / fmt.PLAN).exists():
+            raise ParallelCacheInProgress(
+                f"{self.path} is being written by several torchrun ranks; finish it the same way: "
+                "`torchrun --nproc-per-node N -m sae_core cache ...` with the same arguments (any N, 1 too)"
+            )
         for leftover in self.path.glob("*" + fmt.TMP_SUFFIX):
             leftover.unlink()
-        shards_path = self.path / fmt.SHARDS
-        doc = fmt.read_json(shards_path, "shard list") if shards_path.exists() else {"shards": []}
-        self.shards: list[dict[str, Any]] = []
-        row_bytes = self.meta.n_layers * self.meta.tokens_per_example * self.meta.d_model * self._np_dtype.itemsize
-        for shard in doc.get("shards", []):
-            # a recorded shard that is missing or truncated (disk trouble) is dropped with all
-            # later ones, and rewritten by this run
-            acts = self.path / shard["file"]
-            index = self.path / shard["index_file"]
-            n = int(shard["n_examples"])
-            ok = (
-                acts.exists()
-                and acts.stat().st_size == n * row_bytes
-                and index.exists()
-                and index.stat().st_size == n * self.meta.tokens_per_example * INDEX_DTYPE.itemsize
-            )
-            if not ok:
-                self._complete = False
-                break
-            self.shards.append(shard)
+        self._list_path = self.path / fmt.SHARDS
+        doc = fmt.read_json(self._list_path, "shard list") if self._list_path.exists() else {"shards": []}
+        # a recorded shard that is missing or truncated is dropped with all later ones, and rewritten
+        self.shards = verified_shards(self.path, self.meta, list(doc.get("shards", [])))
         if len(self.shards) != len(doc.get("shards", [])):
+            self._complete = False
             self._save_shards()
         if not self._complete:
             self._set_complete(False)
+
+    def _open_block(self, block: int) -> None:
+        plan = fmt.read_json(self.path / fmt.BLOCKS / fmt.PLAN, "parallel cache plan")
+        if not 0 <= block < len(plan["blocks"]):
+            raise StoreError(f"block {block} is not in the plan of {self.path} ({len(plan['blocks'])} blocks)")
+        self._first_example, self._stop_example = (int(v) for v in plan["blocks"][block])
+        # only this block's leftovers: other ranks' temporary files are in flight
+        for leftover in (*self.path.glob(f"*-{fmt.block_tag(block)}-*{fmt.TMP_SUFFIX}"),
+                         self.path / fmt.BLOCKS / (fmt.block_list_name(block) + fmt.TMP_SUFFIX)):
+            leftover.unlink(missing_ok=True)
+        self._list_path = self.path / fmt.BLOCKS / fmt.block_list_name(block)
+        doc = fmt.read_json(self._list_path, "block shard list") if self._list_path.exists() else {"shards": []}
+        self.shards = verified_shards(self.path, self.meta, list(doc.get("shards", [])))
+        self._complete = bool(doc.get("complete")) and len(self.shards) == len(doc.get("shards", []))
+        if len(self.shards) != len(doc.get("shards", [])):
+            self._save_shards()
 
     @property
     def n_rows(self) -> int:
@@ -115,7 +163,7 @@ class LocalWriter(ActivationWriter):
     def n_done(self) -> int:
         """Dataset example to resume from: one past the last example of a finished shard."""
         if not self.shards:
-            return 0
+            return self._first_example
         return int(self.shards[-1]["last_example"]) + 1
 
     @property
@@ -198,7 +246,7 @@ class LocalWriter(ActivationWriter):
 
     def _write_shard(self, acts: np.ndarray, index: np.ndarray) -> None:
         i = len(self.shards)
-        acts_file, index_file = fmt.acts_name(i), fmt.index_name(i)
+        acts_file, index_file = fmt.acts_name(i, self.block), fmt.index_name(i, self.block)
         fmt.write_bytes_atomic(self.path / acts_file, [memoryview(np.ascontiguousarray(acts)).cast("B")])
         fmt.write_bytes_atomic(self.path / index_file, [memoryview(np.ascontiguousarray(index)).cast("B")])
         fmt.fsync_dir(self.path)
@@ -218,7 +266,11 @@ class LocalWriter(ActivationWriter):
         self._save_shards()
 
     def _save_shards(self) -> None:
-        fmt.write_json_atomic(self.path / fmt.SHARDS, {"shard_rows": self.shard_rows, "shards": self.shards})
+        doc: dict[str, Any] = {"shard_rows": self.shard_rows, "shards": self.shards}
+        if self.block is not None:
+            doc |= {"block": self.block, "first_example": self._first_example,
+                    "stop_example": self._stop_example, "complete": self._complete}
+        fmt.write_json_atomic(self._list_path, doc)
 
     def _raise_thread_error(self) -> None:
         if self._error is not None:
@@ -236,20 +288,21 @@ class LocalWriter(ActivationWriter):
         self._raise_thread_error()
 
     def _set_complete(self, complete: bool) -> None:
-        meta = dataclasses.asdict(self.meta)
-        meta["complete"] = complete
-        meta["n_examples"] = self.n_rows if complete else None
-        fmt.write_json_atomic(self.path / fmt.METADATA, meta)
+        write_metadata(self.path, self.meta, complete=complete, n_rows=self.n_rows)
         self._complete = complete
 
     def close(self) -> Path:
-        """Flush the remaining rows and mark the cache complete."""
+        """Flush the remaining rows and mark the cache (or this block) complete."""
         if self._complete:
             self._drain()
             return self.path
         if self._buffered:
             self._flush(final=True)
         self._drain()
+        if self.block is not None:  # an empty block is fine (its examples were all unreadable)
+            self._complete = True
+            self._save_shards()
+            return self.path
         if not self.shards:
             raise StoreError(f"no activations were written to {self.path}; the dataset produced no examples")
         self._set_complete(True)
