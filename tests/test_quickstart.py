@@ -11,7 +11,7 @@ from sae_core.checkpoint import find_checkpoints, load_sae
 def test_quickstart_end_to_end(run_cli, tmp_path: Path) -> None:
     code, out, err = run_cli("quickstart", str(tmp_path / "demo"), "--steps", "20", "--max-examples", "40", "-q")
     assert code == 0, err
-    assert "sae info" in out and "topk-k16" in out and "held-out FVU" in out
+    assert "sae info" in out and "topk-k16" in out and "held-out FVU" in out and "spliced cos" in out
     run = tmp_path / "demo" / "run"
     sweep = json.loads((run / "sweep.json").read_text())
     assert [s["hyper"]["k"] for s in sweep["saes"]] == [16, 32]
@@ -21,5 +21,6 @@ def test_quickstart_end_to_end(run_cli, tmp_path: Path) -> None:
         assert sae.cfg["source"]["model"] == "sentence-transformers/all-MiniLM-L6-v2"
         assert sae.cfg["source"]["layer"] == "blocks.3.hook_resid_post"
         assert (ckpt / "metrics.jsonl").read_text().strip()
-        for name in ("feature_stats.safetensors", "top_examples.safetensors", "reconstruction.json"):
+        for name in ("feature_stats.safetensors", "top_examples.safetensors", "reconstruction.json", "downstream.json"):
             assert (ckpt / name).is_file(), name
+        assert 0 < json.loads((ckpt / "downstream.json").read_text())["embedding_cosine"] <= 1 + 1e-6

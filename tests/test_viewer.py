@@ -66,6 +66,20 @@ def test_overview_page(monkeypatch: pytest.MonkeyPatch, image_run: Path) -> None
     assert at.header[0].value == "Run overview"
     table = at.dataframe[0].value
     assert list(table["name"]) == ["topk-k4"] and "held-out fvu" in table.columns
+    assert 0 < float(table["spliced emb. cosine"][0]) <= 1 + 1e-6  # downstream.json of the ViT
+    assert "CE recovered" not in table.columns
+
+
+def test_overview_and_sae_page_show_lm_downstream(monkeypatch: pytest.MonkeyPatch, text_run: Path) -> None:
+    at = _app(monkeypatch, text_run)
+    table = at.dataframe[0].value
+    (ckpt,) = [p for p in text_run.iterdir() if (p / "downstream.json").is_file()]
+    result = json.loads((ckpt / "downstream.json").read_text())
+    assert float(table["CE recovered"][0]) == pytest.approx(result["ce_loss_recovered"])
+    at.sidebar.radio[0].set_value("Features").run()
+    assert not at.exception, at.exception
+    lines = [m.value for m in at.markdown if m.value.startswith("Downstream")]
+    assert lines and "CE loss recovered" in lines[0] and f"{result['ce_clean']:.4f}" in lines[0]
 
 
 def test_feature_page_images_with_heatmaps(monkeypatch: pytest.MonkeyPatch, image_run: Path) -> None:
@@ -75,6 +89,8 @@ def test_feature_page_images_with_heatmaps(monkeypatch: pytest.MonkeyPatch, imag
     assert at.header[0].value == "Feature browser"
     assert any("Top examples of latent" in s.value for s in at.subheader)
     assert len(at.get("image")) >= 1  # heatmaps over the original photos
+    lines = [m.value for m in at.markdown if m.value.startswith("Downstream")]
+    assert lines and "cosine of the final image embedding" in lines[0]
     assert not at.warning
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from sae_core.errors import SAEError
 
 ALIASES = ("minilm", "all-minilm-l6-v2", "all-MiniLM-L6-v2")
+MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"  # what caches record as the model
 
 
 def minilm_dir() -> Path:

@@ -2,7 +2,8 @@
 
 1. cache layer-3 residuals of the bundled all-MiniLM-L6-v2 on the ``pydocs`` corpus;
 2. train a small sweep (TopK, k ∈ {16, 32}, expansion 8) as one bank on the shared stream;
-3. run the built-in analyses when they are installed;
+3. run the built-in analyses when they are installed (incl. ``downstream``: MiniLM's sentence
+   embedding with the SAE spliced in);
 4. print what was made and how to look at it.
 """
 
@@ -56,12 +57,17 @@ def quickstart(
 
     sweep = json.loads((run / "sweep.json").read_text())
     typer.echo("")
-    typer.echo(f"{'SAE':24s} {'d_sae':>6s} {'FVU':>7s} {'held-out FVU':>13s} {'L0':>6s} {'dead':>6s}")
+    typer.echo(f"{'SAE':24s} {'d_sae':>6s} {'FVU':>7s} {'held-out FVU':>13s} {'L0':>6s} {'dead':>6s} {'spliced cos':>12s}")
     for s in sweep["saes"]:
         f = s["final"]
         recon = run / s["path"] / "reconstruction.json"
         heldout = f"{json.loads(recon.read_text())['fvu']:13.3f}" if recon.exists() else f"{'-':>13s}"
-        typer.echo(f"{s['name']:24s} {s['d_sae']:6d} {f['fvu']:7.3f} {heldout} {f['l0']:6.1f} {f['dead_frac']:6.1%}")
+        down_path = run / s["path"] / "downstream.json"
+        down = json.loads(down_path.read_text()) if down_path.exists() else {}
+        cos = f"{down['embedding_cosine']:12.3f}" if "embedding_cosine" in down else f"{'-':>12s}"
+        typer.echo(f"{s['name']:24s} {s['d_sae']:6d} {f['fvu']:7.3f} {heldout} {f['l0']:6.1f} {f['dead_frac']:6.1%} {cos}")
+    if analysed:
+        typer.echo("      spliced cos: cosine of MiniLM's sentence embedding with vs without the SAE spliced in")
     typer.echo("")
     typer.echo(f"done in {time.perf_counter() - t0:.0f} s. Next:")
     commands = _installed_commands()

@@ -1,10 +1,11 @@
 """The sae viewer (Streamlit). Start it with ``sae view RUN_DIR`` or
 ``streamlit run packages/sae-viewer/src/sae_viewer/app.py -- RUN_DIR``.
 
-Pages: run overview (sweep table, FVU vs L0, training curves) and feature browser (latents sorted
-by frequency or max activation, paginated; per latent: statistics, activation histogram, top images
-with the latent's patch heatmap, or top text contexts with per-token highlighting). Reads only
-precomputed files; run `sae analyze` first for the feature pages.
+Pages: run overview (sweep table with held-out and downstream metrics, FVU vs L0, training
+curves) and feature browser (the SAE's downstream result; latents sorted by frequency or max
+activation, paginated; per latent: statistics, activation histogram, top images with the latent's
+patch heatmap, or top text contexts with per-token highlighting). Reads only precomputed files;
+run `sae analyze` first for the feature pages.
 """
 
 from __future__ import annotations
@@ -123,6 +124,9 @@ def features(saes: list[data.SAEFiles]) -> None:
     st.header("Feature browser")
     names = [s.name for s in saes]
     sae = saes[names.index(st.sidebar.selectbox("SAE", names))]
+    down = data.downstream(sae)
+    if down is not None:
+        st.markdown(data.downstream_line(down))
     latent = latent_list(sae)
     feats = _features(str(sae.path))
     if feats is not None:

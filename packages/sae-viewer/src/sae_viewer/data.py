@@ -49,8 +49,44 @@ def sweep_rows(saes: list[SAEFiles]) -> list[dict[str, Any]]:
             rec = json.loads((s.path / "reconstruction.json").read_text())
             row["held-out fvu"] = rec.get("fvu")
             row["cosine"] = rec.get("cosine")
+        down = downstream(s)
+        if down is not None and "skipped" not in down:
+            if down.get("kind") == "lm_ce":
+                row["CE recovered"] = down.get("ce_loss_recovered")
+            elif down.get("kind") == "embedding_cosine":
+                row["spliced emb. cosine"] = down.get("embedding_cosine")
         rows.append(row)
     return rows
+
+
+def downstream(s: SAEFiles) -> dict[str, Any] | None:
+    """``downstream.json`` (the SAE spliced into the model), as written by ``sae analyze``."""
+    return json.loads((s.path / "downstream.json").read_text()) if s.has("downstream.json") else None
+
+
+def downstream_line(result: dict[str, Any]) -> str:
+    """One sentence summarising a downstream result for the SAE's page."""
+    where = f"{result.get('layer')}, {result.get('tokens')} tokens"
+    if "skipped" in result:
+        return f"Downstream (SAE spliced into the model): skipped — {result['skipped']}"
+    held = f"{result.get('n_rows', '?')} held-out rows"
+    if result.get("kind") == "lm_ce":
+        rec = result.get("ce_loss_recovered")
+        rec_s = f"{rec:.1%}" if rec is not None else "n/a"
+        line = (f"Downstream (SAE spliced in at {where}; {held}): CE loss recovered **{rec_s}** — CE clean "
+                f"{result['ce_clean']:.4f}, spliced {result['ce_spliced']:.4f}, zero-ablated {result['ce_zero_ablated']:.4f}")
+    elif "embedding_cosine" in result:
+        zero = result.get("embedding_cosine_zero_ablated")
+        line = (f"Downstream (SAE spliced in at {where}; {held}): cosine of the {result.get('embedding', 'embedding')} "
+                f"with vs without the SAE **{result['embedding_cosine']:.4f}**"
+                + (f" (zero ablation: {zero:.4f})" if zero is not None else ""))
+    else:  # a third-party adapter's metrics
+        numbers = ", ".join(f"{k} {v:.4g}" for k, v in result.items()
+                            if isinstance(v, float) and k != "cache_rel_error")
+        line = f"Downstream (SAE spliced in at {where}; {held}): {numbers or result.get('kind', 'no metrics')}"
+    if result.get("warning"):
+        line += f". Warning: {result['warning']}"
+    return line
 
 
 def metrics(s: SAEFiles) -> list[dict[str, Any]]:

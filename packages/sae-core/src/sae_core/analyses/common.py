@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,6 +21,35 @@ def layer_and_positions(ctx: AnalysisContext) -> tuple[int, np.ndarray]:
 def row_range(ctx: AnalysisContext) -> tuple[int, int]:
     n = ctx.reader.n_examples
     return 0, n if ctx.max_examples is None else min(n, ctx.max_examples)
+
+
+def option(ctx: AnalysisContext, name: str, default: Any, cast: Callable[[Any], Any], check: str = "") -> Any:
+    """``--option name=VALUE`` converted with ``cast``; a bad value is a one-line SAEError.
+
+    ``check`` is ``"positive"`` (> 0) or ``"fraction"`` (in (0, 1]) when the value is bounded.
+    """
+    from sae_core.errors import SAEError
+
+    raw = ctx.options.get(name, default)
+    try:
+        value = cast(raw)
+    except (TypeError, ValueError):
+        raise SAEError(f"--option {name}= expects {cast.__name__}, got {raw!r}") from None
+    if check == "positive" and not value > 0:
+        raise SAEError(f"--option {name}= must be > 0, got {raw!r}")
+    if check == "fraction" and not 0 < value <= 1:
+        raise SAEError(f"--option {name}= must be in (0, 1], got {raw!r}")
+    return value
+
+
+def heldout_rows(ctx: AnalysisContext) -> tuple[int, int]:
+    """The held-out rows: the last ``heldout_frac`` (default 10%) of the analysed rows, at least one.
+
+    Training reads the whole cache, so in a shuffled cache these are the best available held-out
+    sample of the same distribution."""
+    lo, hi = row_range(ctx)
+    frac = option(ctx, "heldout_frac", 0.1, float, "fraction")
+    return hi - max(1, int((hi - lo) * frac)), hi
 
 
 def iter_rows(ctx: AnalysisContext, start: int, stop: int, rows_per_chunk: int) -> Iterator[tuple[int, torch.Tensor, np.ndarray]]:

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from sae_core.analyses.common import iter_rows, row_range, rows_per_chunk, save_json, selected_mask
+from sae_core.analyses.common import heldout_rows, iter_rows, rows_per_chunk, save_json, selected_mask
 from sae_core.protocols.analysis import Analysis, AnalysisContext
 
 
@@ -20,11 +20,10 @@ class Reconstruction(Analysis):
     """Held-out FVU, L0, dead/dense fractions, cosine similarity, relative bias."""
 
     name: ClassVar[str] = "reconstruction"
+    options: ClassVar[tuple[str, ...]] = ("heldout_frac",)
 
     def run(self, ctx: AnalysisContext) -> dict[str, Any]:
-        frac = float(ctx.options.get("heldout_frac", 0.1))
-        lo_all, hi_all = row_range(ctx)
-        start = hi_all - max(1, int((hi_all - lo_all) * frac))
+        start, hi_all = heldout_rows(ctx)
         sse = sum_x = sum_x2 = cos = norm = l0 = 0.0
         n = 0
         fired = torch.zeros(ctx.sae.d_sae, device=ctx.device)

@@ -28,6 +28,10 @@ def analyse_run(
     registry = get_registry()
     names = only or [c.name for c in registry.all("analysis") if c.attrs.get("default", True)]
     analyses = [registry.get("analysis", n).factory() for n in names]
+    known = {key for c in registry.all("analysis") for key in getattr(c.factory, "options", ())}
+    unknown = sorted(set(options or {}) - known)
+    if unknown:
+        raise SAEError(f"unknown analysis option(s) {unknown}; valid: {', '.join(sorted(known)) or 'none'}")
     out: dict[str, dict[str, Any]] = {}
     readers: dict[str, Any] = {}
     ckpts = find_checkpoints(path)

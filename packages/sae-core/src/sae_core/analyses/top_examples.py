@@ -17,6 +17,7 @@ import torch
 from sae_core.analyses.common import (
     encode_tokens,
     iter_rows,
+    option,
     row_range,
     save_json,
     save_safetensors,
@@ -29,9 +30,10 @@ class TopExamples(Analysis):
     """Top-k activating examples per latent with their per-token/per-patch activations."""
 
     name: ClassVar[str] = "top-examples"
+    options: ClassVar[tuple[str, ...]] = ("k",)
 
     def run(self, ctx: AnalysisContext) -> dict[str, Any]:
-        k = int(ctx.options.get("k", 16))
+        k = option(ctx, "k", 16, int, "positive")
         d_sae, meta = ctx.sae.d_sae, ctx.reader.meta
         t = meta.tokens_per_example
         dev = ctx.device

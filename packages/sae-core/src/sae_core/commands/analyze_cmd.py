@@ -1,4 +1,4 @@
-"""``sae analyze``: feature statistics, top examples and reconstruction metrics beside each SAE."""
+"""``sae analyze``: feature statistics, top examples, reconstruction and downstream metrics beside each SAE."""
 
 from __future__ import annotations
 
@@ -16,14 +16,25 @@ def analyze(
     max_examples: Annotated[int | None, typer.Option(help="Use at most this many cache rows.")] = None,
     batch_size: Annotated[int, typer.Option(help="Tokens per encode batch.")] = 4096,
     k: Annotated[int, typer.Option(help="Top examples kept per latent.")] = 16,
+    option: Annotated[
+        list[str] | None,
+        typer.Option("--option", help="Analysis option KEY=VALUE (repeatable), e.g. downstream_rows=64, heldout_frac=0.2."),
+    ] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda, ...")] = "cpu",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Analyse SAEs against a cache; results are written beside each checkpoint."""
     from sae_core.analyses.runner import analyse_run
+    from sae_core.errors import SAEError
 
+    options: dict[str, str | int] = {"k": k}
+    for pair in option or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise SAEError(f"--option expects KEY=VALUE, got {pair!r}")
+        options[key.strip()] = value.strip()
     results = analyse_run(path, data=data, only=only, device=device, batch_size=batch_size,
-                          max_examples=max_examples, options={"k": k}, progress=not quiet)
+                          max_examples=max_examples, options=options, progress=not quiet)
     typer.echo(json.dumps(results, indent=2, default=float))
 
 

@@ -25,10 +25,13 @@ class AnalysisContext:
 
 
 class Analysis(ABC):
-    """One analysis; ``requires`` names analyses whose outputs it reads."""
+    """One analysis; ``requires`` names analyses whose outputs it reads; ``options`` names the
+    ``sae analyze --option KEY=VALUE`` keys it reads from ``ctx.options`` (values arrive as
+    strings; keys no installed analysis declares are rejected)."""
 
     name: ClassVar[str]
     requires: ClassVar[tuple[str, ...]] = ()
+    options: ClassVar[tuple[str, ...]] = ()
 
     @abstractmethod
     def run(self, ctx: AnalysisContext) -> dict[str, Any]:

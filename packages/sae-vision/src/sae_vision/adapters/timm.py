@@ -60,3 +60,6 @@ class TimmAdapter(ViTAdapter):
 
     def run_model(self, pixels):
         self.model.forward_features(pixels)
+
+    def embed(self, pixels):
+        return self.model(pixels)  # pooled pre-logits features (created with num_classes=0)

@@ -1,0 +1,124 @@
+"""``downstream``: what splicing the SAE into the model does to the model's output.
+
+The model is re-created from the cache metadata through its adapter plugin (``AdapterRequest``
+with the cache's ``model``, ``layers`` and the ``checkpoint``, ``context_size`` and ``options`` the
+adapter recorded in ``extra``), and run on held-out rows: the last ``downstream_rows`` (32) rows of
+the held-out part that ``reconstruction`` uses (the last ``heldout_frac``, 10%, of the rows). At
+the SAE's layer, on the tokens it was trained on (valid tokens of its token kind), the activations
+are replaced by the SAE's reconstruction, or by zeros for the baseline, and the model runs on:
+
+- causal LMs: next-token cross-entropy clean / spliced / zero-ablated and
+  ``ce_loss_recovered = (CE_zero - CE_spliced) / (CE_zero - CE_clean)``;
+- encoders (BERT-style sentence encoders, ViTs): cosine between the final embedding with and
+  without the splice (and with zero ablation).
+
+The activations the live model produces at the layer are checked against the cache
+(``cache_rel_error``): a large value means the re-created model is not the one that was cached.
+
+Adapters opt in by implementing ``splice_eval(index, mask, layer, replace, *, dataset=None,
+batch_rows=8) -> dict``. When the adapter plugin is not installed, does not implement it, or
+the model or dataset cannot be re-created here, ``downstream.json`` records ``skipped`` with the
+reason instead of failing the other analyses. Writes ``downstream.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from sae_core.analyses.common import heldout_rows, layer_and_positions, option, save_json
+from sae_core.errors import SAEError, UnknownComponentError
+from sae_core.protocols.analysis import Analysis, AnalysisContext
+
+MISMATCH = 0.05  # cache_rel_error above this: the re-created model does not reproduce the cache
+
+
+class Downstream(Analysis):
+    """Model output with the SAE spliced in: LM CE loss recovered, or embedding cosine."""
+
+    name: ClassVar[str] = "downstream"
+    options: ClassVar[tuple[str, ...]] = ("downstream_rows", "downstream_batch", "heldout_frac")
+
+    def __init__(self) -> None:
+        self._adapters: dict[str, Any] = {}  # one model per cache and device, shared by the SAEs of a run
+
+    def run(self, ctx: AnalysisContext) -> dict[str, Any]:
+        from sae_core.plugins import get_component
+
+        n_rows = option(ctx, "downstream_rows", 32, int, "positive")
+        batch_rows = option(ctx, "downstream_batch", 8, int, "positive")
+        meta = ctx.reader.meta
+        li, positions = layer_and_positions(ctx)
+        layer = meta.layers[li]
+        tokens = ctx.sae.cfg.get("source", {}).get("tokens", "all")
+        head = {"adapter": meta.adapter, "model": meta.model, "layer": layer, "tokens": tokens}
+        try:
+            component = get_component("adapter", meta.adapter)
+        except UnknownComponentError as e:
+            return self._skip(ctx, head, f"the adapter plugin that made the cache is not installed: {e}")
+        if isinstance(component.factory, type) and not callable(getattr(component.factory, "splice_eval", None)):
+            return self._skip(ctx, head, f"adapter {meta.adapter!r} does not implement splice_eval")  # known without a model
+        start_h, stop = heldout_rows(ctx)
+        start = max(start_h, stop - n_rows)
+        acts, index = ctx.reader.read_examples(start, stop, layers=[li])
+        allowed = np.zeros(index.shape, dtype=bool)
+        allowed[:, positions] = True
+        mask = index["valid"].astype(bool) & allowed
+        if not mask.any():
+            raise SAEError(f"no held-out tokens of kind {tokens!r} in {ctx.reader.path} rows {start}:{stop}; cache more data")
+        try:
+            adapter = self._adapter(component, meta, ctx.device)
+            if not callable(getattr(adapter, "splice_eval", None)):
+                return self._skip(ctx, head, f"adapter {meta.adapter!r} does not implement splice_eval")
+            dataset = None
+            if adapter.modality != "text":  # text adapters read the tokens from the index
+                from sae_core.datasets import open_dataset
+
+                dataset = open_dataset(meta.dataset["spec"], adapter.modality, **meta.dataset.get("options", {}))
+        except (SAEError, OSError) as e:
+            return self._skip(ctx, head, f"cannot re-create the model or dataset of the cache here: {e}")
+
+        cached = acts[:, 0][torch.from_numpy(mask)]  # (M, d): the tokens splice_eval hands to replace, in order
+        check = {"at": 0, "err": 0.0, "ref": 0.0}
+        sae = ctx.sae
+
+        def replace(x: torch.Tensor) -> torch.Tensor:
+            ref = cached[check["at"] : check["at"] + len(x)].to(x.device)
+            if len(ref) == len(x):
+                check["err"] += float(((x.float() - ref) ** 2).sum())
+                check["ref"] += float((ref**2).sum())
+            check["at"] += len(x)
+            with torch.no_grad():
+                return sae(x.float())
+
+        result = adapter.splice_eval(index, mask, layer, replace, dataset=dataset, batch_rows=batch_rows)
+        rel = (check["err"] / max(check["ref"], 1e-30)) ** 0.5 if check["at"] == len(cached) else None
+        result = {**head, "rows": [start, stop], "n_rows": stop - start, "n_spliced_tokens": int(mask.sum()),
+                  **result, "cache_rel_error": rel}
+        if rel is not None and rel > MISMATCH:
+            result["warning"] = (f"the re-created model's activations differ from the cache by {rel:.1%}: "
+                                 "it is not the model that was cached, so these numbers do not describe it")
+        save_json(ctx.checkpoint / "downstream.json", result)
+        return result
+
+    def _adapter(self, component: Any, meta: Any, device: str) -> Any:
+        from sae_core.protocols import AdapterRequest
+
+        extra = meta.extra
+        request = AdapterRequest(
+            model=meta.model, layers=list(meta.layers), checkpoint=extra.get("checkpoint"), device=device,
+            context_size=extra.get("context_size"), options={k: str(v) for k, v in (extra.get("options") or {}).items()},
+        )
+        key = json.dumps([meta.adapter, request.__dict__], sort_keys=True, default=str)
+        if key not in self._adapters:
+            self._adapters.clear()  # keep one model in memory
+            self._adapters[key] = component.build(request)
+        return self._adapters[key]
+
+    def _skip(self, ctx: AnalysisContext, head: dict[str, Any], why: str) -> dict[str, Any]:
+        result = {**head, "skipped": why}
+        save_json(ctx.checkpoint / "downstream.json", result)
+        return result

@@ -1,0 +1,340 @@
+"""The `downstream` analysis (SAE spliced into the model): CE loss recovered on a tiny
+HookedTransformer against manual hooks, the sentence-embedding cosine of the real MiniLM, the image
+embedding cosine of tiny open_clip / timm ViTs (only the trained token kind replaced, both block
+layouts), perfect reconstructions, skips and errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from sae_core.analyses.runner import analyse_run
+from sae_core.checkpoint import SAE, find_checkpoints, load_sae
+from sae_core.stores import open_reader
+from sae_text.minilm import minilm_dir
+
+TINY_LM = {"n_layers": 2, "d_model": 32, "n_ctx": 64, "d_head": 8, "n_heads": 4, "d_mlp": 64,
+           "d_vocab": 30522, "act_fn": "gelu", "normalization_type": "LN", "default_prepend_bos": True}
+TINY_CLIP = {"embed_dim": 32, "vision_cfg": {"image_size": 64, "layers": 3, "width": 48, "patch_size": 16, "head_width": 16},
+             "text_cfg": {"context_length": 16, "vocab_size": 100, "width": 32, "heads": 2, "layers": 1}}
+TIMM_ARGS = ["--model", "vit_tiny_patch16_224", "--opt", "pretrained=false", "--opt", "img_size=64", "--opt", "depth=3"]
+WORDS = ["sparse", "autoencoders", "find", "features", "in", "the", "activations", "of", "language", "models", "layer", "after", "layer"]
+
+
+def _cli():
+    from conftest import cli_runner
+
+    return cli_runner()
+
+
+def _cache_and_train(root: Path, cache_args: list[str], *train_args: str) -> tuple[Path, Path]:
+    run = _cli()
+    code, out, err = run("cache", "--out", str(root / "cache"), "-q", *cache_args)
+    assert code == 0, err
+    cache = Path(out.strip().splitlines()[-1])
+    code, _, err = run("train", "--data", str(cache), "--out", str(root / "run"), "--arch", "topk", "--exp-factor", "2",
+                       "--steps", "20", "-q", *train_args)
+    assert code == 0, err
+    return cache, root / "run"
+
+
+def _downstream(run: Path, **options: str) -> dict:
+    (ckpt,) = find_checkpoints(run)
+    return analyse_run(run, only=["downstream"], options=options, progress=False)[ckpt.name]["downstream"]
+
+
+@pytest.fixture(scope="module")
+def lm_run(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("lm")
+    (root / "tiny.json").write_text(json.dumps(TINY_LM))
+    rng = np.random.default_rng(0)
+    (root / "docs.txt").write_text("\n\n".join(" ".join(rng.choice(WORDS, 30)) for _ in range(16)))
+    cache, run = _cache_and_train(
+        root, ["--adapter", "tlens", "--model", f"config:{root / 'tiny.json'}", "--layers", "0", "--opt", f"tokenizer={minilm_dir()}",
+               "--opt", "seed=3", "--data", f"text:{root / 'docs.txt'}", "--context-size", "16"],
+        "--k", "4", "--batch-size", "64")
+    return cache, run
+
+
+def test_lm_ce_matches_manual_hooks(lm_run) -> None:
+    """`sae analyze --only downstream` writes downstream.json whose CE numbers equal a manual
+    computation: hooks on the same held-out windows, targets = document tokens only."""
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+    from transformers import AutoTokenizer
+
+    cache, run = lm_run
+    code, out, err = _cli()("analyze", str(run), "--only", "downstream", "-q",
+                            "--option", "heldout_frac=0.5", "--option", "downstream_batch=3")
+    assert code == 0, err
+    (ckpt,) = find_checkpoints(run)
+    res = json.loads((ckpt / "downstream.json").read_text())
+    assert json.loads(out)[ckpt.name]["downstream"] == res
+    assert res["kind"] == "lm_ce" and res["layer"] == "blocks.0.hook_resid_post"
+    lo, hi = res["rows"]
+    reader = open_reader(cache)
+    assert hi == reader.n_examples and lo == max(hi - reader.n_examples // 2, hi - 32)
+    assert res["cache_rel_error"] < 1e-5  # the re-created model is the cached one
+
+    torch.manual_seed(3)
+    model = HookedTransformer(HookedTransformerConfig(**TINY_LM), tokenizer=AutoTokenizer.from_pretrained(minilm_dir()))
+    model.eval()
+    _, index = reader.read_examples(lo, hi, layers=[0])
+    tokens = torch.from_numpy(index["token"].astype(np.int64))
+    tok = model.tokenizer
+    attention = (tokens != tok.pad_token_id).long()
+    spliced_at = torch.from_numpy(index["valid"].astype(bool))
+    sae = load_sae(ckpt)
+    targets = tokens[:, 1:]
+    scored = ~torch.isin(targets, torch.tensor([tok.cls_token_id, tok.sep_token_id, tok.pad_token_id]))
+
+    def ce(mode: str) -> float:
+        def hook(act, hook):
+            act = act.clone()
+            act[spliced_at] = sae(act[spliced_at]) if mode == "spliced" else 0.0
+            return act
+
+        hooks = [] if mode == "clean" else [("blocks.0.hook_resid_post", hook)]
+        with torch.no_grad():
+            logits = model.run_with_hooks(tokens, fwd_hooks=hooks, attention_mask=attention)
+        return float(torch.nn.functional.cross_entropy(logits[:, :-1][scored], targets[scored]))
+
+    ref = {m: ce(m) for m in ("clean", "spliced", "zero")}
+    assert res["n_targets"] == int(scored.sum())
+    for mode, key in (("clean", "ce_clean"), ("spliced", "ce_spliced"), ("zero", "ce_zero_ablated")):
+        assert abs(res[key] - ref[mode]) < 1e-4, (key, res[key], ref[mode])
+    recovered = (ref["zero"] - ref["spliced"]) / (ref["zero"] - ref["clean"])
+    assert abs(res["ce_loss_recovered"] - recovered) < 1e-3
+
+
+def test_perfect_reconstruction_recovers_all(lm_run, monkeypatch: pytest.MonkeyPatch) -> None:
+    _, run = lm_run
+    monkeypatch.setattr(SAE, "forward", lambda self, x: x.clone())  # x̂ = x
+    res = _downstream(run, heldout_frac="0.5")
+    assert res["ce_spliced"] == pytest.approx(res["ce_clean"], abs=1e-6)
+    assert res["ce_loss_recovered"] == pytest.approx(1.0, abs=1e-6)
+    assert res["ce_zero_ablated"] != pytest.approx(res["ce_clean"], abs=1e-3)
+
+
+def test_bridged_causal_lm_ce_matches_transformers(tmp_path: Path) -> None:
+    """A causal LM through TransformerBridge (a local tiny GPT-2 directory): the CE numbers equal a
+    plain transformers forward with a hook on the block's output."""
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=30522, n_positions=64)).save_pretrained(tmp_path / "gpt")
+    AutoTokenizer.from_pretrained(minilm_dir()).save_pretrained(tmp_path / "gpt")
+    rng = np.random.default_rng(1)
+    (tmp_path / "docs.txt").write_text("\n\n".join(" ".join(rng.choice(WORDS, 20)) for _ in range(8)))
+    cache, run = _cache_and_train(tmp_path, ["--adapter", "tlens", "--model", str(tmp_path / "gpt"), "--layers", "0",
+                                             "--data", f"text:{tmp_path / 'docs.txt'}", "--context-size", "16"],
+                                  "--k", "4", "--batch-size", "32")
+    res = _downstream(run, heldout_frac="0.5")
+    assert res["kind"] == "lm_ce" and open_reader(cache).meta.extra["loader"] == "bridge"
+    assert res["cache_rel_error"] < 1e-5
+    lo, hi = res["rows"]
+    _, index = open_reader(cache).read_examples(lo, hi, layers=[0])
+    hf = GPT2LMHeadModel.from_pretrained(tmp_path / "gpt").eval()
+    tok = AutoTokenizer.from_pretrained(tmp_path / "gpt")
+    tokens = torch.from_numpy(index["token"].astype(np.int64))
+    at = torch.from_numpy(index["valid"].astype(bool))
+    sae = load_sae(find_checkpoints(run)[0])
+    targets = tokens[:, 1:]
+    scored = ~torch.isin(targets, torch.tensor([tok.cls_token_id, tok.sep_token_id, tok.pad_token_id]))
+
+    def ce(mode: str) -> float:
+        def hook(module, args, out):
+            h = (out[0] if isinstance(out, tuple) else out).clone()
+            h[at] = sae(h[at]) if mode == "spliced" else 0.0
+            return (h, *out[1:]) if isinstance(out, tuple) else h
+
+        handle = hf.transformer.h[0].register_forward_hook(hook) if mode != "clean" else None
+        with torch.no_grad():
+            logits = hf(tokens, attention_mask=(tokens != tok.pad_token_id).long()).logits
+        if handle is not None:
+            handle.remove()
+        return float(torch.nn.functional.cross_entropy(logits[:, :-1][scored], targets[scored]))
+
+    for mode, key in (("clean", "ce_clean"), ("spliced", "ce_spliced"), ("zero", "ce_zero_ablated")):
+        assert res[key] == pytest.approx(ce(mode), abs=1e-4), key
+
+
+@pytest.fixture(scope="module")
+def minilm_run(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("minilm")
+    (root / "docs.txt").write_text("\n\n".join([
+        "Sparse autoencoders decompose activations into interpretable features.",
+        "The quick brown fox jumps over the lazy dog, again and again.",
+        "Residual streams carry information between transformer blocks, layer after layer.",
+        "A sentence encoder maps a text to one vector.",
+    ]))
+    _, run = _cache_and_train(root, ["--adapter", "tlens", "--model", "minilm", "--layers", "3",
+                                     "--data", f"text:{root / 'docs.txt'}", "--context-size", "16"],
+                              "--k", "16", "--batch-size", "32")
+    return run
+
+
+def test_minilm_sentence_embedding_cosine(minilm_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real offline MiniLM (an encoder): the cache records its hub id, which re-creates the
+    bundled model exactly; the result is the cosine of the mean-pooled sentence embeddings."""
+    res = _downstream(minilm_run, heldout_frac="1")
+    assert res["kind"] == "embedding_cosine" and res["model"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert 0 < res["embedding_cosine"] <= 1 + 1e-6 and -1 <= res["embedding_cosine_zero_ablated"] < 1
+    assert res["cache_rel_error"] < 1e-5 and "ce_clean" not in res
+    monkeypatch.setattr(SAE, "forward", lambda self, x: x.clone())
+    assert _downstream(minilm_run, heldout_frac="1")["embedding_cosine"] == pytest.approx(1.0, abs=1e-5)
+
+
+@pytest.fixture(scope="module")
+def vit_runs(tmp_path_factory) -> dict[str, tuple[Path, Path]]:
+    root = tmp_path_factory.mktemp("vit")
+    cfg = root / "tiny_clip_downstream.json"
+    cfg.write_text(json.dumps(TINY_CLIP))
+    data = ["--data", "samples", "--data-opt", "n=12", "--layers", "1"]
+    return {
+        "clip": _cache_and_train(root / "clip", ["--adapter", "clip", "--model", f"config:{cfg}", *data],
+                                 "--tokens", "cls", "--k", "8", "--batch-size", "4"),
+        "timm": _cache_and_train(root / "timm", ["--adapter", "timm", *TIMM_ARGS, *data],
+                                 "--tokens", "patch", "--k", "8", "--batch-size", "32"),
+    }
+
+
+def _spliced_positions(adapter, index: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """(n, T) bool: where the input of the block after the splice differs from the clean one,
+    with replace = x + 1."""
+    seen: list[torch.Tensor] = []
+
+    def grab(module, args):
+        x = args[0]
+        seen.append((x if adapter._batch_first(x) else x.transpose(0, 1)).clone())
+
+    handle = adapter.blocks[2].register_forward_pre_hook(grab)
+    try:
+        adapter.splice_eval(index, mask, "blocks.1", lambda x: x + 1.0, dataset=_dataset(), batch_rows=len(index))
+    finally:
+        handle.remove()
+    clean, spliced = seen[0], seen[1]  # passes: clean, spliced, zero
+    return ((spliced - clean).abs().amax(-1) > 0).numpy()
+
+
+def _dataset():
+    from sae_core.datasets import open_dataset
+
+    return open_dataset("samples", "image", n=12)
+
+
+@pytest.mark.parametrize("name, kind", [("clip", "cls"), ("timm", "patch")])
+def test_vit_embedding_cosine_replaces_only_trained_kind(vit_runs, name: str, kind: str) -> None:
+    from sae_core.caching import build_adapter
+    from sae_core.protocols import AdapterRequest
+
+    cache, run = vit_runs[name]
+    res = _downstream(run, heldout_frac="0.5")
+    assert res["kind"] == "embedding_cosine" and res["tokens"] == kind and res["rows"] == [6, 12]
+    assert 0 < res["embedding_cosine"] <= 1 + 1e-6 and res["cache_rel_error"] < 1e-5
+    reader = open_reader(cache)
+    meta = reader.meta
+    _, index = reader.read_examples(6, 12, layers=[0])
+    kinds = np.array(meta.token_kinds)
+    mask = index["valid"].astype(bool) & (kinds == kind)[None, :]
+    assert res["n_spliced_tokens"] == int(mask.sum())
+    adapter = build_adapter(meta.adapter, AdapterRequest(model=meta.model, layers=meta.layers,
+                                                         options=dict(meta.extra["options"])))
+    assert np.array_equal(_spliced_positions(adapter, index, mask), mask)
+
+
+def test_clip_cosine_matches_manual_hooks_in_both_layouts(vit_runs) -> None:
+    """An independent open_clip forward with the cls position replaced gives the same cosine;
+    replacing every position would not. Blocks run as (tokens, batch, d) give the same numbers."""
+    import open_clip
+    from sae_core.caching import build_adapter
+    from sae_core.protocols import AdapterRequest
+
+    cache, run = vit_runs["clip"]
+    res = _downstream(run, heldout_frac="0.5")
+    (ckpt,) = find_checkpoints(run)
+    sae = load_sae(ckpt)
+    meta = open_reader(cache).meta
+    cfg = Path(meta.model[len("config:") :])
+    torch.manual_seed(0)
+    open_clip.add_model_config(str(cfg))
+    model, _, preprocess = open_clip.create_model_and_transforms(cfg.stem, pretrained=None)
+    visual = model.visual.eval()
+    ds = _dataset()
+    pixels = torch.stack([preprocess(ds[i].data) for i in range(6, 12)])
+
+    def cosine(positions: slice) -> float:
+        def hook(module, args, out):
+            out = out.clone()
+            out[:, positions] = sae(out[:, positions])
+            return out
+
+        with torch.no_grad():
+            clean = visual(pixels)
+            handle = visual.transformer.resblocks[1].register_forward_hook(hook)
+            spliced = visual(pixels)
+            handle.remove()
+        return float(torch.nn.functional.cosine_similarity(clean, spliced, dim=-1).mean())
+
+    assert res["embedding_cosine"] == pytest.approx(cosine(slice(0, 1)), abs=1e-5)
+    assert abs(res["embedding_cosine"] - cosine(slice(None))) > 1e-4
+
+    adapter = build_adapter("clip", AdapterRequest(model=meta.model, layers=meta.layers))
+    _, index = open_reader(cache).read_examples(6, 12, layers=[0])
+    mask = np.zeros(index.shape, dtype=bool)
+    mask[:, 0] = True
+
+    def replace(x):
+        return sae(x.float())
+
+    first = adapter.splice_eval(index, mask, "blocks.1", replace, dataset=ds, batch_rows=4)
+    seq = open_clip.transformer.Transformer(48, 3, 3, batch_first=False)  # same weights, (tokens, batch, d) blocks
+    seq.load_state_dict(adapter.model.transformer.state_dict())
+    adapter.model.transformer = seq.eval()
+    adapter.blocks = seq.resblocks
+    shapes: list[tuple[int, ...]] = []
+    seq.resblocks[1].register_forward_hook(lambda m, a, o: shapes.append(tuple(o.shape)))
+    second = adapter.splice_eval(index, mask, "blocks.1", replace, dataset=ds, batch_rows=4)
+    assert shapes[0] == (17, 4, 48)  # tokens first
+    assert second["embedding_cosine"] == pytest.approx(first["embedding_cosine"], abs=1e-5)
+    assert first["embedding_cosine"] == pytest.approx(res["embedding_cosine"], abs=1e-5)
+    assert np.array_equal(_spliced_positions(adapter, index, mask), mask)
+
+
+def test_skips_and_errors(tmp_path: Path, run_cli) -> None:
+    """No adapter plugin / no splice_eval: downstream.json says why and `sae analyze` goes on;
+    bad options are one-line errors."""
+    from sae_core.protocols import ActivationBatch, CacheMetadata
+    from sae_core.stores import open_writer
+
+    meta = CacheMetadata(adapter="not-installed", model="m", layers=["a"], d_model=8, dtype="float32", tokens_per_example=2,
+                         token_kinds=["token", "token"], dataset={"spec": "synthetic"})
+    w = open_writer(tmp_path / "c", meta)
+    w.write(ActivationBatch(acts=torch.randn(64, 1, 2, 8), example_ids=np.arange(64)))
+    cache = w.close()
+    code, _, err = run_cli("train", "--data", str(cache), "--out", str(tmp_path / "run"), "--arch", "topk", "--k", "2",
+                           "--exp-factor", "2", "--steps", "5", "--batch-size", "16", "-q")
+    assert code == 0, err
+    code, out, err = run_cli("analyze", str(tmp_path / "run"), "-q")
+    assert code == 0, err
+    (ckpt,) = find_checkpoints(tmp_path / "run")
+    assert "not installed" in json.loads((ckpt / "downstream.json").read_text())["skipped"]
+    assert (ckpt / "reconstruction.json").is_file()  # the other analyses ran
+
+    code, out, err = run_cli("cache", "--adapter", "mlp", "--model", "x", "--data", "gaussian:64", "--layers", "0",
+                             "--out", str(tmp_path / "mlp"), "-q")
+    assert code == 0, err
+    code, _, err = run_cli("train", "--data", out.strip().splitlines()[-1], "--out", str(tmp_path / "mlprun"), "--arch",
+                           "topk", "--k", "2", "--exp-factor", "2", "--steps", "5", "--batch-size", "16", "-q")
+    assert code == 0, err
+    res = _downstream(tmp_path / "mlprun")
+    assert res["skipped"] == "adapter 'mlp' does not implement splice_eval"
+
+    code, _, err = run_cli("analyze", str(tmp_path / "run"), "--only", "downstream", "--option", "downstream_rows=many", "-q")
+    assert code == 1 and "--option downstream_rows= expects int, got 'many'" in err and "Traceback" not in err
+    code, _, err = run_cli("analyze", str(tmp_path / "run"), "--option", "downstream_row=3", "-q")
+    assert code == 1 and "unknown analysis option(s) ['downstream_row']" in err and "downstream_rows" in err
+    code, _, err = run_cli("analyze", str(tmp_path / "run"), "--option", "downstream_rows", "-q")
+    assert code == 1 and "--option expects KEY=VALUE" in err
