@@ -64,17 +64,27 @@ def test_topk_matches_reference_with_per_sae_k(x) -> None:
         assert float(out.l0[i]) <= k
 
 
-def test_topk_sparse_decode_gradients_match_dense(x) -> None:
-    bank = build("topk", [{"k": 5}])
-    out = bank.train_forward(x, TrainContext(step=0))
+def test_topk_sparse_gradients_match_dense(x) -> None:
+    """The sparse encoder backward (gather_pre_acts) and sparse decode give autograd's dense
+    gradients for every parameter, across a bank with per-SAE k and AuxK on dead latents."""
+    bank = build("topk", [{"k": 3}, {"k": 7}])
+    dead = torch.zeros(2, D_SAE, dtype=torch.bool)
+    dead[0, :10] = True
+    dead[1, 5:9] = True  # fewer dead latents than the other SAE: padded aux picks must not count
+    out = bank.train_forward(x, TrainContext(step=0, dead=dead))
     out.loss.sum().backward()
-    W_enc, b_enc, W_dec, b_dec = (p.detach().clone().requires_grad_(True) for p in params(bank, 0))
-    pre = (x - b_dec) @ W_enc + b_enc
-    v, idx = pre.topk(5, dim=-1)
-    f = torch.zeros_like(pre).scatter(-1, idx, v.relu())
-    ((x - (f @ W_dec + b_dec)) ** 2).sum(-1).mean().backward()
-    torch.testing.assert_close(bank.W_dec.grad[0], W_dec.grad, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(bank.W_enc.grad[0], W_enc.grad, rtol=1e-4, atol=1e-5)
+    for i, k in enumerate((3, 7)):
+        W_enc, b_enc, W_dec, b_dec = (p.detach().clone().requires_grad_(True) for p in params(bank, i))
+        pre = (x - b_dec) @ W_enc + b_enc
+        v, idx = pre.topk(k, dim=-1)
+        f = torch.zeros_like(pre).scatter(-1, idx, v.relu())
+        recon = f @ W_dec + b_dec
+        av, aidx = pre.masked_fill(~dead[i], float("-inf")).topk(min(D_IN // 2, int(dead[i].sum())), dim=-1)
+        e_hat = torch.zeros_like(pre).scatter(-1, aidx, av.relu()) @ W_dec
+        loss = ((x - recon) ** 2).sum(-1).mean() + ((x - recon).detach() - e_hat).pow(2).sum(-1).mean() / 32
+        loss.backward()
+        for name, ref in (("W_enc", W_enc), ("b_enc", b_enc), ("W_dec", W_dec), ("b_dec", b_dec)):
+            torch.testing.assert_close(getattr(bank, name).grad[i], ref.grad, rtol=1e-4, atol=1e-5, msg=f"{name} SAE {i}")
 
 
 def test_batchtopk_matches_reference_and_uses_threshold_at_inference(x) -> None:

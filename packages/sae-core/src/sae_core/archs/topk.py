@@ -19,6 +19,7 @@ from typing import ClassVar
 import torch
 
 from sae_core.archs.base import Bank, BankArchitecture, TrainContext, TrainOutput, mse_per_sae, sparse_decode
+from sae_core.archs.sparse_encode import gather_pre_acts
 from sae_core.errors import ConfigError
 
 
@@ -50,22 +51,38 @@ def fired_counts(idx: torch.Tensor, vals: torch.Tensor, d_sae: int) -> torch.Ten
     return counts.scatter_add_(1, idx.reshape(n, -1), (vals > 0).float().reshape(n, -1))
 
 
-def auxk_loss(
-    bank: Bank, pre: torch.Tensor, x: torch.Tensor, recon: torch.Tensor, dead: torch.Tensor | None
-) -> torch.Tensor:
-    """α_aux · ||e − ê||² with ê reconstructed from the top-k_aux dead latents (0 if none dead)."""
-    n = pre.shape[0]
+def aux_indices(bank: Bank, pre: torch.Tensor, dead: torch.Tensor | None) -> torch.Tensor | None:
+    """(n, batch, k_aux) indices of the largest pre-activations among dead latents; None if none
+    are dead (k_aux = d_in/2 by default, capped by the number of dead latents)."""
     if dead is None or not bool(dead.any()):
-        return pre.new_zeros(n)
+        return None
     k_aux = max(min(h.aux_k or bank.d_in // 2, bank.d_sae) for h in bank.hypers)
     k_aux = min(k_aux, int(dead.sum(-1).max()))
-    masked = pre.masked_fill(~dead[:, None, :], float("-inf"))  # (n, batch, d_sae)
-    vals, idx = masked.topk(k_aux, dim=-1)
-    vals = torch.where(torch.isfinite(vals), vals, torch.zeros_like(vals)).relu()
+    masked = pre.detach().masked_fill(~dead[:, None, :], float("-inf"))  # (n, batch, d_sae)
+    return masked.topk(k_aux, dim=-1).indices
+
+
+def auxk_from_values(
+    bank: Bank, idx: torch.Tensor | None, vals: torch.Tensor | None, x: torch.Tensor, recon: torch.Tensor,
+    dead: torch.Tensor | None,
+) -> torch.Tensor:
+    """α_aux · ||e − ê||², ê decoded from the dead latents' pre-activations ``vals`` at ``idx``."""
+    if idx is None or vals is None or dead is None:
+        return recon.new_zeros(recon.shape[0])
+    is_dead = dead.gather(-1, idx.flatten(1)).view_as(idx)  # SAEs with fewer dead latents than k_aux
+    vals = torch.where(is_dead, vals, torch.zeros_like(vals)).relu()
     e = (x - recon).detach()  # (n, batch, d_in)
     e_hat = sparse_decode(idx, vals, bank.W_dec)
     has_dead = dead.any(-1).float()  # (n,)
     return bank.hyper_tensor("aux_coeff") * (e_hat - e).pow(2).sum(-1).mean(-1) * has_dead
+
+
+def auxk_loss(
+    bank: Bank, pre: torch.Tensor, x: torch.Tensor, recon: torch.Tensor, dead: torch.Tensor | None
+) -> torch.Tensor:
+    """α_aux · ||e − ê||² with ê reconstructed from the top-k_aux dead latents (0 if none dead)."""
+    idx = aux_indices(bank, pre, dead)
+    return auxk_from_values(bank, idx, None if idx is None else pre.gather(-1, idx), x, recon, dead)
 
 
 class TopKBank(Bank):
@@ -80,11 +97,19 @@ class TopKBank(Bank):
         return torch.zeros(*idx.shape[:2], self.d_sae, device=x.device).scatter_(-1, idx, vals)
 
     def train_forward(self, x: torch.Tensor, ctx: TrainContext) -> TrainOutput:
-        pre = self.pre_acts(x)  # (n, batch, d_sae)
-        idx, vals = topk_codes(pre, self.ks())
+        with torch.no_grad():  # the dense matmul only chooses latents; gradients go through gather_pre_acts
+            pre = self.pre_acts(x)  # (n, batch, d_sae)
+        ks = self.ks()
+        kmax = int(ks.max())
+        idx = pre.topk(kmax, dim=-1, sorted=True).indices  # (n, batch, kmax)
+        aux_idx = aux_indices(self, pre, ctx.dead)  # (n, batch, k_aux) or None
+        both = idx if aux_idx is None else torch.cat([idx, aux_idx], dim=-1)
+        v = gather_pre_acts(pre, both, x, self.W_enc, self.b_enc, self.b_dec)  # (n, batch, kmax [+ k_aux])
+        keep = torch.arange(kmax, device=x.device)[None, :] < ks[:, None]  # (n, kmax): each SAE's own k
+        vals = v[..., :kmax].relu() * keep[:, None, :]
         recon = sparse_decode(idx, vals, self.W_dec) + self.b_dec[:, None, :]  # (n, batch, d_in)
         mse = mse_per_sae(x, recon)
-        aux = auxk_loss(self, pre, x, recon, ctx.dead)
+        aux = auxk_from_values(self, aux_idx, None if aux_idx is None else v[..., kmax:], x, recon, ctx.dead)
         return TrainOutput(
             recon=recon,
             loss=mse + aux,
