@@ -18,6 +18,7 @@ with g = ∂L/∂v. For batch 4096, d_in 768, d_sae 6144 and m = 32 that is ~0.2
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
@@ -45,7 +46,9 @@ class _GatherPre(torch.autograd.Function):
         crow = torch.zeros(n * d_sae + 1, dtype=torch.long, device=idx.device)
         crow[1:] = torch.cumsum(counts, 0)
         vals = g.reshape(-1)[order]
-        S = torch.sparse_csr_tensor(crow, cols[order], vals, (n * d_sae, batch), check_invariants=False)
+        with warnings.catch_warnings():  # "CSR support is in beta": a stable subset is used here
+            warnings.simplefilter("ignore", UserWarning)
+            S = torch.sparse_csr_tensor(crow, cols[order], vals, (n * d_sae, batch), check_invariants=False)
         gW_t = S @ x  # (n·d_sae, d_in)
         g_benc = torch.zeros(n * d_sae, device=g.device, dtype=g.dtype).index_add_(0, rows[order], vals)
         g_benc = g_benc.view(n, d_sae)
