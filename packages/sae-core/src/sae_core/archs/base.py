@@ -93,6 +93,8 @@ class Bank(nn.Module):
     unit_norm_decoder: ClassVar[bool] = True
     #: scale of decoder rows at init (unit-norm banks ignore it)
     init_decoder_norm: ClassVar[float] = 1.0
+    #: the encoder starts as the decoder's transpose times this
+    init_encoder_scale: ClassVar[float] = 1.0
     #: extra per-SAE tensors exported to the checkpoint beside W_enc/b_enc/W_dec/b_dec
     extra_tensors: ClassVar[tuple[str, ...]] = ()
 
@@ -120,7 +122,7 @@ class Bank(nn.Module):
             w = torch.randn(n, d_sae, d_in, generator=gen)
         w = w / w.norm(dim=-1, keepdim=True) * self.init_decoder_norm  # (n, d_sae, d_in)
         self.W_dec = nn.Parameter(w)
-        self.W_enc = nn.Parameter(w.transpose(1, 2).clone())  # (n, d_in, d_sae), tied init
+        self.W_enc = nn.Parameter(w.transpose(1, 2) * self.init_encoder_scale)  # (n, d_in, d_sae), tied init
         self.b_enc = nn.Parameter(torch.zeros(n, d_sae))
         self.b_dec = nn.Parameter(torch.zeros(n, d_in))
 

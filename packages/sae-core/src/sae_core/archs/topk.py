@@ -88,6 +88,10 @@ def auxk_loss(
 class TopKBank(Bank):
     name: ClassVar[str] = "topk"
     Hyper: ClassVar[type] = TopKHyper
+    # A small tied encoder (the decoder stays unit-norm): selection is scale-invariant, and
+    # Adam's steps are larger relative to the encoder, which learns faster early on (measured on
+    # MiniLM residuals, 300 steps: FVU 0.160 -> 0.148 at lr 1e-3, 0.121 -> 0.118 at 3e-3, k=32).
+    init_encoder_scale: ClassVar[float] = 0.1
 
     def ks(self) -> torch.Tensor:
         return self.hyper_tensor("k", torch.long)

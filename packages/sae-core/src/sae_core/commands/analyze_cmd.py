@@ -25,14 +25,9 @@ def analyze(
 ) -> None:
     """Analyse SAEs against a cache; results are written beside each checkpoint."""
     from sae_core.analyses.runner import analyse_run
-    from sae_core.errors import SAEError
+    from sae_core.commands.cache_cmd import parse_kv
 
-    options: dict[str, str | int] = {"k": k}
-    for pair in option or []:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise SAEError(f"--option expects KEY=VALUE, got {pair!r}")
-        options[key.strip()] = value.strip()
+    options: dict[str, str | int] = {"k": k, **parse_kv(option, "--option")}
     results = analyse_run(path, data=data, only=only, device=device, batch_size=batch_size,
                           max_examples=max_examples, options=options, progress=not quiet)
     typer.echo(json.dumps(results, indent=2, default=float))
