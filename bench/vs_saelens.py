@@ -268,6 +268,7 @@ def main() -> None:
     lines = [
         f"data={a.data} d_in={d_in} d_sae={a.d_sae} batch={a.batch_size} steps={a.steps} (sweep {a.sweep_steps}) "
         f"lr={a.lr} device={a.device} machine={machine}",
+        "",
         "| setting | library | per-SAE samples/s | peak MB | FVU | L0 | speed-up |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
