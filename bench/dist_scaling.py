@@ -20,25 +20,17 @@ import sys
 import tempfile
 from pathlib import Path
 
+from common import synthetic_cache
+
 HERE = Path(__file__).resolve().parent
 
 
 def build_cache(root: Path, d: int, n: int) -> Path:
-    import numpy as np
     import torch
-    from sae_core.protocols import ActivationBatch, CacheMetadata
-    from sae_core.stores import open_writer
 
-    meta = CacheMetadata(adapter="synthetic", model=f"gauss-{d}", layers=["x"], d_model=d, dtype="float32",
-                         tokens_per_example=1, token_kinds=["token"], dataset={"spec": f"gauss:{n}"})
-    w = open_writer(root, meta)
-    if w.complete:
-        return w.close()
     gen = torch.Generator().manual_seed(0)
-    for lo in range(0, n, 50_000):
-        m = min(50_000, n - lo)
-        w.write(ActivationBatch(acts=torch.randn(m, 1, 1, d, generator=gen), example_ids=np.arange(lo, lo + m)))
-    return w.close()
+    return synthetic_cache(root, adapter="synthetic", model=f"gauss-{d}", spec=f"gauss:{n}", d=d, n=n, chunk=50_000,
+                           rows=lambda m: torch.randn(m, d, generator=gen))
 
 
 def run(a: argparse.Namespace, cache: Path, sweep: Path, nproc: int, mode: str, threads: int) -> dict:

@@ -13,41 +13,24 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from common import peak_rss_mb, synthetic_cache
+
 D_IN = 768
 
 
 
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process (VmHWM): unlike ru_maxrss it is reset by exec, so a
-    worker does not inherit the parent's peak."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
 def make_cache(root: Path, n: int) -> Path:
-    import numpy as np
     import torch
-    from sae_core.protocols import ActivationBatch, CacheMetadata
-    from sae_core.stores import open_writer
 
-    meta = CacheMetadata(adapter="bench", model="gaussian", layers=["x"], d_model=D_IN, dtype="float32",
-                         tokens_per_example=1, token_kinds=["token"], dataset={"spec": f"gaussian:{n}"})
-    w = open_writer(root, meta)
-    if w.complete:
-        return w.close()
     gen = torch.Generator().manual_seed(0)
-    for lo in range(0, n, 16384):
-        m = min(16384, n - lo)
-        w.write(ActivationBatch(acts=torch.randn(m, 1, 1, D_IN, generator=gen), example_ids=np.arange(lo, lo + m)))
-    return w.close()
+    return synthetic_cache(root, adapter="bench", model="gaussian", spec=f"gaussian:{n}", d=D_IN, n=n, chunk=16384,
+                           rows=lambda m: torch.randn(m, D_IN, generator=gen))
 
 
 def worker(args: argparse.Namespace) -> None:

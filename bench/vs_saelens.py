@@ -19,28 +19,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
+from common import peak_rss_mb, synthetic_cache
 
 HERE = Path(__file__).resolve().parent
 
 
 # -- data ------------------------------------------------------------------------------------------
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process (VmHWM): unlike ru_maxrss it is reset by exec, so a
-    worker does not inherit the parent's peak."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 def build_cache(kind: str, root: Path, quick: bool) -> Path:
     if kind == "minilm":
@@ -49,24 +40,17 @@ def build_cache(kind: str, root: Path, quick: bool) -> Path:
 
         request = AdapterRequest(model="minilm", layers=["3"], context_size=64)
         return run_cache("tlens", request, "pydocs", root, batch_size=32, max_examples=150 if quick else 900, progress=False)
-    from sae_core.protocols import ActivationBatch, CacheMetadata
-    from sae_core.stores import open_writer
-
     d, n_true, n = 768, 4096, (40_000 if quick else 400_000)
-    meta = CacheMetadata(adapter="synthetic", model=f"planted-{d}", layers=["x"], d_model=d, dtype="float32",
-                         tokens_per_example=1, token_kinds=["token"], dataset={"spec": f"planted:{n}"})
-    w = open_writer(root, meta)
-    if w.complete:
-        return w.close()
     gen = torch.Generator().manual_seed(0)
     feats = torch.randn(n_true, d, generator=gen)
     feats /= feats.norm(dim=1, keepdim=True)
-    for lo in range(0, n, 20_000):
-        m = min(20_000, n - lo)
-        idx = torch.randint(0, n_true, (m, 24), generator=gen)
-        x = (torch.rand(m, 24, generator=gen)[..., None] * feats[idx]).sum(1)
-        w.write(ActivationBatch(acts=x[:, None, None, :], example_ids=np.arange(lo, lo + m)))
-    return w.close()
+
+    def planted(m: int) -> torch.Tensor:
+        idx = torch.randint(0, n_true, (m, 24), generator=gen)  # 24 true features per sample
+        return (torch.rand(m, 24, generator=gen)[..., None] * feats[idx]).sum(1)  # (m, d)
+
+    return synthetic_cache(root, adapter="synthetic", model=f"planted-{d}", spec=f"planted:{n}", d=d, n=n,
+                           chunk=20_000, rows=planted)
 
 
 def tokens_filter(reader: Any) -> str:

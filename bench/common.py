@@ -1,0 +1,48 @@
+"""Helpers the benchmark scripts share: synthetic caches and per-process peak memory.
+
+The scripts run as ``python bench/<name>.py``, so this directory is on ``sys.path`` and they
+import this module as ``common``.
+"""
+
+from __future__ import annotations
+
+import resource
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process (VmHWM): unlike ru_maxrss it is reset by exec, so a
+    worker does not inherit the parent's peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def synthetic_cache(
+    root: Path, *, adapter: str, model: str, spec: str, d: int, n: int, chunk: int,
+    rows: Callable[[int], torch.Tensor],
+) -> Path:
+    """A one-layer, one-token-per-example cache of ``n`` rows written in chunks of ``chunk``.
+
+    ``rows(m)`` makes the next ``(m, d)`` rows (from the caller's seeded generator, so the same
+    arguments always give the same rows). The store is content-addressed by its metadata, so a
+    finished cache of the same arguments is reused, not rewritten.
+    """
+    import numpy as np
+    from sae_core.protocols import ActivationBatch, CacheMetadata
+    from sae_core.stores import open_writer
+
+    meta = CacheMetadata(adapter=adapter, model=model, layers=["x"], d_model=d, dtype="float32",
+                         tokens_per_example=1, token_kinds=["token"], dataset={"spec": spec})
+    w = open_writer(root, meta)
+    if w.complete:
+        return w.close()
+    for lo in range(0, n, chunk):
+        m = min(chunk, n - lo)
+        x = rows(m)  # (m, d)
+        w.write(ActivationBatch(acts=x[:, None, None, :], example_ids=np.arange(lo, lo + m)))
+    return w.close()
