@@ -64,6 +64,28 @@ def test_topk_matches_reference_with_per_sae_k(x) -> None:
         assert float(out.l0[i]) <= k
 
 
+def assert_topk_grads_match_dense(bank, x: torch.Tensor, dead: torch.Tensor, ks: tuple[int, ...],
+                                  rtol: float, atol: float) -> None:
+    """Gradients of a TopK bank's train_forward (sparse encoder backward + sparse decode) equal
+    autograd's dense gradients of each SAE's loss written from the equations (MSE + AuxK)."""
+    out = bank.train_forward(x, TrainContext(step=0, dead=dead))
+    out.loss.sum().backward()
+    for i, k in enumerate(ks):
+        W_enc, b_enc, W_dec, b_dec = (p.detach().clone().requires_grad_(True) for p in params(bank, i))
+        pre = (x - b_dec) @ W_enc + b_enc
+        v, idx = pre.topk(k, dim=-1)
+        f = torch.zeros_like(pre).scatter(-1, idx, v.relu())
+        recon = f @ W_dec + b_dec
+        k_aux = min(x.shape[-1] // 2, int(dead[i].sum()))
+        av, aidx = pre.masked_fill(~dead[i], float("-inf")).topk(k_aux, dim=-1)
+        e_hat = torch.zeros_like(pre).scatter(-1, aidx, av.relu()) @ W_dec
+        loss = ((x - recon) ** 2).sum(-1).mean() + ((x - recon).detach() - e_hat).pow(2).sum(-1).mean() / 32
+        loss.backward()
+        for name, ref in (("W_enc", W_enc), ("b_enc", b_enc), ("W_dec", W_dec), ("b_dec", b_dec)):
+            torch.testing.assert_close(getattr(bank, name).grad[i], ref.grad, rtol=rtol, atol=atol,
+                                       msg=f"{name} SAE {i}")
+
+
 def test_topk_sparse_gradients_match_dense(x) -> None:
     """The sparse encoder backward (gather_pre_acts) and sparse decode give autograd's dense
     gradients for every parameter, across a bank with per-SAE k and AuxK on dead latents."""
@@ -71,20 +93,7 @@ def test_topk_sparse_gradients_match_dense(x) -> None:
     dead = torch.zeros(2, D_SAE, dtype=torch.bool)
     dead[0, :10] = True
     dead[1, 5:9] = True  # fewer dead latents than the other SAE: padded aux picks must not count
-    out = bank.train_forward(x, TrainContext(step=0, dead=dead))
-    out.loss.sum().backward()
-    for i, k in enumerate((3, 7)):
-        W_enc, b_enc, W_dec, b_dec = (p.detach().clone().requires_grad_(True) for p in params(bank, i))
-        pre = (x - b_dec) @ W_enc + b_enc
-        v, idx = pre.topk(k, dim=-1)
-        f = torch.zeros_like(pre).scatter(-1, idx, v.relu())
-        recon = f @ W_dec + b_dec
-        av, aidx = pre.masked_fill(~dead[i], float("-inf")).topk(min(D_IN // 2, int(dead[i].sum())), dim=-1)
-        e_hat = torch.zeros_like(pre).scatter(-1, aidx, av.relu()) @ W_dec
-        loss = ((x - recon) ** 2).sum(-1).mean() + ((x - recon).detach() - e_hat).pow(2).sum(-1).mean() / 32
-        loss.backward()
-        for name, ref in (("W_enc", W_enc), ("b_enc", b_enc), ("W_dec", W_dec), ("b_dec", b_dec)):
-            torch.testing.assert_close(getattr(bank, name).grad[i], ref.grad, rtol=1e-4, atol=1e-5, msg=f"{name} SAE {i}")
+    assert_topk_grads_match_dense(bank, x, dead, (3, 7), rtol=1e-4, atol=1e-5)
 
 
 def test_batchtopk_matches_reference_and_uses_threshold_at_inference(x) -> None:

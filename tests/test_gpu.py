@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from sae_core.archs.base import TrainContext, make_hyper
+from sae_core.archs.base import make_hyper
 from sae_core.plugins import get_registry
 from sae_core.stores import open_reader
+from test_archs import assert_topk_grads_match_dense
 from test_train import gaussian_cache
 
 pytestmark = pytest.mark.gpu
@@ -18,23 +19,9 @@ pytestmark = pytest.mark.gpu
 def test_sparse_topk_gradients_match_dense_on_cuda() -> None:
     arch = get_registry().get("architecture", "topk").factory
     bank = arch.build_bank(64, 512, [make_hyper(arch.Hyper, "topk", {"k": k}, 512) for k in (8, 16)], device="cuda")
-    x = torch.randn(256, 64, device="cuda")
     dead = torch.zeros(2, 512, dtype=torch.bool, device="cuda")
     dead[:, :40] = True
-    out = bank.train_forward(x, TrainContext(step=0, dead=dead))
-    out.loss.sum().backward()
-    for i, k in enumerate((8, 16)):
-        W_enc, b_enc, W_dec, b_dec = (getattr(bank, n)[i].detach().clone().requires_grad_(True)
-                                      for n in ("W_enc", "b_enc", "W_dec", "b_dec"))
-        pre = (x - b_dec) @ W_enc + b_enc
-        v, idx = pre.topk(k, dim=-1)
-        recon = torch.zeros_like(pre).scatter(-1, idx, v.relu()) @ W_dec + b_dec
-        av, aidx = pre.masked_fill(~dead[i], float("-inf")).topk(32, dim=-1)
-        e_hat = torch.zeros_like(pre).scatter(-1, aidx, av.relu()) @ W_dec
-        loss = ((x - recon) ** 2).sum(-1).mean() + ((x - recon).detach() - e_hat).pow(2).sum(-1).mean() / 32
-        loss.backward()
-        for name, ref in (("W_enc", W_enc), ("b_enc", b_enc), ("W_dec", W_dec), ("b_dec", b_dec)):
-            torch.testing.assert_close(getattr(bank, name).grad[i], ref.grad, rtol=1e-3, atol=1e-4)
+    assert_topk_grads_match_dense(bank, torch.randn(256, 64, device="cuda"), dead, (8, 16), rtol=1e-3, atol=1e-4)
 
 
 def test_sweep_trains_on_cuda_with_bf16_autocast(run_cli, tmp_path: Path) -> None:

@@ -36,12 +36,16 @@ class TopKHyper:
             raise ConfigError(f"aux_k must be >= 1, got {self.aux_k}")
 
 
+def own_k_values(vals: torch.Tensor, ks: torch.Tensor) -> torch.Tensor:
+    """ReLU of the sorted top-max(k) values (n, batch, max k), zeroed past each SAE's own k."""
+    keep = torch.arange(vals.shape[-1], device=vals.device)[None, :] < ks[:, None]  # (n, kmax)
+    return vals.relu() * keep[:, None, :]
+
+
 def topk_codes(pre: torch.Tensor, ks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Indices and ReLU'd values of each SAE's top-k: (n, batch, max k), zero past own k."""
-    kmax = int(ks.max())
-    vals, idx = pre.topk(kmax, dim=-1, sorted=True)  # (n, batch, kmax)
-    keep = torch.arange(kmax, device=pre.device)[None, :] < ks[:, None]  # (n, kmax)
-    return idx, vals.relu() * keep[:, None, :]
+    vals, idx = pre.topk(int(ks.max()), dim=-1, sorted=True)  # (n, batch, kmax)
+    return idx, own_k_values(vals, ks)
 
 
 def fired_counts(idx: torch.Tensor, vals: torch.Tensor, d_sae: int) -> torch.Tensor:
@@ -109,8 +113,7 @@ class TopKBank(Bank):
         aux_idx = aux_indices(self, pre, ctx.dead)  # (n, batch, k_aux) or None
         both = idx if aux_idx is None else torch.cat([idx, aux_idx], dim=-1)
         v = gather_pre_acts(pre, both, x, self.W_enc, self.b_enc, self.b_dec)  # (n, batch, kmax [+ k_aux])
-        keep = torch.arange(kmax, device=x.device)[None, :] < ks[:, None]  # (n, kmax): each SAE's own k
-        vals = v[..., :kmax].relu() * keep[:, None, :]
+        vals = own_k_values(v[..., :kmax], ks)  # (n, batch, kmax)
         recon = sparse_decode(idx, vals, self.W_dec) + self.b_dec[:, None, :]  # (n, batch, d_in)
         mse = mse_per_sae(x, recon)
         aux = auxk_from_values(self, aux_idx, None if aux_idx is None else v[..., kmax:], x, recon, ctx.dead)
