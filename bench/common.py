@@ -1,4 +1,4 @@
-"""Helpers the benchmark scripts share: synthetic caches and per-process peak memory.
+"""Helpers the benchmark scripts share: synthetic caches, per-process peak memory, the CPU name.
 
 The scripts run as ``python bench/<name>.py``, so this directory is on ``sys.path`` and they
 import this module as ``common``.
@@ -20,6 +20,13 @@ def peak_rss_mb() -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def cpu_model() -> str:
+    """The CPU's model name, printed with every table so numbers are read against their machine."""
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
+    return next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), "unknown")
 
 
 def synthetic_cache(

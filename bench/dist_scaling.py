@@ -20,7 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import synthetic_cache
+from common import cpu_model, synthetic_cache
 
 HERE = Path(__file__).resolve().parent
 
@@ -84,8 +84,7 @@ def main() -> None:
     rows = [run(a, cache, sweep, 1, "data", single_threads)]
     rows += [run(a, cache, sweep, a.nproc, mode, rank_threads) for mode in ("data", "sae")]
     base = rows[0]["samples_per_s"]
-    machine = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                    if ln.startswith("model name")), "unknown")
+    machine = cpu_model()
     lines = [
         f"{len(ks)} TopK SAEs (k={ks}), d_in={d}, d_sae={d * a.exp_factor}, batch={batch}, {steps} steps, "
         f"device={a.device}, {cores} cores ({machine})",

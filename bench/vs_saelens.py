@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from common import peak_rss_mb, synthetic_cache
+from common import cpu_model, peak_rss_mb, synthetic_cache
 
 HERE = Path(__file__).resolve().parent
 
@@ -237,8 +237,7 @@ def main() -> None:
               for lib in ("sae", "saelens")}
     sweep = {lib: measure(a, cache, lib, sweep_ks, a.sweep_steps) for lib in ("sae", "saelens")}
     a.out.mkdir(parents=True, exist_ok=True)
-    machine = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                    if ln.startswith("model name")), "unknown")
+    machine = cpu_model()
     results = {"machine": machine, "device": a.device, "data": a.data, "d_in": d_in, "d_sae": a.d_sae,
                "batch_size": a.batch_size, "steps": a.steps, "sweep_steps": a.sweep_steps, "lr": a.lr,
                "single": single, "pareto": pareto, "sweep": sweep}
