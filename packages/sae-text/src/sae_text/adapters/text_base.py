@@ -7,8 +7,8 @@ in batches and hands the cache :class:`ActivationBatch` es in dataset order.
 Padding is the waste of text caching: a document's last window is short, and a batch padded to
 the context computes attention and MLPs on nothing. The windows of ``sort_batches`` consecutive
 batches are therefore sorted by length, each forward batch is cut to its longest row, and the
-activations are put back in dataset order (padded with zeros, which readers never yield) — the
-rows of the cache, and so a resumed cache, do not depend on the sorting.
+activations are put back in dataset order, padding set to zeros (readers never yield it) — so
+the rows of the cache, and a resumed cache, do not depend on how windows were batched.
 """
 
 from __future__ import annotations
@@ -114,9 +114,9 @@ class TextAdapter(ModelAdapter):
         for lo in range(0, len(chunk), batch_size):
             rows = order[lo : lo + batch_size]
             n = int(lengths[rows].max())
-            acts = self.forward_windows(
-                torch.from_numpy(tokens[rows, :n]).to(device), torch.from_numpy(real[rows, :n]).long().to(device)
-            )  # (b, n_layers, n, d)
+            attention = torch.from_numpy(real[rows, :n]).to(device)  # (b, n)
+            acts = self.forward_windows(torch.from_numpy(tokens[rows, :n]).to(device), attention.long())  # (b, L, n, d)
+            acts = acts.masked_fill(~attention[:, None, :, None], 0)  # padding: zeros, whatever its batch
             if out is None:
                 out = acts.new_zeros((len(chunk), acts.shape[1], self.context, acts.shape[3]))
             out[torch.from_numpy(rows).to(acts.device), :, :n] = acts
