@@ -184,8 +184,14 @@ def test_splice_eval_identity_and_zero(tiny_gpt2: Path, tiny_bert: Path, corpus:
             calls.append(len(x))
             return x
 
+        forwards: list[int] = []
+        adapter.model.register_forward_hook(lambda *a, forwards=forwards: forwards.append(1))
         result = adapter.splice_eval(index, mask, reader.meta.layers[0], identity, batch_rows=2)
         assert result["kind"] == kind and sum(calls) == mask.sum()
+        chunks = -(-len(index) // 2)
+        assert len(forwards) == 3 * chunks
+        again = adapter.splice_eval(index, mask, reader.meta.layers[0], identity, batch_rows=2)
+        assert again == result and len(forwards) == 4 * chunks  # the next SAE reruns only the spliced model
         if kind == "lm_ce":
             assert result["ce_spliced"] == pytest.approx(result["ce_clean"], abs=1e-5)
             assert result["ce_zero_ablated"] != pytest.approx(result["ce_clean"], abs=1e-3)

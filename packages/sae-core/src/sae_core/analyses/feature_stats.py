@@ -45,14 +45,14 @@ class FeatureStats(Analysis):
         start, stop = row_range(ctx)
         for _, x, index in iter_rows(ctx, start, stop, rows_per_chunk(ctx)):
             keep = selected_mask(ctx, index)  # (n, T)
-            f = encode_tokens(ctx, x)[keep]  # (m, d_sae)
+            f = encode_tokens(ctx, x)[keep]  # (m, d_sae), latents >= 0
             n_tokens += f.shape[0]
-            active = f > 0
-            count += active.sum(0)
-            total += f.sum(0, dtype=torch.float64)
-            peak = torch.maximum(peak, f.max(0).values if len(f) else peak)
-            tok, lat = active.nonzero(as_tuple=True)
-            bins = torch.bucketize(f[tok, lat].log10().clamp(LOG_MIN, LOG_MAX - 1e-6), edges[1:-1])
+            tok, lat = (f > 0).nonzero(as_tuple=True)  # sparse: every statistic reads only the firing entries
+            vals = f[tok, lat]  # (nnz,)
+            count += torch.bincount(lat, minlength=d_sae)
+            total.index_add_(0, lat, vals.double())
+            peak.scatter_reduce_(0, lat, vals, reduce="amax")
+            bins = torch.bucketize(vals.log10().clamp(LOG_MIN, LOG_MAX - 1e-6), edges[1:-1])
             hist.index_add_(0, lat * N_BINS + bins, torch.ones_like(bins))
         freq = (count / max(n_tokens, 1)).float()
         mean = (total / count.clamp_min(1)).float()

@@ -34,7 +34,14 @@ from sae_core.protocols import ActivationSpec, AdapterRequest, Dataset
 
 from sae_text.adapters.hf_model import DTYPES, find_blocks, load, max_positions, resolve_source
 from sae_text.adapters.options import WINDOW_OPTIONS, WindowOptions, check_known, parse_bool
-from sae_text.adapters.splice import MODES, SpliceScores, mean_pool, next_token_nll, replace_per_token
+from sae_text.adapters.splice import (
+    MODES,
+    SpliceScores,
+    mean_pool,
+    next_token_nll,
+    replace_per_token,
+    splice_key,
+)
 from sae_text.adapters.taps import Tap, Taps
 from sae_text.adapters.text_base import (
     PROBE_BATCH,
@@ -111,6 +118,7 @@ class HFAdapter(TextAdapter):
         self.layer_names = [t.name for t in self.taps_wanted]
         self.taps = Taps(self.model, self.taps_wanted)
         self.seq_first: dict[Tap, bool] = {}
+        self.splice_memo: dict[str, torch.Tensor] = {}
         self.d_model = self._probe() if self.taps_wanted else int(getattr(config, "hidden_size", 0) or 0)
 
     # -- setup -----------------------------------------------------------------------------------
@@ -217,18 +225,29 @@ class HFAdapter(TextAdapter):
             attention = torch.from_numpy(attention_all[rows]).long().to(device)
             outputs = {}
             for mode in MODES:
+                key = splice_key(tap.name, mode, index[rows], mask[rows])
+                if key in self.splice_memo:  # clean and zero-ablated runs are the same for every SAE of a layer
+                    outputs[mode] = self.splice_memo[key]
+                    continue
+
                 def fn(x: torch.Tensor, mode: str = mode, m: torch.Tensor = m) -> torch.Tensor:
                     return replace_per_token(x, m, mode, replace, seq_first=seq_first)
 
                 if mode == "clean":
-                    out = self._call(tokens, attention, output_hidden_states=not self.causal)
+                    out = self._splice_forward(tokens, attention)
                 else:
                     with taps.replacing(tap, fn):
-                        out = self._call(tokens, attention, output_hidden_states=not self.causal)
-                if self.causal:
-                    outputs[mode] = next_token_nll(out.logits, tokens)
-                else:
-                    hidden = getattr(out, "last_hidden_state", None)
-                    outputs[mode] = mean_pool(hidden if hidden is not None else out.hidden_states[-1], attention)
+                        out = self._splice_forward(tokens, attention)
+                outputs[mode] = out
+                if key is not None:
+                    self.splice_memo[key] = out
             scores.add(outputs, index["position"][rows])
         return scores.result()
+
+    def _splice_forward(self, tokens: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
+        """(b, T-1) next-token NLLs (causal LMs) or (b, d) mean-pooled final hidden states."""
+        if self.causal:
+            return next_token_nll(self._call(tokens, attention).logits, tokens)
+        out = self._call(tokens, attention, output_hidden_states=self.model_class != "AutoModel")
+        hidden = getattr(out, "last_hidden_state", None)
+        return mean_pool(hidden if hidden is not None else out.hidden_states[-1], attention)

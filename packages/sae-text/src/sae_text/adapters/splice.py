@@ -5,7 +5,8 @@ SAE spliced in at a layer, and with the same positions zero-ablated — and turn
 into one JSON-able result: next-token CE for causal LMs (``ce_loss_recovered``), cosine of the
 mean-pooled final hidden state for encoders (the sentence embedding of sentence transformers).
 The adapters differ only in how they run the model and replace a layer; this module holds the
-arithmetic, and :func:`replace_per_token` the masking that both apply at the layer.
+arithmetic, :func:`replace_per_token` the masking that both apply at the layer, and
+:func:`splice_key` what lets the clean and zero-ablated runs be shared by the SAEs of a run.
 """
 
 from __future__ import annotations
@@ -31,6 +32,22 @@ def replace_per_token(
     flat[mask] = replace(flat[mask]).to(flat.dtype) if mode == "spliced" else 0
     new = flat.view(xs.shape)
     return new.transpose(0, 1) if seq_first else new
+
+
+def splice_key(layer: str, mode: str, index: np.ndarray, mask: np.ndarray) -> str | None:
+    """Memo key of a run that does not depend on the SAE (``clean``, ``zero``): the analysis
+    evaluates every SAE of a run on the same rows, so those runs are computed once; ``None``
+    for ``spliced``."""
+    if mode == "spliced":
+        return None
+    import hashlib
+
+    h = hashlib.sha256(f"{layer}/{mode}/{index.shape}".encode())
+    h.update(np.ascontiguousarray(index["token"]).tobytes())
+    h.update(np.ascontiguousarray(index["position"]).tobytes())
+    if mode == "zero":
+        h.update(np.ascontiguousarray(mask).tobytes())
+    return h.hexdigest()
 
 
 def next_token_nll(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
