@@ -161,3 +161,17 @@ def test_random_crop_is_seeded_and_resumable(tmp_path: Path) -> None:
     assert starts(1, random_crop=True) == {d: v for d, v in crop.items() if d >= 1}  # a resumed cache cuts the same windows
     with pytest.raises(SAEError, match="--opt max_windows_per_doc= must be >= 1"):
         HFAdapter(AdapterRequest(model="minilm", layers=["0"], options={"max_windows_per_doc": "0"}))
+
+
+def test_iter_from_default_and_dataset_head(tmp_path: Path) -> None:
+    """Dataset.iter_from reads in order from ``start``; a rank's DatasetHead stops at its block's end
+    and keeps a streamed dataset sequential."""
+    from sae_core.datasets import DatasetHead
+
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps({"text": f"doc {i}"}) + "\n" for i in range(6)))
+    listed = open_dataset(f"jsonl:{tmp_path / 'a.jsonl'}", "text")  # in memory: the default iter_from
+    streamed = open_dataset(f"hf:{tmp_path / 'a.jsonl'}", "text")
+    for ds in (listed, streamed):
+        assert [e.data for e in ds.iter_from(4)] == ["doc 4", "doc 5"]
+        head = DatasetHead(ds, 3)
+        assert [e.id for e in head.iter_from(1)] == [1, 2] and list(head.iter_from(3)) == []

@@ -221,6 +221,9 @@ def test_hook_errors_are_one_line_and_early(run_cli, tmp_path: Path, corpus: Pat
     assert code == 1 and "--opt dtype=" in err
     code, _, err = run_cli(*base, "--layers", "1", "--opt", "random_crop=maybe")
     assert code == 1 and "expects true or false" in err
+    code, _, err = run_cli("cache", "--adapter", "hf", "--model", str(tiny_bert), "--data", f"hf:{tmp_path / 'none.jsonl'}",
+                           "--out", str(tmp_path), "--layers", "1", "-q")
+    assert code == 1 and "no such file" in err  # the dataset is opened before the model loads
     code, _, err = run_cli("cache", "--adapter", "hf", "--model", str(tmp_path / "nope"), "--data", f"text:{corpus}",
                            "--out", str(tmp_path), "--layers", "1", "-q")
     assert code == 1 and "neither a model directory nor a Hugging Face id" in err
