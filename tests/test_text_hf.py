@@ -262,3 +262,27 @@ def test_hub_model_through_the_hub_client(tiny_bert: Path, tmp_path: Path, monke
         assert any(path.endswith("/model.safetensors") for _, path in hub.requests)
         with pytest.raises(SAEError, match="could not load the config of 'someone/missing'"):
             HFAdapter(AdapterRequest(model="someone/missing", layers=["0"]))
+
+
+def test_find_blocks_takes_the_longest_top_level_list() -> None:
+    """The stack of blocks is the longest ModuleList that is not inside another list's element:
+    a MoE block's 8 experts never beat 3 layers, a 2-element list of heads never wins either."""
+    from sae_text.adapters.hf_model import find_blocks
+    from torch import nn
+
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.experts = nn.ModuleList(nn.Linear(2, 2) for _ in range(8))
+
+    class Model(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.heads = nn.ModuleList(nn.Linear(2, 2) for _ in range(2))
+            self.decoder = nn.Module()
+            self.decoder.layers = nn.ModuleList(Block() for _ in range(3))
+
+    path, blocks = find_blocks(Model())
+    assert path == "decoder.layers" and len(blocks) == 3
+    with pytest.raises(SAEError, match="no list of blocks"):
+        find_blocks(nn.Linear(2, 2))
