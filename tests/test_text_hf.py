@@ -286,3 +286,19 @@ def test_find_blocks_takes_the_longest_top_level_list() -> None:
     assert path == "decoder.layers" and len(blocks) == 3
     with pytest.raises(SAEError, match="no list of blocks"):
         find_blocks(nn.Linear(2, 2))
+
+
+def test_encoder_of_an_encoder_decoder(tmp_path: Path, corpus: Path) -> None:
+    """T5 through AutoModel: the forward stops once the hooked encoder block has run, before the
+    decoder (which would need decoder inputs) — any model works as far as its hooks reach."""
+    from sae_core.datasets import open_dataset
+    from sae_text.adapters.hf import HFAdapter
+    from transformers import AutoTokenizer, T5Config, T5Model
+
+    torch.manual_seed(0)
+    T5Model(T5Config(vocab_size=30522, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4)).save_pretrained(tmp_path)
+    AutoTokenizer.from_pretrained(minilm_dir()).save_pretrained(tmp_path)
+    adapter = HFAdapter(AdapterRequest(model=str(tmp_path), layers=["1"], context_size=16))
+    assert adapter.layer_names == ["encoder.block.1"] and adapter.d_model == 32 and not adapter.causal
+    batch = next(adapter.iter_batches(open_dataset(f"text:{corpus}", "text"), batch_size=4))
+    assert batch.acts.shape == (4, 1, 16, 32)

@@ -146,12 +146,12 @@ class HFAdapter(TextAdapter):
 
     @torch.inference_mode()
     def _probe(self) -> int:
-        """Run two short forwards: validate that every hook is one vector per token, fix each
-        hook's layout and the tap after which forwards stop; returns the common width."""
+        """Run two short forwards: validate that every hook fires and is one vector per token, and
+        fix each hook's layout; returns the common width."""
         shapes: dict[Tap, list[tuple[int, ...]]] = {t: [] for t in self.taps.taps}
         for length in PROBE_LENGTHS:
             tokens, attention = self._probe_tokens(length)
-            for tap, x in self.taps.probe(lambda t=tokens, a=attention: self._call(t, a)).items():
+            for tap, x in self.taps.run(lambda t=tokens, a=attention: self._call(t, a)).items():
                 shapes[tap].append(tuple(x.shape))
         widths = {}
         for tap, s in shapes.items():

@@ -20,7 +20,7 @@ from torch import nn
 
 from sae_text.minilm import ALIASES, MODEL_ID, minilm_dir
 
-CAUSAL_SUFFIXES = ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")
+CAUSAL_SUFFIXES = ("ForCausalLM", "LMHeadModel")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 DTYPES = ("float32", "bfloat16", "float16")
 

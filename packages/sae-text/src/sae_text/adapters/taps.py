@@ -87,9 +87,10 @@ class Taps:
     """Forward hooks on ``taps`` of ``model``.
 
     ``run(forward)`` calls ``forward()`` with the hooks attached and returns the first tensor each
-    tap saw; with ``stop=True`` the forward is cut after the tap named ``last`` fires (the last
-    one in execution order, which :meth:`probe` measures). A module called several times in one
-    forward (a shared module) keeps its first call.
+    tap saw; with ``stop=True`` the forward is cut as soon as every tap has fired — after the last
+    of them in execution order, whichever it is, so nothing has to know the model's call order
+    (and an encoder-decoder whose decoder needs more inputs still gives its encoder's modules). A
+    module called several times in one forward (a shared module) keeps its first call.
     """
 
     def __init__(self, model: nn.Module, taps: list[Tap]) -> None:
@@ -100,7 +101,6 @@ class Taps:
             if tap.path not in modules or not tap.path:
                 raise SAEError(unknown_module_message(tap.path, list(modules)))
         self.modules = {tap: modules[tap.path] for tap in self.taps}
-        self.last: Tap | None = None  # set by probe()
 
     @contextlib.contextmanager
     def _hooked(self, fn: Callable[[Tap, torch.Tensor | None], None]) -> Iterator[None]:
@@ -130,7 +130,7 @@ class Taps:
                     raise SAEError(f"hook {tap.name!r} does not see a tensor; pick a module whose {tap.port} is one")
                 return
             captured[tap] = x
-            if stop and tap == self.last and len(captured) == len(self.taps):
+            if stop and len(captured) == len(self.taps):
                 raise _StopForward
 
         with self._hooked(save), contextlib.suppress(_StopForward):
@@ -138,13 +138,6 @@ class Taps:
         missing = [t.name for t in self.taps if t not in captured]
         if missing and require_all:
             raise SAEError(f"hook(s) {missing} never ran in a forward of this model; pick modules that the forward calls")
-        return captured
-
-    def probe(self, forward: Callable[[], Any]) -> dict[Tap, torch.Tensor]:
-        """One full forward; the tap that fires last (dicts keep insertion order) becomes
-        :attr:`last`, after which later forwards stop."""
-        captured = self.run(forward, stop=False)
-        self.last = list(captured)[-1]
         return captured
 
     @contextlib.contextmanager

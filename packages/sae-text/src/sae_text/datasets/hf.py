@@ -53,7 +53,7 @@ def hf_text_dataset(arg: str | None, **options: Any) -> Dataset:
         return ArrowTextDataset(arg, path, options.get("split"), options.get("field"), limit)
     if path.exists():
         return _files_dataset(arg, path, options, limit)
-    if arg.startswith((".", "/", "~")) or arg.count("/") > 1:
+    if arg.startswith((".", "/", "~")) or arg.count("/") > 1 or path.suffix in BUILDERS:
         raise DataError(f"hf:{arg}: no such file or directory")
     return _hub_dataset(arg, options, limit)
 
