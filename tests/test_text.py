@@ -227,3 +227,17 @@ def test_tlens_hook_widths_and_refusals(tmp_path: Path, tiny_config: Path) -> No
     names = TLensAdapter(AdapterRequest(model=model, layers=[], options=opts)).hook_names()
     assert {"blocks.0.attn.hook_z", "blocks.1.mlp.hook_post", "blocks.1.hook_resid_post", "hook_embed"} <= set(names)
     assert not any(n.endswith(("hook_pattern", "hook_attn_scores")) for n in names)
+
+
+def test_bridge_hook_list_and_unsupported_flags() -> None:
+    """TransformerBridge (MiniLM): `sae hooks` lists its per-token hook points, with the
+    flag-gated ones this model can turn on, and a hook whose flag it cannot support is refused."""
+    from sae_core.protocols import AdapterRequest
+    from sae_text.adapters.tlens import TLensAdapter
+
+    adapter = TLensAdapter(AdapterRequest(model="minilm", layers=[]))
+    names = adapter.hook_names()
+    assert {"blocks.0.attn.hook_z", "blocks.5.mlp.hook_post", "blocks.2.hook_resid_post", "blocks.0.hook_mlp_in"} <= set(names)
+    assert not any(n.endswith(("hook_pattern", "hook_attn_scores", "attn.hook_result")) for n in names)
+    with pytest.raises(SAEError, match=r"needs set_use_attn_result\(True\), which this model does not support"):
+        adapter._resolve_hook("blocks.0.attn.hook_result")
