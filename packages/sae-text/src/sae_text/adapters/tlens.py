@@ -182,9 +182,17 @@ class TLensAdapter(TextAdapter):
             raise SAEError(f"unknown hook {raw!r}: {hint} (`sae hooks --adapter tlens --model M` lists the "
                            f"{len(valid)} hook points of this model)")
         for suffix, setter in FLAGGED_HOOKS.items():
-            if raw.endswith(suffix) and self.kind == "hooked":
-                getattr(self.model, setter)(True)
+            if raw.endswith(suffix) and not self._switch_on(setter):
+                raise SAEError(f"hook {raw!r} needs {setter}(True), which this model does not support; pick another hook")
         return raw
+
+    def _switch_on(self, setter: str) -> bool:
+        """Turn a hook flag on (``set_use_attn_result`` ...); False when the model cannot."""
+        try:
+            getattr(self.model, setter)(True)
+        except (AttributeError, NotImplementedError, ValueError, AssertionError):
+            return False
+        return True
 
     def _stop_at(self, hooks: list[str]) -> int | None:
         """Blocks to run: up to the last hooked block; hooks outside the blocks need the full forward."""
@@ -204,8 +212,11 @@ class TLensAdapter(TextAdapter):
         for length in PROBE_LENGTHS:
             tokens = self._probe_tokens(length)
             captured: dict[str, torch.Tensor] = {}
-            self.model.run_with_hooks(tokens, fwd_hooks=[(h, _keyed(h, captured)) for h in hooks],
-                                      return_type=None, stop_at_layer=stop_at)
+            try:
+                self.model.run_with_hooks(tokens, fwd_hooks=[(h, _keyed(h, captured)) for h in hooks],
+                                          return_type=None, stop_at_layer=stop_at)
+            except (ValueError, AssertionError) as e:  # a hook the model refuses (a flag it cannot turn on)
+                raise SAEError(f"transformer_lens refused a hook: {str(e).strip().splitlines()[0]}") from None
             for h in hooks:
                 if h in captured:
                     shapes[h].append(tuple(captured[h].shape))
@@ -225,8 +236,11 @@ class TLensAdapter(TextAdapter):
         return common_width(widths)
 
     def hook_names(self) -> list[str]:
-        """Hook points of the model's own hook list that give one vector per token in a forward."""
-        names = self._valid_hooks()
+        """Hook points of the model's own hook list that give one vector per token in a forward
+        (with every flag-gated hook switched on, as requesting one does)."""
+        unsupported = {setter for setter in dict.fromkeys(FLAGGED_HOOKS.values()) if not self._switch_on(setter)}
+        names = [h for h in self._valid_hooks()
+                 if not any(h.endswith(suffix) and setter in unsupported for suffix, setter in FLAGGED_HOOKS.items())]
         shapes = self._probe_shapes(names, None)
         return [h for h in names if len(shapes[h]) == len(PROBE_LENGTHS) and per_token_layout(h, shapes[h]) is not None]
 
