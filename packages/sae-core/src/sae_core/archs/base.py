@@ -13,7 +13,7 @@ x̂ = f W_dec + b_dec, SSE = ||x − x̂||².
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -97,6 +97,9 @@ class Bank(nn.Module):
     init_encoder_scale: ClassVar[float] = 1.0
     #: extra per-SAE tensors exported to the checkpoint beside W_enc/b_enc/W_dec/b_dec
     extra_tensors: ClassVar[tuple[str, ...]] = ()
+    #: train_forward's reconstruction is what encode/decode give (False: the trainer also
+    #: measures inference mode, e.g. BatchTopK's batch-level top-k vs its learned threshold)
+    train_matches_inference: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -158,6 +161,11 @@ class Bank(nn.Module):
             self.W_dec.div_(self.W_dec.norm(dim=-1, keepdim=True).clamp_min(1e-8))
 
     @torch.no_grad()
+    def post_step(self) -> None:
+        """Constraints applied after every optimizer step (unit-norm decoder rows, ...)."""
+        self.normalize_decoder()
+
+    @torch.no_grad()
     def project_decoder_grad(self) -> None:
         """Remove the gradient component parallel to each (unit) decoder row, so Adam's step
         does not fight the renormalisation."""
@@ -169,6 +177,15 @@ class Bank(nn.Module):
     def init_b_dec(self, b: torch.Tensor) -> None:
         """Set every SAE's decoder bias to ``b`` (d_in,), e.g. the data's geometric median."""
         self.b_dec.copy_(b.to(self.b_dec).expand_as(self.b_dec))
+
+    @torch.no_grad()
+    def init_from_data(self, x: torch.Tensor) -> None:
+        """Data-dependent init after b_dec is set; x: (m, d_in) normalised sample. Default: none."""
+
+    @torch.no_grad()
+    def calibrate(self, batches: Iterable[torch.Tensor], comm: BatchComm | None = None) -> None:
+        """Fix inference-only state from a few batches after the last step (default: nothing).
+        ``batches``: (batch, d_in) normalised inputs the bank was not trained on at that point."""
 
     # -- export / import --------------------------------------------------------------------------
     def export(self, i: int, scale: float = 1.0) -> dict[str, torch.Tensor]:
@@ -224,3 +241,9 @@ class BankArchitecture(Architecture):
     @classmethod
     def hyper_fields(cls) -> list[str]:
         return [f.name for f in dataclasses.fields(cls.Hyper)]
+
+    @classmethod
+    def bank_key(cls, hyper: Any) -> tuple:
+        """SAEs share a bank only if their keys are equal: the hyperparameters that change the
+        bank's structure rather than a per-SAE value (e.g. Matryoshka's base encoder)."""
+        return ()

@@ -27,6 +27,10 @@ def train(
     l1_coeff: Annotated[float | None, typer.Option(help="L1 coefficient (relu, gated).")] = None,
     l0_coeff: Annotated[float | None, typer.Option(help="L0 coefficient (jumprelu).")] = None,
     target_l0: Annotated[float | None, typer.Option(help="Target L0 (jumprelu target mode).")] = None,
+    hyper: Annotated[
+        list[str] | None,
+        typer.Option(help="Any architecture hyperparameter KEY=VALUE (repeatable), e.g. aux_k=64, bandwidth=0.3."),
+    ] = None,
     steps: Annotated[int | None, typer.Option(help="Training steps.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Tokens per batch.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed (init and data order).")] = None,
@@ -74,6 +78,7 @@ def train(
                  "l0_coeff": l0_coeff, "target_l0": target_l0}
     flags_train = {"steps": steps, "seed": seed, "device": device, "log_every": log_every,
                    "checkpoint_every": checkpoint_every, "wandb": wandb or None, "parallel": parallel}
+    flags_sae.update(parse_hypers(hyper))
     for table, flags in (("data", flags_data), ("sae", flags_sae), ("train", flags_train)):
         tables[table].update({key: v for key, v in flags.items() if v is not None})
     from sae_core.stores import open_reader
@@ -87,6 +92,22 @@ def train(
         sae_dist.shutdown()
     if dist.is_main:
         typer.echo(str(path))
+
+
+def parse_hypers(pairs: list[str] | None) -> dict[str, Any]:
+    """``--hyper`` pairs with TOML values (``prefixes=[64, 256]``, ``base="topk"``); a value
+    that is not TOML stays a string (``base=topk``) and is typed by the architecture's Hyper."""
+    import tomllib
+
+    from sae_core.commands.cache_cmd import parse_kv
+
+    out: dict[str, Any] = {}
+    for key, raw in parse_kv(pairs, "--hyper").items():
+        try:
+            out[key] = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[key] = raw
+    return out
 
 
 def register(app: typer.Typer) -> None:

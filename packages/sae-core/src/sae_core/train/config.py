@@ -59,6 +59,7 @@ class TrainSettings:
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
     norm_batches: int = 8  # batches used to estimate the normalisation scale / b_dec
+    final_batches: int = 4  # batches after the last step: calibrate inference thresholds, final metrics
     wandb: bool = False
     wandb_project: str = "sae"
     parallel: str = "data"  # under torchrun: "data" (split batches) or "sae" (split the sweep)
@@ -68,6 +69,8 @@ class TrainSettings:
             raise ConfigError(f"parallel must be 'data' or 'sae', got {self.parallel!r}")
         if self.steps < 1:
             raise ConfigError(f"steps must be >= 1, got {self.steps}")
+        if self.final_batches < 1:
+            raise ConfigError(f"final_batches must be >= 1, got {self.final_batches}")
         if self.log_every < 1 or self.checkpoint_every < 1:
             raise ConfigError("log_every and checkpoint_every must be >= 1")
         if not 0 <= self.lr_decay_frac <= 1:

@@ -30,9 +30,10 @@ from sae_core.train.config import DataConfig, SAEConfig, TrainConfig
 from sae_core.train.init import geometric_median, norm_scale
 from sae_core.train.metrics import MetricsLog, fvu_from_sums
 from sae_core.train.optim import BankAdam
-from sae_core.train.parallel import DistBatchComm, average_grads, owners, sae_seed
+from sae_core.train.parallel import DistBatchComm, average_grads, owners, sae_seeds
 from sae_core.train.schedule import lr_factor, sparsity_factor
 from sae_core.train.state import commit, load_state, save_tensors, tensors_name
+from sae_core.train.step import bank_step
 
 DENSE_FREQ = 0.1  # a latent firing on more than 10% of tokens counts as dense
 
@@ -72,17 +73,21 @@ class GroupTrainer:
         self.comm = DistBatchComm(dist) if dist.active and not self.shard_saes else BatchComm()
         self.banks: list[Bank] = []
         self.members: list[list[SAEConfig]] = []
-        by_shape: dict[tuple[str, int], list[SAEConfig]] = {}
-        for sae in mine:
-            by_shape.setdefault((sae.arch, sae.d_sae), []).append(sae)
         from sae_core.archs.base import make_hyper
         from sae_core.plugins import get_component
 
-        for (arch_name, d_sae), members in by_shape.items():
+        # one bank per architecture, shape and structural key (e.g. Matryoshka's base encoder)
+        by_bank: dict[tuple[Any, ...], list[tuple[SAEConfig, Any]]] = {}
+        for sae in mine:
+            arch = get_component("architecture", sae.arch).factory
+            hyper = make_hyper(arch.Hyper, sae.arch, sae.hyper, sae.d_sae)
+            by_bank.setdefault((sae.arch, sae.d_sae, arch.bank_key(hyper)), []).append((sae, hyper))
+        seeds = sae_seeds(s.seed, saes)
+        for (arch_name, d_sae, _), pairs in by_bank.items():
             arch = get_component("architecture", arch_name).factory
-            hypers = [make_hyper(arch.Hyper, arch_name, m.hyper, d_sae) for m in members]
-            gens = [torch.Generator().manual_seed(sae_seed(s.seed, m.name)) for m in members]
-            self.banks.append(arch.build_bank(self.d_in, d_sae, hypers, device=self.device, generator=gens))
+            members = [m for m, _ in pairs]
+            gens = [torch.Generator().manual_seed(seeds[m.name]) for m in members]
+            self.banks.append(arch.build_bank(self.d_in, d_sae, [h for _, h in pairs], device=self.device, generator=gens))
             self.members.append(members)
         self.opts = [
             BankAdam({k: p for k, p in b.named_parameters() if p.requires_grad}, betas=(s.adam_beta1, s.adam_beta2))
@@ -133,6 +138,7 @@ class GroupTrainer:
         self.scale = float(both[0])
         for bank in self.banks:
             bank.init_b_dec(both[1:])
+            bank.init_from_data(sample[:8192].to(self.device) * self.scale)
 
     # -- state ----------------------------------------------------------------------------------
     def _sae_tensors(self) -> dict[str, torch.Tensor]:
@@ -216,6 +222,7 @@ class GroupTrainer:
             bar = tqdm(total=s.steps * batch, initial=self.step * batch, unit="tok", unit_scale=True,
                        desc=f"group {self.gi} ({len(self.saes)} SAEs{ranks})", dynamic_ncols=True, smoothing=0.05)
         stream = self._stream()
+        reduce_grads = (lambda bank: average_grads(bank, dist)) if self.comm.world > 1 else None
         ran = 0
         t_last, samples_last = time.perf_counter(), 0
         try:
@@ -229,16 +236,12 @@ class GroupTrainer:
                 for bi, bank in enumerate(self.banks):
                     dead = self.since_fired[bi] >= s.dead_tokens
                     ctx = TrainContext(step=step, sparsity_scale=ctx_sparsity, dead=dead, comm=self.comm)
-                    with autocast:
-                        out = bank.train_forward(x, ctx)
-                    for p in bank.parameters():
-                        p.grad = None
-                    out.loss.sum().backward()
-                    if self.comm.world > 1:
-                        average_grads(bank, dist)
-                    bank.project_decoder_grad()
-                    self.opts[bi].step(self.lrs[bi] * lr_f)
-                    bank.normalize_decoder()
+                    infer = None  # what the checkpoint would do, same weights (only where training differs)
+                    if log_now and not bank.train_matches_inference:
+                        with autocast:
+                            infer = self._infer(bank, x)
+                    out = bank_step(bank, self.opts[bi], x, ctx, self.lrs[bi] * lr_f, autocast=autocast,
+                                    reduce_grads=reduce_grads)
                     with torch.no_grad():
                         fired = out.fired.float()
                         if self.comm.world > 1:
@@ -246,7 +249,7 @@ class GroupTrainer:
                         self.since_fired[bi].add_(batch).masked_fill_(fired > 0, 0)
                         self.fired_window[bi].add_(fired)
                     if log_now:
-                        records += self._records(bi, out, x, lr_f, samples_last, t_last)
+                        records += self._records(bi, out, x, lr_f, samples_last, t_last, infer)
                 self.tokens_window += batch
                 samples_last += batch
                 self.step += 1
@@ -274,16 +277,59 @@ class GroupTrainer:
             if bar is not None:
                 bar.close()
         self.save()
+        self._finalize(stream)
         self._export()
 
     @torch.no_grad()
-    def _records(self, bi: int, out: Any, x: torch.Tensor, lr_f: float, samples: int, t0: float) -> list[dict[str, Any]]:
-        """Metric records of bank ``bi``'s SAEs over the whole (global) batch."""
+    def _infer(self, bank: Bank, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inference-mode (encode/decode) SSE sum (n,) and mean L0 (n,) of ``bank`` on ``x``."""
+        f = bank.encode(x)  # (n, batch, d_sae)
+        sse = (bank.decode(f).float() - x).pow(2).sum((-1, -2))
+        return sse, (f != 0).float().sum(-1).mean(-1)
+
+    @torch.no_grad()
+    def _finalize(self, stream: Any) -> None:
+        """Calibrate inference-only state and measure every SAE as it will be saved.
+
+        The next ``final_batches`` batches of the stream (not trained on by the final weights)
+        go to :meth:`Bank.calibrate` (BatchTopK's threshold) and then give each SAE's final
+        FVU and L0 in inference mode — the numbers cfg.json and sweep.json report.
+        """
+        batches = [next(stream) for _ in range(self.cfg.train.final_batches)]
+        n_tok = sum(x.shape[0] for x in batches) * (self.dist.world if self.comm.world > 1 else 1)
+        xs = torch.stack([torch.cat([x.double().sum(0), x.double().pow(2).sum().view(1)]) for x in batches]).sum(0)
+        if self.comm.world > 1:
+            self.dist.all_reduce_(xs)
+        for bi, bank in enumerate(self.banks):
+            bank.calibrate(batches, self.comm)
+            rows = torch.zeros(2, bank.n, dtype=torch.float64, device=self.device)  # SSE, Σ L0 over tokens
+            for x in batches:
+                sse, l0 = self._infer(bank, x)
+                rows[0] += sse.double()
+                rows[1] += l0.double() * x.shape[0]
+            if self.comm.world > 1:
+                self.dist.all_reduce_(rows)
+            fvu = fvu_from_sums(rows[0], xs[:-1], xs[-1], n_tok)
+            for i, m in enumerate(self.members[bi]):
+                last = self.last_metrics.setdefault(m.name, {})
+                last.update(fvu=float(fvu[i]), l0=float(rows[1, i] / n_tok), final_tokens=n_tok)
+
+    @torch.no_grad()
+    def _records(self, bi: int, out: Any, x: torch.Tensor, lr_f: float, samples: int, t0: float,
+                 infer: tuple[torch.Tensor, torch.Tensor] | None = None) -> list[dict[str, Any]]:
+        """Metric records of bank ``bi``'s SAEs over the whole (global) batch.
+
+        ``fvu`` and ``l0`` are always inference mode (what a checkpoint of these weights does);
+        where training differs (``infer`` given), the training-mode values are ``train_fvu`` and
+        ``train_l0``.
+        """
         s = self.cfg.train
         batch = self.data.batch_size
         names = list(out.terms)
-        rows = torch.stack([  # (3 + terms, n): sums/means over this rank's slice
-            (out.recon.float() - x).pow(2).sum((-1, -2)), out.l0.float(), out.loss.detach().float(),
+        sse_train = (out.recon.float() - x).pow(2).sum((-1, -2))
+        sse, l0 = (sse_train, out.l0.float()) if infer is None else infer
+        rows = torch.stack([  # (5 + terms, n): sums/means over this rank's slice
+            sse, l0.float(), out.loss.detach().float(), sse_train, out.l0.float(),
             *[out.terms[k].float() for k in names],
         ]).double()
         xs = torch.cat([x.double().sum(0), x.double().pow(2).sum().view(1)])  # (d_in + 1,)
@@ -292,6 +338,7 @@ class GroupTrainer:
             self.dist.all_reduce_(xs)
             rows[1:] /= self.dist.world  # per-slice means -> whole-batch means
         f = fvu_from_sums(rows[0], xs[:-1], xs[-1], batch)  # (n,)
+        f_train = fvu_from_sums(rows[3], xs[:-1], xs[-1], batch)
         freq = self.fired_window[bi] / max(self.tokens_window + batch, 1)  # (n, d_sae)
         dead = (self.since_fired[bi] >= s.dead_tokens).float().mean(-1)
         dense = (freq > DENSE_FREQ).float().mean(-1)
@@ -308,7 +355,8 @@ class GroupTrainer:
                 "dense_frac": float(dense[i]),
                 "lr": float(self.lrs[bi][i]) * lr_f,
                 "loss": float(rows[2, i]),
-                **{k: float(rows[3 + j, i]) for j, k in enumerate(names)},
+                **({} if infer is None else {"train_fvu": float(f_train[i]), "train_l0": float(rows[4, i])}),
+                **{k: float(rows[5 + j, i]) for j, k in enumerate(names)},
                 "samples_per_s": (samples + batch) / elapsed,
             })
         return recs
@@ -363,6 +411,7 @@ class GroupTrainer:
                         "world_size": self.dist.world,
                         "parallel": self.cfg.train.parallel if self.dist.active else None,
                     },
+                    # fvu/l0: inference mode on the batches after the last step (see _finalize)
                     "metrics": {k: v for k, v in self.last_metrics.get(m.name, {}).items() if k != "samples_per_s"},
                 }
                 save_sae(self.out / m.name, bank.export(i, self.scale), cfg)
