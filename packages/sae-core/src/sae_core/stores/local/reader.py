@@ -13,7 +13,7 @@ from __future__ import annotations
 import mmap
 import warnings
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -256,31 +256,11 @@ class LocalReader(ActivationReader):
             raise StoreError(f"cache {self.path} holds no finished shards; run (or finish) `sae cache` first")
         out_dtype = dtype or torch.float32
         device = torch.device(device)
-        sample_bytes = len(layer_ids) * self.meta.d_model * self._np_dtype.itemsize
-        chunk_rows = max(1, chunk_bytes // max(sample_bytes * len(positions), 1))
-        rng = np.random.default_rng([seed, epoch]) if shuffle else None
-        chunks = [c for s in range(len(self.shards)) for c in self._shard_chunks(s, chunk_rows)]
-        if rng is not None:
-            chunks = [chunks[i] for i in rng.permutation(len(chunks))]
-        per_window = max(1, buffer_bytes // max(chunk_rows * sample_bytes * len(positions), 1)) if shuffle else 1
-
-        windows = group_windows(chunks, per_window)
 
         def batch_ids(pool: ThreadPoolExecutor) -> Iterator[np.ndarray]:
-            carry = np.empty(0, np.int64)
-            for w, window in enumerate(windows):
-                for ahead in windows[w : w + 2] if w == 0 else windows[w + 1 : w + 2]:
-                    for c in ahead:  # I/O threads map the next window while this one is gathered
-                        pool.submit(self._prefetch, c)
-                ids = np.concatenate([carry, *(self._chunk_samples(c, positions) for c in window)])
-                if rng is not None:
-                    ids = ids[rng.permutation(len(ids))]
-                full = len(ids) - len(ids) % batch_size
-                for lo in range(0, full, batch_size):
-                    yield ids[lo : lo + batch_size]
-                carry = ids[full:]
-            if len(carry) and not drop_last:
-                yield carry
+            return self._plan(batch_size, positions, len(layer_ids), seed=seed, epoch=epoch, shuffle=shuffle,
+                              drop_last=drop_last, buffer_bytes=buffer_bytes, chunk_bytes=chunk_bytes,
+                              prefetch=lambda c: pool.submit(self._prefetch, c))
 
         def load(ids: np.ndarray) -> torch.Tensor:
             if world > 1:  # this rank's contiguous slice of the sorted ids (np.array_split: a short tail too)
@@ -299,6 +279,62 @@ class LocalReader(ActivationReader):
                     yield self._to_device(pending.popleft().result(), device)
             while pending:
                 yield self._to_device(pending.popleft().result(), device)
+
+    def _plan(
+        self, batch_size: int, positions: np.ndarray, n_layers: int, *, seed: int, epoch: int, shuffle: bool,
+        drop_last: bool, buffer_bytes: int = 256 * 2**20, chunk_bytes: int = 8 * 2**20,
+        prefetch: Callable[[Chunk], Any] | None = None,
+    ) -> Iterator[np.ndarray]:
+        """The sample ids of every batch of one epoch, in order (see :meth:`batches`).
+
+        ``prefetch`` is called with the chunks of the next window while one is being cut."""
+        sample_bytes = n_layers * self.meta.d_model * self._np_dtype.itemsize
+        chunk_rows = max(1, chunk_bytes // max(sample_bytes * len(positions), 1))
+        rng = np.random.default_rng([seed, epoch]) if shuffle else None
+        chunks = [c for s in range(len(self.shards)) for c in self._shard_chunks(s, chunk_rows)]
+        if rng is not None:
+            chunks = [chunks[i] for i in rng.permutation(len(chunks))]
+        per_window = max(1, buffer_bytes // max(chunk_rows * sample_bytes * len(positions), 1)) if shuffle else 1
+        windows = group_windows(chunks, per_window)
+        carry = np.empty(0, np.int64)
+        for w, window in enumerate(windows):
+            if prefetch is not None:
+                for ahead in windows[w : w + 2] if w == 0 else windows[w + 1 : w + 2]:
+                    for c in ahead:  # I/O threads map the next window while this one is gathered
+                        prefetch(c)
+            ids = np.concatenate([carry, *(self._chunk_samples(c, positions) for c in window)])
+            if rng is not None:
+                ids = ids[rng.permutation(len(ids))]
+            full = len(ids) - len(ids) % batch_size
+            for lo in range(0, full, batch_size):
+                yield ids[lo : lo + batch_size]
+            carry = ids[full:]
+        if len(carry) and not drop_last:
+            yield carry
+
+    def batch_sample_ids(
+        self, batch_size: int, *, layers: list[int] | None = None, tokens: str = "all", seed: int = 0,
+        epoch: int = 0, batch: int = 0, shuffle: bool = True,
+    ) -> np.ndarray:
+        """Sorted global sample ids (``row * tokens_per_example + position``) of batch ``batch``
+        of an epoch: row ``i`` of that batch as :meth:`batches` yields it is sample ``ids[i]``.
+        Replans the epoch up to that batch (ids only): for error reports, not the hot path."""
+        positions = self.positions(tokens)
+        n_layers = len(self._resolve_layers(layers))
+        for i, ids in enumerate(self._plan(batch_size, positions, n_layers, seed=seed, epoch=epoch,
+                                           shuffle=shuffle, drop_last=True)):
+            if i == batch:
+                return np.sort(ids)
+        raise StoreError(f"epoch {epoch} of cache {self.path} has no batch {batch} of size {batch_size}")
+
+    def sample_source(self, sample_id: int) -> dict[str, Any]:
+        """Where a sample comes from: shard file, cache row, dataset example and token position."""
+        t = self.meta.tokens_per_example
+        row, pos = divmod(int(sample_id), t)
+        s = int(np.searchsorted(self._starts, row, side="right")) - 1
+        rec = self._index[s][row - int(self._starts[s]), pos]
+        return {"shard": self.shards[s]["file"], "row": row, "example": int(rec["example"]),
+                "position": int(rec["position"])}
 
     def _prefetch(self, chunk: Chunk) -> None:
         """Fault the chunk's pages in ahead of the gathers (populate, else readahead hint)."""
