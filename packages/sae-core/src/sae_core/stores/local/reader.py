@@ -10,6 +10,7 @@ are consumed in planned order whatever the thread timing.
 
 from __future__ import annotations
 
+import hashlib
 import mmap
 import warnings
 from collections import deque
@@ -27,9 +28,17 @@ from sae_core.protocols.store import INDEX_DTYPE, ActivationReader, CacheMetadat
 from sae_core.stores.local import format as fmt
 from sae_core.stores.local.shuffle import Chunk, group_windows
 
+VERIFY_ON_OPEN_BYTES = 32 * 2**20  # caches up to this size are checksummed whenever they are opened
 MADV_POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ", 22)  # Linux >= 5.14: populate page tables
 TOKEN_FILTERS = ("all", "cls", "patch", "register", "token")
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def count_nonfinite(raw: np.ndarray, dtype: str) -> int:
+    """NaN/Inf values in raw storage words (bfloat16: exponent bits all ones)."""
+    if dtype == "bfloat16":
+        return int(np.count_nonzero((raw & 0x7F80) == 0x7F80))
+    return int(np.count_nonzero(~np.isfinite(raw)))
 
 
 def raw_to_torch(raw: np.ndarray, dtype: str) -> torch.Tensor:
@@ -87,6 +96,49 @@ class LocalReader(ActivationReader):
         self._starts = np.asarray(starts, dtype=np.int64)
         self._tensors: list[torch.Tensor | None] = [None] * len(self._acts)
         self.io_threads = max(1, io_threads)
+        total = sum(a.nbytes + i.nbytes for a, i in zip(self._acts, self._index, strict=True))
+        if total <= VERIFY_ON_OPEN_BYTES:  # cheap for a small cache: checked on every open
+            for shard in self.shards:
+                bad = self._check_shard(shard)["damaged"]
+                if bad:
+                    raise StoreError(f"shard {self.path / bad[0]} does not match its checksum (damaged); delete "
+                                     f"{self.path} and run the same `sae cache` command again")
+
+    # -- verification -------------------------------------------------------------------------
+    def _check_shard(self, shard: dict[str, Any], chunk_bytes: int = 8 * 2**20) -> dict[str, Any]:
+        """One shard's files against their recorded sha256 (missing: not checked), and the number
+        of non-finite activations, in one sequential read."""
+        damaged, unchecked, nonfinite = [], [], 0
+        for key, digest_key, is_acts in (("file", "sha256", True), ("index_file", "index_sha256", False)):
+            name, want = shard[key], shard.get(digest_key)
+            h = hashlib.sha256()
+            with open(self.path / name, "rb") as f:
+                while chunk := f.read(chunk_bytes):
+                    h.update(chunk)
+                    if is_acts:
+                        nonfinite += count_nonfinite(np.frombuffer(chunk, self._np_dtype), self.meta.dtype)
+            if want is None:
+                unchecked.append(name)
+            elif h.hexdigest() != want:
+                damaged.append(name)
+        return {"damaged": damaged, "unchecked": unchecked, "nonfinite": nonfinite}
+
+    def verify(self, progress: bool = False) -> dict[str, Any]:
+        """Read every shard once: checksums (``damaged``: files that do not match; ``unchecked``:
+        files of caches written before checksums existed) and non-finite values per shard."""
+        report: dict[str, Any] = {"shards": len(self.shards), "damaged": [], "unchecked": [], "nonfinite": {}}
+        shards = self.shards
+        if progress:
+            from tqdm.auto import tqdm
+
+            shards = tqdm(shards, desc="verifying", unit="shard")
+        for shard in shards:
+            r = self._check_shard(shard)
+            report["damaged"] += r["damaged"]
+            report["unchecked"] += r["unchecked"]
+            if r["nonfinite"]:
+                report["nonfinite"][shard["file"]] = r["nonfinite"]
+        return report
 
     # -- description --------------------------------------------------------------------------
     @property
