@@ -341,7 +341,7 @@ def test_signal_then_resume_equals_uninterrupted_run_bit_for_bit(run_cli, refere
                                                                   status: int) -> None:
     cache, straight = reference
     run = tmp_path / "run"
-    proc = start_slow_train(train_args(cache, run), delay=0.05)
+    proc = start_slow_train(train_args(cache, run), delay=0.03)
     wait_for_metrics(proc, run / "topk-k4" / "metrics.jsonl", 2)  # stepping, past a checkpoint
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
