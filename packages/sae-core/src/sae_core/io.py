@@ -78,6 +78,12 @@ def atomic_path(path: str | Path, *, sync_dir: bool = True) -> Iterator[Path]:
         yield tmp
         fsync_file(tmp)
         os.replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if e.errno is None:
+            raise
+        raise OSError(e.errno, e.strerror, str(path)) from e  # name the file, not its temporary name
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
