@@ -336,7 +336,7 @@ def test_cache_options_are_validated_before_the_model_loads(run_cli, tmp_path: P
 
 
 # -- 5. clean stops, exact resume, damaged state ----------------------------------------------------
-@pytest.mark.parametrize(("sig", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.parametrize(("sig", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
 def test_signal_then_resume_equals_uninterrupted_run_bit_for_bit(run_cli, reference, tmp_path: Path, sig: int,
                                                                   status: int) -> None:
     cache, straight = reference
