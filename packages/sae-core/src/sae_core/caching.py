@@ -17,6 +17,7 @@ from typing import Any
 
 from sae_core.dist import Dist
 from sae_core.errors import ParallelCacheInProgress, SAEError
+from sae_core.io import append_line
 from sae_core.lock import DirLock
 from sae_core.protocols.adapter import AdapterRequest, ModelAdapter
 from sae_core.protocols.store import CacheMetadata
@@ -266,5 +267,4 @@ def _write_run_log(
         "device": request.device,
         "world_size": world,
     }
-    with open(path / "cache_runs.jsonl", "a") as f:
-        f.write(json.dumps(record) + "\n")
+    append_line(path / "cache_runs.jsonl", json.dumps(record), sync=True)
