@@ -71,8 +71,9 @@ def run_cache(
 
     Returns the cache directory. Re-running with the same arguments resumes an interrupted cache
     or returns the finished one immediately. Options are validated before the model loads; the
-    cache directory is locked while it is written (a concurrent second writer gets an error). ``dist`` (under torchrun): the ranks split the
-    dataset into blocks and write disjoint shards of the same cache.
+    cache directory is locked while it is written (a concurrent second writer gets an error).
+    ``dist`` (under torchrun): the ranks split the dataset into blocks and write disjoint shards
+    of the same cache.
     """
     from sae_core.datasets import open_dataset
     from sae_core.plugins import get_component
@@ -148,7 +149,6 @@ def _write(model_adapter: ModelAdapter, dataset: Any, meta: CacheMetadata, out: 
            writer_opts: dict[str, Any], dist: Dist, n_total: int, *, batch_size: int, num_workers: int,
            progress: bool, request: AdapterRequest) -> Path:
     """Write (or finish) the cache of ``meta`` under ``out``, holding its lock."""
-    spec = model_adapter.spec()
     if dist.active:
         return _cache_blocks(model_adapter, dataset, meta, out, store, writer_opts, dist,
                              batch_size=batch_size, num_workers=num_workers, progress=progress, request=request)
@@ -164,7 +164,7 @@ def _write(model_adapter: ModelAdapter, dataset: Any, meta: CacheMetadata, out: 
     start = writer.n_done
     if start >= n_total:
         return writer.close()
-    bar = _progress(n_total, start, progress, unit=spec.extra.get("example_unit", "ex"))
+    bar = _progress(n_total, start, progress, unit=meta.extra.get("example_unit", "ex"))
     t0 = time.perf_counter()
     try:
         _fill(writer, model_adapter, dataset, start, bar, batch_size=batch_size, num_workers=num_workers)
