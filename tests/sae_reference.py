@@ -101,8 +101,8 @@ class RefSAE:
             f = _with_theta_grad(pre * on.detach(), theta, -(theta / eps) * kern)  # ∂f/∂θ := −(θ/ε)K
             recon = f @ p["W_dec"] + p["b_dec"]
             tok_l0 = _with_theta_grad(on, theta, -(1.0 / eps) * kern).sum(-1)  # ∂H/∂θ := −(1/ε)K; none to pre
-            target = h.get("target_l0")  # set: Gemma Scope 2's quadratic penalty around it
-            penalty = tok_l0.mean() if target is None else (2.0 / target * (tok_l0 - target) ** 2).mean()
+            target = h.get("target_l0")  # set: quadratic (2/T)(L0 − T)² of the batch's mean L0
+            penalty = tok_l0.mean() if target is None else 2.0 / target * (tok_l0.mean() - target) ** 2
             return _sse(x, recon) + h.get("l0_coeff", 1.0) * sparsity_scale * penalty
         if self.arch == "gated":  # Rajamanoharan et al. (2024a)
             xc = x - p["b_dec"]

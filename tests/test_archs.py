@@ -132,7 +132,7 @@ def test_jumprelu_target_l0_mode(x) -> None:
     bank = build("jumprelu", [{"l0_coeff": 1.0, "target_l0": 5.0, "init_threshold": 0.2}])
     out = bank.train_forward(x, TrainContext(step=0))
     tok_l0 = (bank.pre_acts(x)[0] > 0.2).float().sum(-1)
-    torch.testing.assert_close(out.terms["l0_penalty"][0], (2 / 5.0 * (tok_l0 - 5.0) ** 2).mean())
+    torch.testing.assert_close(out.terms["l0_penalty"][0], 2 / 5.0 * (tok_l0.mean() - 5.0) ** 2)
 
 
 def test_jumprelu_mixed_target_and_penalty_bank_has_finite_gradients(x) -> None:

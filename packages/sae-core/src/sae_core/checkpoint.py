@@ -7,7 +7,6 @@ what matters: a missing file, an unknown architecture or mismatched tensor shape
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -15,30 +14,67 @@ import torch
 from torch import nn
 
 from sae_core.errors import CheckpointError, SAEError
+from sae_core.io import atomic_path, atomic_write_json
 
 CFG = "cfg.json"
 WEIGHTS = "sae.safetensors"
 FORMAT_VERSION = 1
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def save_sae(path: str | Path, tensors: dict[str, torch.Tensor], cfg: dict[str, Any]) -> Path:
-    """Write a checkpoint directory (weights first, cfg.json last: cfg.json marks it complete)."""
+    """Write a checkpoint directory durably (weights first, cfg.json last: cfg.json marks it complete)."""
     from safetensors.torch import save_file
 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    tmp = path / (WEIGHTS + ".tmp")
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata={"format": "sae"})
-    os.replace(tmp, path / WEIGHTS)
+    with atomic_path(path / WEIGHTS) as tmp:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata={"format": "sae"})
     cfg = {"format": "sae", "format_version": FORMAT_VERSION, **cfg}
-    _atomic_write_text(path / CFG, json.dumps(cfg, indent=2, default=str))
+    atomic_write_json(path / CFG, cfg)
     return path
+
+
+def safetensors_problem(path: str | Path) -> str | None:
+    """Why the safetensors file ``path`` is unusable (missing, truncated, bad header), or None.
+
+    Reads only the header and the file size, so ``sae info`` can check a checkpoint for free.
+    """
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                return f"{path.name} is truncated ({size} bytes)"
+            n = int.from_bytes(head, "little")
+            if n > size - 8:
+                return f"{path.name} is truncated (its header needs {n} bytes, the file has {size})"
+            header = json.loads(f.read(n))
+    except FileNotFoundError:
+        return f"{path.name} is missing"
+    except (ValueError, UnicodeDecodeError):
+        return f"{path.name} has a damaged header"
+    ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)
+            and "data_offsets" in v]
+    need = 8 + n + max(ends, default=0)
+    if size < need:
+        return f"{path.name} is truncated ({size} bytes, needs {need})"
+    return None
+
+
+def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """All tensors of a safetensors file; damage is a one-line CheckpointError naming the file."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    problem = safetensors_problem(path)
+    if problem is None:
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError, RuntimeError, ValueError) as e:
+            problem = f"{path.name} is damaged ({' '.join(str(e).split())})"
+    raise CheckpointError(f"checkpoint {path.parent}: {problem}; train or download that SAE again")
 
 
 class SAE(nn.Module):
@@ -113,15 +149,15 @@ def build_sae(cfg: dict[str, Any], tensors: dict[str, torch.Tensor], device: str
 
 def load_sae(path: str | Path, device: str | torch.device = "cpu") -> SAE:
     """Load a checkpoint directory (ours, or SAELens's ``cfg.json`` + ``sae_weights.safetensors``)."""
-    from safetensors.torch import load_file
-
     path = Path(path)
     if not (path / CFG).is_file():
         raise CheckpointError(f"{path} is not an SAE checkpoint (no {CFG}); pass a directory made by `sae train`")
     try:
         cfg = json.loads((path / CFG).read_text())
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{path / CFG} is corrupt ({e})") from None
+    except ValueError as e:
+        raise CheckpointError(f"{path / CFG} is corrupt ({e}); train or download that SAE again") from None
+    if not isinstance(cfg, dict):
+        raise CheckpointError(f"{path / CFG} is not a checkpoint config (not a JSON object); train or download that SAE again")
     if not (path / WEIGHTS).is_file() and (path / "sae_weights.safetensors").is_file():
         try:
             from sae_core.interop.saelens import load_saelens
@@ -133,7 +169,7 @@ def load_sae(path: str | Path, device: str | torch.device = "cpu") -> SAE:
     for key in ("architecture", "d_in", "d_sae"):
         if key not in cfg:
             raise CheckpointError(f"{path / CFG} lacks {key!r}; it is not an sae checkpoint")
-    return build_sae(cfg, load_file(str(path / WEIGHTS)), device)
+    return build_sae(cfg, load_weights(path / WEIGHTS), device)
 
 
 def find_checkpoints(path: str | Path) -> list[Path]:
@@ -142,8 +178,11 @@ def find_checkpoints(path: str | Path) -> list[Path]:
     if (path / CFG).is_file():
         return [path]
     if (path / "sweep.json").is_file():
-        doc = json.loads((path / "sweep.json").read_text())
-        found = [path / s["path"] for s in doc.get("saes", []) if (path / s["path"] / CFG).is_file()]
+        try:
+            doc = json.loads((path / "sweep.json").read_text())
+            found = [path / s["path"] for s in doc.get("saes", []) if (path / s["path"] / CFG).is_file()]
+        except (ValueError, KeyError, TypeError, AttributeError):
+            found = []  # a damaged sweep.json: fall back to the directories themselves
         if found:
             return found
     if path.is_dir():

@@ -27,7 +27,8 @@ def quickstart(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Run the main job end to end offline: cache MiniLM activations on Python docstrings,
-    train a TopK sweep, analyse it, and print how to open it in the viewer."""
+    train a TopK sweep, analyse it, and print how to open it in the viewer. Re-running reuses
+    the cache and replaces the run."""
     from sae_core.caching import run_cache
     from sae_core.protocols import AdapterRequest
     from sae_core.stores import open_reader
@@ -50,7 +51,7 @@ def quickstart(
         {"steps": steps, "log_every": max(1, steps // 20), "checkpoint_every": max(1, steps // 4), "device": device},
         str(out_dir / "run"),
     )
-    run = run_training(config, progress=not quiet)
+    run = run_training(config, progress=not quiet, overwrite=True)  # re-running the demo replaces its run
     analysed = _analyse(run, cache, device, quiet)
     typer.echo(f"[3/3] {'analyses written beside each SAE' if analysed else 'analyses: not installed, skipped'}")
     import json

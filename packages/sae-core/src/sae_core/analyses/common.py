@@ -81,19 +81,17 @@ def encode_tokens(ctx: AnalysisContext, x: torch.Tensor) -> torch.Tensor:
 
 
 def save_safetensors(path, tensors: dict[str, torch.Tensor], meta: dict[str, str] | None = None) -> None:
-    import os
-
+    """Durably write an analysis's tensors (see :mod:`sae_core.io`)."""
     from safetensors.torch import save_file
 
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=meta)
-    os.replace(tmp, path)
+    from sae_core.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        save_file({k: v.contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=meta)
 
 
 def save_json(path, doc) -> None:
-    import json
-    import os
+    """Durably write an analysis's JSON result."""
+    from sae_core.io import atomic_write_json
 
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=2, default=float))
-    os.replace(tmp, path)
+    atomic_write_json(path, doc, default=float)

@@ -22,6 +22,9 @@ def analyze(
     ] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda, ...")] = "cpu",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    allow_incomplete: Annotated[
+        bool, typer.Option("--allow-incomplete", help="Analyse on a cache whose `sae cache` was interrupted.")
+    ] = False,
 ) -> None:
     """Analyse SAEs against a cache; results are written beside each checkpoint."""
     from sae_core.analyses.runner import analyse_run
@@ -29,7 +32,8 @@ def analyze(
 
     options: dict[str, str | int] = {"k": k, **parse_kv(option, "--option")}
     results = analyse_run(path, data=data, only=only, device=device, batch_size=batch_size,
-                          max_examples=max_examples, options=options, progress=not quiet)
+                          max_examples=max_examples, options=options, progress=not quiet,
+                          allow_incomplete=allow_incomplete)
     typer.echo(json.dumps(results, indent=2, default=float))
 
 

@@ -55,7 +55,9 @@ def cache(
     from sae_core import dist as sae_dist
     from sae_core.caching import run_cache
     from sae_core.protocols.adapter import AdapterRequest
+    from sae_core.validate import check_device
 
+    check_device(device)  # before torchrun's process group picks a backend for it
     layer_list = [x.strip() for x in layers.split(",") if x.strip()] if layers else []
     layer_list += list(hook or [])
     if not layer_list:

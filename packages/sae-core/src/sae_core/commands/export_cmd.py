@@ -18,9 +18,11 @@ def export(
     """Export SAEs so other libraries can load them (SAELens: SAE.load_from_disk(DIR))."""
     from sae_core.checkpoint import find_checkpoints
     from sae_core.interop.saelens import export_saelens
+    from sae_core.validate import check_output_dir
 
     if format != "saelens":
         raise SAEError(f"unknown export format {format!r}; supported: saelens")
+    check_output_dir(out)
     ckpts = find_checkpoints(path)
     for ckpt in ckpts:
         target = out if len(ckpts) == 1 and (path / "cfg.json").is_file() else out / ckpt.name

@@ -14,7 +14,7 @@ from sae_core.errors import SAEError
 def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
         raise SAEError(f"{path} is not valid JSON ({e}); the file is corrupt, re-create it") from None
 
 
@@ -37,9 +37,15 @@ def describe(path: Path) -> dict[str, Any]:
             "bytes": size,
         }
     if (path / "cfg.json").is_file():
+        from sae_core.checkpoint import WEIGHTS, safetensors_problem
+        from sae_core.errors import CheckpointError
+
         cfg = _read_json(path / "cfg.json")
         files = sorted(p.name for p in path.iterdir() if p.is_file())
         kind = "saelens-checkpoint" if (path / "sae_weights.safetensors").exists() else "checkpoint"
+        weights = path / ("sae_weights.safetensors" if kind == "saelens-checkpoint" else WEIGHTS)
+        if weights.exists() and (problem := safetensors_problem(weights)):
+            raise CheckpointError(f"checkpoint {path}: {problem}; train or download that SAE again")
         return {"kind": kind, "path": str(path), "cfg": cfg, "files": files}
     if (path / "sweep.json").is_file():
         return {"kind": "run", "path": str(path), "sweep": _read_json(path / "sweep.json")}
@@ -51,9 +57,37 @@ def describe(path: Path) -> dict[str, Any]:
     )
 
 
-def info(path: Annotated[Path, typer.Argument(help="A cache directory, SAE checkpoint, or run directory.")]) -> None:
+def verify_cache(path: Path, progress: bool) -> dict[str, Any]:
+    """Read the whole cache: shard checksums and non-finite values; an error if any is bad."""
+    from sae_core.errors import StoreError
+    from sae_core.stores.local.reader import LocalReader
+
+    report = LocalReader(path).verify(progress=progress)
+    problems = []
+    if report["damaged"]:
+        problems.append(f"{len(report['damaged'])} file(s) do not match their checksum ({', '.join(report['damaged'][:3])})")
+    if report["nonfinite"]:
+        shards = list(report["nonfinite"])
+        problems.append(f"{sum(report['nonfinite'].values())} non-finite value(s) in shard(s) {', '.join(shards[:3])}")
+    if problems:
+        raise StoreError(f"cache {path} failed verification: {'; '.join(problems)}; delete it and run the same "
+                         "`sae cache` command again")
+    return report
+
+
+def info(
+    path: Annotated[Path, typer.Argument(help="A cache directory, SAE checkpoint, or run directory.")],
+    verify: Annotated[
+        bool, typer.Option("--verify", help="Caches: read every shard, check its sha256 and look for NaN/Inf.")
+    ] = False,
+) -> None:
     """Describe a cache, a checkpoint or a run as JSON."""
-    typer.echo(json.dumps(describe(path), indent=2, default=str))
+    doc = describe(path)
+    if verify:
+        if doc["kind"] != "cache":
+            raise SAEError(f"--verify checks caches; {path} is a {doc['kind']}")
+        doc["verified"] = verify_cache(path, progress=False)
+    typer.echo(json.dumps(doc, indent=2, default=str))
 
 
 def register(app: typer.Typer) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,6 +16,12 @@ def train(
     data: Annotated[Path | None, typer.Option(help="Cache directory printed by `sae cache`.")] = None,
     sweep: Annotated[Path | None, typer.Option(help="TOML sweep: lists are swept as a grid.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last state.")] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Delete the run already in --out (state, checkpoints) and start anew.")
+    ] = False,
+    allow_incomplete: Annotated[
+        bool, typer.Option("--allow-incomplete", help="Train on a cache whose `sae cache` was interrupted.")
+    ] = False,
     layer: Annotated[str | None, typer.Option(help="Layer index (negative allowed) or name in the cache.")] = None,
     tokens: Annotated[str | None, typer.Option(help="Token filter: all, cls, patch, register, token.")] = None,
     arch: Annotated[str | None, typer.Option(help="Architecture: relu, topk, batchtopk, jumprelu, gated, matryoshka.")] = None,
@@ -49,22 +54,24 @@ def train(
     train together on each batch, read once. Launch with `torchrun --nproc-per-node N -m sae_core
     train ...` to spread it over N processes/GPUs (see docs/scaling.md)."""
     from sae_core import dist as sae_dist
-    from sae_core.train import TrainConfig, expand, load_sweep, run_training
+    from sae_core.train import expand, load_sweep, run_training
+    from sae_core.train.rundir import load_config
+    from sae_core.validate import check_device, check_output_dir
 
+    check_output_dir(out)
+    if device is not None:
+        check_device(device)
+    if resume and overwrite:
+        raise SAEError("--resume continues the run in --out and --overwrite deletes it; pass only one of them")
     if resume:
-        cfg_path = out / "config.json"
-        if not cfg_path.is_file():
-            raise SAEError(f"{out} is not a training run (no config.json); pass the --out of an earlier `sae train`")
-        config = TrainConfig.from_json(json.loads(cfg_path.read_text()))
-        if data is not None:
-            config.cache = str(data)
+        config, _ = load_config(out, data)  # --out is the run: its config, its cache re-resolved
         if steps is not None:
             config.train.steps = steps
         if parallel is not None:
             config.train = dataclasses.replace(config.train, parallel=parallel)
         dist = sae_dist.init(config.train.device)
         try:
-            run_training(config, progress=not quiet, resume=True, dist=dist)
+            run_training(config, progress=not quiet, resume=True, dist=dist, allow_incomplete=allow_incomplete)
         finally:
             sae_dist.shutdown()
         if dist.is_main:
@@ -87,7 +94,7 @@ def train(
     config = expand(str(data), reader.meta.d_model, tables["data"], tables["sae"], tables["train"], str(out))
     dist = sae_dist.init(config.train.device)
     try:
-        path = run_training(config, progress=not quiet, dist=dist)
+        path = run_training(config, progress=not quiet, dist=dist, overwrite=overwrite, allow_incomplete=allow_incomplete)
     finally:
         sae_dist.shutdown()
     if dist.is_main:

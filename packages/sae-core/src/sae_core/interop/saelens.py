@@ -13,13 +13,13 @@ Import accepts those architectures and folds SAELens-only options into the weigh
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from sae_core.errors import CheckpointError
+from sae_core.io import atomic_path, atomic_write_json
 
 SAELENS_CFG = "cfg.json"
 SAELENS_WEIGHTS = "sae_weights.safetensors"
@@ -37,11 +37,16 @@ def _export_arch(cfg: dict[str, Any]) -> str:
 
 def export_saelens(checkpoint: str | Path, out: str | Path) -> Path:
     """Write ``checkpoint`` (ours) as a SAELens checkpoint directory ``out``."""
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import save_file
+
+    from sae_core.checkpoint import load_weights
 
     checkpoint, out = Path(checkpoint), Path(out)
-    cfg = json.loads((checkpoint / "cfg.json").read_text())
-    tensors = load_file(str(checkpoint / "sae.safetensors"))
+    try:
+        cfg = json.loads((checkpoint / "cfg.json").read_text())
+    except ValueError as e:
+        raise CheckpointError(f"{checkpoint / 'cfg.json'} is corrupt ({e}); train or download that SAE again") from None
+    tensors = load_weights(checkpoint / "sae.safetensors")
     target = _export_arch(cfg)
     weights = {k: tensors[k] for k in ("W_enc", "W_dec", "b_dec")}
     if target == "gated":
@@ -71,22 +76,22 @@ def export_saelens(checkpoint: str | Path, out: str | Path) -> Path:
         sl_cfg["k"] = int(cfg["hyper"]["k"])
         sl_cfg["rescale_acts_by_decoder_norm"] = False
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / (SAELENS_WEIGHTS + ".tmp")
-    save_file({k: v.contiguous().float() for k, v in weights.items()}, str(tmp))
-    os.replace(tmp, out / SAELENS_WEIGHTS)
-    (out / SAELENS_CFG).write_text(json.dumps(sl_cfg, indent=2))
+    with atomic_path(out / SAELENS_WEIGHTS) as tmp:
+        save_file({k: v.contiguous().float() for k, v in weights.items()}, str(tmp))
+    atomic_write_json(out / SAELENS_CFG, sl_cfg)
     return out
 
 
 def load_saelens(path: str | Path, device: str | torch.device = "cpu") -> Any:
     """A SAELens checkpoint directory as our :class:`~sae_core.checkpoint.SAE`."""
-    from safetensors.torch import load_file
-
-    from sae_core.checkpoint import build_sae
+    from sae_core.checkpoint import build_sae, load_weights
 
     path = Path(path)
-    sl = json.loads((path / SAELENS_CFG).read_text())
-    w = {k: v.float() for k, v in load_file(str(path / SAELENS_WEIGHTS)).items()}
+    try:
+        sl = json.loads((path / SAELENS_CFG).read_text())
+    except ValueError as e:
+        raise CheckpointError(f"{path / SAELENS_CFG} is corrupt ({e}); download that SAE again") from None
+    w = {k: v.float() for k, v in load_weights(path / SAELENS_WEIGHTS).items()}
     arch = sl.get("architecture", "standard")
     if sl.get("normalize_activations", "none") not in ("none", None):
         raise CheckpointError(

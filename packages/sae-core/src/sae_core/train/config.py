@@ -202,10 +202,15 @@ def expand(
 
 def load_sweep(path: Path) -> dict[str, dict[str, Any]]:
     """Read a sweep TOML: tables data/train/sae only."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"--sweep {path} is a directory; pass the sweep TOML file itself")
     try:
-        doc = tomllib.loads(Path(path).read_text())
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"sweep file {path} does not exist") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"sweep file {path} is not UTF-8 text (byte {e.start}); save it as UTF-8 TOML") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"sweep file {path} is not valid TOML: {e}") from None
     unknown = [k for k in doc if k not in ("data", "train", "sae")]

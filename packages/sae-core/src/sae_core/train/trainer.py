@@ -25,13 +25,15 @@ import torch
 from sae_core.archs.base import Bank, BatchComm, TrainContext
 from sae_core.checkpoint import save_sae
 from sae_core.dist import Dist
-from sae_core.errors import CheckpointError, ConfigError, SAEError
+from sae_core.errors import CheckpointError, ConfigError, RunInterrupted, SAEError
+from sae_core.train.checks import NonFiniteWatch, check_sample, nonfinite_error
 from sae_core.train.config import DataConfig, SAEConfig, TrainConfig
 from sae_core.train.init import geometric_median, norm_scale
 from sae_core.train.metrics import MetricsLog, fvu_from_sums
 from sae_core.train.optim import BankAdam
 from sae_core.train.parallel import DistBatchComm, average_grads, owners, sae_seeds
 from sae_core.train.schedule import lr_factor, sparsity_factor
+from sae_core.train.signals import StopRequest
 from sae_core.train.state import commit, load_state, save_tensors, tensors_name
 from sae_core.train.step import bank_step
 
@@ -105,6 +107,10 @@ class GroupTrainer:
         self.state_dir = out / "state" / f"group-{gi}"
         self.warmup = s.lr_warmup_steps or max(1, s.steps // 20)
         self.sparsity_warmup = s.sparsity_warmup_steps or max(1, s.steps // 20)
+        #: set by run_training: SIGINT/SIGTERM stop the loop at a step boundary
+        self.stop: StopRequest | None = None
+        self.saved_step: int | None = None  # step of the last state saved or loaded
+        self.logs: dict[str, MetricsLog] = {}
 
     # -- data -----------------------------------------------------------------------------------
     def _stream(self):
@@ -131,6 +137,8 @@ class GroupTrainer:
             if i + 1 >= s.norm_batches:
                 break
         sample = torch.cat(xs)  # (m, d_in)
+        check_sample(sample, self.reader, layer=self.layer, tokens=self.data.tokens, batch_size=self.data.batch_size,
+                     seed=s.seed + 7919, n_batches=len(xs))
         scale = norm_scale(sample) if self.data.normalize else 1.0
         median = geometric_median(sample[:8192] * scale).float()  # (d_in,)
         # every rank computes the same; rank 0's copy is authoritative (no drift across GPUs)
@@ -156,6 +164,9 @@ class GroupTrainer:
         return out
 
     def save(self) -> None:
+        """Commit the current state (every rank's tensors, then rank 0's ``state.json``)."""
+        for log in self.logs.values():  # the metrics up to this state are durable with it
+            log.sync()
         if self.owned:
             save_tensors(self.state_dir, self.step, self.dist.rank, self._sae_tensors())
         self.dist.barrier()  # every rank's file is in place before the commit
@@ -166,6 +177,7 @@ class GroupTrainer:
                 "saes": [m.name for m in self.saes],
             })
         self.dist.barrier()  # nobody writes the next state while rank 0 prunes files
+        self.saved_step = self.step
 
     def load(self) -> bool:
         loaded = load_state(self.state_dir)
@@ -186,7 +198,11 @@ class GroupTrainer:
             def stacked(prefix: str, keys: list[str], members: list[SAEConfig] = self.members[bi]) -> dict[str, torch.Tensor]:
                 out = {}
                 for k in keys:
-                    vals = [tensors[f"{m.name}/{prefix}{k}"] for m in members]
+                    try:
+                        vals = [tensors[f"{m.name}/{prefix}{k}"] for m in members]
+                    except KeyError as e:
+                        raise CheckpointError(f"training state {self.state_dir} lacks tensor {e.args[0]}; the state "
+                                              "is damaged or from another sweep — start the run again with --overwrite") from None
                     out[k] = torch.cat(vals) if vals[0].dim() else vals[0]
                 return out
 
@@ -196,6 +212,7 @@ class GroupTrainer:
             self.fired_window[bi].copy_(stacked("", ["fired_window"])["fired_window"])
         self.step, self.epoch, self.batch_in_epoch = int(doc["step"]), int(doc["epoch"]), int(doc["batch_in_epoch"])
         self.scale, self.tokens_window = float(doc["scale"]), int(doc["tokens_window"])
+        self.saved_step = self.step
         return True
 
     # -- training -------------------------------------------------------------------------------
@@ -205,7 +222,7 @@ class GroupTrainer:
         resumed = self.load() if resume else False
         if not resumed:
             self._init_from_data()
-        logs = {
+        self.logs = logs = {
             m.name: MetricsLog(self.out / m.name / "metrics.jsonl", resume_step=self.step if resumed else None)
             for m in self.saes
         } if dist.is_main else {}
@@ -225,10 +242,21 @@ class GroupTrainer:
         reduce_grads = (lambda bank: average_grads(bank, dist)) if self.comm.world > 1 else None
         ran = 0
         t_last, samples_last = time.perf_counter(), 0
+        watch = NonFiniteWatch([b.n for b in self.banks], self.device)
+        check_every_step = not dist.active and self.device.type == "cpu"  # a free sync: exact step in the error
+        stop = self.stop or StopRequest()  # not entered: never set
         try:
             while self.step < s.steps:
+                if dist.any(stop.requested):  # at a step boundary, on every rank at the same step
+                    self._check_finite(watch)
+                    if self.saved_step != self.step:
+                        self.save()
+                    raise RunInterrupted(f"stopped by {stop.name or 'a signal'} at step {self.step} of {s.steps}; "
+                                         f"the state is saved: continue with `sae train --resume --out {self.out}`",
+                                         stop.signum or 2)
                 x = next(stream)
                 step = self.step
+                watch.note(step, self.epoch, self.batch_in_epoch - 1)
                 lr_f = lr_factor(step, s.steps, self.warmup, s.lr_decay_frac)
                 ctx_sparsity = sparsity_factor(step, self.sparsity_warmup)
                 log_now = (step + 1) % s.log_every == 0 or step + 1 == s.steps
@@ -242,6 +270,7 @@ class GroupTrainer:
                             infer = self._infer(bank, x)
                     out = bank_step(bank, self.opts[bi], x, ctx, self.lrs[bi] * lr_f, autocast=autocast,
                                     reduce_grads=reduce_grads)
+                    watch.update(bi, step, out.loss)
                     with torch.no_grad():
                         fired = out.fired.float()
                         if self.comm.world > 1:
@@ -256,29 +285,42 @@ class GroupTrainer:
                 ran += 1
                 if bar is not None:
                     bar.update(batch)
+                ckpt_now = self.step % s.checkpoint_every == 0 and self.step < s.steps
+                stop_now = stop_after is not None and ran >= stop_after and self.step < s.steps
+                if check_every_step or log_now or ckpt_now or stop_now or self.step >= s.steps:
+                    self._check_finite(watch)  # before anything of this step is written
                 if log_now:
                     self._write_records(records, logs, wandb_run)
                     self.tokens_window = 0
                     for fw in self.fired_window:
                         fw.zero_()
                     t_last, samples_last = time.perf_counter(), 0
-                if self.step % s.checkpoint_every == 0 and self.step < s.steps:
+                if ckpt_now:
                     self.save()
-                if stop_after is not None and ran >= stop_after and self.step < s.steps:
-                    self.save()
+                if stop_now:
+                    if self.saved_step != self.step:
+                        self.save()
                     raise StopTraining
-        except KeyboardInterrupt:
-            if dist.active:  # other ranks may be gone: saving needs them all; the last state stands
-                raise SAEError(f"interrupted at step {self.step}; continue from the last saved state with "
-                               f"`sae train --resume --out {self.out}`") from None
-            self.save()
-            raise SAEError(f"interrupted at step {self.step}; continue with `sae train --resume --out {self.out}`") from None
+        except KeyboardInterrupt:  # a second Ctrl-C (or no handler): maybe mid-step, so nothing is saved
+            last = f"step {self.saved_step}" if self.saved_step is not None else "none yet"
+            raise RunInterrupted(f"interrupted at step {self.step} without saving; the last saved state ({last}) "
+                                 f"stands: continue from it with `sae train --resume --out {self.out}`", 2) from None
         finally:
             if bar is not None:
                 bar.close()
         self.save()
         self._finalize(stream)
         self._export()
+
+    def _check_finite(self, watch: NonFiniteWatch) -> None:
+        """Raise a located error if any loss since the last check was NaN/Inf (one host sync)."""
+        step = watch.check(self.dist)
+        if step is not None:
+            raise nonfinite_error(
+                watch, step, reader=self.reader, layer=self.layer, tokens=self.data.tokens,
+                batch_size=self.data.batch_size, seed=self.cfg.train.seed,
+                names=[[m.name for m in ms] for ms in self.members], lrs=[[m.lr for m in ms] for ms in self.members],
+                saved_step=self.saved_step)
 
     @torch.no_grad()
     def _infer(self, bank: Bank, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -420,19 +462,29 @@ class GroupTrainer:
 
 def run_training(
     config: TrainConfig, *, progress: bool = True, resume: bool = False, stop_after: int | None = None,
-    dist: Dist | None = None,
+    dist: Dist | None = None, overwrite: bool = False, allow_incomplete: bool = False,
 ) -> Path:
-    """Train every SAE of ``config``; returns the run directory.
+    """Train every SAE of ``config``; returns the run directory ``config.out``.
 
-    ``resume=True`` continues from the last saved state of each group; ``stop_after`` stops after
-    that many steps of this call (state saved), for time-boxed jobs and resume tests. ``dist``:
-    this process's place in a ``torchrun`` job (see :mod:`sae_core.dist`); None is one process.
+    ``resume=True`` continues from the last saved state of each group; otherwise a run already
+    in ``config.out`` is an error unless ``overwrite=True`` deletes it first. ``stop_after``
+    stops after that many steps of this call (state saved), for time-boxed jobs and resume tests.
+    ``allow_incomplete``: train on a cache whose writing was interrupted. ``dist``: this
+    process's place in a ``torchrun`` job (see :mod:`sae_core.dist`); None is one process.
+    The run directory is locked for the whole call (:mod:`sae_core.lock`), and SIGINT/SIGTERM
+    stop it at a step boundary with its state saved (:mod:`sae_core.train.signals`).
     """
-    from sae_core.stores import open_reader
+    from sae_core.lock import DirLock
+    from sae_core.stores import check_complete, open_reader
+    from sae_core.train.rundir import check_same_cache, prepare_new_run, read_config_doc, write_config
+    from sae_core.validate import check_device, check_output_dir
 
     dist = dist or Dist()
     out = Path(config.out)
+    check_device(dist.device(config.train.device))
+    check_output_dir(out)
     reader = open_reader(config.cache)
+    check_complete(reader, allow_incomplete=allow_incomplete)
     for sae in config.saes:
         reader.layer_index(sae.data.layer)
         reader.positions(sae.data.tokens)
@@ -441,27 +493,33 @@ def run_training(
                 f"batch size {sae.data.batch_size} does not split evenly over {dist.world} ranks; "
                 f"use a multiple of {dist.world}"
             )
-    out.mkdir(parents=True, exist_ok=True)
-    if resume and not (out / "config.json").is_file():
-        raise SAEError(f"{out} is not a training run (no config.json); cannot resume it")
-    dist.barrier()  # everyone has checked the old config.json before rank 0 rewrites it
-    if dist.is_main:
-        _write_json(out / "config.json", config.to_json())
-    wandb_run = _wandb(config, out) if config.train.wandb and dist.is_main else None
-    groups = config.groups()
-    for gi, (data, saes) in enumerate(groups.items()):
-        trainer = GroupTrainer(config, reader, data, saes, out, gi, dist)
-        finished = all((out / m.name / "cfg.json").exists() for m in saes)
-        if resume and finished and trainer.load() and trainer.step >= config.train.steps:
-            continue  # this group finished before the interruption
-        try:
-            trainer.run(resume=resume, progress=progress, stop_after=stop_after, wandb_run=wandb_run)
-        except StopTraining:
-            return out
-    if dist.is_main:
-        _write_sweep(out, config)
-    if wandb_run is not None:
-        wandb_run.finish()
+    with contextlib.ExitStack() as held:
+        lock = DirLock(out, "run directory", hint=", or pass another --out")
+        held.enter_context(lock.collective(dist))
+        if resume:
+            check_same_cache(read_config_doc(out), reader, out)
+        elif dist.is_main:
+            prepare_new_run(out, overwrite=overwrite)
+        dist.barrier()  # everyone has checked the old config.json before rank 0 rewrites it
+        if dist.is_main:
+            write_config(out, config, reader)
+        wandb_run = _wandb(config, out) if config.train.wandb and dist.is_main else None
+        stop = held.enter_context(StopRequest())
+        groups = config.groups()
+        for gi, (data, saes) in enumerate(groups.items()):
+            trainer = GroupTrainer(config, reader, data, saes, out, gi, dist)
+            trainer.stop = stop
+            finished = all((out / m.name / "cfg.json").exists() for m in saes)
+            if resume and finished and trainer.load() and trainer.step >= config.train.steps:
+                continue  # this group finished before the interruption
+            try:
+                trainer.run(resume=resume, progress=progress, stop_after=stop_after, wandb_run=wandb_run)
+            except StopTraining:
+                return out
+        if dist.is_main:
+            _write_sweep(out, config, reader)
+        if wandb_run is not None:
+            wandb_run.finish()
     return out
 
 
@@ -473,13 +531,10 @@ def _wandb(config: TrainConfig, out: Path) -> Any:
     return wandb.init(project=config.train.wandb_project, name=out.name, config=config.to_json(), dir=str(out))
 
 
-def _write_json(path: Path, doc: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=2, default=str))
-    tmp.replace(path)
+def _write_sweep(out: Path, config: TrainConfig, reader: Any) -> None:
+    from sae_core.io import atomic_write_json
+    from sae_core.train.rundir import cache_record
 
-
-def _write_sweep(out: Path, config: TrainConfig) -> None:
     saes = []
     for sae in config.saes:
         cfg = json.loads((out / sae.name / "cfg.json").read_text())
@@ -495,4 +550,5 @@ def _write_sweep(out: Path, config: TrainConfig) -> None:
             "batch_size": sae.data.batch_size,
             "final": cfg["metrics"],
         })
-    _write_json(out / "sweep.json", {"cache": config.cache, "steps": config.train.steps, "saes": saes})
+    atomic_write_json(out / "sweep.json", {**cache_record(config.cache, out, reader), "steps": config.train.steps,
+                                           "saes": saes})

@@ -28,6 +28,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 from sae_core.errors import SAEError
+from sae_core.io import atomic_write_json
 from sae_core.protocols import ActivationBatch, ActivationSpec, AdapterRequest, Dataset, ModelAdapter
 
 from sae_text.adapters.windows import SpecialTokens, Window, document_windows
@@ -61,9 +62,20 @@ def load_model(request: AdapterRequest) -> tuple[Any, str, str]:
         except OSError as e:
             raise SAEError(f"could not download {name!r} ({e}); check your network or HF_TOKEN, or pass a local directory") from None
         if request.checkpoint:
-            model.load_state_dict(torch.load(request.checkpoint, map_location=device))
+            model.load_state_dict(_load_weights(request.checkpoint, device))
         return model, "hooked", name
     return _bridge(name, device), "bridge", name
+
+
+def _load_weights(path: str, device: str) -> dict[str, torch.Tensor]:
+    """A ``--checkpoint`` state dict: tensors only (``weights_only=True``), never pickled code."""
+    import pickle
+
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as e:
+        raise SAEError(f"--checkpoint {path} is not a state dict of tensors torch can load safely "
+                       f"({' '.join(str(e).split())[:200]}); save it with torch.save(model.state_dict(), path)") from None
 
 
 def _bundled_minilm() -> bool:
@@ -97,7 +109,7 @@ def _from_config(path: Path, request: AdapterRequest) -> Any:
         tok = AutoTokenizer.from_pretrained(request.options["tokenizer"])
     model = HookedTransformer(cfg, tokenizer=tok)
     if request.checkpoint:
-        model.load_state_dict(torch.load(request.checkpoint, map_location="cpu"))
+        model.load_state_dict(_load_weights(request.checkpoint, "cpu"))
     return model.to(request.device, print_details=False)
 
 
@@ -117,7 +129,7 @@ class TLensAdapter(ModelAdapter):
             raise SAEError("the model has no tokenizer; pass --opt tokenizer=DIR (a local tokenizer directory)")
         self.hooks = [self._resolve_hook(h) for h in request.layers]
         n_ctx = int(getattr(self.cfg, "n_ctx", 512) or 512)
-        self.context = int(request.context_size or min(128, n_ctx))
+        self.context = int(request.context_size) if request.context_size is not None else min(128, n_ctx)
         if not 4 <= self.context <= n_ctx:
             raise SAEError(f"--context-size must be between 4 and the model's n_ctx={n_ctx}, got {self.context}")
         self.include_special = _truthy(request.options.get("include_special") or request.options.get("include_bos"))
@@ -183,9 +195,7 @@ class TLensAdapter(ModelAdapter):
         if path.exists():
             return
         vocab = self.tokenizer.convert_ids_to_tokens(list(range(len(self.tokenizer))))
-        tmp = path.with_name("vocab.json.tmp")
-        tmp.write_text(json.dumps(vocab))
-        tmp.replace(path)
+        atomic_write_json(path, vocab, indent=None)
 
     # -- activations ----------------------------------------------------------------------------
     def windows(self, dataset: Dataset, start: int) -> Iterator[Window]:

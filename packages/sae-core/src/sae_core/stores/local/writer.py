@@ -11,6 +11,7 @@ by a background thread so that model forwards overlap with disk I/O.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import queue
 import threading
 from pathlib import Path
@@ -247,8 +248,10 @@ class LocalWriter(ActivationWriter):
     def _write_shard(self, acts: np.ndarray, index: np.ndarray) -> None:
         i = len(self.shards)
         acts_file, index_file = fmt.acts_name(i, self.block), fmt.index_name(i, self.block)
-        fmt.write_bytes_atomic(self.path / acts_file, [memoryview(np.ascontiguousarray(acts)).cast("B")])
-        fmt.write_bytes_atomic(self.path / index_file, [memoryview(np.ascontiguousarray(index)).cast("B")])
+        acts_bytes = memoryview(np.ascontiguousarray(acts)).cast("B")
+        index_bytes = memoryview(np.ascontiguousarray(index)).cast("B")
+        fmt.write_bytes_atomic(self.path / acts_file, [acts_bytes])
+        fmt.write_bytes_atomic(self.path / index_file, [index_bytes])
         fmt.fsync_dir(self.path)
         valid = index["valid"].astype(bool)
         self.shards.append(
@@ -260,6 +263,9 @@ class LocalWriter(ActivationWriter):
                 "last_example": int(index["example"][-1, 0]),
                 "n_examples": len(acts),
                 "nbytes": int(acts.nbytes),
+                # checked by `sae info --verify` (and, for small caches, by readers on open)
+                "sha256": hashlib.sha256(acts_bytes).hexdigest(),
+                "index_sha256": hashlib.sha256(index_bytes).hexdigest(),
                 "valid_per_position": valid.sum(axis=0).astype(int).tolist(),
             }
         )
