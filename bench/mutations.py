@@ -92,7 +92,7 @@ MUTATIONS = [
              "self.threshold.clamp_(min=0.0)", "pass",
              "JumpReLU: θ not kept >= 0"),
     Mutation("jumprelu-target-linear", f"{CORE}/archs/jumprelu.py",
-             "quad = (2.0 / tgt * (tok_l0 - tgt).pow(2)).mean(-1)", "quad = (2.0 / tgt * (tok_l0 - tgt).abs()).mean(-1)",
+             "quad = (2.0 / tgt * (batch_l0 - tgt).pow(2))", "quad = (2.0 / tgt * (batch_l0 - tgt).abs())",
              "JumpReLU: target penalty |l0 − T| instead of quadratic"),
     Mutation("gated-rmag-no-exp", f"{CORE}/archs/gated.py",
              "mag = proj * self.r_mag.exp()[:, None, :]", "mag = proj * self.r_mag[:, None, :]",

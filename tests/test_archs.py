@@ -143,6 +143,15 @@ def test_jumprelu_mixed_target_and_penalty_bank_has_finite_gradients(x) -> None:
         assert torch.isfinite(p.grad).all(), name
 
 
+def test_jumprelu_thresholds_are_projected_to_be_non_negative() -> None:
+    """θ < 0 would let negative pre-activations through (signed codes from a non-negative SAE)."""
+    bank = build("jumprelu", [{"init_threshold": 0.1}])
+    with torch.no_grad():
+        bank.threshold[0, :5] = -0.3
+    bank.post_step()
+    assert float(bank.threshold.min()) == 0.0 and float(bank.threshold[0, 5]) == pytest.approx(0.1)
+
+
 def test_jumprelu_data_scaled_init_fires_each_latent_at_the_init_rate() -> None:
     """Without init_threshold, θ_j is latent j's quantile firing on init_l0/d_sae of the sample."""
     gen = torch.Generator().manual_seed(4)
