@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from sae_core.analyses.common import heldout_rows, layer_and_positions, option, save_json
+from sae_core.analyses.common import heldout_rows, layer_and_positions, option, read_rows, save_json
 from sae_core.errors import SAEError, UnknownComponentError
 from sae_core.protocols.analysis import Analysis, AnalysisContext
 
@@ -40,7 +40,7 @@ class Downstream(Analysis):
     """Model output with the SAE spliced in: LM CE loss recovered, or embedding cosine."""
 
     name: ClassVar[str] = "downstream"
-    options: ClassVar[tuple[str, ...]] = ("downstream_rows", "downstream_batch", "heldout_frac")
+    options: ClassVar[tuple[str, ...]] = ("downstream_rows", "downstream_batch", "split", "heldout_frac")
 
     def __init__(self) -> None:
         self._adapters: dict[str, Any] = {}  # one model per cache and device, shared by the SAEs of a run
@@ -61,14 +61,13 @@ class Downstream(Analysis):
             return self._skip(ctx, head, f"the adapter plugin that made the cache is not installed: {e}")
         if isinstance(component.factory, type) and not callable(getattr(component.factory, "splice_eval", None)):
             return self._skip(ctx, head, f"adapter {meta.adapter!r} does not implement splice_eval")  # known without a model
-        start_h, stop = heldout_rows(ctx)
-        start = max(start_h, stop - n_rows)
-        acts, index = ctx.reader.read_examples(start, stop, layers=[li])
+        rows = heldout_rows(ctx)[-n_rows:]
+        acts, index = read_rows(ctx, rows, li)
         allowed = np.zeros(index.shape, dtype=bool)
         allowed[:, positions] = True
         mask = index["valid"].astype(bool) & allowed
         if not mask.any():
-            raise SAEError(f"no held-out tokens of kind {tokens!r} in {ctx.reader.path} rows {start}:{stop}; cache more data")
+            raise SAEError(f"no held-out tokens of kind {tokens!r} in {len(rows)} rows of {ctx.reader.path}; cache more data")
         try:
             adapter = self._adapter(component, meta, ctx.device)
             if not callable(getattr(adapter, "splice_eval", None)):
@@ -96,7 +95,7 @@ class Downstream(Analysis):
 
         result = adapter.splice_eval(index, mask, layer, replace, dataset=dataset, batch_rows=batch_rows)
         rel = (check["err"] / max(check["ref"], 1e-30)) ** 0.5 if check["at"] == len(cached) else None
-        result = {**head, "rows": [start, stop], "n_rows": stop - start, "n_spliced_tokens": int(mask.sum()),
+        result = {**head, "rows": [int(rows[0]), int(rows[-1]) + 1], "n_rows": len(rows), "n_spliced_tokens": int(mask.sum()),
                   **result, "cache_rel_error": rel}
         if rel is not None and rel > MISMATCH:
             result["warning"] = (f"the re-created model's activations differ from the cache by {rel:.1%}: "

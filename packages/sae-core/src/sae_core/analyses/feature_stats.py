@@ -13,9 +13,9 @@ from typing import Any, ClassVar
 import torch
 
 from sae_core.analyses.common import (
+    analysis_rows,
     encode_tokens,
     iter_rows,
-    row_range,
     rows_per_chunk,
     save_json,
     save_safetensors,
@@ -32,6 +32,7 @@ class FeatureStats(Analysis):
     """Firing frequency, mean/max activation and log-activation histograms of every latent."""
 
     name: ClassVar[str] = "feature-stats"
+    options: ClassVar[tuple[str, ...]] = ("split",)
 
     def run(self, ctx: AnalysisContext) -> dict[str, Any]:
         d_sae = ctx.sae.d_sae
@@ -42,8 +43,7 @@ class FeatureStats(Analysis):
         hist = torch.zeros(d_sae * N_BINS, device=dev, dtype=torch.int64)
         edges = torch.linspace(LOG_MIN, LOG_MAX, N_BINS + 1, device=dev)
         n_tokens = 0
-        start, stop = row_range(ctx)
-        for _, x, index in iter_rows(ctx, start, stop, rows_per_chunk(ctx)):
+        for _, x, index in iter_rows(ctx, analysis_rows(ctx), rows_per_chunk(ctx)):
             keep = selected_mask(ctx, index)  # (n, T)
             f = encode_tokens(ctx, x)[keep]  # (m, d_sae)
             n_tokens += f.shape[0]

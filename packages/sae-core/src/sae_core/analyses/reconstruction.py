@@ -12,7 +12,14 @@ from typing import Any, ClassVar
 
 import torch
 
-from sae_core.analyses.common import heldout_rows, iter_rows, rows_per_chunk, save_json, selected_mask
+from sae_core.analyses.common import (
+    heldout_rows,
+    iter_rows,
+    rows_per_chunk,
+    sae_split,
+    save_json,
+    selected_mask,
+)
 from sae_core.protocols.analysis import Analysis, AnalysisContext
 
 
@@ -20,14 +27,14 @@ class Reconstruction(Analysis):
     """Held-out FVU, L0, dead/dense fractions, cosine similarity, relative bias."""
 
     name: ClassVar[str] = "reconstruction"
-    options: ClassVar[tuple[str, ...]] = ("heldout_frac",)
+    options: ClassVar[tuple[str, ...]] = ("split", "heldout_frac")
 
     def run(self, ctx: AnalysisContext) -> dict[str, Any]:
-        start, hi_all = heldout_rows(ctx)
+        rows = heldout_rows(ctx)
         sse = sum_x = sum_x2 = cos = norm = l0 = 0.0
         n = 0
         fired = torch.zeros(ctx.sae.d_sae, device=ctx.device)
-        for _, x, index in iter_rows(ctx, start, hi_all, rows_per_chunk(ctx)):
+        for _, x, index in iter_rows(ctx, rows, rows_per_chunk(ctx)):
             x = x[selected_mask(ctx, index)]  # (m, d)
             if not len(x):
                 continue
@@ -45,10 +52,11 @@ class Reconstruction(Analysis):
         if n == 0:
             from sae_core.errors import SAEError
 
-            raise SAEError(f"no held-out tokens in {ctx.reader.path} rows {start}:{hi_all}; cache more data")
+            raise SAEError(f"no held-out tokens in the {len(rows)} held-out rows of {ctx.reader.path}; cache more data")
         total_var = sum_x2 - float((sum_x**2).sum()) / n
         result = {
-            "heldout_rows": [start, hi_all],
+            "split": ctx.options.get("split", "val" if sae_split(ctx) is not None else "tail"),
+            "n_rows": len(rows),
             "n_tokens": n,
             "fvu": sse / max(total_var, 1e-12),
             "mse": sse / n,

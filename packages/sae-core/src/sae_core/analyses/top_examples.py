@@ -15,10 +15,10 @@ import numpy as np
 import torch
 
 from sae_core.analyses.common import (
+    analysis_rows,
     encode_tokens,
     iter_rows,
     option,
-    row_range,
     save_json,
     save_safetensors,
     selected_mask,
@@ -30,7 +30,7 @@ class TopExamples(Analysis):
     """Top-k activating examples per latent with their per-token/per-patch activations."""
 
     name: ClassVar[str] = "top-examples"
-    options: ClassVar[tuple[str, ...]] = ("k",)
+    options: ClassVar[tuple[str, ...]] = ("k", "split")
 
     def run(self, ctx: AnalysisContext) -> dict[str, Any]:
         k = option(ctx, "k", 16, int, "positive")
@@ -42,9 +42,8 @@ class TopExamples(Analysis):
         examples = torch.full((d_sae, k), -1, dtype=torch.long, device=dev)
         token_acts = torch.zeros(d_sae, k, t, dtype=torch.float16, device=dev)
         token_ids = torch.full((d_sae, k, t), -1, dtype=torch.int32, device=dev)
-        start, stop = row_range(ctx)
         chunk_rows = max(1, min(256, 2**22 // max(t * d_sae, 1)))
-        for lo, x, index in iter_rows(ctx, start, stop, chunk_rows):
+        for row_ids, x, index in iter_rows(ctx, analysis_rows(ctx), chunk_rows):
             keep = selected_mask(ctx, index)  # (n, T)
             f = encode_tokens(ctx, x) * keep[..., None]  # (n, T, d_sae)
             score = f.amax(dim=1).T  # (d_sae, n)
@@ -55,7 +54,7 @@ class TopExamples(Analysis):
             i = pick.clamp_max(k - 1)  # index into the buffer where it was kept
             chunk_ex = torch.from_numpy(np.ascontiguousarray(index["example"][:, 0])).to(dev)  # (n,)
             chunk_tok = torch.from_numpy(np.ascontiguousarray(index["token"], dtype=np.int32)).to(dev)  # (n, T)
-            rows = torch.where(from_chunk, lo + j, rows.gather(1, i))
+            rows = torch.where(from_chunk, torch.from_numpy(row_ids).to(dev)[j], rows.gather(1, i))
             examples = torch.where(from_chunk, chunk_ex[j], examples.gather(1, i))
             jt, it = j[..., None].expand(d_sae, k, t), i[..., None].expand(d_sae, k, t)
             token_acts = torch.where(

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     import torch
 
     from sae_core.protocols.adapter import ActivationBatch
+    from sae_core.split import Selection
 
 STORE_VERSION = 1
 DTYPES = ("float32", "float16", "bfloat16")
@@ -123,6 +124,7 @@ class ActivationReader(ABC):
         drop_last: bool = True,
         start_batch: int = 0,
         part: tuple[int, int] = (0, 1),
+        select: Selection | None = None,
     ) -> Iterator[torch.Tensor]:
         """One epoch of token vectors, ``(batch, len(layers), d_model)`` each.
 
@@ -131,7 +133,8 @@ class ActivationReader(ABC):
         ``(seed, epoch)``; every selected token appears exactly once per epoch. ``start_batch``
         skips that many batches (exact resume). ``part=(rank, world)``: only rank's share of each
         batch, such that the shares of all ranks, concatenated in rank order, are the batch a
-        single reader yields (data-parallel training across ``torchrun`` ranks).
+        single reader yields (data-parallel training across ``torchrun`` ranks). ``select``: only
+        the rows of one side of a validation split (:mod:`sae_core.split`, by each row's example id).
         """
 
     @abstractmethod
