@@ -204,9 +204,8 @@ def test_lock_is_released_when_the_holder_is_killed(tmp_path: Path) -> None:
 # -- 4. data is checked ------------------------------------------------------------------------------
 def _batch_of(cache: Path, row: int, *, seed: int, batches: int) -> int | None:
     """Which batch of epoch 0 of the tiny sweep's stream holds ``row`` (None: none of the first ``batches``)."""
-    from sae_core.stores import open_reader
-
     from sae_core.split import ExampleSplit, Selection
+    from sae_core.stores import open_reader
 
     reader = open_reader(cache)
     train = Selection(ExampleSplit(0.02), "train")  # training reads the train side of the default split
