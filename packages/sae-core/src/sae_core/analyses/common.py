@@ -13,9 +13,9 @@ from sae_core.protocols.analysis import AnalysisContext
 
 def layer_and_positions(ctx: AnalysisContext) -> tuple[int, np.ndarray]:
     """The cache layer the SAE was trained on and the token positions it saw."""
-    source = ctx.sae.cfg.get("source", {})
-    layer = source.get("layer", source.get("layer_index", 0))
-    return ctx.reader.layer_index(layer), ctx.reader.positions(source.get("tokens", "all"))
+    source = ctx.sae.cfg.source
+    layer = source.layer if source.layer is not None else (source.layer_index or 0)
+    return ctx.reader.layer_index(layer), ctx.reader.positions(source.tokens)
 
 
 def row_range(ctx: AnalysisContext) -> tuple[int, int]:
@@ -74,7 +74,8 @@ def rows_per_chunk(ctx: AnalysisContext) -> int:
 
 
 def encode_tokens(ctx: AnalysisContext, x: torch.Tensor) -> torch.Tensor:
-    """(n, T, d) -> (n, T, d_sae) latents."""
+    """(n, T, d) -> (n, T, d_sae) codes (signed if the SAE's architecture says so: a latent fires
+    where its code is non-zero, see :mod:`sae_core.codes`)."""
     n, t, d = x.shape
     with torch.no_grad():
         return ctx.sae.encode(x.reshape(n * t, d)).view(n, t, -1)
