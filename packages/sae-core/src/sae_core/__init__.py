@@ -76,6 +76,7 @@ _WHERE: dict[str, str] = {
     "METRICS_FILE": "sae_core.layout",
     "SWEEP_FILE": "sae_core.layout",
     "RUN_CONFIG_FILE": "sae_core.layout",
+    "layout": "sae_core.layout",  # the module: every file name of checkpoints, runs and analyses
     # the main jobs
     "open_reader": "sae_core.stores",
     "open_writer": "sae_core.stores",
@@ -171,6 +172,7 @@ __all__ = [
     "get_component",
     "get_registry",
     "hookimpl",
+    "layout",
     "load_sae",
     "load_sweep",
     "load_weights",
@@ -188,6 +190,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from sae_core import layout
     from sae_core.analyses.runner import analyse_run
     from sae_core.archs.base import mse_per_sae, sparse_decode
     from sae_core.caching import run_cache as cache_activations
@@ -272,7 +275,8 @@ def __getattr__(name: str) -> Any:
     module = _WHERE.get(name)
     if module is None:
         raise AttributeError(f"module 'sae_core' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), _ALIASES.get(name, name))
+    imported = importlib.import_module(module)
+    value = imported if module == f"sae_core.{name}" else getattr(imported, _ALIASES.get(name, name))
     globals()[name] = value  # later lookups skip this function
     return value
 
