@@ -54,6 +54,20 @@ class ActivationBatch:
     valid: np.ndarray | None = None  # (batch, tokens) bool: False for padding / BOS / special tokens
     positions: np.ndarray | None = None  # (batch, tokens) int32: position in the source example
 
+    def index_records(self) -> np.ndarray:
+        """The batch's ``INDEX_DTYPE`` records (batch, tokens), as every store writes them: example
+        id per row, position (default: 0..T-1), token id (default -1), valid (default True)."""
+        from sae_core.protocols.store import INDEX_DTYPE
+
+        n, t = int(self.acts.shape[0]), int(self.acts.shape[2])
+        ids = np.asarray(self.example_ids, dtype=np.int64).reshape(-1)
+        index = np.zeros((n, t), dtype=INDEX_DTYPE)
+        index["example"] = ids[:, None]
+        index["position"] = np.arange(t, dtype=np.int32) if self.positions is None else self.positions
+        index["token"] = -1 if self.token_ids is None else self.token_ids
+        index["valid"] = 1 if self.valid is None else np.asarray(self.valid, dtype=np.uint8)
+        return index
+
 
 class ModelAdapter(ABC):
     """Wraps one model. Construct with an :class:`AdapterRequest`; heavy imports happen here.
