@@ -63,7 +63,7 @@ _WHERE: dict[str, str] = {
     "build_sae": "sae_core.sae_module",
     "load_sae": "sae_core.checkpoint",
     "save_sae": "sae_core.checkpoint",
-    "find_checkpoints": "sae_core.checkpoint",
+    "find_checkpoints": "sae_core.layout",
     "load_weights": "sae_core.weights",
     "save_weights": "sae_core.weights",
     "SAECheckpointConfig": "sae_core.layout",
@@ -194,7 +194,7 @@ if TYPE_CHECKING:
     from sae_core.analyses.runner import analyse_run
     from sae_core.archs.base import mse_per_sae, sparse_decode
     from sae_core.caching import run_cache as cache_activations
-    from sae_core.checkpoint import find_checkpoints, load_sae, save_sae
+    from sae_core.checkpoint import load_sae, save_sae
     from sae_core.cli import build_app
     from sae_core.codes import firing, magnitude
     from sae_core.config import from_dict
@@ -231,6 +231,7 @@ if TYPE_CHECKING:
         SAECheckpointConfig,
         SourceInfo,
         TrainInfo,
+        find_checkpoints,
         read_cfg,
     )
     from sae_core.plugins import get_component, get_registry

@@ -8,7 +8,6 @@ tensor shapes are clear errors. The layout (file names, cfg.json fields) is owne
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,9 +17,9 @@ from sae_core.layout import (
     CFG_FILE,
     FORMAT_VERSION,
     SAELENS_WEIGHTS_FILE,
-    SWEEP_FILE,
     WEIGHTS_FILE,
     SAECheckpointConfig,
+    find_checkpoints,
     is_checkpoint,
     read_cfg,
 )
@@ -79,23 +78,3 @@ def load_sae(path: str | Path, device: str | torch.device = "cpu") -> SAE:
     if not (path / WEIGHTS_FILE).is_file():
         raise CheckpointError(f"{path} has {CFG_FILE} but no {WEIGHTS_FILE}; the checkpoint is incomplete, re-export it")
     return build_sae(cfg, load_weights(path / WEIGHTS_FILE), device)
-
-
-def find_checkpoints(path: str | Path) -> list[Path]:
-    """The checkpoint directories in ``path``: itself, or the SAEs of a run directory."""
-    path = Path(path)
-    if is_checkpoint(path):
-        return [path]
-    if (path / SWEEP_FILE).is_file():
-        try:
-            doc = json.loads((path / SWEEP_FILE).read_text())
-            found = [path / s["path"] for s in doc.get("saes", []) if is_checkpoint(path / s["path"])]
-        except (ValueError, KeyError, TypeError, AttributeError):
-            found = []  # a damaged sweep.json: fall back to the directories themselves
-        if found:
-            return found
-    if path.is_dir():
-        found = sorted(p for p in path.iterdir() if is_checkpoint(p))
-        if found:
-            return found
-    raise CheckpointError(f"no SAE checkpoints in {path}; pass a run directory from `sae train` or one SAE's directory")

@@ -168,3 +168,24 @@ def read_cfg(path: str | Path, *, strict: bool = False) -> SAECheckpointConfig:
 def is_checkpoint(path: str | Path) -> bool:
     """Whether ``path`` is a checkpoint directory (ours or SAELens's: it has a ``cfg.json``)."""
     return (Path(path) / CFG_FILE).is_file()
+
+
+def find_checkpoints(path: str | Path) -> list[Path]:
+    """The checkpoint directories in ``path``: itself, or the SAEs of a run directory (in the
+    order of its ``sweep.json``, else by name)."""
+    path = Path(path)
+    if is_checkpoint(path):
+        return [path]
+    if (path / SWEEP_FILE).is_file():
+        try:
+            doc = json.loads((path / SWEEP_FILE).read_text())
+            found = [path / s["path"] for s in doc.get("saes", []) if is_checkpoint(path / s["path"])]
+        except (ValueError, KeyError, TypeError, AttributeError):
+            found = []  # a damaged sweep.json: fall back to the directories themselves
+        if found:
+            return found
+    if path.is_dir():
+        found = sorted(p for p in path.iterdir() if is_checkpoint(p))
+        if found:
+            return found
+    raise CheckpointError(f"no SAE checkpoints in {path}; pass a run directory from `sae train` or one SAE's directory")

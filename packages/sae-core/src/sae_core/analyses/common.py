@@ -83,12 +83,9 @@ def encode_tokens(ctx: AnalysisContext, x: torch.Tensor) -> torch.Tensor:
 
 def save_safetensors(path, tensors: dict[str, torch.Tensor], meta: dict[str, str] | None = None) -> None:
     """Durably write an analysis's tensors (see :mod:`sae_core.io`)."""
-    from safetensors.torch import save_file
+    from sae_core.weights import save_weights
 
-    from sae_core.io import atomic_path
-
-    with atomic_path(path) as tmp:
-        save_file({k: v.contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=meta)
+    save_weights(path, tensors, metadata=meta)
 
 
 def save_json(path, doc) -> None:
