@@ -69,12 +69,16 @@ def _codes(ckpt: Path, cache: Path) -> torch.Tensor:
         return load_sae(ckpt).encode(acts[:, 0].reshape(-1, acts.shape[-1]))
 
 
-def test_cache_lives_in_the_plugin_store(made) -> None:
+def test_cache_lives_in_the_plugin_store(made, run_cli) -> None:
     cache = made["cache"]
     assert (cache / "npz-cache.json").is_file() and not (cache / "metadata.json").exists()
     meta = _read(cache / "npz-cache.json")["meta"]
     assert meta["complete"] and meta["n_examples"] == 40 and meta["adapter"] == "patches"
     assert meta["extra"]["grid"] == [4, 4] and meta["extra"]["preprocess"]["resize_shorter"] == 32
+    code, out, err = run_cli("info", "--verify", str(cache))  # through the plugin's reader and the defaults
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["store"] == "npz" and doc["examples_written"] == 40 and doc["verified"]["nonfinite"] == {}
 
 
 def test_signed_architecture_is_measured_by_what_it_fires(made) -> None:
