@@ -94,7 +94,7 @@ def worker_ours(a: argparse.Namespace) -> dict[str, Any]:
         for ckpt in find_checkpoints(run):
             sae = load_sae(ckpt, device=a.device)
             last = json.loads((ckpt / "metrics.jsonl").read_text().splitlines()[-1])
-            evals.append({"k": sae.cfg["hyper"]["k"], **evaluate(sae.encode, sae.decode, x)})
+            evals.append({"k": sae.cfg.hyper["k"], **evaluate(sae.encode, sae.decode, x)})
         seconds = last["samples"] / last["samples_per_s"]
     return {"seconds": seconds, "evals": evals}
 

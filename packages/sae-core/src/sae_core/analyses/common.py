@@ -13,18 +13,17 @@ from sae_core.protocols.analysis import AnalysisContext
 
 def layer_and_positions(ctx: AnalysisContext) -> tuple[int, np.ndarray]:
     """The cache layer the SAE was trained on and the token positions it saw."""
-    source = ctx.sae.cfg.get("source", {})
-    layer = source.get("layer", source.get("layer_index", 0))
-    return ctx.reader.layer_index(layer), ctx.reader.positions(source.get("tokens", "all"))
+    source = ctx.sae.cfg.source
+    layer = source.layer if source.layer is not None else (source.layer_index or 0)
+    return ctx.reader.layer_index(layer), ctx.reader.positions(source.tokens)
 
 
 def sae_split(ctx: AnalysisContext) -> Any:
     """The validation split the SAE was trained with (its cfg.json ``val``), or None."""
     from sae_core.split import ExampleSplit
 
-    val = ctx.sae.cfg.get("val") or {}
-    fraction = float(val.get("fraction", 0.0))
-    return ExampleSplit(fraction, int(val.get("seed", 0))) if fraction > 0 else None
+    val = ctx.sae.cfg.val
+    return ExampleSplit(float(val.fraction), int(val.seed)) if val.fraction > 0 else None
 
 
 def analysis_rows(ctx: AnalysisContext, legacy: str = "all") -> np.ndarray:
@@ -118,7 +117,8 @@ def rows_per_chunk(ctx: AnalysisContext) -> int:
 
 
 def encode_tokens(ctx: AnalysisContext, x: torch.Tensor) -> torch.Tensor:
-    """(n, T, d) -> (n, T, d_sae) latents."""
+    """(n, T, d) -> (n, T, d_sae) codes (signed if the SAE's architecture says so: a latent fires
+    where its code is non-zero, see :mod:`sae_core.codes`)."""
     n, t, d = x.shape
     with torch.no_grad():
         return ctx.sae.encode(x.reshape(n * t, d)).view(n, t, -1)
@@ -126,12 +126,9 @@ def encode_tokens(ctx: AnalysisContext, x: torch.Tensor) -> torch.Tensor:
 
 def save_safetensors(path, tensors: dict[str, torch.Tensor], meta: dict[str, str] | None = None) -> None:
     """Durably write an analysis's tensors (see :mod:`sae_core.io`)."""
-    from safetensors.torch import save_file
+    from sae_core.weights import save_weights
 
-    from sae_core.io import atomic_path
-
-    with atomic_path(path) as tmp:
-        save_file({k: v.contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=meta)
+    save_weights(path, tensors, metadata=meta)
 
 
 def save_json(path, doc) -> None:

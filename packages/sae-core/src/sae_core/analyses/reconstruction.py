@@ -2,7 +2,8 @@
 
 Training reads the whole cache, so "held-out" means the last 10% of the cache's rows by default
 (``--option heldout_frac=...``); in a shuffled cache they are a fair sample of the same
-distribution. Reports FVU (SSE / SSE around the mean), L0, dead and dense fractions, mean cosine
+distribution. Reports FVU (SSE / SSE around the mean), L0 (latents with a non-zero code per
+token), dead and dense fractions, mean cosine
 similarity between x and x̂, and the relative size of the decoder bias (||b_dec|| / mean ||x||).
 """
 
@@ -20,6 +21,8 @@ from sae_core.analyses.common import (
     save_json,
     selected_mask,
 )
+from sae_core.codes import firing
+from sae_core.layout import RECONSTRUCTION_FILE
 from sae_core.protocols.analysis import Analysis, AnalysisContext
 
 
@@ -46,8 +49,9 @@ class Reconstruction(Analysis):
             sum_x2 += float((x.double() ** 2).sum())
             cos += float(torch.nn.functional.cosine_similarity(x, recon, dim=-1).sum())
             norm += float(x.norm(dim=-1).sum())
-            l0 += float((f > 0).sum())
-            fired += (f > 0).sum(0)
+            active = firing(f)  # (m, d_sae): code != 0, whatever its sign
+            l0 += float(active.sum())
+            fired += active.sum(0)
             n += len(x)
         if n == 0:
             from sae_core.errors import SAEError
@@ -66,5 +70,5 @@ class Reconstruction(Analysis):
             "cosine": cos / n,
             "relative_bias": float(ctx.sae.b_dec.detach().norm()) / (norm / n),
         }
-        save_json(ctx.checkpoint / "reconstruction.json", result)
+        save_json(ctx.checkpoint / RECONSTRUCTION_FILE, result)
         return result

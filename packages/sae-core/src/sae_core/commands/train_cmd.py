@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
+from sae_core.commands.dynamic_help import RegistryHelpCommand
 from sae_core.errors import SAEError
 
 
@@ -24,7 +25,7 @@ def train(
     ] = False,
     layer: Annotated[str | None, typer.Option(help="Layer index (negative allowed) or name in the cache.")] = None,
     tokens: Annotated[str | None, typer.Option(help="Token filter: all, cls, patch, register, token.")] = None,
-    arch: Annotated[str | None, typer.Option(help="Architecture: relu, topk, batchtopk, jumprelu, gated, matryoshka.")] = None,
+    arch: Annotated[str | None, typer.Option(help="Architecture (default topk), one of the installed: {architecture}.")] = None,
     k: Annotated[int | None, typer.Option(help="Active latents per token (topk family).")] = None,
     exp_factor: Annotated[float | None, typer.Option(help="d_sae = exp_factor * d_in.")] = None,
     d_sae: Annotated[int | None, typer.Option(help="Dictionary size (overrides --exp-factor).")] = None,
@@ -128,4 +129,4 @@ def parse_hypers(pairs: list[str] | None) -> dict[str, Any]:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("train")(train)
+    app.command("train", cls=RegistryHelpCommand)(train)

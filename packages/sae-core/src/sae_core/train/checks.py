@@ -87,15 +87,15 @@ def locate_nonfinite(reader: Any, *, layer: int, tokens: str, batch_size: int, s
         return None
     rows = torch.nonzero(bad.any(-1)).flatten().tolist()
     what = f"{int(bad.sum())} value(s) in {len(rows)} of the {len(x)} samples of that batch"
-    if not hasattr(reader, "batch_sample_ids"):
-        return what
     ids = reader.batch_sample_ids(batch_size, layers=[layer], tokens=tokens, seed=seed, epoch=epoch, batch=batch,
                                   select=select)
     sources = [reader.sample_source(int(ids[r])) for r in rows]
     first = sources[0]
-    shards = sorted({s["shard"] for s in sources})
-    return (f"{what}, first in shard {first['shard']} (dataset example {first['example']}, token position "
-            f"{first['position']}); shard(s): {', '.join(shards[:5])}{' ...' if len(shards) > 5 else ''}")
+    shards = sorted({str(s["shard"]) for s in sources if s.get("shard")})
+    where = f"shard {first['shard']}" if first.get("shard") else f"cache row {first['row']}"
+    listed = f"; shard(s): {', '.join(shards[:5])}{' ...' if len(shards) > 5 else ''}" if shards else ""
+    return (f"{what}, first in {where} (dataset example {first['example']}, token position "
+            f"{first['position']}){listed}")
 
 
 def check_sample(sample: torch.Tensor, reader: Any, *, layer: int, tokens: str, batch_size: int, seed: int,

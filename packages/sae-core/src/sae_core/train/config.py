@@ -197,9 +197,7 @@ def expand(
                 raise ConfigError(
                     f"[sae]: unknown key {key!r} for arch {arch_name!r}; valid keys: {', '.join(sorted(valid))}"
                 )
-            from sae_core.archs.base import make_hyper
-
-            hyper = make_hyper(arch.Hyper, arch_name, s, int(d_sae))
+            hyper = arch.make_hyper(s, int(d_sae))
             if name is None:
                 parts = [arch_name]
                 for key, val in [("layer", dcfg.layer), ("tokens", dcfg.tokens), ("batch_size", dcfg.batch_size),

@@ -15,17 +15,17 @@ float summation order) at any world size, and resumes at any other.
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from sae_core.archs.base import Bank, BatchComm, TrainContext
 from sae_core.checkpoint import save_sae
 from sae_core.dist import Dist
 from sae_core.errors import CheckpointError, ConfigError, RunInterrupted, SAEError
+from sae_core.layout import METRICS_FILE, SWEEP_FILE, SAECheckpointConfig, is_checkpoint, read_cfg
+from sae_core.protocols.architecture import Bank, BatchComm, TrainContext, firing_stats
 from sae_core.split import Selection
 from sae_core.train.checks import NonFiniteWatch, check_sample, nonfinite_error
 from sae_core.train.config import DataConfig, SAEConfig, TrainConfig
@@ -86,14 +86,13 @@ class GroupTrainer:
         self.comm = DistBatchComm(dist) if dist.active and not self.shard_saes else BatchComm()
         self.banks: list[Bank] = []
         self.members: list[list[SAEConfig]] = []
-        from sae_core.archs.base import make_hyper
         from sae_core.plugins import get_component
 
         # one bank per architecture, shape and structural key (e.g. Matryoshka's base encoder)
         by_bank: dict[tuple[Any, ...], list[tuple[SAEConfig, Any]]] = {}
         for sae in mine:
             arch = get_component("architecture", sae.arch).factory
-            hyper = make_hyper(arch.Hyper, sae.arch, sae.hyper, sae.d_sae)
+            hyper = arch.make_hyper(sae.hyper, sae.d_sae)
             by_bank.setdefault((sae.arch, sae.d_sae, arch.bank_key(hyper)), []).append((sae, hyper))
         seeds = sae_seeds(s.seed, saes)
         for (arch_name, d_sae, _), pairs in by_bank.items():
@@ -243,7 +242,7 @@ class GroupTrainer:
                   f"{self.reader.path} holds no {self.data.tokens!r} token; training without validation "
                   "metrics (raise --val-fraction, or cache more examples)", file=sys.stderr)
         self.logs = logs = {
-            m.name: MetricsLog(self.out / m.name / "metrics.jsonl", resume_step=self.step if resumed else None)
+            m.name: MetricsLog(self.out / m.name / METRICS_FILE, resume_step=self.step if resumed else None)
             for m in self.saes
         } if dist.is_main else {}
         autocast = (
@@ -351,7 +350,7 @@ class GroupTrainer:
         """Inference-mode (encode/decode) SSE sum (n,) and mean L0 (n,) of ``bank`` on ``x``."""
         f = bank.encode(x)  # (n, batch, d_sae)
         sse = (bank.decode(f).float() - x).pow(2).sum((-1, -2))
-        return sse, (f != 0).float().sum(-1).mean(-1)
+        return sse, firing_stats(f)[1]
 
     @torch.no_grad()
     def _finalize(self, stream: Any) -> None:
@@ -464,51 +463,54 @@ class GroupTrainer:
             bi, i = where[name]
             m = self.members[bi][i]
             cfg = self._cfg(m)
-            cfg["metrics"] = {k: val for k, val in rec.items() if k not in ("sae", "samples_per_s")}
-            cfg["best"] = {"step": rec["step"], "val_fvu": v}
+            cfg.metrics = {k: val for k, val in rec.items() if k not in ("sae", "samples_per_s")}
+            cfg.best = {"step": rec["step"], "val_fvu": v}
             save_sae(self.out / m.name / "best", self.banks[bi].export(i, self.scale), cfg)
 
-    def _cfg(self, m: SAEConfig) -> dict[str, Any]:
+    def _cfg(self, m: SAEConfig) -> SAECheckpointConfig:
         """The checkpoint's cfg.json for SAE ``m`` as trained so far."""
+        from sae_core.layout import Normalization, SourceInfo, TrainInfo, ValInfo
+        from sae_core.plugins import get_component
+
         meta = self.reader.meta
         split = self.data.split()
-        return {
-            "name": m.name,
-            "architecture": m.arch,
-            "d_in": self.d_in,
-            "d_sae": m.d_sae,
-            "hyper": m.hyper,
-            "normalization": {"folded": True, "scale": self.scale},
-            "source": {
-                "cache": str(Path(self.cfg.cache).resolve()),
-                "cache_fingerprint": Path(self.cfg.cache).resolve().name,
-                "adapter": meta.adapter,
-                "model": meta.model,
-                "layer": meta.layers[self.layer],
-                "layer_index": self.layer,
-                "tokens": self.data.tokens,
-                "d_model": meta.d_model,
-                "dataset": meta.dataset.get("spec"),
-            },
-            "train": {
-                "lr": m.lr,
-                "steps": self.cfg.train.steps,
-                "batch_size": self.data.batch_size,
-                "seed": self.cfg.train.seed,
-                "lr_warmup_steps": self.warmup,
-                "lr_decay_frac": self.cfg.train.lr_decay_frac,
-                "sparsity_warmup_steps": self.sparsity_warmup,
-                "normalize": self.data.normalize,
-                "world_size": self.dist.world,
-                "parallel": self.cfg.train.parallel if self.dist.active else None,
-            },
+        return SAECheckpointConfig(
+            name=m.name,
+            architecture=m.arch,
+            d_in=self.d_in,
+            d_sae=m.d_sae,
+            hyper=m.hyper,
+            non_negative_codes=bool(get_component("architecture", m.arch).factory.non_negative_codes),
+            normalization=Normalization(folded=True, scale=self.scale),
+            source=SourceInfo(
+                cache=str(Path(self.cfg.cache).resolve()),
+                cache_fingerprint=meta.fingerprint(),
+                adapter=meta.adapter,
+                model=meta.model,
+                layer=meta.layers[self.layer],
+                layer_index=self.layer,
+                tokens=self.data.tokens,
+                d_model=meta.d_model,
+                dataset=meta.dataset.get("spec"),
+            ),
+            train=TrainInfo(
+                lr=m.lr,
+                steps=self.cfg.train.steps,
+                batch_size=self.data.batch_size,
+                seed=self.cfg.train.seed,
+                lr_warmup_steps=self.warmup,
+                lr_decay_frac=self.cfg.train.lr_decay_frac,
+                sparsity_warmup_steps=self.sparsity_warmup,
+                normalize=self.data.normalize,
+                world_size=self.dist.world,
+                parallel=self.cfg.train.parallel if self.dist.active else None,
+            ),
             # examples held out of training (analyses read them by default)
-            "val": {"fraction": split.fraction, "seed": split.seed, "tokens": self.val.n_tokens},
+            val=ValInfo(fraction=split.fraction, seed=split.seed, tokens=self.val.n_tokens),
             # fvu/l0: inference mode on the batches after the last step; val_*: on the
             # validation tokens (see _finalize)
-            "metrics": {k: v for k, v in self.last_metrics.get(m.name, {}).items() if k != "samples_per_s"},
-        }
-
+            metrics={k: v for k, v in self.last_metrics.get(m.name, {}).items() if k != "samples_per_s"},
+        )
 
 def run_training(
     config: TrainConfig, *, progress: bool = True, resume: bool = False, stop_after: int | None = None,
@@ -559,7 +561,7 @@ def run_training(
         for gi, (data, saes) in enumerate(groups.items()):
             trainer = GroupTrainer(config, reader, data, saes, out, gi, dist)
             trainer.stop = stop
-            finished = all((out / m.name / "cfg.json").exists() for m in saes)
+            finished = all(is_checkpoint(out / m.name) for m in saes)
             if resume and finished and trainer.load() and trainer.step >= config.train.steps:
                 continue  # this group finished before the interruption
             try:
@@ -587,7 +589,7 @@ def _write_sweep(out: Path, config: TrainConfig, reader: Any) -> None:
 
     saes = []
     for sae in config.saes:
-        cfg = json.loads((out / sae.name / "cfg.json").read_text())
+        cfg = read_cfg(out / sae.name)
         saes.append({
             "name": sae.name,
             "path": sae.name,
@@ -595,10 +597,10 @@ def _write_sweep(out: Path, config: TrainConfig, reader: Any) -> None:
             "d_sae": sae.d_sae,
             "hyper": sae.hyper,
             "lr": sae.lr,
-            "layer": cfg["source"]["layer"],
+            "layer": cfg.source.layer,
             "tokens": sae.data.tokens,
             "batch_size": sae.data.batch_size,
-            "final": cfg["metrics"],
+            "final": cfg.metrics,
         })
-    atomic_write_json(out / "sweep.json", {**cache_record(config.cache, out, reader), "steps": config.train.steps,
-                                           "saes": saes})
+    atomic_write_json(out / SWEEP_FILE, {**cache_record(config.cache, out, reader), "steps": config.train.steps,
+                                         "saes": saes})

@@ -24,14 +24,19 @@ import torch
 
 from sae_core.config import from_dict
 from sae_core.errors import StoreError
-from sae_core.protocols.store import INDEX_DTYPE, ActivationReader, CacheMetadata
+from sae_core.protocols.store import (  # noqa: F401 (TOKEN_FILTERS re-exported)
+    INDEX_DTYPE,
+    TOKEN_FILTERS,
+    ActivationReader,
+    CacheMetadata,
+    check_batching,
+)
 from sae_core.split import Selection
 from sae_core.stores.local import format as fmt
 from sae_core.stores.local.shuffle import Chunk, group_windows
 
 VERIFY_ON_OPEN_BYTES = 32 * 2**20  # caches up to this size are checksummed whenever they are opened
 MADV_POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ", 22)  # Linux >= 5.14: populate page tables
-TOKEN_FILTERS = ("all", "cls", "patch", "register", "token")
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -146,37 +151,6 @@ class LocalReader(ActivationReader):
     def n_examples(self) -> int:
         """Rows in finished shards (images or text windows)."""
         return int(self._starts[-1])
-
-    @property
-    def d_model(self) -> int:
-        return self.meta.d_model
-
-    def layer_index(self, layer: int | str) -> int:
-        """Index into the cache's layers of ``layer`` (an int, negative allowed, or a name)."""
-        names = self.meta.layers
-        if isinstance(layer, str) and layer in names:
-            return names.index(layer)
-        try:
-            i = int(layer)
-        except (TypeError, ValueError):
-            raise StoreError(
-                f"layer {layer!r} is not in cache {self.path}; its layers are {names} (or indices 0..{len(names) - 1})"
-            ) from None
-        if not -len(names) <= i < len(names):
-            raise StoreError(
-                f"layer index {i} is out of range for cache {self.path}, which holds {len(names)} layer(s): {names}"
-            )
-        return i % len(names)
-
-    def positions(self, tokens: str = "all") -> np.ndarray:
-        """Token positions selected by the ``tokens`` filter."""
-        if tokens not in TOKEN_FILTERS:
-            raise StoreError(f"unknown token filter {tokens!r}; use one of {', '.join(TOKEN_FILTERS)}")
-        kinds = self.meta.token_kinds
-        pos = np.array([i for i, k in enumerate(kinds) if tokens == "all" or k == tokens], dtype=np.int64)
-        if len(pos) == 0:
-            raise StoreError(f"cache {self.path} has no {tokens!r} tokens; its token kinds are {sorted(set(kinds))}")
-        return pos
 
     def n_tokens(self, tokens: str = "all", *, select: Selection | None = None) -> int:
         """Number of samples one epoch yields with this filter (valid tokens only), of the
@@ -313,19 +287,9 @@ class LocalReader(ActivationReader):
         ``select`` keeps only one side of a validation split (whole examples; see
         :mod:`sae_core.split`): training reads ``train``, evaluation ``val``.
         """
-        if batch_size < 1:
-            raise StoreError(f"batch size must be >= 1, got {batch_size}")
-        rank, world = part
-        if not 0 <= rank < world:
-            raise StoreError(f"part {part} is not (rank, world) with 0 <= rank < world")
-        if world > 1 and batch_size % world:
-            raise StoreError(
-                f"batch size {batch_size} does not split evenly over {world} ranks; use a multiple of {world}"
-            )
         layer_ids = self._resolve_layers(layers)
         positions = self.positions(tokens)
-        if self.n_examples == 0:
-            raise StoreError(f"cache {self.path} holds no finished shards; run (or finish) `sae cache` first")
+        rank, world = check_batching(self, batch_size, part)
         out_dtype = dtype or torch.float32
         device = torch.device(device)
 
@@ -434,6 +398,17 @@ class LocalReader(ActivationReader):
         """Chunks never straddle shards, so a chunk is one contiguous region of one file."""
         lo, hi = int(self._starts[s]), int(self._starts[s + 1])
         return [Chunk(a, min(a + chunk_rows, hi)) for a in range(lo, hi, chunk_rows)]
+
+    def read_index(self, start: int, stop: int) -> np.ndarray:
+        """Index records ``(n, T)`` of rows ``[start, stop)``, without reading activations."""
+        if not 0 <= start <= stop <= self.n_examples:
+            raise StoreError(f"rows {start}:{stop} are outside cache {self.path} (0..{self.n_examples})")
+        parts, s = [], int(np.searchsorted(self._starts, start, side="right")) - 1
+        while s < len(self._index) and self._starts[s] < stop:
+            lo, hi = max(start, int(self._starts[s])), min(stop, int(self._starts[s + 1]))
+            parts.append(np.asarray(self._index[s][lo - int(self._starts[s]) : hi - int(self._starts[s])]))
+            s += 1
+        return np.concatenate(parts) if parts else np.empty((0, self.meta.tokens_per_example), INDEX_DTYPE)
 
     def read_examples(
         self, start: int, stop: int, *, layers: list[int] | None = None, dtype: torch.dtype | None = torch.float32
