@@ -121,17 +121,48 @@ def test_jumprelu_forward_and_ste_gradients(x) -> None:
     l0 = (pre > theta).float().sum(-1).mean()
     torch.testing.assert_close(out.recon[0], recon)
     torch.testing.assert_close(out.loss[0], ((x - recon) ** 2).sum(-1).mean() + 0.1 * l0)
-    # pseudo-derivative wrt θ, chained through θ = exp(log θ)
+    # pseudo-derivatives wrt θ (parametrised directly)
     g_recon = (2 * (recon - x) / B) @ W_dec.T  # dL/df
     kern = ((pre - theta).abs() / 0.5 < 0.5).float()
     d_theta = (g_recon * -(theta / 0.5) * kern).sum(0) + 0.1 * (-(1 / 0.5) * kern).sum(0) / B
-    torch.testing.assert_close(bank.log_threshold.grad[0], d_theta * theta, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(bank.threshold.grad[0], d_theta, rtol=1e-4, atol=1e-5)
 
 
 def test_jumprelu_target_l0_mode(x) -> None:
     bank = build("jumprelu", [{"l0_coeff": 1.0, "target_l0": 5.0, "init_threshold": 0.2}])
     out = bank.train_forward(x, TrainContext(step=0))
-    assert torch.allclose(out.terms["l0_penalty"][0], (out.l0[0] / 5.0 - 1) ** 2)
+    tok_l0 = (bank.pre_acts(x)[0] > 0.2).float().sum(-1)
+    torch.testing.assert_close(out.terms["l0_penalty"][0], 2 / 5.0 * (tok_l0.mean() - 5.0) ** 2)
+
+
+def test_jumprelu_mixed_target_and_penalty_bank_has_finite_gradients(x) -> None:
+    """A target-L0 SAE beside a penalty-mode SAE must not give the latter NaN gradients."""
+    bank = build("jumprelu", [{"target_l0": 5.0, "init_threshold": 0.2}, {"l0_coeff": 0.5, "init_threshold": 0.2}])
+    bank.train_forward(x, TrainContext(step=0)).loss.sum().backward()
+    for name, p in bank.named_parameters():
+        assert torch.isfinite(p.grad).all(), name
+
+
+def test_jumprelu_thresholds_are_projected_to_be_non_negative() -> None:
+    """θ < 0 would let negative pre-activations through (signed codes from a non-negative SAE)."""
+    bank = build("jumprelu", [{"init_threshold": 0.1}])
+    with torch.no_grad():
+        bank.threshold[0, :5] = -0.3
+    bank.post_step()
+    assert float(bank.threshold.min()) == 0.0 and float(bank.threshold[0, 5]) == pytest.approx(0.1)
+
+
+def test_jumprelu_data_scaled_init_fires_each_latent_at_the_init_rate() -> None:
+    """Without init_threshold, θ_j is latent j's quantile firing on init_l0/d_sae of the sample."""
+    gen = torch.Generator().manual_seed(4)
+    sample = torch.randn(2000, D_IN, generator=gen) * 3
+    bank = build("jumprelu", [{"target_l0": 3.0}, {"init_l0": 12.0}, {"init_threshold": 0.25}])
+    bank.init_from_data(sample)
+    active = (bank.pre_acts(sample) > bank.threshold[:, None, :]).float()  # (3, m, d_sae)
+    rate = active.mean(1)  # (3, d_sae): each latent's firing rate
+    torch.testing.assert_close(rate[0], torch.full((D_SAE,), 12.0 / D_SAE), atol=2e-3, rtol=0)  # 4·target
+    torch.testing.assert_close(rate[1], torch.full((D_SAE,), 12.0 / D_SAE), atol=2e-3, rtol=0)
+    torch.testing.assert_close(bank.threshold[2], torch.full((D_SAE,), 0.25))  # explicit init untouched
 
 
 def test_gated_matches_reference(x) -> None:
@@ -171,19 +202,57 @@ def test_matryoshka_nested_losses(x, base: str) -> None:
 
 @pytest.mark.parametrize("name", ["relu", "topk", "batchtopk", "jumprelu", "gated", "matryoshka"])
 def test_export_folds_normalisation(x, name: str) -> None:
-    """A bank trained on s·x, exported with scale s, maps raw x to x̂ = bank(s·x)/s."""
+    """A bank trained on s·x, exported with scale s, maps raw x to x̂ = bank(s·x)/s — with
+    non-trivial thresholds, r_mag and b_mag, so a wrongly scaled extra tensor changes the codes."""
     from sae_core.checkpoint import build_sae
 
     hyper = {"k": 5} if name in ("topk", "batchtopk", "matryoshka") else {}
     bank = build(name, [hyper])
-    if name in ("batchtopk", "matryoshka"):
-        calib = torch.randn(B, D_IN, generator=torch.Generator().manual_seed(9))
-        bank.train_forward(calib * 3.0, TrainContext(step=0))  # sets the inference threshold
     s = 3.0
+    gen = torch.Generator().manual_seed(9)
+    with torch.no_grad():
+        if name in ("batchtopk", "matryoshka"):
+            bank.calibrate([torch.randn(B, D_IN, generator=gen) * s])  # the inference threshold
+        if name == "jumprelu":
+            bank.threshold.copy_(torch.rand(1, D_SAE, generator=gen) * 0.8 + 0.1)
+        if name == "gated":
+            bank.r_mag.copy_(torch.randn(1, D_SAE, generator=gen) * 0.4)
+            bank.b_mag.copy_(torch.randn(1, D_SAE, generator=gen) * 0.5)
+    raw = x * 2.0 + 0.3
     sae = build_sae({"architecture": name, "d_in": D_IN, "d_sae": D_SAE, "hyper": hyper}, bank.export(0, s))
     with torch.no_grad():
-        torch.testing.assert_close(sae(x), bank(x * s)[0] / s, rtol=1e-4, atol=1e-5)
-        torch.testing.assert_close(sae.encode(x), bank.encode(x * s)[0], rtol=1e-4, atol=1e-5)
+        codes = bank.encode(raw * s)[0]
+        assert 0 < float((codes != 0).float().mean()) < 1  # some latents on, some off: thresholds matter
+        torch.testing.assert_close(sae(raw), bank(raw * s)[0] / s, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(sae.encode(raw), codes, rtol=1e-4, atol=1e-5)
+
+
+def test_batchtopk_calibrated_threshold_is_the_mean_batch_threshold() -> None:
+    bank = build("batchtopk", [{"k": 3}, {"k": 7}])
+    gen = torch.Generator().manual_seed(3)
+    xs = [torch.randn(B, D_IN, generator=gen) for _ in range(3)]
+    bank.calibrate(xs)
+    for i, k in enumerate((3, 7)):
+        W_enc, b_enc, _, b_dec = params(bank, i)
+        with torch.no_grad():
+            taus = [torch.relu((x - b_dec) @ W_enc + b_enc).flatten().topk(k * B).values[-1] for x in xs]
+        torch.testing.assert_close(bank.threshold[i], torch.full((D_SAE,), float(torch.stack(taus).mean())))
+
+
+def test_batchtopk_running_threshold_is_seeded_then_averaged(x) -> None:
+    bank = build("batchtopk", [{"k": 4, "threshold_momentum": 0.8}])
+    x2 = x.flip(0) * 1.7
+    taus = [float(bank.train_forward(b, TrainContext(step=i)).terms["threshold"][0]) for i, b in enumerate((x, x2))]
+    torch.testing.assert_close(bank.threshold[0, 0], torch.tensor(0.8 * taus[0] + 0.2 * taus[1]))
+
+
+def test_matryoshka_prefixes_are_validated() -> None:
+    from sae_core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="strictly increase and end at d_sae=48"):
+        build("matryoshka", [{"k": 4, "prefixes": [6, 6, 48]}])
+    with pytest.raises(ConfigError, match="end at d_sae=48"):
+        build("matryoshka", [{"k": 4, "prefixes": [6, 24]}])
 
 
 def test_k_larger_than_d_sae_is_an_error() -> None:

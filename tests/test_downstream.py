@@ -67,7 +67,7 @@ def test_lm_ce_matches_manual_hooks(lm_run) -> None:
 
     cache, run = lm_run
     code, out, err = _cli()("analyze", str(run), "--only", "downstream", "-q",
-                            "--option", "heldout_frac=0.5", "--option", "downstream_batch=3")
+                            "--option", "split=tail", "--option", "heldout_frac=0.5", "--option", "downstream_batch=3")
     assert code == 0, err
     (ckpt,) = find_checkpoints(run)
     res = json.loads((ckpt / "downstream.json").read_text())
@@ -112,7 +112,7 @@ def test_lm_ce_matches_manual_hooks(lm_run) -> None:
 def test_perfect_reconstruction_recovers_all(lm_run, monkeypatch: pytest.MonkeyPatch) -> None:
     _, run = lm_run
     monkeypatch.setattr(SAE, "forward", lambda self, x: x.clone())  # x̂ = x
-    res = _downstream(run, heldout_frac="0.5")
+    res = _downstream(run, split="tail", heldout_frac="0.5")
     assert res["ce_spliced"] == pytest.approx(res["ce_clean"], abs=1e-6)
     assert res["ce_loss_recovered"] == pytest.approx(1.0, abs=1e-6)
     assert res["ce_zero_ablated"] != pytest.approx(res["ce_clean"], abs=1e-3)
@@ -131,7 +131,7 @@ def test_bridged_causal_lm_ce_matches_transformers(tmp_path: Path) -> None:
     cache, run = _cache_and_train(tmp_path, ["--adapter", "tlens", "--model", str(tmp_path / "gpt"), "--layers", "0",
                                              "--data", f"text:{tmp_path / 'docs.txt'}", "--context-size", "16"],
                                   "--k", "4", "--batch-size", "32")
-    res = _downstream(run, heldout_frac="0.5")
+    res = _downstream(run, split="tail", heldout_frac="0.5")
     assert res["kind"] == "lm_ce" and open_reader(cache).meta.extra["loader"] == "bridge"
     assert res["cache_rel_error"] < 1e-5
     lo, hi = res["rows"]
@@ -179,12 +179,12 @@ def minilm_run(tmp_path_factory) -> Path:
 def test_minilm_sentence_embedding_cosine(minilm_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The real offline MiniLM (an encoder): the cache records its hub id, which re-creates the
     bundled model exactly; the result is the cosine of the mean-pooled sentence embeddings."""
-    res = _downstream(minilm_run, heldout_frac="1")
+    res = _downstream(minilm_run, split="tail", heldout_frac="1")
     assert res["kind"] == "embedding_cosine" and res["model"] == "sentence-transformers/all-MiniLM-L6-v2"
     assert 0 < res["embedding_cosine"] <= 1 + 1e-6 and -1 <= res["embedding_cosine_zero_ablated"] < 1
     assert res["cache_rel_error"] < 1e-5 and "ce_clean" not in res
     monkeypatch.setattr(SAE, "forward", lambda self, x: x.clone())
-    assert _downstream(minilm_run, heldout_frac="1")["embedding_cosine"] == pytest.approx(1.0, abs=1e-5)
+    assert _downstream(minilm_run, split="tail", heldout_frac="1")["embedding_cosine"] == pytest.approx(1.0, abs=1e-5)
 
 
 @pytest.fixture(scope="module")
@@ -231,7 +231,7 @@ def test_vit_embedding_cosine_replaces_only_trained_kind(vit_runs, name: str, ki
     from sae_core.protocols import AdapterRequest
 
     cache, run = vit_runs[name]
-    res = _downstream(run, heldout_frac="0.5")
+    res = _downstream(run, split="tail", heldout_frac="0.5")
     assert res["kind"] == "embedding_cosine" and res["tokens"] == kind and res["rows"] == [6, 12]
     assert 0 < res["embedding_cosine"] <= 1 + 1e-6 and res["cache_rel_error"] < 1e-5
     reader = open_reader(cache)
@@ -253,7 +253,7 @@ def test_clip_cosine_matches_manual_hooks_in_both_layouts(vit_runs) -> None:
     from sae_core.protocols import AdapterRequest
 
     cache, run = vit_runs["clip"]
-    res = _downstream(run, heldout_frac="0.5")
+    res = _downstream(run, split="tail", heldout_frac="0.5")
     (ckpt,) = find_checkpoints(run)
     sae = load_sae(ckpt)
     meta = open_reader(cache).meta

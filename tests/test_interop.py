@@ -24,7 +24,7 @@ def _checkpoint(tmp_path: Path, arch: str, hyper: dict) -> Path:
             bank.r_mag.normal_(0, 0.2)
             bank.b_mag.normal_(0, 0.2)
         if arch == "jumprelu":
-            bank.log_threshold.fill_(-1.5)
+            bank.threshold.uniform_(0.1, 0.4)
     if arch in ("batchtopk", "matryoshka"):
         bank.train_forward(torch.randn(64, D_IN), TrainContext(step=0))
     cfg = {"name": arch, "architecture": arch, "d_in": D_IN, "d_sae": D_SAE, "hyper": hyper,

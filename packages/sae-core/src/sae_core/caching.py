@@ -7,14 +7,18 @@ dataset there, so an interrupted run continues instead of starting over.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from sae_core.dist import Dist
 from sae_core.errors import ParallelCacheInProgress, SAEError
+from sae_core.io import append_line
+from sae_core.lock import DirLock
 from sae_core.protocols.adapter import AdapterRequest, ModelAdapter
 from sae_core.protocols.store import CacheMetadata
 
@@ -66,17 +70,18 @@ def run_cache(
     """Cache activations of ``adapter`` on dataset ``data`` under store root ``out``.
 
     Returns the cache directory. Re-running with the same arguments resumes an interrupted cache
-    or returns the finished one immediately. ``dist`` (under torchrun): the ranks split the
-    dataset into blocks and write disjoint shards of the same cache.
+    or returns the finished one immediately. Options are validated before the model loads; the
+    cache directory is locked while it is written (a concurrent second writer gets an error).
+    ``dist`` (under torchrun): the ranks split the dataset into blocks and write disjoint shards
+    of the same cache.
     """
     from sae_core.datasets import open_dataset
     from sae_core.plugins import get_component
 
-    if batch_size < 1:
-        raise SAEError(f"--batch-size must be >= 1, got {batch_size}")
-    if max_examples is not None and max_examples < 1:
-        raise SAEError(f"--max-examples must be >= 1, got {max_examples}")
-    dtype = normalize_dtype(dtype)
+    # every option is checked before the model loads (which can take minutes)
+    dtype = _check_options(request, out, dtype=dtype, batch_size=batch_size, num_workers=num_workers,
+                           max_examples=max_examples, shard_examples=shard_examples)
+    get_component("store", store)  # unknown store names list the installed ones
     dist = dist or Dist()
     if dist.active:  # each rank on its own GPU
         request = dataclasses.replace(request, device=dist.device(request.device))
@@ -94,6 +99,7 @@ def run_cache(
     if n_total == 0:
         raise SAEError(f"dataset {data!r} has no examples; point --data at a non-empty source")
     spec = model_adapter.spec()
+    _check_spec(spec)
     meta = CacheMetadata(
         adapter=spec.adapter,
         model=spec.model,
@@ -110,10 +116,57 @@ def run_cache(
         },
         extra=dict(spec.extra),
     )
-    get_component("store", store)  # unknown store names list the installed ones
     writer_opts: dict[str, Any] = {}
     if shard_examples is not None:
         writer_opts["shard_examples"] = shard_examples
+    # one writer per cache: a second `sae cache` of the same thing fails instead of racing it
+    lock = DirLock(Path(out) / meta.fingerprint(), "cache", hint=", or cache into another --out root")
+    with lock.collective(dist) if store == "local" else contextlib.nullcontext():
+        path = _write(model_adapter, dataset, meta, out, store, writer_opts, dist, n_total,
+                      batch_size=batch_size, num_workers=num_workers, progress=progress, request=request)
+    if dataset.skipped and dist.is_main:
+        print(f"warning: {dataset.skipped} example(s) of {data!r} could not be read and were skipped "
+              f"(counted in {path / 'cache_runs.jsonl'})", file=sys.stderr)
+    return path
+
+
+def _check_spec(spec: Any) -> None:
+    """An adapter's spec must be consistent before anything is written: one token kind per
+    position, and image geometry (if any) the viewer can use (see ImageGeometry)."""
+    from sae_core.protocols.geometry import ImageGeometry
+
+    if len(spec.token_kinds) != spec.tokens_per_example:
+        raise SAEError(f"adapter {spec.adapter!r} declares {spec.tokens_per_example} tokens per example but "
+                       f"{len(spec.token_kinds)} token kinds; its spec() must give one kind per position")
+    if ImageGeometry.present(spec.extra):
+        try:
+            ImageGeometry.from_extra(spec.extra, n_patches=spec.token_kinds.count("patch"))
+        except SAEError as e:
+            raise SAEError(f"adapter {spec.adapter!r}: {e}") from None
+
+
+def _check_options(request: AdapterRequest, out: Path, *, dtype: str, batch_size: int, num_workers: int,
+                   max_examples: int | None, shard_examples: int | None) -> str:
+    """Validate what can be validated without the model; returns the canonical dtype."""
+    from sae_core.validate import check_device, check_input_file, check_output_dir, check_positive
+
+    check_positive(batch_size, "--batch-size")
+    check_positive(max_examples, "--max-examples")
+    check_positive(shard_examples, "--shard-examples")
+    check_positive(num_workers, "--num-workers", minimum=0)
+    check_positive(request.context_size, "--context-size")
+    dtype = normalize_dtype(dtype)
+    check_device(request.device)
+    check_output_dir(out)
+    if request.checkpoint is not None:
+        check_input_file(request.checkpoint, "--checkpoint")
+    return dtype
+
+
+def _write(model_adapter: ModelAdapter, dataset: Any, meta: CacheMetadata, out: Path, store: str,
+           writer_opts: dict[str, Any], dist: Dist, n_total: int, *, batch_size: int, num_workers: int,
+           progress: bool, request: AdapterRequest) -> Path:
+    """Write (or finish) the cache of ``meta`` under ``out``, holding its lock."""
     if dist.active:
         return _cache_blocks(model_adapter, dataset, meta, out, store, writer_opts, dist,
                              batch_size=batch_size, num_workers=num_workers, progress=progress, request=request)
@@ -124,12 +177,11 @@ def run_cache(
     except ParallelCacheInProgress:  # started by torchrun ranks: finish it block by block, alone
         return _cache_blocks(model_adapter, dataset, meta, out, store, writer_opts, dist,
                              batch_size=batch_size, num_workers=num_workers, progress=progress, request=request)
-    if hasattr(model_adapter, "write_extras"):
-        model_adapter.write_extras(writer.path)
+    model_adapter.write_extras(writer.path)
     start = writer.n_done
     if start >= n_total:
         return writer.close()
-    bar = _progress(n_total, start, progress, unit=spec.extra.get("example_unit", "ex"))
+    bar = _progress(n_total, start, progress, unit=meta.extra.get("example_unit", "ex"))
     t0 = time.perf_counter()
     try:
         _fill(writer, model_adapter, dataset, start, bar, batch_size=batch_size, num_workers=num_workers)
@@ -168,7 +220,7 @@ def _cache_blocks(
     backend = get_component("store", store).build()
     path = Path(out) / meta.fingerprint()
     blocks = backend.plan_blocks(out, meta, len(dataset), dist.world) if dist.is_main else None
-    if dist.is_main and hasattr(adapter, "write_extras"):
+    if dist.is_main:
         adapter.write_extras(path)
     blocks = dist.all_gather_object(blocks)[0]  # everyone waits for rank 0's plan
     if blocks is None:  # already complete
@@ -232,5 +284,4 @@ def _write_run_log(
         "device": request.device,
         "world_size": world,
     }
-    with open(path / "cache_runs.jsonl", "a") as f:
-        f.write(json.dumps(record) + "\n")
+    append_line(path / "cache_runs.jsonl", json.dumps(record), sync=True)

@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from sae_core.errors import SAEError
+from sae_core.errors import SAEError, os_error_message
 
 HELP = (
     "Train sparse autoencoders on the activations of any network (ViTs, CLIP, language models) "
@@ -31,12 +31,28 @@ def build_app() -> typer.Typer:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point: user errors become one line on stderr and exit status 1."""
+    """Console-script entry point: user errors become one line on stderr and exit status 1.
+
+    A full disk or an unwritable place (``OSError`` ENOSPC/EROFS/EACCES) is a user-fixable
+    condition too and gets the same treatment; any other exception is a bug and keeps its
+    traceback. A run stopped by SIGINT/SIGTERM exits with 128 + the signal number.
+    """
     try:
         build_app()(args=argv, prog_name="sae")
     except SAEError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {_one_line(str(e))}", file=sys.stderr)
+        raise SystemExit(e.exit_code) from None
+    except OSError as e:
+        message = os_error_message(e)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
         raise SystemExit(1) from None
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         raise SystemExit(130) from None
+
+
+def _one_line(message: str) -> str:
+    """Error messages are one line: embedded newlines (from library errors) become spaces."""
+    return " ".join(message.split())

@@ -72,6 +72,15 @@ class Dist:
             torch.distributed.broadcast(t, src=src)
         return t
 
+    def any(self, flag: bool) -> bool:
+        """Whether ``flag`` is set on any rank (a tiny CPU all-reduce over the gloo group), e.g. so
+        that every rank stops at the same step after a signal reached only some of them."""
+        if not self.active:
+            return flag
+        t = torch.tensor([int(flag)])
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX, group=self._cpu_group)
+        return bool(t.item())
+
     def all_gather_object(self, obj: Any) -> list[Any]:
         if not self.active:
             return [obj]

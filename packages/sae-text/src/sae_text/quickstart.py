@@ -36,12 +36,17 @@ def quickstart(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Run the main job end to end offline: cache MiniLM activations on Python docstrings,
-    train a TopK sweep, analyse it, and print how to open it in the viewer."""
-    from sae_core.caching import run_cache
-    from sae_core.errors import SAEError
-    from sae_core.protocols import AdapterRequest
-    from sae_core.stores import open_reader
-    from sae_core.train import expand, run_training
+    train a TopK sweep, analyse it, and print how to open it in the viewer. Re-running reuses
+    the cache and replaces the run."""
+    from sae_core import (
+        SWEEP_FILE,
+        AdapterRequest,
+        SAEError,
+        cache_activations,
+        expand_sweep,
+        open_reader,
+        run_training,
+    )
 
     for name, value in (("--steps", steps), ("--max-examples", max_examples), ("--batch-size", batch_size)):
         if value < 1:
@@ -54,14 +59,14 @@ def quickstart(
     label = "MiniLM" if model == "minilm" else model
     typer.echo(f"[1/3] caching {label} layer {layer} on pydocs ({max_examples} documents, adapter {adapter})")
     request = AdapterRequest(model=model, layers=[str(layer)], context_size=context_size, device=device)
-    cache = run_cache(adapter, request, "pydocs", out_dir / "cache", batch_size=32, max_examples=max_examples,
+    cache = cache_activations(adapter, request, "pydocs", out_dir / "cache", batch_size=32, max_examples=max_examples,
                       progress=not quiet)
     times["cache"] = time.perf_counter() - t0
     reader = open_reader(cache)
     n_tokens = reader.n_tokens("token")
     typer.echo(f"      {cache}  ({reader.n_examples} windows, {n_tokens:,} tokens, d_model {reader.meta.d_model})")
     typer.echo(f"[2/3] training TopK SAEs k in {{16, 32}}, expansion 8, {steps} steps, as one bank")
-    config = expand(
+    config = expand_sweep(
         str(cache), reader.meta.d_model,
         {"layer": 0, "tokens": "token", "batch_size": min(batch_size, n_tokens)},
         {"arch": "topk", "k": [16, 32], "exp_factor": 8, "lr": 1e-3},
@@ -69,7 +74,7 @@ def quickstart(
         str(out_dir / "run"),
     )
     t = time.perf_counter()
-    run = run_training(config, progress=not quiet)
+    run = run_training(config, progress=not quiet, overwrite=True)  # re-running the demo replaces its run
     times["train"] = time.perf_counter() - t
     t = time.perf_counter()
     analysed = _analyse(run, cache, device, quiet)
@@ -79,7 +84,7 @@ def quickstart(
     typer.echo("")
     spent = ", ".join(f"{k} {v:.0f} s" for k, v in times.items())
     typer.echo(f"done in {time.perf_counter() - t0:.0f} s ({spent}). Next:")
-    sweep = json.loads((run / "sweep.json").read_text())
+    sweep = json.loads((run / SWEEP_FILE).read_text())
     commands = _installed_commands()
     if "view" in commands:
         typer.echo(f"  sae view {run}            # browse features in the viewer")
@@ -87,16 +92,18 @@ def quickstart(
     typer.echo(f"  sae info {run}/{sweep['saes'][0]['name']}   # one SAE: config and final metrics")
     if "export" in commands:
         typer.echo(f"  sae export {run}/{sweep['saes'][0]['name']} --format saelens --out exported/")
-    typer.echo("  python -c \"from sae_core.checkpoint import load_sae; sae = load_sae('" + str(run / sweep["saes"][0]["name"]) + "')\"")
+    typer.echo("  python -c \"from sae_core import load_sae; sae = load_sae('" + str(run / sweep["saes"][0]["name"]) + "')\"")
 
 
 def _print_table(run: Path) -> None:
     """Final and held-out FVU, L0, dead latents and the downstream score of every SAE."""
-    sweep = json.loads((run / "sweep.json").read_text())
+    from sae_core import SWEEP_FILE, layout
+
+    sweep = json.loads((run / SWEEP_FILE).read_text())
     rows, causal = [], False
     for s in sweep["saes"]:
-        recon = run / s["path"] / "reconstruction.json"
-        down_path = run / s["path"] / "downstream.json"
+        recon = run / s["path"] / layout.RECONSTRUCTION_FILE
+        down_path = run / s["path"] / layout.DOWNSTREAM_FILE
         down = json.loads(down_path.read_text()) if down_path.exists() else {}
         causal = causal or "ce_loss_recovered" in down
         score = down.get("embedding_cosine", down.get("ce_loss_recovered"))
@@ -117,17 +124,17 @@ def _print_table(run: Path) -> None:
 
 def _installed_commands() -> set[str]:
     """Names of the `sae` sub-commands this installation provides."""
-    from sae_core.cli import build_app
+    from sae_core import build_app
 
     app = build_app()
     return {c.name or c.callback.__name__ for c in app.registered_commands if c.callback is not None}
 
 
 def _analyse(run: Path, cache: Path, device: str, quiet: bool) -> bool:
-    """Run the built-in analyses if this installation has them (sae_core.analyses)."""
-    try:
-        from sae_core.analyses.runner import analyse_run
-    except ImportError:
+    """Run the installed analyses (none installed: nothing to do)."""
+    from sae_core import analyse_run, get_registry
+
+    if not get_registry().names("analysis"):
         return False
     analyse_run(run, data=cache, device=device, progress=not quiet)
     return True

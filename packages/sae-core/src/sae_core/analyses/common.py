@@ -13,14 +13,52 @@ from sae_core.protocols.analysis import AnalysisContext
 
 def layer_and_positions(ctx: AnalysisContext) -> tuple[int, np.ndarray]:
     """The cache layer the SAE was trained on and the token positions it saw."""
-    source = ctx.sae.cfg.get("source", {})
-    layer = source.get("layer", source.get("layer_index", 0))
-    return ctx.reader.layer_index(layer), ctx.reader.positions(source.get("tokens", "all"))
+    source = ctx.sae.cfg.source
+    layer = source.layer if source.layer is not None else (source.layer_index or 0)
+    return ctx.reader.layer_index(layer), ctx.reader.positions(source.tokens)
 
 
-def row_range(ctx: AnalysisContext) -> tuple[int, int]:
+def sae_split(ctx: AnalysisContext) -> Any:
+    """The validation split the SAE was trained with (its cfg.json ``val``), or None."""
+    from sae_core.split import ExampleSplit
+
+    val = ctx.sae.cfg.val
+    return ExampleSplit(float(val.fraction), int(val.seed)) if val.fraction > 0 else None
+
+
+def analysis_rows(ctx: AnalysisContext, legacy: str = "all") -> np.ndarray:
+    """Cache rows an analysis reads (ascending), chosen by ``--option split=``:
+
+    - ``val`` (default): the SAE's validation examples — whole examples its training never read;
+    - ``all``: every row; ``tail``: the last ``heldout_frac`` (10%) of rows.
+
+    SAEs trained without a validation split (older runs, ``--val-fraction 0``) default to
+    ``legacy``: ``all`` for the descriptive analyses, ``tail`` for the metrics, as before. At most
+    ``--max-examples`` rows are read (the first ones of the selection).
+    """
+    from sae_core.errors import SAEError
+    from sae_core.split import Selection
+
+    split = sae_split(ctx)
+    side = option(ctx, "split", "val" if split is not None else legacy, str)
+    if side not in ("val", "all", "tail"):
+        raise SAEError(f"--option split= must be val, all or tail, got {side!r}")
     n = ctx.reader.n_examples
-    return 0, n if ctx.max_examples is None else min(n, ctx.max_examples)
+    if side == "val":
+        if split is None:
+            raise SAEError(f"SAE {ctx.checkpoint} was trained without a validation split; use --option split=tail or all")
+        rows = ctx.reader.rows(Selection(split, "val"))
+    elif side == "tail":
+        frac = option(ctx, "heldout_frac", 0.1, float, "fraction")
+        rows = np.arange(n - max(1, int(n * frac)), n, dtype=np.int64)
+    else:
+        rows = np.arange(n, dtype=np.int64)
+    if ctx.max_examples is not None:
+        rows = rows[: ctx.max_examples]
+    if not len(rows):
+        raise SAEError(f"no {side} rows to analyse in cache {ctx.reader.path}; cache more data, or pick "
+                       "another --option split= (val, all, tail)")
+    return rows
 
 
 def option(ctx: AnalysisContext, name: str, default: Any, cast: Callable[[Any], Any], check: str = "") -> Any:
@@ -42,23 +80,28 @@ def option(ctx: AnalysisContext, name: str, default: Any, cast: Callable[[Any], 
     return value
 
 
-def heldout_rows(ctx: AnalysisContext) -> tuple[int, int]:
-    """The held-out rows: the last ``heldout_frac`` (default 10%) of the analysed rows, at least one.
-
-    Training reads the whole cache, so in a shuffled cache these are the best available held-out
-    sample of the same distribution."""
-    lo, hi = row_range(ctx)
-    frac = option(ctx, "heldout_frac", 0.1, float, "fraction")
-    return hi - max(1, int((hi - lo) * frac)), hi
+def heldout_rows(ctx: AnalysisContext) -> np.ndarray:
+    """Rows the metrics analyses (reconstruction, downstream) read: see :func:`analysis_rows`."""
+    return analysis_rows(ctx, legacy="tail")
 
 
-def iter_rows(ctx: AnalysisContext, start: int, stop: int, rows_per_chunk: int) -> Iterator[tuple[int, torch.Tensor, np.ndarray]]:
-    """(first row, acts (n, T, d) of the SAE's layer, index records (n, T)) in row order."""
+def read_rows(ctx: AnalysisContext, rows: np.ndarray, layer: int) -> tuple[torch.Tensor, np.ndarray]:
+    """Acts ``(n, 1, T, d)`` and index ``(n, T)`` of the given ascending rows (contiguous runs read
+    at once)."""
+    breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+    parts = [ctx.reader.read_examples(int(run[0]), int(run[-1]) + 1, layers=[layer]) for run in np.split(rows, breaks)]
+    if len(parts) == 1:
+        return parts[0]
+    return torch.cat([a for a, _ in parts]), np.concatenate([i for _, i in parts])
+
+
+def iter_rows(ctx: AnalysisContext, rows: np.ndarray, rows_per_chunk: int) -> Iterator[tuple[np.ndarray, torch.Tensor, np.ndarray]]:
+    """(row numbers (n,), acts (n, T, d) of the SAE's layer, index records (n, T)) in row order."""
     li, _ = layer_and_positions(ctx)
-    for lo in range(start, stop, rows_per_chunk):
-        hi = min(stop, lo + rows_per_chunk)
-        acts, index = ctx.reader.read_examples(lo, hi, layers=[li])
-        yield lo, acts[:, 0].to(ctx.device), index
+    for lo in range(0, len(rows), rows_per_chunk):
+        chunk = rows[lo : lo + rows_per_chunk]
+        acts, index = read_rows(ctx, chunk, li)
+        yield chunk, acts[:, 0].to(ctx.device), index
 
 
 def selected_mask(ctx: AnalysisContext, index: np.ndarray) -> torch.Tensor:
@@ -74,26 +117,22 @@ def rows_per_chunk(ctx: AnalysisContext) -> int:
 
 
 def encode_tokens(ctx: AnalysisContext, x: torch.Tensor) -> torch.Tensor:
-    """(n, T, d) -> (n, T, d_sae) latents."""
+    """(n, T, d) -> (n, T, d_sae) codes (signed if the SAE's architecture says so: a latent fires
+    where its code is non-zero, see :mod:`sae_core.codes`)."""
     n, t, d = x.shape
     with torch.no_grad():
         return ctx.sae.encode(x.reshape(n * t, d)).view(n, t, -1)
 
 
 def save_safetensors(path, tensors: dict[str, torch.Tensor], meta: dict[str, str] | None = None) -> None:
-    import os
+    """Durably write an analysis's tensors (see :mod:`sae_core.io`)."""
+    from sae_core.weights import save_weights
 
-    from safetensors.torch import save_file
-
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=meta)
-    os.replace(tmp, path)
+    save_weights(path, tensors, metadata=meta)
 
 
 def save_json(path, doc) -> None:
-    import json
-    import os
+    """Durably write an analysis's JSON result."""
+    from sae_core.io import atomic_write_json
 
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=2, default=float))
-    os.replace(tmp, path)
+    atomic_write_json(path, doc, default=float)

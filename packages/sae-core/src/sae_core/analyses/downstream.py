@@ -15,8 +15,8 @@ are replaced by the SAE's reconstruction, or by zeros for the baseline, and the 
 The activations the live model produces at the layer are checked against the cache
 (``cache_rel_error``): a large value means the re-created model is not the one that was cached.
 
-Adapters opt in by implementing ``splice_eval(index, mask, layer, replace, *, dataset=None,
-batch_rows=8) -> dict``. When the adapter plugin is not installed, does not implement it, or
+Adapters opt in by implementing ``ModelAdapter.splice_eval(index, mask, layer, replace, *,
+dataset=None, batch_rows=8) -> dict``. When the adapter plugin is not installed, does not implement it, or
 the model or dataset cannot be re-created here, ``downstream.json`` records ``skipped`` with the
 reason instead of failing the other analyses. Writes ``downstream.json``.
 """
@@ -29,8 +29,9 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from sae_core.analyses.common import heldout_rows, layer_and_positions, option, save_json
+from sae_core.analyses.common import heldout_rows, layer_and_positions, option, read_rows, save_json
 from sae_core.errors import SAEError, UnknownComponentError
+from sae_core.layout import DOWNSTREAM_FILE
 from sae_core.protocols.analysis import Analysis, AnalysisContext
 
 MISMATCH = 0.05  # cache_rel_error above this: the re-created model does not reproduce the cache
@@ -40,7 +41,7 @@ class Downstream(Analysis):
     """Model output with the SAE spliced in: LM CE loss recovered, or embedding cosine."""
 
     name: ClassVar[str] = "downstream"
-    options: ClassVar[tuple[str, ...]] = ("downstream_rows", "downstream_batch", "heldout_frac")
+    options: ClassVar[tuple[str, ...]] = ("downstream_rows", "downstream_batch", "split", "heldout_frac")
 
     def __init__(self) -> None:
         self._adapters: dict[str, Any] = {}  # one model per cache and device, shared by the SAEs of a run
@@ -53,25 +54,24 @@ class Downstream(Analysis):
         meta = ctx.reader.meta
         li, positions = layer_and_positions(ctx)
         layer = meta.layers[li]
-        tokens = ctx.sae.cfg.get("source", {}).get("tokens", "all")
+        tokens = ctx.sae.cfg.source.tokens
         head = {"adapter": meta.adapter, "model": meta.model, "layer": layer, "tokens": tokens}
         try:
             component = get_component("adapter", meta.adapter)
         except UnknownComponentError as e:
             return self._skip(ctx, head, f"the adapter plugin that made the cache is not installed: {e}")
-        if isinstance(component.factory, type) and not callable(getattr(component.factory, "splice_eval", None)):
-            return self._skip(ctx, head, f"adapter {meta.adapter!r} does not implement splice_eval")  # known without a model
-        start_h, stop = heldout_rows(ctx)
-        start = max(start_h, stop - n_rows)
-        acts, index = ctx.reader.read_examples(start, stop, layers=[li])
+        if _lacks_splice(component.factory):  # known without building the model
+            return self._skip(ctx, head, f"adapter {meta.adapter!r} does not implement splice_eval")
+        rows = heldout_rows(ctx)[-n_rows:]
+        acts, index = read_rows(ctx, rows, li)
         allowed = np.zeros(index.shape, dtype=bool)
         allowed[:, positions] = True
         mask = index["valid"].astype(bool) & allowed
         if not mask.any():
-            raise SAEError(f"no held-out tokens of kind {tokens!r} in {ctx.reader.path} rows {start}:{stop}; cache more data")
+            raise SAEError(f"no held-out tokens of kind {tokens!r} in {len(rows)} rows of {ctx.reader.path}; cache more data")
         try:
             adapter = self._adapter(component, meta, ctx.device)
-            if not callable(getattr(adapter, "splice_eval", None)):
+            if _lacks_splice(type(adapter)):
                 return self._skip(ctx, head, f"adapter {meta.adapter!r} does not implement splice_eval")
             dataset = None
             if adapter.modality != "text":  # text adapters read the tokens from the index
@@ -96,12 +96,12 @@ class Downstream(Analysis):
 
         result = adapter.splice_eval(index, mask, layer, replace, dataset=dataset, batch_rows=batch_rows)
         rel = (check["err"] / max(check["ref"], 1e-30)) ** 0.5 if check["at"] == len(cached) else None
-        result = {**head, "rows": [start, stop], "n_rows": stop - start, "n_spliced_tokens": int(mask.sum()),
+        result = {**head, "rows": [int(rows[0]), int(rows[-1]) + 1], "n_rows": len(rows), "n_spliced_tokens": int(mask.sum()),
                   **result, "cache_rel_error": rel}
         if rel is not None and rel > MISMATCH:
             result["warning"] = (f"the re-created model's activations differ from the cache by {rel:.1%}: "
                                  "it is not the model that was cached, so these numbers do not describe it")
-        save_json(ctx.checkpoint / "downstream.json", result)
+        save_json(ctx.checkpoint / DOWNSTREAM_FILE, result)
         return result
 
     def _adapter(self, component: Any, meta: Any, device: str) -> Any:
@@ -120,5 +120,12 @@ class Downstream(Analysis):
 
     def _skip(self, ctx: AnalysisContext, head: dict[str, Any], why: str) -> dict[str, Any]:
         result = {**head, "skipped": why}
-        save_json(ctx.checkpoint / "downstream.json", result)
+        save_json(ctx.checkpoint / DOWNSTREAM_FILE, result)
         return result
+
+
+def _lacks_splice(factory: Any) -> bool:
+    """Whether an adapter class (or a factory that is not one: unknown until built) lacks splice_eval."""
+    from sae_core.protocols.adapter import ModelAdapter
+
+    return isinstance(factory, type) and issubclass(factory, ModelAdapter) and not factory.supports("splice_eval")

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sae_core.errors import SAEError
+
+if TYPE_CHECKING:
+    from sae_core.layout import SAECheckpointConfig
 
 
 def analyse_run(
@@ -18,12 +23,22 @@ def analyse_run(
     max_examples: int | None = None,
     options: dict[str, Any] | None = None,
     progress: bool = True,
+    allow_incomplete: bool = False,
 ) -> dict[str, dict[str, Any]]:
-    """Analyse every checkpoint under ``path``; returns {checkpoint name: {analysis: summary}}."""
+    """Analyse every checkpoint under ``path``; returns {checkpoint name: {analysis: summary}}.
+
+    Each checkpoint's cache is ``data`` or the one it records (re-resolved like a resumed run's,
+    see :mod:`sae_core.train.rundir`); an incomplete cache is refused unless ``allow_incomplete``.
+    Results go beside each checkpoint, so every checkpoint directory must be writable (checked
+    before any analysis runs).
+    """
     from sae_core.checkpoint import find_checkpoints, load_sae
     from sae_core.plugins import get_registry
     from sae_core.protocols.analysis import AnalysisContext
-    from sae_core.stores import open_reader
+    from sae_core.stores import check_complete, open_reader
+    from sae_core.validate import check_device
+
+    check_device(device)
 
     registry = get_registry()
     names = only or [c.name for c in registry.all("analysis") if c.attrs.get("default", True)]
@@ -35,6 +50,10 @@ def analyse_run(
     out: dict[str, dict[str, Any]] = {}
     readers: dict[str, Any] = {}
     ckpts = find_checkpoints(path)
+    for ckpt in ckpts:
+        if not os.access(ckpt, os.W_OK | os.X_OK):
+            raise SAEError(f"cannot write analysis results into {ckpt} (read-only or no permission); copy the run "
+                           "to a writable place and analyse the copy")
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -42,11 +61,10 @@ def analyse_run(
         bar = tqdm(total=len(ckpts) * len(analyses), desc="analyses", unit="analysis")
     for ckpt in ckpts:
         sae = load_sae(ckpt, device=device)
-        cache = str(data or sae.cfg.get("source", {}).get("cache", ""))
-        if not cache:
-            raise SAEError(f"{ckpt} does not record its cache; pass --data CACHE_DIR")
+        cache = str(data) if data is not None else _recorded_cache(ckpt, sae.cfg)
         if cache not in readers:
             readers[cache] = open_reader(cache)
+            check_complete(readers[cache], allow_incomplete=allow_incomplete)
         reader = readers[cache]
         if reader.meta.d_model != sae.d_in:
             raise SAEError(
@@ -63,3 +81,25 @@ def analyse_run(
     if bar is not None:
         bar.close()
     return out
+
+
+def _recorded_cache(ckpt: Path, cfg: SAECheckpointConfig) -> str:
+    """The cache a checkpoint was trained on: through its run's ``config.json`` (relative to the
+    run, so a moved run with its cache works), else the absolute path in ``cfg.json``."""
+    import json
+
+    from sae_core.layout import RUN_CONFIG_FILE
+    from sae_core.train.rundir import resolve_cache
+
+    source = cfg.source
+    run_cfg = ckpt.parent / RUN_CONFIG_FILE
+    if run_cfg.is_file():
+        try:
+            doc = json.loads(run_cfg.read_text())
+        except ValueError:
+            doc = {}
+        if isinstance(doc, dict) and doc.get("cache_fingerprint") == source.cache_fingerprint:
+            with contextlib.suppress(SAEError):
+                return resolve_cache(doc, ckpt.parent, f"SAE {ckpt}")
+    record = {"cache": source.cache, "cache_fingerprint": source.cache_fingerprint}
+    return resolve_cache(record, ckpt, f"SAE {ckpt}")

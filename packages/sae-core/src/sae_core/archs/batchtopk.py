@@ -5,13 +5,21 @@ Training, per SAE, on a batch of B tokens:
     τ_b = the (k·B)-th largest entry of a over the batch
     f   = a · 1[a ≥ τ_b]                         (k active latents per token on average)
     L   = ||x − x̂||² + α_aux ||e − ê||²          (AuxK as in TopK)
-    θ  ← m·θ + (1 − m)·τ_b                        (running threshold, momentum m)
-Inference is a JumpReLU with that threshold: f = a · 1[a > θ], so a token's code no longer
+    θ  ← m·θ + (1 − m)·τ_b                        (running estimate, momentum m, seeded by τ_0)
+Inference is a JumpReLU with one global threshold: f = a · 1[a > θ], so a token's code no longer
 depends on the rest of its batch. The checkpoint stores θ as ``threshold`` [d_sae].
+
+The saved θ is *calibrated*, not the running estimate: after the last step the trainer calls
+:meth:`BatchTopKBank.calibrate` on the next few batches of the stream and θ becomes the mean of
+their τ_b under the final weights. The running EMA lags whenever τ_b drifts (the encoder keeps
+growing during training): measured on MiniLM, d_sae 1536, the EMA (m = 0.99, as in SAELens)
+gave a checkpoint L0 of 45 for k = 4 after 40 steps and 14.6 for k = 16 after 400; the
+calibrated θ gave 4.00 and 15.9 (an EMA started after warmup: 23.9 and 14.3).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -31,6 +39,7 @@ class BatchTopKBank(Bank):
     Hyper: ClassVar[type] = BatchTopKHyper
     init_encoder_scale: ClassVar[float] = TopKBank.init_encoder_scale  # same selection rule, same reason
     extra_tensors: ClassVar[tuple[str, ...]] = ("threshold",)
+    train_matches_inference: ClassVar[bool] = False  # batch top-k in training, threshold at inference
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -73,6 +82,14 @@ class BatchTopKBank(Bank):
             self._threshold_seen.fill_(True)
         return pre, a * mask, mask, tau
 
+    @torch.no_grad()
+    def calibrate(self, batches: Iterable[torch.Tensor], comm: BatchComm | None = None) -> None:
+        """θ ← mean over ``batches`` of each SAE's batch threshold τ_b under the current weights."""
+        taus = [self.batch_mask(self.pre_acts(x).relu(), comm)[1] for x in batches]  # [(n,)]
+        if taus:
+            self.threshold.copy_(torch.stack(taus).mean(0)[:, None].expand_as(self.threshold))
+            self._threshold_seen.fill_(True)
+
     def train_forward(self, x: torch.Tensor, ctx: TrainContext) -> TrainOutput:
         pre, f, mask, tau = self.train_codes(x, ctx.comm)  # f: (n, batch, d_sae)
         recon = self.decode(f)
@@ -93,3 +110,4 @@ class BatchTopK(BankArchitecture):
     name = "batchtopk"
     Hyper = BatchTopKHyper
     bank_cls = BatchTopKBank
+    saelens_architecture = "jumprelu"  # inference is a JumpReLU with the learned threshold

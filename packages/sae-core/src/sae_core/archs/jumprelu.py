@@ -1,21 +1,40 @@
 """JumpReLU SAE (Rajamanoharan et al., 2024) trained with straight-through estimators.
 
-    pre = (x − b_dec) W_enc + b_enc,    θ = exp(log_threshold)  (per latent, > 0)
+    pre = (x − b_dec) W_enc + b_enc,    θ ≥ 0 per latent (a parameter, projected to θ ≥ 0)
     f   = pre · H(pre − θ)                             (H: Heaviside step)
-    L0  = Σ_i H(pre_i − θ_i)
-    L   = ||x − x̂||² + λ·w(t)·L0                       (penalty mode)
-    L   = ||x − x̂||² + λ·w(t)·(L0 / L0_target − 1)²     (target-L0 mode, when target_l0 is set)
+    l0  = Σ_i H(pre_i − θ_i)                            (per token)
+    L   = ||x − x̂||² + λ·w(t)·L0,          L0 = E_batch[l0]      (penalty mode)
+    L   = ||x − x̂||² + λ·w(t)·(2/T)·(L0 − T)²                    (target mode, target_l0 = T)
 
 H has zero gradient almost everywhere, so θ learns through pseudo-derivatives with a rectangle
 kernel K(u) = 1[|u| < ½] of bandwidth ε:
     ∂f/∂θ := −(θ/ε)·K((pre − θ)/ε),     ∂H/∂θ := −(1/ε)·K((pre − θ)/ε)
-(pre itself gets the exact gradient H(pre − θ) through f, and none through L0). Decoder rows are
-kept at unit norm. The checkpoint stores θ as ``threshold`` [d_sae].
+(pre itself gets the exact gradient H(pre − θ) through f, and none through l0: DeepMind's STE).
+Decoder rows are kept at unit norm. The checkpoint stores θ as ``threshold`` [d_sae].
+
+Choices, and why (measured on MiniLM layer-3 residuals, d_sae 1536, batch 256, lr 3e-3, 400 steps;
+docs/benchmarks.md has the table):
+
+- θ is parametrised directly, as in Gemma Scope, dictionary_learning and SAELens ≥ 6. The old
+  log-θ parametrisation moved θ multiplicatively by ~lr per Adam step, so from 1e-3 it never
+  reached the O(1) scale of normalised pre-activations: target_l0 = 16 gave L0 713.
+- θ starts at the data's scale: each latent's θ is the quantile of its own pre-activations (on
+  the trainer's initialisation sample) at which it fires on ``init_l0 / d_sae`` of tokens
+  (Anthropic's 2025 init idea: every latent starts alive, at a known rate). Starting denser than
+  the target (``init_l0`` = 4·T, 64 in penalty mode) kept fewer latents dead than starting at T.
+- Target mode is a quadratic in the batch's mean L0 with Gemma Scope 2's scale 2/T. The form
+  λ(L0/T − 1)² of dictionary_learning is 2T times weaker and did not move L0 at all in 400 steps
+  (targets 16 and 48 both ended at 17); Gemma Scope 2's per-token (2/T)(l0 − T)² also penalises
+  the spread of l0 over tokens, which biased L0 low (planted data, 300 steps, T = 8: 5.7 against
+  6.6 for the batch-mean form). The batch-mean form reached 16.4 and 48.3 on MiniLM; under
+  data parallelism the mean is taken over the whole batch (:class:`BatchComm`).
+- Bandwidth ε = 0.3 in normalised units (pre-activations are O(1) when E||x|| = √d_in): the
+  paper's 0.001 is relative to its own, √d_in smaller, input scale; smaller ε gave too few tokens
+  inside the kernel to move θ in a short run.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -69,15 +88,27 @@ def step(pre: torch.Tensor, theta: torch.Tensor, eps: torch.Tensor) -> torch.Ten
 @dataclass
 class JumpReLUHyper:
     l0_coeff: float = 1.0
-    target_l0: float | None = None
-    bandwidth: float = 0.001
-    init_threshold: float = 0.001
+    target_l0: float | None = None  # set: quadratic penalty around this L0 (target mode)
+    bandwidth: float = 0.3
+    init_threshold: float | None = None  # set: every θ starts here instead of at the data's scale
+    init_l0: float | None = None  # data-scaled init: starting L0 (default 4·target_l0, or 64)
 
     def validate(self, d_sae: int) -> None:
-        if self.bandwidth <= 0 or self.init_threshold <= 0:
-            raise ConfigError("jumprelu bandwidth and init_threshold must be > 0")
+        if self.bandwidth <= 0:
+            raise ConfigError(f"jumprelu bandwidth must be > 0, got {self.bandwidth}")
+        if self.init_threshold is not None and self.init_threshold < 0:
+            raise ConfigError(f"jumprelu init_threshold must be >= 0, got {self.init_threshold}")
+        if self.l0_coeff < 0:
+            raise ConfigError(f"l0_coeff must be >= 0, got {self.l0_coeff}")
         if self.target_l0 is not None and not 0 < self.target_l0 <= d_sae:
             raise ConfigError(f"target_l0={self.target_l0} must be in (0, d_sae={d_sae}]")
+        if self.init_l0 is not None and not 0 < self.init_l0 <= d_sae:
+            raise ConfigError(f"init_l0={self.init_l0} must be in (0, d_sae={d_sae}]")
+
+    def start_l0(self, d_sae: int) -> float:
+        """L0 the data-scaled init aims at (at most half the dictionary)."""
+        l0 = self.init_l0 if self.init_l0 is not None else (4 * self.target_l0 if self.target_l0 else 64.0)
+        return min(l0, d_sae / 2)
 
 
 class JumpReLUBank(Bank):
@@ -87,31 +118,47 @@ class JumpReLUBank(Bank):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        init = self.hyper_tensor("init_threshold").log()[:, None].expand(self.n, self.d_sae)
-        self.log_threshold = nn.Parameter(init.clone())
+        init = torch.tensor([h.init_threshold if h.init_threshold is not None else 0.0 for h in self.hypers])
+        self.threshold = nn.Parameter(init[:, None].expand(self.n, self.d_sae).clone())  # (n, d_sae)
 
-    @property
-    def threshold(self) -> torch.Tensor:
-        return self.log_threshold.exp()
+    @torch.no_grad()
+    def init_from_data(self, x: torch.Tensor) -> None:
+        """θ_j = the (1 − init_l0/d_sae) quantile of latent j's pre-activations on ``x`` (m, d_in)."""
+        m = x.shape[0]
+        for i, h in enumerate(self.hypers):
+            if h.init_threshold is not None:
+                continue
+            rank = min(m, max(1, round(m * (1.0 - h.start_l0(self.d_sae) / self.d_sae))))  # k-th smallest
+            xc = x.to(self.W_enc) - self.b_dec[i]  # (m, d_in)
+            for lo in range(0, self.d_sae, 4096):  # bounded memory: (m, 4096) pre-activations at a time
+                pre = torch.addmm(self.b_enc[i, lo : lo + 4096], xc, self.W_enc[i, :, lo : lo + 4096])
+                self.threshold[i, lo : lo + 4096] = pre.kthvalue(rank, dim=0).values.clamp_min(0.0)
+
+    @torch.no_grad()
+    def post_step(self) -> None:
+        super().post_step()
+        self.threshold.clamp_(min=0.0)  # θ < 0 would let negative pre-activations through
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         pre = self.pre_acts(x)
         return pre * (pre > self.threshold[:, None, :])
 
     def train_forward(self, x: torch.Tensor, ctx: TrainContext) -> TrainOutput:
-        pre = self.pre_acts(x)
+        pre = self.pre_acts(x)  # (n, batch, d_sae)
         theta = self.threshold[:, None, :]  # (n, 1, d_sae)
         eps = self.hyper_tensor("bandwidth")[:, None, None]
         f = jumprelu(pre, theta, eps)
         recon = self.decode(f)
         mse = mse_per_sae(x, recon)
-        l0 = step(pre, theta, eps).sum(-1).mean(-1)  # (n,)
+        tok_l0 = step(pre, theta, eps).sum(-1)  # (n, batch)
         targets = [h.target_l0 for h in self.hypers]
-        penalty = l0
+        penalty = tok_l0.mean(-1)  # (n,)
         if any(t is not None for t in targets):
-            tgt = torch.tensor([t if t is not None else math.nan for t in targets], device=x.device)
-            batch_l0 = ctx.comm.mean(l0)  # nonlinear in the batch mean: use the whole batch's
-            penalty = torch.where(torch.isnan(tgt), l0, (batch_l0 / tgt - 1).pow(2))
+            has_target = torch.tensor([t is not None for t in targets], device=x.device)
+            tgt = torch.tensor([t if t is not None else 1.0 for t in targets], device=x.device)[:, None]  # finite
+            batch_l0 = ctx.comm.mean(tok_l0.mean(-1, keepdim=True))  # (n, 1): the whole batch's mean L0
+            quad = (2.0 / tgt * (batch_l0 - tgt).pow(2)).squeeze(-1)  # (n,)
+            penalty = torch.where(has_target, quad, penalty)  # both branches finite: no 0·NaN in backward
         coeff = self.hyper_tensor("l0_coeff") * ctx.sparsity_scale
         active = (pre > theta).detach()
         return TrainOutput(
@@ -119,17 +166,8 @@ class JumpReLUBank(Bank):
             loss=mse + coeff * penalty,
             terms={"mse": mse.detach(), "l0_penalty": penalty.detach()},
             fired=active.float().sum(1),
-            l0=l0.detach(),
+            l0=active.float().sum(-1).mean(-1),
         )
-
-    def _export_extra(self, name: str, i: int) -> torch.Tensor:
-        return self.threshold[i].detach().clone()
-
-    def _import_tensor(self, name: str, i: int, value: torch.Tensor) -> None:
-        if name == "threshold":
-            self.log_threshold[i].copy_(value.clamp_min(1e-12).log())
-        else:
-            super()._import_tensor(name, i, value)
 
 
 class JumpReLU(BankArchitecture):
@@ -138,3 +176,4 @@ class JumpReLU(BankArchitecture):
     name = "jumprelu"
     Hyper = JumpReLUHyper
     bank_cls = JumpReLUBank
+    saelens_architecture = "jumprelu"

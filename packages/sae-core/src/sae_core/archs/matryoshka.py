@@ -6,7 +6,8 @@ reconstruct x from its first m_g latents alone:
     L   = (1/G) Σ_g ||x − x̂_g||² + α_aux ||e − ê||²
 so early latents learn general features and later ones refine them. The code f comes from a TopK
 (``base = "topk"``) or BatchTopK (``base = "batchtopk"``) encoder; prefixes default to
-d_sae/8, d_sae/4, d_sae/2, d_sae. Inference is that of the base architecture.
+d_sae/8, d_sae/4, d_sae/2, d_sae. Inference is that of the base architecture. The 1/G weighting
+follows dictionary_learning's default group weights (SAELens sums the prefix losses instead).
 """
 
 from __future__ import annotations
@@ -31,22 +32,32 @@ class MatryoshkaHyper(BatchTopKHyper):
         super().validate(d_sae)
         if not self.prefixes:
             self.prefixes = sorted({max(1, d_sae // 8), max(1, d_sae // 4), max(1, d_sae // 2), d_sae})
-        if sorted(self.prefixes) != self.prefixes or self.prefixes[-1] != d_sae or self.prefixes[0] < 1:
-            raise ConfigError(f"matryoshka prefixes must increase and end at d_sae={d_sae}, got {self.prefixes}")
+        ok = sorted(set(self.prefixes)) == self.prefixes and self.prefixes[0] >= 1 and self.prefixes[-1] == d_sae
+        if not ok:
+            raise ConfigError(f"matryoshka prefixes must strictly increase and end at d_sae={d_sae}, got {self.prefixes}")
 
 
 class MatryoshkaBank(BatchTopKBank):
+    """Each SAE has its own prefixes: the bank decodes at the union of all prefix ends (one
+    cumulative pass over the latents) and weights each SAE's losses by its own prefixes only."""
+
     name: ClassVar[str] = "matryoshka"
     Hyper: ClassVar[type] = MatryoshkaHyper
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         bases = {h.base for h in self.hypers}
-        prefixes = {tuple(h.prefixes) for h in self.hypers}
-        if len(bases) > 1 or len(prefixes) > 1:
-            raise ConfigError("matryoshka SAEs trained together in one bank must share `base` and `prefixes`")
+        if len(bases) > 1:
+            raise ConfigError("matryoshka SAEs of one bank must share `base`; the trainer puts each base in its own bank")
         self.base = bases.pop()
-        self.prefixes = list(prefixes.pop())
+        self.train_matches_inference = self.base == "topk"
+        #: union of every SAE's prefix ends, and (n, len(ends)) weights 1/G_i on SAE i's own ends
+        self.ends = sorted({m for h in self.hypers for m in h.prefixes})
+        w = torch.zeros(self.n, len(self.ends))
+        for i, h in enumerate(self.hypers):
+            for m in h.prefixes:
+                w[i, self.ends.index(m)] = 1.0 / len(h.prefixes)
+        self.register_buffer("prefix_weights", w, persistent=False)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         if self.base == "topk":
@@ -54,23 +65,34 @@ class MatryoshkaBank(BatchTopKBank):
             return torch.zeros(*idx.shape[:2], self.d_sae, device=x.device).scatter_(-1, idx, vals)
         return super().encode(x)
 
-    def train_forward(self, x: torch.Tensor, ctx: TrainContext) -> TrainOutput:
+    @torch.no_grad()
+    def calibrate(self, batches, comm=None) -> None:
         if self.base == "batchtopk":
-            pre, f, mask, _ = self.train_codes(x, ctx.comm)
-            recons = [torch.baddbmm(self.b_dec[:, None, :], f[..., :m], self.W_dec[:, :m]) for m in self.prefixes]
+            super().calibrate(batches, comm)
+
+    def train_forward(self, x: torch.Tensor, ctx: TrainContext) -> TrainOutput:
+        recons = []  # reconstruction from the first m latents, for every m in self.ends
+        if self.base == "batchtopk":
+            pre, f, mask, _ = self.train_codes(x, ctx.comm)  # f: (n, batch, d_sae)
+            r, lo = self.b_dec[:, None, :].expand(self.n, x.shape[0], self.d_in), 0
+            for m in self.ends:
+                r = torch.baddbmm(r, f[..., lo:m], self.W_dec[:, lo:m])  # (n, batch, d_in)
+                recons.append(r)
+                lo = m
             fired, l0 = mask.float().sum(1), mask.float().sum(-1).mean(-1)
         else:
             pre = self.pre_acts(x)
             idx, vals = topk_codes(pre, self.hyper_tensor("k", torch.long))
-            recons = [sparse_decode(idx, vals * (idx < m), self.W_dec) + self.b_dec[:, None, :] for m in self.prefixes]
+            recons = [sparse_decode(idx, vals * (idx < m), self.W_dec) + self.b_dec[:, None, :] for m in self.ends]
             fired, l0 = fired_counts(idx, vals, self.d_sae), (vals > 0).float().sum(-1).mean(-1)
-        recon = recons[-1]
-        nested = torch.stack([mse_per_sae(x, r) for r in recons]).mean(0)
+        recon = recons[-1]  # every SAE's prefixes end at d_sae
+        mses = torch.stack([mse_per_sae(x, r) for r in recons], dim=-1)  # (n, len(ends))
+        nested = (mses * self.prefix_weights).sum(-1)  # (n,)
         aux = auxk_loss(self, pre, x, recon, ctx.dead)
         return TrainOutput(
             recon=recon,
             loss=nested + aux,
-            terms={"mse": mse_per_sae(x, recon).detach(), "nested_mse": nested.detach(), "auxk": aux.detach()},
+            terms={"mse": mses[:, -1].detach(), "nested_mse": nested.detach(), "auxk": aux.detach()},
             fired=fired,
             l0=l0,
         )
@@ -82,3 +104,12 @@ class Matryoshka(BankArchitecture):
     name = "matryoshka"
     Hyper = MatryoshkaHyper
     bank_cls = MatryoshkaBank
+
+    @classmethod
+    def bank_key(cls, hyper: MatryoshkaHyper) -> tuple:
+        return (hyper.base,)
+
+    @classmethod
+    def saelens_target(cls, hyper: dict) -> str | None:
+        """Inference is the base encoder's: TopK, or BatchTopK's JumpReLU threshold."""
+        return "topk" if hyper.get("base") == "topk" else "jumprelu"

@@ -34,6 +34,8 @@ class TopKHyper:
             raise ConfigError(f"k={self.k} must be between 1 and d_sae={d_sae}; lower k or raise exp_factor")
         if self.aux_k is not None and self.aux_k < 1:
             raise ConfigError(f"aux_k must be >= 1, got {self.aux_k}")
+        if self.aux_coeff < 0:
+            raise ConfigError(f"aux_coeff must be >= 0, got {self.aux_coeff}")
 
 
 def own_k_values(vals: torch.Tensor, ks: torch.Tensor) -> torch.Tensor:
@@ -55,29 +57,42 @@ def fired_counts(idx: torch.Tensor, vals: torch.Tensor, d_sae: int) -> torch.Ten
     return counts.scatter_add_(1, idx.reshape(n, -1), (vals > 0).float().reshape(n, -1))
 
 
-def aux_indices(bank: Bank, pre: torch.Tensor, dead: torch.Tensor | None) -> torch.Tensor | None:
-    """(n, batch, k_aux) indices of the largest pre-activations among dead latents; None if none
-    are dead (k_aux = d_in/2 by default, capped by the number of dead latents)."""
+def aux_ks(bank: Bank, dead: torch.Tensor) -> torch.Tensor:
+    """(n,) each SAE's own k_aux: its ``aux_k`` (default d_in/2), capped by its dead latents."""
+    wanted = torch.tensor([min(h.aux_k or bank.d_in // 2, bank.d_sae) for h in bank.hypers], device=dead.device)
+    return torch.minimum(wanted, dead.sum(-1))
+
+
+def aux_indices(bank: Bank, pre: torch.Tensor, dead: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Indices (n, batch, max k_aux) of the largest pre-activations among dead latents, and the
+    mask (n, max k_aux) of the columns inside each SAE's own k_aux; None if no SAE has a dead latent.
+
+    The bank takes the top max(k_aux) once; an SAE with a smaller k_aux (or fewer dead latents)
+    ignores the columns past its own, so each SAE's AuxK is the one it would have alone.
+    """
     if dead is None or not bool(dead.any()):
         return None
-    k_aux = max(min(h.aux_k or bank.d_in // 2, bank.d_sae) for h in bank.hypers)
-    k_aux = min(k_aux, int(dead.sum(-1).max()))
+    ks = aux_ks(bank, dead)  # (n,)
+    kmax = int(ks.max())
     masked = pre.detach().masked_fill(~dead[:, None, :], float("-inf"))  # (n, batch, d_sae)
-    return masked.topk(k_aux, dim=-1).indices
+    idx = masked.topk(kmax, dim=-1).indices  # (n, batch, kmax)
+    keep = torch.arange(kmax, device=pre.device)[None, :] < ks[:, None]  # (n, kmax)
+    return idx, keep
 
 
 def auxk_from_values(
-    bank: Bank, idx: torch.Tensor | None, vals: torch.Tensor | None, x: torch.Tensor, recon: torch.Tensor,
-    dead: torch.Tensor | None,
+    bank: Bank, aux: tuple[torch.Tensor, torch.Tensor] | None, vals: torch.Tensor | None, x: torch.Tensor,
+    recon: torch.Tensor, dead: torch.Tensor | None,
 ) -> torch.Tensor:
-    """α_aux · ||e − ê||², ê decoded from the dead latents' pre-activations ``vals`` at ``idx``."""
-    if idx is None or vals is None or dead is None:
+    """α_aux · ||e − ê||², ê decoded from the dead latents' pre-activations ``vals`` at ``aux``'s
+    indices (only the columns each SAE keeps); zero for SAEs without dead latents."""
+    if aux is None or vals is None or dead is None:
         return recon.new_zeros(recon.shape[0])
-    is_dead = dead.gather(-1, idx.flatten(1)).view_as(idx)  # SAEs with fewer dead latents than k_aux
-    vals = torch.where(is_dead, vals, torch.zeros_like(vals)).relu()
+    idx, keep = aux
+    vals = torch.where(keep[:, None, :], vals, torch.zeros_like(vals)).relu()  # (n, batch, kmax)
     e = (x - recon).detach()  # (n, batch, d_in)
     e_hat = sparse_decode(idx, vals, bank.W_dec)
-    has_dead = dead.any(-1).float()  # (n,)
+    has_dead = dead.any(-1).to(recon.dtype)  # (n,)
     return bank.hyper_tensor("aux_coeff") * (e_hat - e).pow(2).sum(-1).mean(-1) * has_dead
 
 
@@ -85,8 +100,8 @@ def auxk_loss(
     bank: Bank, pre: torch.Tensor, x: torch.Tensor, recon: torch.Tensor, dead: torch.Tensor | None
 ) -> torch.Tensor:
     """α_aux · ||e − ê||² with ê reconstructed from the top-k_aux dead latents (0 if none dead)."""
-    idx = aux_indices(bank, pre, dead)
-    return auxk_from_values(bank, idx, None if idx is None else pre.gather(-1, idx), x, recon, dead)
+    aux = aux_indices(bank, pre, dead)
+    return auxk_from_values(bank, aux, None if aux is None else pre.gather(-1, aux[0]), x, recon, dead)
 
 
 class TopKBank(Bank):
@@ -110,17 +125,17 @@ class TopKBank(Bank):
         ks = self.ks()
         kmax = int(ks.max())
         idx = pre.topk(kmax, dim=-1, sorted=True).indices  # (n, batch, kmax)
-        aux_idx = aux_indices(self, pre, ctx.dead)  # (n, batch, k_aux) or None
-        both = idx if aux_idx is None else torch.cat([idx, aux_idx], dim=-1)
+        aux = aux_indices(self, pre, ctx.dead)  # ((n, batch, k_aux), (n, k_aux)) or None
+        both = idx if aux is None else torch.cat([idx, aux[0]], dim=-1)
         v = gather_pre_acts(pre, both, x, self.W_enc, self.b_enc, self.b_dec)  # (n, batch, kmax [+ k_aux])
         vals = own_k_values(v[..., :kmax], ks)  # (n, batch, kmax)
         recon = sparse_decode(idx, vals, self.W_dec) + self.b_dec[:, None, :]  # (n, batch, d_in)
         mse = mse_per_sae(x, recon)
-        aux = auxk_from_values(self, aux_idx, None if aux_idx is None else v[..., kmax:], x, recon, ctx.dead)
+        aux_loss = auxk_from_values(self, aux, None if aux is None else v[..., kmax:], x, recon, ctx.dead)
         return TrainOutput(
             recon=recon,
-            loss=mse + aux,
-            terms={"mse": mse.detach(), "auxk": aux.detach()},
+            loss=mse + aux_loss,
+            terms={"mse": mse.detach(), "auxk": aux_loss.detach()},
             fired=fired_counts(idx, vals, self.d_sae),
             l0=(vals > 0).float().sum(-1).mean(-1),
         )
@@ -132,3 +147,4 @@ class TopK(BankArchitecture):
     name = "topk"
     Hyper = TopKHyper
     bank_cls = TopKBank
+    saelens_architecture = "topk"  # SAELens topk without decoder-norm rescaling

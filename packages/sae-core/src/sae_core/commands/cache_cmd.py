@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from sae_core.commands.dynamic_help import RegistryHelpCommand
 from sae_core.errors import SAEError
 
 
@@ -22,7 +23,7 @@ def parse_kv(pairs: list[str] | None, flag: str) -> dict[str, str]:
 
 
 def cache(
-    adapter: Annotated[str, typer.Option(help="Model adapter plugin, e.g. clip, timm, tlens (see `sae plugins`).")],
+    adapter: Annotated[str, typer.Option(help="Model adapter, one of the installed: {adapter}.")],
     model: Annotated[str, typer.Option(help="Model name for the adapter, e.g. ViT-B-32/openai, gpt2, minilm.")],
     data: Annotated[str, typer.Option(help="Dataset spec NAME:ARG, e.g. folder:/imgs, samples, pydocs, text:a.txt.")],
     out: Annotated[Path, typer.Option(help="Store root; the cache goes into a content-addressed subdirectory.")],
@@ -43,7 +44,7 @@ def cache(
     num_workers: Annotated[int, typer.Option(help="Data-loading worker processes.")] = 0,
     device: Annotated[str, typer.Option(help="Torch device for the model: cpu, cuda, cuda:1, ...")] = "cpu",
     opt: Annotated[list[str] | None, typer.Option(help="Adapter-specific option KEY=VALUE (repeatable).")] = None,
-    store: Annotated[str, typer.Option(help="Activation store plugin.")] = "local",
+    store: Annotated[str, typer.Option(help="Activation store, one of the installed: {store}.")] = "local",
     shard_examples: Annotated[int | None, typer.Option(help="Examples per shard (default: ~256 MB shards).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
@@ -55,7 +56,9 @@ def cache(
     from sae_core import dist as sae_dist
     from sae_core.caching import run_cache
     from sae_core.protocols.adapter import AdapterRequest
+    from sae_core.validate import check_device
 
+    check_device(device)  # before torchrun's process group picks a backend for it
     layer_list = [x.strip() for x in layers.split(",") if x.strip()] if layers else []
     layer_list += list(hook or [])
     if not layer_list:
@@ -84,4 +87,4 @@ def cache(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("cache")(cache)
+    app.command("cache", cls=RegistryHelpCommand)(cache)

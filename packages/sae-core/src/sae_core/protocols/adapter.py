@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -37,7 +38,10 @@ class ActivationSpec:
     d_model: int
     tokens_per_example: int
     token_kinds: list[str]  # per position: "cls" | "patch" | "register" | "token"
-    extra: dict[str, Any] = field(default_factory=dict)  # patch grid, context size, weights hash, ...
+    #: JSON-able; becomes the cache metadata's ``extra`` (part of its fingerprint). Keys read by sae:
+    #: ``checkpoint``, ``context_size``, ``options`` (re-creating the model for ``downstream``),
+    #: ``example_unit`` (progress bar unit), and for images ImageGeometry.to_extra()'s keys.
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -50,9 +54,29 @@ class ActivationBatch:
     valid: np.ndarray | None = None  # (batch, tokens) bool: False for padding / BOS / special tokens
     positions: np.ndarray | None = None  # (batch, tokens) int32: position in the source example
 
+    def index_records(self) -> np.ndarray:
+        """The batch's ``INDEX_DTYPE`` records (batch, tokens), as every store writes them: example
+        id per row, position (default: 0..T-1), token id (default -1), valid (default True)."""
+        from sae_core.protocols.store import INDEX_DTYPE
+
+        n, t = int(self.acts.shape[0]), int(self.acts.shape[2])
+        ids = np.asarray(self.example_ids, dtype=np.int64).reshape(-1)
+        index = np.zeros((n, t), dtype=INDEX_DTYPE)
+        index["example"] = ids[:, None]
+        index["position"] = np.arange(t, dtype=np.int32) if self.positions is None else self.positions
+        index["token"] = -1 if self.token_ids is None else self.token_ids
+        index["valid"] = 1 if self.valid is None else np.asarray(self.valid, dtype=np.uint8)
+        return index
+
 
 class ModelAdapter(ABC):
-    """Wraps one model. Construct with an :class:`AdapterRequest`; heavy imports happen here."""
+    """Wraps one model. Construct with an :class:`AdapterRequest`; heavy imports happen here.
+
+    Required: :meth:`spec` and :meth:`iter_batches`. Optional, with defaults: :meth:`write_extras`
+    (files for the viewer) and :meth:`splice_eval` (the ``downstream`` analysis); callers ask
+    :meth:`supports` whether an optional method is implemented. Image adapters describe their
+    patch grid with :class:`~sae_core.protocols.geometry.ImageGeometry` in ``spec().extra``.
+    """
 
     name: ClassVar[str]
     modality: ClassVar[str]  # which datasets it consumes: "image" | "text"
@@ -78,3 +102,39 @@ class ModelAdapter(ABC):
     ) -> Iterator[ActivationBatch]:
         """Activations for ``dataset[start:]`` in order. Must be deterministic: the writer's
         resume relies on example ``i`` always producing the same row."""
+
+    # -- optional ---------------------------------------------------------------------------------
+    @classmethod
+    def supports(cls, method: str) -> bool:
+        """Whether this adapter implements the optional method ``method`` (e.g. ``"splice_eval"``)
+        rather than inheriting the default; known without building the model."""
+        return getattr(cls, method, None) is not getattr(ModelAdapter, method, None)
+
+    def write_extras(self, path: Path) -> None:  # noqa: B027 (optional: empty default)
+        """Write files the viewer needs into the cache directory ``path`` (e.g. a text adapter's
+        ``vocab.json``), before the first batch is cached. Use ``sae_core.atomic_write_*``.
+        Default: nothing."""
+
+    def splice_eval(
+        self,
+        index: np.ndarray,
+        mask: np.ndarray,
+        layer: str,
+        replace: Callable[[torch.Tensor], torch.Tensor],
+        *,
+        dataset: Dataset | None = None,
+        batch_rows: int = 8,
+    ) -> dict[str, Any]:
+        """Run the model on cached rows with an SAE spliced in (the ``downstream`` analysis).
+
+        ``index``: the cache's ``INDEX_DTYPE`` records (n, T) of the rows; ``mask`` (n, T) bool:
+        the positions to replace; ``layer``: a canonical layer name of ``spec()``. Run the model
+        on those rows (text: tokens from ``index["token"]``; other modalities:
+        ``dataset[index["example"][i, 0]]``) with the layer's activations at ``mask`` replaced by
+        ``replace(acts[mask])`` — call it once per chunk of rows, in row order — and return
+        JSON-able metrics: ``kind`` plus numbers (``lm_ce`` with ``ce_loss_recovered`` etc., or
+        ``embedding_cosine``; see docs/analyses.md). The analysis re-creates the adapter from the
+        cache's metadata: ``AdapterRequest(model=spec.model, layers=spec.layers,
+        checkpoint=extra["checkpoint"], context_size=extra["context_size"],
+        options=extra["options"])``. Default: not implemented (``downstream`` records a skip)."""
+        raise NotImplementedError(f"adapter {self.name!r} does not implement splice_eval")

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sae_core.errors import StoreError
-from sae_core.protocols.store import ActivationReader, ActivationWriter, CacheMetadata
+
+if TYPE_CHECKING:  # the CLI imports this package (its plugin modules) to start: keep numpy out
+    from sae_core.protocols.store import ActivationReader, ActivationWriter, CacheMetadata
 
 
 def open_writer(root: str | Path, meta: CacheMetadata, *, store: str = "local", **options: Any) -> ActivationWriter:
@@ -35,3 +37,15 @@ def open_reader(path: str | Path, *, store: str | None = None, **options: Any) -
         if subs:
             hint = f" (it is a store root; pass one of its caches: {', '.join(str(p / s) for s in subs[:5])})"
     raise StoreError(f"{p} is not an activation cache: no metadata.json{hint}")
+
+
+def check_complete(reader: ActivationReader, *, allow_incomplete: bool) -> None:
+    """Refuse a cache whose writing was interrupted (``complete: false``) unless allowed: its rows
+    are a prefix of the dataset, which silently changes what an SAE is trained or measured on.
+    (An empty cache is left to the "no samples" errors of its users, which are more precise.)"""
+    if reader.meta.complete or allow_incomplete or reader.n_examples == 0:
+        return
+    raise StoreError(
+        f"cache {reader.path} is incomplete: `sae cache` stopped after {reader.n_examples} rows; finish it by "
+        "running the same `sae cache` command again, or pass --allow-incomplete to use the rows it has"
+    )

@@ -10,17 +10,19 @@ Two modes, chosen with ``--parallel`` (or ``[train] parallel`` in a sweep file):
           each rank trains its own SAEs on the whole batch. For sweeps too big for one GPU.
 
 Both read the cache once in total per batch, and both give the same SAEs as a single process:
-init is seeded per SAE (by name), and batches are the same global batches.
+init is seeded per SAE (by its config, :func:`sae_seeds`), and batches are the same global batches.
 """
 
 from __future__ import annotations
 
+import json
 import zlib
+from dataclasses import asdict
 from typing import TYPE_CHECKING
 
 import torch
 
-from sae_core.archs.base import Bank, BatchComm
+from sae_core.protocols.architecture import Bank, BatchComm
 
 if TYPE_CHECKING:
     from sae_core.dist import Dist
@@ -47,9 +49,22 @@ class DistBatchComm(BatchComm):
         return self.dist.all_gather_cat(t.detach(), dim=dim % t.dim())
 
 
-def sae_seed(seed: int, name: str) -> int:
-    """Init seed of one SAE: a function of the run seed and its name only, never of its bank."""
-    return (seed * 1_000_003 + zlib.crc32(name.encode())) % 2**62
+def sae_seeds(seed: int, saes: list[SAEConfig]) -> dict[str, int]:
+    """Init seed of every SAE (by name): a function of the run seed and of what the SAE *is*
+    (architecture, size, hyperparameters, lr, data stream), never of its name, bank or rank.
+
+    So the same SAE gets the same init whether it trains alone (``sae train --k 32``) or inside
+    any sweep. SAEs whose configs are identical (repeats of one config) are told apart by their
+    order among those repeats: the first gets the seed a lone run of that config would get.
+    """
+    out: dict[str, int] = {}
+    repeats: dict[str, int] = {}
+    for sae in saes:
+        ident = json.dumps({"arch": sae.arch, "d_sae": sae.d_sae, "hyper": sae.hyper, "lr": sae.lr,
+                            "data": asdict(sae.data)}, sort_keys=True, default=str)
+        r = repeats[ident] = repeats.get(ident, -1) + 1
+        out[sae.name] = (seed * 1_000_003 + zlib.crc32(f"{ident}#{r}".encode())) % 2**62
+    return out
 
 
 def owners(saes: list[SAEConfig], world: int) -> list[int]:

@@ -15,24 +15,29 @@ float summation order) at any world size, and resumes at any other.
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from sae_core.archs.base import Bank, BatchComm, TrainContext
 from sae_core.checkpoint import save_sae
 from sae_core.dist import Dist
-from sae_core.errors import CheckpointError, ConfigError, SAEError
+from sae_core.errors import CheckpointError, ConfigError, RunInterrupted, SAEError
+from sae_core.layout import METRICS_FILE, SWEEP_FILE, SAECheckpointConfig, is_checkpoint, read_cfg
+from sae_core.protocols.architecture import Bank, BatchComm, TrainContext, firing_stats
+from sae_core.split import Selection
+from sae_core.train.checks import NonFiniteWatch, check_sample, nonfinite_error
 from sae_core.train.config import DataConfig, SAEConfig, TrainConfig
 from sae_core.train.init import geometric_median, norm_scale
 from sae_core.train.metrics import MetricsLog, fvu_from_sums
 from sae_core.train.optim import BankAdam
-from sae_core.train.parallel import DistBatchComm, average_grads, owners, sae_seed
+from sae_core.train.parallel import DistBatchComm, average_grads, owners, sae_seeds
 from sae_core.train.schedule import lr_factor, sparsity_factor
+from sae_core.train.signals import StopRequest
 from sae_core.train.state import commit, load_state, save_tensors, tensors_name
+from sae_core.train.step import bank_step
+from sae_core.train.validation import Validation
 
 DENSE_FREQ = 0.1  # a latent firing on more than 10% of tokens counts as dense
 
@@ -57,12 +62,21 @@ class GroupTrainer:
         self.device = torch.device(dist.device(s.device))
         self.layer = reader.layer_index(data.layer)
         self.d_in = reader.meta.d_model
-        n_samples = reader.n_tokens(data.tokens)
+        split = data.split()
+        #: training reads the train side of the validation split (None: no split, every example)
+        self.select = Selection(split, "train") if split.active else None
+        n_samples = reader.n_tokens(data.tokens, select=self.select)
         if n_samples < data.batch_size:
+            held = f" outside the validation split ({split.fraction:g} of examples)" if split.active else ""
             raise SAEError(
-                f"cache {reader.path} has {n_samples} {data.tokens!r} samples, fewer than one batch "
+                f"cache {reader.path} has {n_samples} {data.tokens!r} samples{held}, fewer than one batch "
                 f"({data.batch_size}); lower --batch-size or cache more data"
             )
+        self.val = Validation(reader, layer=self.layer, tokens=data.tokens, max_tokens=s.val_tokens,
+                              select=Selection(split, "val") if split.active else None,
+                              batch_size=data.batch_size, device=self.device)
+        self.eval_every = s.eval_every or s.log_every
+        self.best_val: dict[str, float] = {}  # keep_best: lowest validation FVU so far, per SAE
         self.shard_saes = dist.active and s.parallel == "sae"
         owner = owners(saes, dist.world) if self.shard_saes else [0] * len(saes)
         mine = [m for m, o in zip(saes, owner, strict=True) if o == dist.rank] if self.shard_saes else saes
@@ -72,17 +86,20 @@ class GroupTrainer:
         self.comm = DistBatchComm(dist) if dist.active and not self.shard_saes else BatchComm()
         self.banks: list[Bank] = []
         self.members: list[list[SAEConfig]] = []
-        by_shape: dict[tuple[str, int], list[SAEConfig]] = {}
-        for sae in mine:
-            by_shape.setdefault((sae.arch, sae.d_sae), []).append(sae)
-        from sae_core.archs.base import make_hyper
         from sae_core.plugins import get_component
 
-        for (arch_name, d_sae), members in by_shape.items():
+        # one bank per architecture, shape and structural key (e.g. Matryoshka's base encoder)
+        by_bank: dict[tuple[Any, ...], list[tuple[SAEConfig, Any]]] = {}
+        for sae in mine:
+            arch = get_component("architecture", sae.arch).factory
+            hyper = arch.make_hyper(sae.hyper, sae.d_sae)
+            by_bank.setdefault((sae.arch, sae.d_sae, arch.bank_key(hyper)), []).append((sae, hyper))
+        seeds = sae_seeds(s.seed, saes)
+        for (arch_name, d_sae, _), pairs in by_bank.items():
             arch = get_component("architecture", arch_name).factory
-            hypers = [make_hyper(arch.Hyper, arch_name, m.hyper, d_sae) for m in members]
-            gens = [torch.Generator().manual_seed(sae_seed(s.seed, m.name)) for m in members]
-            self.banks.append(arch.build_bank(self.d_in, d_sae, hypers, device=self.device, generator=gens))
+            members = [m for m, _ in pairs]
+            gens = [torch.Generator().manual_seed(seeds[m.name]) for m in members]
+            self.banks.append(arch.build_bank(self.d_in, d_sae, [h for _, h in pairs], device=self.device, generator=gens))
             self.members.append(members)
         self.opts = [
             BankAdam({k: p for k, p in b.named_parameters() if p.requires_grad}, betas=(s.adam_beta1, s.adam_beta2))
@@ -100,6 +117,10 @@ class GroupTrainer:
         self.state_dir = out / "state" / f"group-{gi}"
         self.warmup = s.lr_warmup_steps or max(1, s.steps // 20)
         self.sparsity_warmup = s.sparsity_warmup_steps or max(1, s.steps // 20)
+        #: set by run_training: SIGINT/SIGTERM stop the loop at a step boundary
+        self.stop: StopRequest | None = None
+        self.saved_step: int | None = None  # step of the last state saved or loaded
+        self.logs: dict[str, MetricsLog] = {}
 
     # -- data -----------------------------------------------------------------------------------
     def _stream(self):
@@ -108,6 +129,7 @@ class GroupTrainer:
             for x in self.reader.batches(
                 self.data.batch_size, layers=[self.layer], tokens=self.data.tokens, seed=s.seed,
                 epoch=self.epoch, start_batch=self.batch_in_epoch, device=self.device, part=(dist.rank, dist.world),
+                select=self.select,
             ):
                 self.batch_in_epoch += 1
                 x = x[:, 0]  # (batch / world, d_in): this rank's slice
@@ -121,11 +143,14 @@ class GroupTrainer:
         """Normalisation scale and geometric-median b_dec from a few batches of a side stream."""
         s = self.cfg.train
         xs = []
-        for i, x in enumerate(self.reader.batches(self.data.batch_size, layers=[self.layer], tokens=self.data.tokens, seed=s.seed + 7919)):
+        for i, x in enumerate(self.reader.batches(self.data.batch_size, layers=[self.layer], tokens=self.data.tokens,
+                                                  seed=s.seed + 7919, select=self.select)):
             xs.append(x[:, 0])
             if i + 1 >= s.norm_batches:
                 break
         sample = torch.cat(xs)  # (m, d_in)
+        check_sample(sample, self.reader, layer=self.layer, tokens=self.data.tokens, batch_size=self.data.batch_size,
+                     seed=s.seed + 7919, n_batches=len(xs), select=self.select)
         scale = norm_scale(sample) if self.data.normalize else 1.0
         median = geometric_median(sample[:8192] * scale).float()  # (d_in,)
         # every rank computes the same; rank 0's copy is authoritative (no drift across GPUs)
@@ -133,6 +158,7 @@ class GroupTrainer:
         self.scale = float(both[0])
         for bank in self.banks:
             bank.init_b_dec(both[1:])
+            bank.init_from_data(sample[:8192].to(self.device) * self.scale)
 
     # -- state ----------------------------------------------------------------------------------
     def _sae_tensors(self) -> dict[str, torch.Tensor]:
@@ -150,6 +176,9 @@ class GroupTrainer:
         return out
 
     def save(self) -> None:
+        """Commit the current state (every rank's tensors, then rank 0's ``state.json``)."""
+        for log in self.logs.values():  # the metrics up to this state are durable with it
+            log.sync()
         if self.owned:
             save_tensors(self.state_dir, self.step, self.dist.rank, self._sae_tensors())
         self.dist.barrier()  # every rank's file is in place before the commit
@@ -157,9 +186,10 @@ class GroupTrainer:
             commit(self.state_dir, [tensors_name(self.step, r) for r in self.writer_ranks], {
                 "step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
                 "scale": self.scale, "tokens_window": self.tokens_window, "d_in": self.d_in,
-                "saes": [m.name for m in self.saes],
+                "saes": [m.name for m in self.saes], "best_val": self.best_val,
             })
         self.dist.barrier()  # nobody writes the next state while rank 0 prunes files
+        self.saved_step = self.step
 
     def load(self) -> bool:
         loaded = load_state(self.state_dir)
@@ -180,7 +210,11 @@ class GroupTrainer:
             def stacked(prefix: str, keys: list[str], members: list[SAEConfig] = self.members[bi]) -> dict[str, torch.Tensor]:
                 out = {}
                 for k in keys:
-                    vals = [tensors[f"{m.name}/{prefix}{k}"] for m in members]
+                    try:
+                        vals = [tensors[f"{m.name}/{prefix}{k}"] for m in members]
+                    except KeyError as e:
+                        raise CheckpointError(f"training state {self.state_dir} lacks tensor {e.args[0]}; the state "
+                                              "is damaged or from another sweep — start the run again with --overwrite") from None
                     out[k] = torch.cat(vals) if vals[0].dim() else vals[0]
                 return out
 
@@ -190,6 +224,8 @@ class GroupTrainer:
             self.fired_window[bi].copy_(stacked("", ["fired_window"])["fired_window"])
         self.step, self.epoch, self.batch_in_epoch = int(doc["step"]), int(doc["epoch"]), int(doc["batch_in_epoch"])
         self.scale, self.tokens_window = float(doc["scale"]), int(doc["tokens_window"])
+        self.best_val = {k: float(v) for k, v in doc.get("best_val", {}).items()}
+        self.saved_step = self.step
         return True
 
     # -- training -------------------------------------------------------------------------------
@@ -199,8 +235,14 @@ class GroupTrainer:
         resumed = self.load() if resume else False
         if not resumed:
             self._init_from_data()
-        logs = {
-            m.name: MetricsLog(self.out / m.name / "metrics.jsonl", resume_step=self.step if resumed else None)
+        if dist.is_main and self.data.val_fraction > 0 and not self.val.n_tokens:
+            import sys
+
+            print(f"warning: the validation split ({self.data.val_fraction:g} of examples) of cache "
+                  f"{self.reader.path} holds no {self.data.tokens!r} token; training without validation "
+                  "metrics (raise --val-fraction, or cache more examples)", file=sys.stderr)
+        self.logs = logs = {
+            m.name: MetricsLog(self.out / m.name / METRICS_FILE, resume_step=self.step if resumed else None)
             for m in self.saes
         } if dist.is_main else {}
         autocast = (
@@ -216,29 +258,39 @@ class GroupTrainer:
             bar = tqdm(total=s.steps * batch, initial=self.step * batch, unit="tok", unit_scale=True,
                        desc=f"group {self.gi} ({len(self.saes)} SAEs{ranks})", dynamic_ncols=True, smoothing=0.05)
         stream = self._stream()
+        reduce_grads = (lambda bank: average_grads(bank, dist)) if self.comm.world > 1 else None
         ran = 0
         t_last, samples_last = time.perf_counter(), 0
+        watch = NonFiniteWatch([b.n for b in self.banks], self.device)
+        check_every_step = not dist.active and self.device.type == "cpu"  # a free sync: exact step in the error
+        stop = self.stop or StopRequest()  # not entered: never set
         try:
             while self.step < s.steps:
+                if dist.any(stop.requested):  # at a step boundary, on every rank at the same step
+                    self._check_finite(watch)
+                    if self.saved_step != self.step:
+                        self.save()
+                    raise RunInterrupted(f"stopped by {stop.name or 'a signal'} at step {self.step} of {s.steps}; "
+                                         f"the state is saved: continue with `sae train --resume --out {self.out}`",
+                                         stop.signum or 2)
                 x = next(stream)
                 step = self.step
+                watch.note(step, self.epoch, self.batch_in_epoch - 1)
                 lr_f = lr_factor(step, s.steps, self.warmup, s.lr_decay_frac)
                 ctx_sparsity = sparsity_factor(step, self.sparsity_warmup)
-                log_now = (step + 1) % s.log_every == 0 or step + 1 == s.steps
+                eval_now = self.val.n_tokens > 0 and ((step + 1) % self.eval_every == 0 or step + 1 == s.steps)
+                log_now = (step + 1) % s.log_every == 0 or step + 1 == s.steps or eval_now
                 records: list[dict[str, Any]] = []
                 for bi, bank in enumerate(self.banks):
                     dead = self.since_fired[bi] >= s.dead_tokens
                     ctx = TrainContext(step=step, sparsity_scale=ctx_sparsity, dead=dead, comm=self.comm)
-                    with autocast:
-                        out = bank.train_forward(x, ctx)
-                    for p in bank.parameters():
-                        p.grad = None
-                    out.loss.sum().backward()
-                    if self.comm.world > 1:
-                        average_grads(bank, dist)
-                    bank.project_decoder_grad()
-                    self.opts[bi].step(self.lrs[bi] * lr_f)
-                    bank.normalize_decoder()
+                    infer = None  # what the checkpoint would do, same weights (only where training differs)
+                    if log_now and not bank.train_matches_inference:
+                        with autocast:
+                            infer = self._infer(bank, x)
+                    out = bank_step(bank, self.opts[bi], x, ctx, self.lrs[bi] * lr_f, autocast=autocast,
+                                    reduce_grads=reduce_grads)
+                    watch.update(bi, step, out.loss)
                     with torch.no_grad():
                         fired = out.fired.float()
                         if self.comm.world > 1:
@@ -246,44 +298,106 @@ class GroupTrainer:
                         self.since_fired[bi].add_(batch).masked_fill_(fired > 0, 0)
                         self.fired_window[bi].add_(fired)
                     if log_now:
-                        records += self._records(bi, out, x, lr_f, samples_last, t_last)
+                        val = self.val.metrics(bank, self.scale) if eval_now else None
+                        records += self._records(bi, out, x, lr_f, samples_last, t_last, infer, val)
                 self.tokens_window += batch
                 samples_last += batch
                 self.step += 1
                 ran += 1
                 if bar is not None:
                     bar.update(batch)
+                ckpt_now = self.step % s.checkpoint_every == 0 and self.step < s.steps
+                stop_now = stop_after is not None and ran >= stop_after and self.step < s.steps
+                if check_every_step or log_now or ckpt_now or stop_now or self.step >= s.steps:
+                    self._check_finite(watch)  # before anything of this step is written
                 if log_now:
                     self._write_records(records, logs, wandb_run)
+                    if eval_now and s.keep_best:
+                        self._keep_best(records)
                     self.tokens_window = 0
                     for fw in self.fired_window:
                         fw.zero_()
                     t_last, samples_last = time.perf_counter(), 0
-                if self.step % s.checkpoint_every == 0 and self.step < s.steps:
+                if ckpt_now:
                     self.save()
-                if stop_after is not None and ran >= stop_after and self.step < s.steps:
-                    self.save()
+                if stop_now:
+                    if self.saved_step != self.step:
+                        self.save()
                     raise StopTraining
-        except KeyboardInterrupt:
-            if dist.active:  # other ranks may be gone: saving needs them all; the last state stands
-                raise SAEError(f"interrupted at step {self.step}; continue from the last saved state with "
-                               f"`sae train --resume --out {self.out}`") from None
-            self.save()
-            raise SAEError(f"interrupted at step {self.step}; continue with `sae train --resume --out {self.out}`") from None
+        except KeyboardInterrupt:  # a second Ctrl-C (or no handler): maybe mid-step, so nothing is saved
+            last = f"step {self.saved_step}" if self.saved_step is not None else "none yet"
+            raise RunInterrupted(f"interrupted at step {self.step} without saving; the last saved state ({last}) "
+                                 f"stands: continue from it with `sae train --resume --out {self.out}`", 2) from None
         finally:
             if bar is not None:
                 bar.close()
         self.save()
+        self._finalize(stream)
         self._export()
 
+    def _check_finite(self, watch: NonFiniteWatch) -> None:
+        """Raise a located error if any loss since the last check was NaN/Inf (one host sync)."""
+        step = watch.check(self.dist)
+        if step is not None:
+            raise nonfinite_error(
+                watch, step, reader=self.reader, layer=self.layer, tokens=self.data.tokens,
+                batch_size=self.data.batch_size, seed=self.cfg.train.seed,
+                names=[[m.name for m in ms] for ms in self.members], lrs=[[m.lr for m in ms] for ms in self.members],
+                saved_step=self.saved_step, select=self.select)
+
     @torch.no_grad()
-    def _records(self, bi: int, out: Any, x: torch.Tensor, lr_f: float, samples: int, t0: float) -> list[dict[str, Any]]:
-        """Metric records of bank ``bi``'s SAEs over the whole (global) batch."""
+    def _infer(self, bank: Bank, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inference-mode (encode/decode) SSE sum (n,) and mean L0 (n,) of ``bank`` on ``x``."""
+        f = bank.encode(x)  # (n, batch, d_sae)
+        sse = (bank.decode(f).float() - x).pow(2).sum((-1, -2))
+        return sse, firing_stats(f)[1]
+
+    @torch.no_grad()
+    def _finalize(self, stream: Any) -> None:
+        """Calibrate inference-only state and measure every SAE as it will be saved.
+
+        The next ``final_batches`` batches of the stream (not trained on by the final weights)
+        go to :meth:`Bank.calibrate` (BatchTopK's threshold) and then give each SAE's final
+        FVU and L0 in inference mode — the numbers cfg.json and sweep.json report.
+        """
+        batches = [next(stream) for _ in range(self.cfg.train.final_batches)]
+        n_tok = sum(x.shape[0] for x in batches) * (self.dist.world if self.comm.world > 1 else 1)
+        xs = torch.stack([torch.cat([x.double().sum(0), x.double().pow(2).sum().view(1)]) for x in batches]).sum(0)
+        if self.comm.world > 1:
+            self.dist.all_reduce_(xs)
+        for bi, bank in enumerate(self.banks):
+            bank.calibrate(batches, self.comm)
+            rows = torch.zeros(2, bank.n, dtype=torch.float64, device=self.device)  # SSE, Σ L0 over tokens
+            for x in batches:
+                sse, l0 = self._infer(bank, x)
+                rows[0] += sse.double()
+                rows[1] += l0.double() * x.shape[0]
+            if self.comm.world > 1:
+                self.dist.all_reduce_(rows)
+            fvu = fvu_from_sums(rows[0], xs[:-1], xs[-1], n_tok)
+            val = self.val.metrics(bank, self.scale) if self.val.n_tokens else {}
+            for i, m in enumerate(self.members[bi]):
+                last = self.last_metrics.setdefault(m.name, {})
+                last.update(fvu=float(fvu[i]), l0=float(rows[1, i] / n_tok), final_tokens=n_tok)
+                last.update({k: float(v[i]) for k, v in val.items()})
+
+    @torch.no_grad()
+    def _records(self, bi: int, out: Any, x: torch.Tensor, lr_f: float, samples: int, t0: float,
+                 infer: tuple[torch.Tensor, torch.Tensor] | None = None,
+                 val: dict[str, torch.Tensor] | None = None) -> list[dict[str, Any]]:
+        """Metric records of bank ``bi``'s SAEs over the whole (global) batch.
+
+        ``fvu`` and ``l0`` are always inference mode (what a checkpoint of these weights does);
+        where training differs (``infer`` given), the training-mode values are ``train_fvu`` and
+        ``train_l0``.
+        """
         s = self.cfg.train
         batch = self.data.batch_size
         names = list(out.terms)
-        rows = torch.stack([  # (3 + terms, n): sums/means over this rank's slice
-            (out.recon.float() - x).pow(2).sum((-1, -2)), out.l0.float(), out.loss.detach().float(),
+        sse_train = (out.recon.float() - x).pow(2).sum((-1, -2))
+        sse, l0 = (sse_train, out.l0.float()) if infer is None else infer
+        rows = torch.stack([  # (5 + terms, n): sums/means over this rank's slice
+            sse, l0.float(), out.loss.detach().float(), sse_train, out.l0.float(),
             *[out.terms[k].float() for k in names],
         ]).double()
         xs = torch.cat([x.double().sum(0), x.double().pow(2).sum().view(1)])  # (d_in + 1,)
@@ -292,6 +406,7 @@ class GroupTrainer:
             self.dist.all_reduce_(xs)
             rows[1:] /= self.dist.world  # per-slice means -> whole-batch means
         f = fvu_from_sums(rows[0], xs[:-1], xs[-1], batch)  # (n,)
+        f_train = fvu_from_sums(rows[3], xs[:-1], xs[-1], batch)
         freq = self.fired_window[bi] / max(self.tokens_window + batch, 1)  # (n, d_sae)
         dead = (self.since_fired[bi] >= s.dead_tokens).float().mean(-1)
         dense = (freq > DENSE_FREQ).float().mean(-1)
@@ -308,7 +423,9 @@ class GroupTrainer:
                 "dense_frac": float(dense[i]),
                 "lr": float(self.lrs[bi][i]) * lr_f,
                 "loss": float(rows[2, i]),
-                **{k: float(rows[3 + j, i]) for j, k in enumerate(names)},
+                **({} if infer is None else {"train_fvu": float(f_train[i]), "train_l0": float(rows[4, i])}),
+                **{k: float(rows[5 + j, i]) for j, k in enumerate(names)},
+                **({k: float(v[i]) for k, v in val.items()} if val is not None else {}),
                 "samples_per_s": (samples + batch) / elapsed,
             })
         return recs
@@ -328,62 +445,98 @@ class GroupTrainer:
                 wandb_run.log({f"{name}/{k}": v for k, v in body.items() if k != "step"}, step=body["step"])
 
     def _export(self) -> None:
-        meta = self.reader.meta
         for bi, bank in enumerate(self.banks):
             for i, m in enumerate(self.members[bi]):
-                if m.name not in self.owned:
-                    continue
-                cfg = {
-                    "name": m.name,
-                    "architecture": m.arch,
-                    "d_in": self.d_in,
-                    "d_sae": m.d_sae,
-                    "hyper": m.hyper,
-                    "normalization": {"folded": True, "scale": self.scale},
-                    "source": {
-                        "cache": str(Path(self.cfg.cache).resolve()),
-                        "cache_fingerprint": Path(self.cfg.cache).resolve().name,
-                        "adapter": meta.adapter,
-                        "model": meta.model,
-                        "layer": meta.layers[self.layer],
-                        "layer_index": self.layer,
-                        "tokens": self.data.tokens,
-                        "d_model": meta.d_model,
-                        "dataset": meta.dataset.get("spec"),
-                    },
-                    "train": {
-                        "lr": m.lr,
-                        "steps": self.cfg.train.steps,
-                        "batch_size": self.data.batch_size,
-                        "seed": self.cfg.train.seed,
-                        "lr_warmup_steps": self.warmup,
-                        "lr_decay_frac": self.cfg.train.lr_decay_frac,
-                        "sparsity_warmup_steps": self.sparsity_warmup,
-                        "normalize": self.data.normalize,
-                        "world_size": self.dist.world,
-                        "parallel": self.cfg.train.parallel if self.dist.active else None,
-                    },
-                    "metrics": {k: v for k, v in self.last_metrics.get(m.name, {}).items() if k != "samples_per_s"},
-                }
-                save_sae(self.out / m.name, bank.export(i, self.scale), cfg)
+                if m.name in self.owned:
+                    save_sae(self.out / m.name, bank.export(i, self.scale), self._cfg(m))
         self.dist.barrier()  # every checkpoint exists before anyone reads the run
 
+    def _keep_best(self, records: list[dict[str, Any]]) -> None:
+        """Export every owned SAE whose validation FVU is its lowest so far to ``<sae>/best/``
+        (inference state as it is now: BatchTopK's running threshold, as validation measured)."""
+        where = {m.name: (bi, i) for bi, ms in enumerate(self.members) for i, m in enumerate(ms)}
+        for rec in records:
+            name, v = rec["sae"], rec.get("val_fvu")
+            if v is None or name not in self.owned or v >= self.best_val.get(name, float("inf")):
+                continue
+            self.best_val[name] = v
+            bi, i = where[name]
+            m = self.members[bi][i]
+            cfg = self._cfg(m)
+            cfg.metrics = {k: val for k, val in rec.items() if k not in ("sae", "samples_per_s")}
+            cfg.best = {"step": rec["step"], "val_fvu": v}
+            save_sae(self.out / m.name / "best", self.banks[bi].export(i, self.scale), cfg)
+
+    def _cfg(self, m: SAEConfig) -> SAECheckpointConfig:
+        """The checkpoint's cfg.json for SAE ``m`` as trained so far."""
+        from sae_core.layout import Normalization, SourceInfo, TrainInfo, ValInfo
+        from sae_core.plugins import get_component
+
+        meta = self.reader.meta
+        split = self.data.split()
+        return SAECheckpointConfig(
+            name=m.name,
+            architecture=m.arch,
+            d_in=self.d_in,
+            d_sae=m.d_sae,
+            hyper=m.hyper,
+            non_negative_codes=bool(get_component("architecture", m.arch).factory.non_negative_codes),
+            normalization=Normalization(folded=True, scale=self.scale),
+            source=SourceInfo(
+                cache=str(Path(self.cfg.cache).resolve()),
+                cache_fingerprint=meta.fingerprint(),
+                adapter=meta.adapter,
+                model=meta.model,
+                layer=meta.layers[self.layer],
+                layer_index=self.layer,
+                tokens=self.data.tokens,
+                d_model=meta.d_model,
+                dataset=meta.dataset.get("spec"),
+            ),
+            train=TrainInfo(
+                lr=m.lr,
+                steps=self.cfg.train.steps,
+                batch_size=self.data.batch_size,
+                seed=self.cfg.train.seed,
+                lr_warmup_steps=self.warmup,
+                lr_decay_frac=self.cfg.train.lr_decay_frac,
+                sparsity_warmup_steps=self.sparsity_warmup,
+                normalize=self.data.normalize,
+                world_size=self.dist.world,
+                parallel=self.cfg.train.parallel if self.dist.active else None,
+            ),
+            # examples held out of training (analyses read them by default)
+            val=ValInfo(fraction=split.fraction, seed=split.seed, tokens=self.val.n_tokens),
+            # fvu/l0: inference mode on the batches after the last step; val_*: on the
+            # validation tokens (see _finalize)
+            metrics={k: v for k, v in self.last_metrics.get(m.name, {}).items() if k != "samples_per_s"},
+        )
 
 def run_training(
     config: TrainConfig, *, progress: bool = True, resume: bool = False, stop_after: int | None = None,
-    dist: Dist | None = None,
+    dist: Dist | None = None, overwrite: bool = False, allow_incomplete: bool = False,
 ) -> Path:
-    """Train every SAE of ``config``; returns the run directory.
+    """Train every SAE of ``config``; returns the run directory ``config.out``.
 
-    ``resume=True`` continues from the last saved state of each group; ``stop_after`` stops after
-    that many steps of this call (state saved), for time-boxed jobs and resume tests. ``dist``:
-    this process's place in a ``torchrun`` job (see :mod:`sae_core.dist`); None is one process.
+    ``resume=True`` continues from the last saved state of each group; otherwise a run already
+    in ``config.out`` is an error unless ``overwrite=True`` deletes it first. ``stop_after``
+    stops after that many steps of this call (state saved), for time-boxed jobs and resume tests.
+    ``allow_incomplete``: train on a cache whose writing was interrupted. ``dist``: this
+    process's place in a ``torchrun`` job (see :mod:`sae_core.dist`); None is one process.
+    The run directory is locked for the whole call (:mod:`sae_core.lock`), and SIGINT/SIGTERM
+    stop it at a step boundary with its state saved (:mod:`sae_core.train.signals`).
     """
-    from sae_core.stores import open_reader
+    from sae_core.lock import DirLock
+    from sae_core.stores import check_complete, open_reader
+    from sae_core.train.rundir import check_same_cache, prepare_new_run, read_config_doc, write_config
+    from sae_core.validate import check_device, check_output_dir
 
     dist = dist or Dist()
     out = Path(config.out)
+    check_device(dist.device(config.train.device))
+    check_output_dir(out)
     reader = open_reader(config.cache)
+    check_complete(reader, allow_incomplete=allow_incomplete)
     for sae in config.saes:
         reader.layer_index(sae.data.layer)
         reader.positions(sae.data.tokens)
@@ -392,27 +545,33 @@ def run_training(
                 f"batch size {sae.data.batch_size} does not split evenly over {dist.world} ranks; "
                 f"use a multiple of {dist.world}"
             )
-    out.mkdir(parents=True, exist_ok=True)
-    if resume and not (out / "config.json").is_file():
-        raise SAEError(f"{out} is not a training run (no config.json); cannot resume it")
-    dist.barrier()  # everyone has checked the old config.json before rank 0 rewrites it
-    if dist.is_main:
-        _write_json(out / "config.json", config.to_json())
-    wandb_run = _wandb(config, out) if config.train.wandb and dist.is_main else None
-    groups = config.groups()
-    for gi, (data, saes) in enumerate(groups.items()):
-        trainer = GroupTrainer(config, reader, data, saes, out, gi, dist)
-        finished = all((out / m.name / "cfg.json").exists() for m in saes)
-        if resume and finished and trainer.load() and trainer.step >= config.train.steps:
-            continue  # this group finished before the interruption
-        try:
-            trainer.run(resume=resume, progress=progress, stop_after=stop_after, wandb_run=wandb_run)
-        except StopTraining:
-            return out
-    if dist.is_main:
-        _write_sweep(out, config)
-    if wandb_run is not None:
-        wandb_run.finish()
+    with contextlib.ExitStack() as held:
+        lock = DirLock(out, "run directory", hint=", or pass another --out")
+        held.enter_context(lock.collective(dist))
+        if resume:
+            check_same_cache(read_config_doc(out), reader, out)
+        elif dist.is_main:
+            prepare_new_run(out, overwrite=overwrite)
+        dist.barrier()  # everyone has checked the old config.json before rank 0 rewrites it
+        if dist.is_main:
+            write_config(out, config, reader)
+        wandb_run = _wandb(config, out) if config.train.wandb and dist.is_main else None
+        stop = held.enter_context(StopRequest())
+        groups = config.groups()
+        for gi, (data, saes) in enumerate(groups.items()):
+            trainer = GroupTrainer(config, reader, data, saes, out, gi, dist)
+            trainer.stop = stop
+            finished = all(is_checkpoint(out / m.name) for m in saes)
+            if resume and finished and trainer.load() and trainer.step >= config.train.steps:
+                continue  # this group finished before the interruption
+            try:
+                trainer.run(resume=resume, progress=progress, stop_after=stop_after, wandb_run=wandb_run)
+            except StopTraining:
+                return out
+        if dist.is_main:
+            _write_sweep(out, config, reader)
+        if wandb_run is not None:
+            wandb_run.finish()
     return out
 
 
@@ -424,16 +583,13 @@ def _wandb(config: TrainConfig, out: Path) -> Any:
     return wandb.init(project=config.train.wandb_project, name=out.name, config=config.to_json(), dir=str(out))
 
 
-def _write_json(path: Path, doc: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=2, default=str))
-    tmp.replace(path)
+def _write_sweep(out: Path, config: TrainConfig, reader: Any) -> None:
+    from sae_core.io import atomic_write_json
+    from sae_core.train.rundir import cache_record
 
-
-def _write_sweep(out: Path, config: TrainConfig) -> None:
     saes = []
     for sae in config.saes:
-        cfg = json.loads((out / sae.name / "cfg.json").read_text())
+        cfg = read_cfg(out / sae.name)
         saes.append({
             "name": sae.name,
             "path": sae.name,
@@ -441,9 +597,10 @@ def _write_sweep(out: Path, config: TrainConfig) -> None:
             "d_sae": sae.d_sae,
             "hyper": sae.hyper,
             "lr": sae.lr,
-            "layer": cfg["source"]["layer"],
+            "layer": cfg.source.layer,
             "tokens": sae.data.tokens,
             "batch_size": sae.data.batch_size,
-            "final": cfg["metrics"],
+            "final": cfg.metrics,
         })
-    _write_json(out / "sweep.json", {"cache": config.cache, "steps": config.train.steps, "saes": saes})
+    atomic_write_json(out / SWEEP_FILE, {**cache_record(config.cache, out, reader), "steps": config.train.steps,
+                                         "saes": saes})

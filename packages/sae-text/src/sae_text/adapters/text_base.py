@@ -13,7 +13,6 @@ the rows of the cache, and a resumed cache, do not depend on how windows were ba
 
 from __future__ import annotations
 
-import json
 from abc import abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 from sae_core.errors import SAEError
+from sae_core.io import atomic_write_json
 from sae_core.protocols import ActivationBatch, AdapterRequest, Dataset, ModelAdapter
 
 from sae_text.adapters.documents import document_ids
@@ -77,9 +77,7 @@ class TextAdapter(ModelAdapter):
         if path.exists():
             return
         vocab = self.tokenizer.convert_ids_to_tokens(list(range(len(self.tokenizer))))
-        tmp = path.with_name("vocab.json.tmp")
-        tmp.write_text(json.dumps(vocab))
-        tmp.replace(path)
+        atomic_write_json(path, vocab, indent=None)  # durable: never a partial vocab.json
 
     def windows(self, dataset: Dataset, start: int) -> Iterator[Window]:
         """The windows of ``dataset[start:]`` in order (documents read once, front to back)."""

@@ -91,9 +91,20 @@ def load_model(request: AdapterRequest) -> tuple[Any, str, str]:
         except OSError as e:
             raise SAEError(f"could not download {name!r} ({e}); check your network or HF_TOKEN, or pass a local directory") from None
         if request.checkpoint:
-            model.load_state_dict(torch.load(request.checkpoint, map_location=device))
+            model.load_state_dict(_load_weights(request.checkpoint, device))
         return model, "hooked", name
     return _bridge(name, device), "bridge", name
+
+
+def _load_weights(path: str, device: str) -> dict[str, torch.Tensor]:
+    """A ``--checkpoint`` state dict: tensors only (``weights_only=True``), never pickled code."""
+    import pickle
+
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as e:
+        raise SAEError(f"--checkpoint {path} is not a state dict of tensors torch can load safely "
+                       f"({' '.join(str(e).split())[:200]}); save it with torch.save(model.state_dict(), path)") from None
 
 
 def _bundled_minilm() -> bool:
@@ -127,7 +138,7 @@ def _from_config(path: Path, request: AdapterRequest) -> Any:
         tok = AutoTokenizer.from_pretrained(request.options["tokenizer"])
     model = HookedTransformer(cfg, tokenizer=tok)
     if request.checkpoint:
-        model.load_state_dict(torch.load(request.checkpoint, map_location="cpu"))
+        model.load_state_dict(_load_weights(request.checkpoint, "cpu"))
     return model.to(request.device, print_details=False)
 
 
@@ -147,7 +158,7 @@ class TLensAdapter(TextAdapter):
         if self.tokenizer is None:
             raise SAEError("the model has no tokenizer; pass --opt tokenizer=DIR (a local tokenizer directory)")
         n_ctx = int(getattr(self.cfg, "n_ctx", 512) or 512)
-        self.context = int(request.context_size or min(128, n_ctx))
+        self.context = int(request.context_size) if request.context_size is not None else min(128, n_ctx)
         if not 4 <= self.context <= n_ctx:
             raise SAEError(f"--context-size must be between 4 and the model's n_ctx={n_ctx}, got {self.context}")
         self.special = self._special_tokens()

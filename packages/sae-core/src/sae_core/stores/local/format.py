@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from sae_core.errors import StoreError
+from sae_core.io import TMP_SUFFIX, atomic_write_bytes, atomic_write_json, fsync_dir  # noqa: F401 (re-exported)
 from sae_core.protocols.store import DTYPES
 
 METADATA = "metadata.json"
 SHARDS = "shards.json"
-TMP_SUFFIX = ".tmp"
 
 #: numpy storage dtype per store dtype; bfloat16 is stored as raw 16-bit words
 NP_DTYPES: dict[str, np.dtype] = {
@@ -55,34 +54,14 @@ def np_dtype(dtype: str) -> np.dtype:
     return NP_DTYPES[dtype]
 
 
-def fsync_dir(path: Path) -> None:
-    """Make a rename durable (POSIX: the directory entry must be synced too)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def write_bytes_atomic(path: Path, chunks: list[bytes | memoryview]) -> None:
-    """Write under a temporary name, fsync, rename: readers never see a partial file."""
-    tmp = path.with_name(path.name + TMP_SUFFIX)
-    with open(tmp, "wb") as f:
-        for chunk in chunks:
-            f.write(chunk)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Write under a temporary name, fsync, rename (the caller fsyncs the directory once for
+    several files): readers never see a partial file."""
+    atomic_write_bytes(path, chunks, sync_dir=False)
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
-    write_bytes_atomic(path, [json.dumps(obj, indent=2, sort_keys=True).encode()])
-    fsync_dir(path.parent)
+    atomic_write_json(path, obj, sort_keys=True, default=None)
 
 
 def read_json(path: Path, what: str) -> Any:
@@ -91,5 +70,5 @@ def read_json(path: Path, what: str) -> Any:
     except FileNotFoundError:
         raise StoreError(f"{path.parent} is not an activation cache ({path.name} missing); "
                          "create one with `sae cache`") from None
-    except json.JSONDecodeError as e:
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
         raise StoreError(f"{path} ({what}) is corrupt: {e}; delete the cache directory and re-run `sae cache`") from None

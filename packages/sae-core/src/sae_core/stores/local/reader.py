@@ -10,10 +10,11 @@ are consumed in planned order whatever the thread timing.
 
 from __future__ import annotations
 
+import hashlib
 import mmap
 import warnings
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -23,13 +24,27 @@ import torch
 
 from sae_core.config import from_dict
 from sae_core.errors import StoreError
-from sae_core.protocols.store import INDEX_DTYPE, ActivationReader, CacheMetadata
+from sae_core.protocols.store import (  # noqa: F401 (TOKEN_FILTERS re-exported)
+    INDEX_DTYPE,
+    TOKEN_FILTERS,
+    ActivationReader,
+    CacheMetadata,
+    check_batching,
+)
+from sae_core.split import Selection
 from sae_core.stores.local import format as fmt
 from sae_core.stores.local.shuffle import Chunk, group_windows
 
+VERIFY_ON_OPEN_BYTES = 32 * 2**20  # caches up to this size are checksummed whenever they are opened
 MADV_POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ", 22)  # Linux >= 5.14: populate page tables
-TOKEN_FILTERS = ("all", "cls", "patch", "register", "token")
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def count_nonfinite(raw: np.ndarray, dtype: str) -> int:
+    """NaN/Inf values in raw storage words (bfloat16: exponent bits all ones)."""
+    if dtype == "bfloat16":
+        return int(np.count_nonzero((raw & 0x7F80) == 0x7F80))
+    return int(np.count_nonzero(~np.isfinite(raw)))
 
 
 def raw_to_torch(raw: np.ndarray, dtype: str) -> torch.Tensor:
@@ -87,6 +102,49 @@ class LocalReader(ActivationReader):
         self._starts = np.asarray(starts, dtype=np.int64)
         self._tensors: list[torch.Tensor | None] = [None] * len(self._acts)
         self.io_threads = max(1, io_threads)
+        total = sum(a.nbytes + i.nbytes for a, i in zip(self._acts, self._index, strict=True))
+        if total <= VERIFY_ON_OPEN_BYTES:  # cheap for a small cache: checked on every open
+            for shard in self.shards:
+                bad = self._check_shard(shard)["damaged"]
+                if bad:
+                    raise StoreError(f"shard {self.path / bad[0]} does not match its checksum (damaged); delete "
+                                     f"{self.path} and run the same `sae cache` command again")
+
+    # -- verification -------------------------------------------------------------------------
+    def _check_shard(self, shard: dict[str, Any], chunk_bytes: int = 8 * 2**20) -> dict[str, Any]:
+        """One shard's files against their recorded sha256 (missing: not checked), and the number
+        of non-finite activations, in one sequential read."""
+        damaged, unchecked, nonfinite = [], [], 0
+        for key, digest_key, is_acts in (("file", "sha256", True), ("index_file", "index_sha256", False)):
+            name, want = shard[key], shard.get(digest_key)
+            h = hashlib.sha256()
+            with open(self.path / name, "rb") as f:
+                while chunk := f.read(chunk_bytes):
+                    h.update(chunk)
+                    if is_acts:
+                        nonfinite += count_nonfinite(np.frombuffer(chunk, self._np_dtype), self.meta.dtype)
+            if want is None:
+                unchecked.append(name)
+            elif h.hexdigest() != want:
+                damaged.append(name)
+        return {"damaged": damaged, "unchecked": unchecked, "nonfinite": nonfinite}
+
+    def verify(self, progress: bool = False) -> dict[str, Any]:
+        """Read every shard once: checksums (``damaged``: files that do not match; ``unchecked``:
+        files of caches written before checksums existed) and non-finite values per shard."""
+        report: dict[str, Any] = {"shards": len(self.shards), "damaged": [], "unchecked": [], "nonfinite": {}}
+        shards = self.shards
+        if progress:
+            from tqdm.auto import tqdm
+
+            shards = tqdm(shards, desc="verifying", unit="shard")
+        for shard in shards:
+            r = self._check_shard(shard)
+            report["damaged"] += r["damaged"]
+            report["unchecked"] += r["unchecked"]
+            if r["nonfinite"]:
+                report["nonfinite"][shard["file"]] = r["nonfinite"]
+        return report
 
     # -- description --------------------------------------------------------------------------
     @property
@@ -94,47 +152,29 @@ class LocalReader(ActivationReader):
         """Rows in finished shards (images or text windows)."""
         return int(self._starts[-1])
 
-    @property
-    def d_model(self) -> int:
-        return self.meta.d_model
-
-    def layer_index(self, layer: int | str) -> int:
-        """Index into the cache's layers of ``layer`` (an int, negative allowed, or a name)."""
-        names = self.meta.layers
-        if isinstance(layer, str) and layer in names:
-            return names.index(layer)
-        try:
-            i = int(layer)
-        except (TypeError, ValueError):
-            raise StoreError(
-                f"layer {layer!r} is not in cache {self.path}; its layers are {names} (or indices 0..{len(names) - 1})"
-            ) from None
-        if not -len(names) <= i < len(names):
-            raise StoreError(
-                f"layer index {i} is out of range for cache {self.path}, which holds {len(names)} layer(s): {names}"
-            )
-        return i % len(names)
-
-    def positions(self, tokens: str = "all") -> np.ndarray:
-        """Token positions selected by the ``tokens`` filter."""
-        if tokens not in TOKEN_FILTERS:
-            raise StoreError(f"unknown token filter {tokens!r}; use one of {', '.join(TOKEN_FILTERS)}")
-        kinds = self.meta.token_kinds
-        pos = np.array([i for i, k in enumerate(kinds) if tokens == "all" or k == tokens], dtype=np.int64)
-        if len(pos) == 0:
-            raise StoreError(f"cache {self.path} has no {tokens!r} tokens; its token kinds are {sorted(set(kinds))}")
-        return pos
-
-    def n_tokens(self, tokens: str = "all") -> int:
-        """Number of samples one epoch yields with this filter (valid tokens only)."""
+    def n_tokens(self, tokens: str = "all", *, select: Selection | None = None) -> int:
+        """Number of samples one epoch yields with this filter (valid tokens only), of the
+        selected examples (``select``: one side of a validation split; None: all)."""
         pos = self.positions(tokens)
         total = 0
         for shard, index in zip(self.shards, self._index, strict=True):
+            if select is not None and select.side != "all":
+                keep = select.rows(index["example"][:, 0])
+                total += int(index[keep]["valid"][:, pos].astype(bool).sum())
+                continue
             counts = shard.get("valid_per_position")
             if counts is None:
                 counts = index["valid"].astype(bool).sum(axis=0)
             total += int(np.asarray(counts)[pos].sum())
         return total
+
+    def rows(self, select: Selection | None = None) -> np.ndarray:
+        """Global row numbers (ascending) of the selected examples' rows."""
+        if select is None or select.side == "all":
+            return np.arange(self.n_examples, dtype=np.int64)
+        parts = [np.flatnonzero(select.rows(index["example"][:, 0])) + int(self._starts[s])
+                 for s, index in enumerate(self._index)]
+        return np.concatenate(parts).astype(np.int64) if parts else np.empty(0, np.int64)
 
     # -- reading ------------------------------------------------------------------------------
     def _read_rows(
@@ -166,11 +206,14 @@ class LocalReader(ActivationReader):
             return acts_parts[0], index_parts[0]
         return np.concatenate(acts_parts), np.concatenate(index_parts)
 
-    def _chunk_samples(self, chunk: Chunk, positions: np.ndarray) -> np.ndarray:
+    def _chunk_samples(self, chunk: Chunk, positions: np.ndarray, select: Selection | None = None) -> np.ndarray:
         """Global (row * T + position) ids of the selected valid tokens of a chunk, in order."""
         s = int(np.searchsorted(self._starts, chunk.start, side="right")) - 1
         lo = chunk.start - int(self._starts[s])
-        valid = self._index[s][lo : lo + chunk.stop - chunk.start]["valid"][:, positions].astype(bool)  # (rows, P)
+        index = self._index[s][lo : lo + chunk.stop - chunk.start]
+        valid = index["valid"][:, positions].astype(bool)  # (rows, P)
+        if select is not None and select.side != "all":
+            valid &= select.rows(index["example"][:, 0])[:, None]  # whole examples in or out
         rows, pos = np.nonzero(valid)
         t = self.meta.tokens_per_example
         return (rows + chunk.start).astype(np.int64) * t + positions[pos]
@@ -231,6 +274,7 @@ class LocalReader(ActivationReader):
         part: tuple[int, int] = (0, 1),
         buffer_bytes: int = 256 * 2**20,
         chunk_bytes: int = 8 * 2**20,
+        select: Selection | None = None,
     ) -> Iterator[torch.Tensor]:
         """One epoch of ``(batch, len(layers), d_model)`` tensors; see ActivationReader.batches.
 
@@ -240,47 +284,19 @@ class LocalReader(ActivationReader):
         ``r``-th of ``world`` equal slices of each batch's sorted sample ids, so the ranks read
         disjoint samples, concatenating their slices in rank order gives exactly the batch a
         single process reads, and results do not depend on the number of ranks.
+        ``select`` keeps only one side of a validation split (whole examples; see
+        :mod:`sae_core.split`): training reads ``train``, evaluation ``val``.
         """
-        if batch_size < 1:
-            raise StoreError(f"batch size must be >= 1, got {batch_size}")
-        rank, world = part
-        if not 0 <= rank < world:
-            raise StoreError(f"part {part} is not (rank, world) with 0 <= rank < world")
-        if world > 1 and batch_size % world:
-            raise StoreError(
-                f"batch size {batch_size} does not split evenly over {world} ranks; use a multiple of {world}"
-            )
         layer_ids = self._resolve_layers(layers)
         positions = self.positions(tokens)
-        if self.n_examples == 0:
-            raise StoreError(f"cache {self.path} holds no finished shards; run (or finish) `sae cache` first")
+        rank, world = check_batching(self, batch_size, part)
         out_dtype = dtype or torch.float32
         device = torch.device(device)
-        sample_bytes = len(layer_ids) * self.meta.d_model * self._np_dtype.itemsize
-        chunk_rows = max(1, chunk_bytes // max(sample_bytes * len(positions), 1))
-        rng = np.random.default_rng([seed, epoch]) if shuffle else None
-        chunks = [c for s in range(len(self.shards)) for c in self._shard_chunks(s, chunk_rows)]
-        if rng is not None:
-            chunks = [chunks[i] for i in rng.permutation(len(chunks))]
-        per_window = max(1, buffer_bytes // max(chunk_rows * sample_bytes * len(positions), 1)) if shuffle else 1
-
-        windows = group_windows(chunks, per_window)
 
         def batch_ids(pool: ThreadPoolExecutor) -> Iterator[np.ndarray]:
-            carry = np.empty(0, np.int64)
-            for w, window in enumerate(windows):
-                for ahead in windows[w : w + 2] if w == 0 else windows[w + 1 : w + 2]:
-                    for c in ahead:  # I/O threads map the next window while this one is gathered
-                        pool.submit(self._prefetch, c)
-                ids = np.concatenate([carry, *(self._chunk_samples(c, positions) for c in window)])
-                if rng is not None:
-                    ids = ids[rng.permutation(len(ids))]
-                full = len(ids) - len(ids) % batch_size
-                for lo in range(0, full, batch_size):
-                    yield ids[lo : lo + batch_size]
-                carry = ids[full:]
-            if len(carry) and not drop_last:
-                yield carry
+            return self._plan(batch_size, positions, len(layer_ids), seed=seed, epoch=epoch, shuffle=shuffle,
+                              drop_last=drop_last, buffer_bytes=buffer_bytes, chunk_bytes=chunk_bytes,
+                              prefetch=lambda c: pool.submit(self._prefetch, c), select=select)
 
         def load(ids: np.ndarray) -> torch.Tensor:
             if world > 1:  # this rank's contiguous slice of the sorted ids (np.array_split: a short tail too)
@@ -299,6 +315,62 @@ class LocalReader(ActivationReader):
                     yield self._to_device(pending.popleft().result(), device)
             while pending:
                 yield self._to_device(pending.popleft().result(), device)
+
+    def _plan(
+        self, batch_size: int, positions: np.ndarray, n_layers: int, *, seed: int, epoch: int, shuffle: bool,
+        drop_last: bool, buffer_bytes: int = 256 * 2**20, chunk_bytes: int = 8 * 2**20,
+        prefetch: Callable[[Chunk], Any] | None = None, select: Selection | None = None,
+    ) -> Iterator[np.ndarray]:
+        """The sample ids of every batch of one epoch, in order (see :meth:`batches`).
+
+        ``prefetch`` is called with the chunks of the next window while one is being cut."""
+        sample_bytes = n_layers * self.meta.d_model * self._np_dtype.itemsize
+        chunk_rows = max(1, chunk_bytes // max(sample_bytes * len(positions), 1))
+        rng = np.random.default_rng([seed, epoch]) if shuffle else None
+        chunks = [c for s in range(len(self.shards)) for c in self._shard_chunks(s, chunk_rows)]
+        if rng is not None:
+            chunks = [chunks[i] for i in rng.permutation(len(chunks))]
+        per_window = max(1, buffer_bytes // max(chunk_rows * sample_bytes * len(positions), 1)) if shuffle else 1
+        windows = group_windows(chunks, per_window)
+        carry = np.empty(0, np.int64)
+        for w, window in enumerate(windows):
+            if prefetch is not None:
+                for ahead in windows[w : w + 2] if w == 0 else windows[w + 1 : w + 2]:
+                    for c in ahead:  # I/O threads map the next window while this one is gathered
+                        prefetch(c)
+            ids = np.concatenate([carry, *(self._chunk_samples(c, positions, select) for c in window)])
+            if rng is not None:
+                ids = ids[rng.permutation(len(ids))]
+            full = len(ids) - len(ids) % batch_size
+            for lo in range(0, full, batch_size):
+                yield ids[lo : lo + batch_size]
+            carry = ids[full:]
+        if len(carry) and not drop_last:
+            yield carry
+
+    def batch_sample_ids(
+        self, batch_size: int, *, layers: list[int] | None = None, tokens: str = "all", seed: int = 0,
+        epoch: int = 0, batch: int = 0, shuffle: bool = True, select: Selection | None = None,
+    ) -> np.ndarray:
+        """Sorted global sample ids (``row * tokens_per_example + position``) of batch ``batch``
+        of an epoch: row ``i`` of that batch as :meth:`batches` yields it is sample ``ids[i]``.
+        Replans the epoch up to that batch (ids only): for error reports, not the hot path."""
+        positions = self.positions(tokens)
+        n_layers = len(self._resolve_layers(layers))
+        for i, ids in enumerate(self._plan(batch_size, positions, n_layers, seed=seed, epoch=epoch,
+                                           shuffle=shuffle, drop_last=True, select=select)):
+            if i == batch:
+                return np.sort(ids)
+        raise StoreError(f"epoch {epoch} of cache {self.path} has no batch {batch} of size {batch_size}")
+
+    def sample_source(self, sample_id: int) -> dict[str, Any]:
+        """Where a sample comes from: shard file, cache row, dataset example and token position."""
+        t = self.meta.tokens_per_example
+        row, pos = divmod(int(sample_id), t)
+        s = int(np.searchsorted(self._starts, row, side="right")) - 1
+        rec = self._index[s][row - int(self._starts[s]), pos]
+        return {"shard": self.shards[s]["file"], "row": row, "example": int(rec["example"]),
+                "position": int(rec["position"])}
 
     def _prefetch(self, chunk: Chunk) -> None:
         """Fault the chunk's pages in ahead of the gathers (populate, else readahead hint)."""
@@ -326,6 +398,17 @@ class LocalReader(ActivationReader):
         """Chunks never straddle shards, so a chunk is one contiguous region of one file."""
         lo, hi = int(self._starts[s]), int(self._starts[s + 1])
         return [Chunk(a, min(a + chunk_rows, hi)) for a in range(lo, hi, chunk_rows)]
+
+    def read_index(self, start: int, stop: int) -> np.ndarray:
+        """Index records ``(n, T)`` of rows ``[start, stop)``, without reading activations."""
+        if not 0 <= start <= stop <= self.n_examples:
+            raise StoreError(f"rows {start}:{stop} are outside cache {self.path} (0..{self.n_examples})")
+        parts, s = [], int(np.searchsorted(self._starts, start, side="right")) - 1
+        while s < len(self._index) and self._starts[s] < stop:
+            lo, hi = max(start, int(self._starts[s])), min(stop, int(self._starts[s + 1]))
+            parts.append(np.asarray(self._index[s][lo - int(self._starts[s]) : hi - int(self._starts[s])]))
+            s += 1
+        return np.concatenate(parts) if parts else np.empty((0, self.meta.tokens_per_example), INDEX_DTYPE)
 
     def read_examples(
         self, start: int, stop: int, *, layers: list[int] | None = None, dtype: torch.dtype | None = torch.float32

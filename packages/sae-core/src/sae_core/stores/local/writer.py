@@ -11,6 +11,7 @@ by a background thread so that model forwards overlap with disk I/O.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import queue
 import threading
 from pathlib import Path
@@ -184,15 +185,11 @@ class LocalWriter(ActivationWriter):
                 f"(batch, {m.n_layers}, {m.tokens_per_example}, {m.d_model}) from its metadata; "
                 "the adapter's spec() and iter_batches() disagree"
             )
-        n, t = acts.shape[0], m.tokens_per_example
+        n = acts.shape[0]
         ids = np.asarray(batch.example_ids, dtype=np.int64).reshape(-1)
         if len(ids) != n:
             raise StoreError(f"batch has {n} rows but {len(ids)} example ids")
-        index = np.zeros((n, t), dtype=INDEX_DTYPE)
-        index["example"] = ids[:, None]
-        index["position"] = np.arange(t, dtype=np.int32) if batch.positions is None else batch.positions
-        index["token"] = -1 if batch.token_ids is None else batch.token_ids
-        index["valid"] = 1 if batch.valid is None else np.asarray(batch.valid, dtype=np.uint8)
+        index = batch.index_records()  # (n, t)
         self._acts.append(acts)
         self._index.append(index)
         self._buffered += n
@@ -247,8 +244,10 @@ class LocalWriter(ActivationWriter):
     def _write_shard(self, acts: np.ndarray, index: np.ndarray) -> None:
         i = len(self.shards)
         acts_file, index_file = fmt.acts_name(i, self.block), fmt.index_name(i, self.block)
-        fmt.write_bytes_atomic(self.path / acts_file, [memoryview(np.ascontiguousarray(acts)).cast("B")])
-        fmt.write_bytes_atomic(self.path / index_file, [memoryview(np.ascontiguousarray(index)).cast("B")])
+        acts_bytes = memoryview(np.ascontiguousarray(acts)).cast("B")
+        index_bytes = memoryview(np.ascontiguousarray(index)).cast("B")
+        fmt.write_bytes_atomic(self.path / acts_file, [acts_bytes])
+        fmt.write_bytes_atomic(self.path / index_file, [index_bytes])
         fmt.fsync_dir(self.path)
         valid = index["valid"].astype(bool)
         self.shards.append(
@@ -260,6 +259,9 @@ class LocalWriter(ActivationWriter):
                 "last_example": int(index["example"][-1, 0]),
                 "n_examples": len(acts),
                 "nbytes": int(acts.nbytes),
+                # checked by `sae info --verify` (and, for small caches, by readers on open)
+                "sha256": hashlib.sha256(acts_bytes).hexdigest(),
+                "index_sha256": hashlib.sha256(index_bytes).hexdigest(),
                 "valid_per_position": valid.sum(axis=0).astype(int).tolist(),
             }
         )

@@ -1,0 +1,201 @@
+"""Mutation testing of the SAE math: do the tests fail when the math is wrong?
+
+    uv run python bench/mutations.py [--only ID[,ID...]] [--tests "tests/a.py tests/b.py"] [--list]
+
+Each mutation is one small source edit that makes an architecture, the optimizer, the folding
+of the normalisation or the trainer's reporting subtly wrong (a sign, a detach, a swapped
+momentum, a dropped projection...). For each, the packages and tests are copied to a temporary
+directory, the edit is applied there, and pytest runs the math tests with that copy first on
+``sys.path`` (the installed editable packages are shadowed, the checkout is never touched). A
+mutant is *killed* when some test fails, *survives* when all pass. The score is printed last;
+docs/benchmarks.md records it. Not run in CI (each mutant runs the math tests: ~30-60 s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CORE = "packages/sae-core/src/sae_core"
+DEFAULT_TESTS = "tests/test_arch_reference.py tests/test_archs.py tests/test_train.py tests/test_interop.py"
+
+
+@dataclass(frozen=True)
+class Mutation:
+    id: str
+    file: str
+    old: str
+    new: str
+    what: str
+
+
+MUTATIONS = [
+    # -- the issue's list ---------------------------------------------------------------------
+    Mutation("jumprelu-threshold-scaled-at-export", f"{CORE}/protocols/architecture.py",
+             "out[name] = self._export_extra(name, i)",
+             "out[name] = self._export_extra(name, i) * (scale if name == 'threshold' and self.name == 'jumprelu' else 1.0)",
+             "JumpReLU threshold multiplied by the normalisation scale at export"),
+    Mutation("gated-bmag-scaled-at-export", f"{CORE}/protocols/architecture.py",
+             "out[name] = self._export_extra(name, i)",
+             "out[name] = self._export_extra(name, i) * (scale if name == 'b_mag' else 1.0)",
+             "gated b_mag multiplied by the normalisation scale at export"),
+    Mutation("gated-aux-trains-decoder", f"{CORE}/archs/gated.py",
+             "gate_act, self.W_dec.detach())", "gate_act, self.W_dec)",
+             "gated auxiliary loss trains the decoder (detach removed)"),
+    Mutation("batchtopk-momentum-swapped", f"{CORE}/archs/batchtopk.py",
+             "m * self.threshold[:, 0] + (1 - m) * tau", "(1 - m) * self.threshold[:, 0] + m * tau",
+             "BatchTopK EMA momentum swapped (m <-> 1-m)"),
+    Mutation("decoder-projection-removed", f"{CORE}/protocols/architecture.py",
+             "g.sub_((g * w).sum(-1, keepdim=True) * w)", "pass",
+             "decoder gradient projection removed"),
+    Mutation("adam-no-bias-correction", f"{CORE}/train/optim.py",
+             "c1 = 1 - b1**self.step_count\n        c2 = 1 - b2**self.step_count", "c1 = 1.0\n        c2 = 1.0",
+             "Adam without bias correction"),
+    Mutation("relu-l1-detached-norms", f"{CORE}/archs/relu.py",
+             "norms = self.W_dec.norm(dim=-1)", "norms = self.W_dec.norm(dim=-1).detach()",
+             "ReLU L1 with detached decoder norms"),
+    # -- bank independence --------------------------------------------------------------------
+    Mutation("topk-aux-k-of-bank", f"{CORE}/archs/topk.py",
+             "return torch.minimum(wanted, dead.sum(-1))",
+             "return torch.minimum(wanted.max().expand_as(wanted), dead.sum(-1))",
+             "AuxK uses the bank's largest aux_k for every SAE (the old bug)"),
+    Mutation("jumprelu-nan-target", f"{CORE}/archs/jumprelu.py",
+             "t if t is not None else 1.0 for t in targets", "t if t is not None else float('nan') for t in targets",
+             "JumpReLU: NaN target for penalty-mode SAEs of a mixed bank (the old bug)"),
+    Mutation("topk-own-k-ignored", f"{CORE}/archs/topk.py",
+             "return vals.relu() * keep[:, None, :]", "return vals.relu()",
+             "TopK: every SAE keeps the bank's largest k"),
+    Mutation("matryoshka-shared-prefixes", f"{CORE}/archs/matryoshka.py",
+             "w[i, self.ends.index(m)] = 1.0 / len(h.prefixes)",
+             "w[i, self.ends.index(m)] = 1.0 / len(h.prefixes)\n        w = (w > -1).float() / len(self.ends)",
+             "Matryoshka: every SAE weighted on the union of the bank's prefixes"),
+    # -- architecture math --------------------------------------------------------------------
+    Mutation("jumprelu-theta-grad-sign", f"{CORE}/archs/jumprelu.py",
+             "grad_theta = (grad * -(theta / eps)", "grad_theta = (grad * (theta / eps)",
+             "JumpReLU: sign of the STE derivative of f w.r.t. θ flipped"),
+    Mutation("jumprelu-theta-factor-dropped", f"{CORE}/archs/jumprelu.py",
+             "grad_theta = (grad * -(theta / eps)", "grad_theta = (grad * -(1.0 / eps)",
+             "JumpReLU: ∂f/∂θ without the θ factor"),
+    Mutation("jumprelu-l0-kernel-width", f"{CORE}/archs/jumprelu.py",
+             "grad_theta = (grad * -(1.0 / eps) * _rect((pre - theta) / eps))",
+             "grad_theta = (grad * -(1.0 / eps) * _rect((pre - theta) / (2 * eps)))",
+             "JumpReLU: L0 pseudo-derivative kernel twice as wide"),
+    Mutation("jumprelu-no-clamp", f"{CORE}/archs/jumprelu.py",
+             "self.threshold.clamp_(min=0.0)", "pass",
+             "JumpReLU: θ not kept >= 0"),
+    Mutation("jumprelu-target-linear", f"{CORE}/archs/jumprelu.py",
+             "quad = (2.0 / tgt * (batch_l0 - tgt).pow(2))", "quad = (2.0 / tgt * (batch_l0 - tgt).abs())",
+             "JumpReLU: target penalty |l0 − T| instead of quadratic"),
+    Mutation("gated-rmag-no-exp", f"{CORE}/archs/gated.py",
+             "mag = proj * self.r_mag.exp()[:, None, :]", "mag = proj * self.r_mag[:, None, :]",
+             "Gated: magnitude path scaled by r_mag instead of exp(r_mag)"),
+    Mutation("gated-l1-on-magnitude", f"{CORE}/archs/gated.py",
+             "l1 = (gate_act * norms[:, None, :])", "l1 = (f * norms[:, None, :])",
+             "Gated: sparsity penalty on the magnitude path, not the gate"),
+    Mutation("topk-aux-residual-not-detached", f"{CORE}/archs/topk.py",
+             "e = (x - recon).detach()", "e = (x - recon)",
+             "AuxK residual not detached (AuxK trains the main reconstruction)"),
+    Mutation("topk-aux-coeff-ignored", f"{CORE}/archs/topk.py",
+             'return bank.hyper_tensor("aux_coeff") *', "return (1 / 32) *",
+             "AuxK coefficient fixed at 1/32 whatever the SAE's aux_coeff"),
+    Mutation("sparse-backward-bdec-term", f"{CORE}/archs/sparse_encode.py",
+             "g_bdec = -torch.bmm(W_enc, g_benc[..., None]).squeeze(-1)", "g_bdec = torch.zeros_like(b_dec)",
+             "TopK sparse backward: gradient through (x − b_dec) to b_dec dropped"),
+    Mutation("relu-sparsity-warmup-ignored", f"{CORE}/archs/relu.py",
+             'coeff = self.hyper_tensor("l1_coeff") * ctx.sparsity_scale', 'coeff = self.hyper_tensor("l1_coeff")',
+             "ReLU: sparsity-coefficient warmup ignored"),
+    Mutation("batchtopk-threshold-ge-vs-gt", f"{CORE}/archs/batchtopk.py",
+             "return a * (a > self.threshold[:, None, :])", "return a * (a > 2 * self.threshold[:, None, :])",
+             "BatchTopK: inference threshold doubled"),
+    Mutation("batchtopk-calibrate-last", f"{CORE}/archs/batchtopk.py",
+             "torch.stack(taus).mean(0)", "taus[0]",
+             "BatchTopK: calibrated threshold from one batch, not the mean"),
+    # -- folding and reporting ----------------------------------------------------------------
+    Mutation("fold-wdec-not-divided", f"{CORE}/protocols/architecture.py",
+             '"W_dec": self.W_dec[i].detach() / scale,', '"W_dec": self.W_dec[i].detach(),',
+             "export: decoder not divided by the normalisation scale"),
+    Mutation("fold-bdec-not-divided", f"{CORE}/protocols/architecture.py",
+             '"b_dec": self.b_dec[i].detach() / scale,', '"b_dec": self.b_dec[i].detach(),',
+             "export: decoder bias not divided by the normalisation scale"),
+    Mutation("report-training-mode", f"{CORE}/train/trainer.py",
+             "sse, l0 = (sse_train, out.l0.float()) if infer is None else infer",
+             "sse, l0 = (sse_train, out.l0.float())",
+             "metrics.jsonl reports training-mode L0/FVU for BatchTopK"),
+    Mutation("final-metrics-skipped", f"{CORE}/train/trainer.py",
+             "last.update(fvu=float(fvu[i]), l0=float(rows[1, i] / n_tok), final_tokens=n_tok)", "pass",
+             "cfg.json reports the last logged training metrics, not the saved SAE's"),
+    Mutation("calibration-skipped", f"{CORE}/train/trainer.py",
+             "bank.calibrate(batches, self.comm)", "pass",
+             "BatchTopK threshold left at its lagging running estimate"),
+    Mutation("seed-by-name", f"{CORE}/train/parallel.py",
+             'crc32(f"{ident}#{r}".encode())', 'crc32(sae.name.encode())',
+             "init seeded by SAE name: a sweep member differs from the same SAE trained alone"),
+    Mutation("lr-warmup-off", f"{CORE}/train/schedule.py",
+             "return (step + 1) / warmup", "return 1.0",
+             "lr warmup ignored"),
+]
+
+
+def run_one(m: Mutation, tests: str, timeout: int) -> tuple[str, float, str]:
+    """('killed' | 'survived' | 'error', seconds, detail) for one mutant."""
+    with tempfile.TemporaryDirectory(prefix="sae-mut-") as tmp:
+        tmp_root = Path(tmp)
+        shutil.copytree(ROOT / "packages", tmp_root / "packages", ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(ROOT / "tests", tmp_root / "tests", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        shutil.copy(ROOT / "pyproject.toml", tmp_root / "pyproject.toml")
+        target = tmp_root / m.file
+        src = target.read_text()
+        if src.count(m.old) != 1:
+            return "error", 0.0, f"pattern found {src.count(m.old)} times in {m.file}"
+        target.write_text(src.replace(m.old, m.new))
+        paths = [str(p) for p in sorted((tmp_root / "packages").glob("*/src"))]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([*paths, str(tmp_root / "tests")]),
+               "PYTHONDONTWRITEBYTECODE": "1"}
+        t0 = time.perf_counter()
+        try:
+            proc = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
+                                   "-m", "not slow", *tests.split()], cwd=tmp_root, env=env,
+                                  capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return "killed", time.perf_counter() - t0, "timeout"
+        dt = time.perf_counter() - t0
+        if proc.returncode == 0:
+            return "survived", dt, ""
+        failed = [ln for ln in proc.stdout.splitlines() if ln.startswith(("FAILED", "ERROR"))]
+        return "killed", dt, (failed[0] if failed else proc.stdout.strip().splitlines()[-1])[:150]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default="", help="comma-separated mutation ids")
+    parser.add_argument("--tests", default=DEFAULT_TESTS, help="test files pytest runs per mutant")
+    parser.add_argument("--timeout", type=int, default=900)
+    parser.add_argument("--list", action="store_true", help="list the mutations and exit")
+    a = parser.parse_args()
+    chosen = [m for m in MUTATIONS if not a.only or m.id in a.only.split(",")]
+    if a.list:
+        for m in chosen:
+            print(f"{m.id:40s} {m.what}")
+        return
+    results = []
+    for m in chosen:
+        status, dt, detail = run_one(m, a.tests, a.timeout)
+        results.append((m, status, dt, detail))
+        print(f"{status:9s} {dt:6.1f}s  {m.id:40s} {detail}", flush=True)
+    killed = sum(s == "killed" for _, s, _, _ in results)
+    print(f"\nmutation score: {killed}/{len(results)} killed")
+    for m, s, _, _ in results:
+        if s != "killed":
+            print(f"  {s}: {m.id} — {m.what}")
+
+
+if __name__ == "__main__":
+    main()
