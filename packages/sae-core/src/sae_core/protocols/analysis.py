@@ -40,20 +40,24 @@ class AnalysisContext:
 
         return layer_and_positions(self)
 
-    def row_range(self) -> tuple[int, int]:
-        """The cache rows to analyse: ``[0, min(n_examples, max_examples))``."""
-        from sae_core.analyses.common import row_range
+    def rows(self, *, metrics: bool = False) -> np.ndarray:
+        """The cache rows to analyse (ascending), as ``--option split=`` chooses: by default the
+        SAE's validation examples (whole examples its training never read); ``all``; ``tail``
+        (the last 10%). SAEs trained without a validation split read every row (``metrics``:
+        the tail, as held-out numbers should). At most ``max_examples`` rows."""
+        from sae_core.analyses.common import analysis_rows
 
-        return row_range(self)
+        return analysis_rows(self, legacy="tail" if metrics else "all")
 
-    def iter_rows(self, start: int, stop: int, rows_per_chunk: int | None = None
-                  ) -> Iterator[tuple[int, torch.Tensor, np.ndarray]]:
-        """(first row, acts (n, T, d_in) of the SAE's layer on ``device``, index records (n, T))
-        for rows ``[start, stop)`` in order; default chunks hold about ``batch_size`` tokens."""
+    def iter_rows(self, rows: np.ndarray | None = None, rows_per_chunk: int | None = None
+                  ) -> Iterator[tuple[np.ndarray, torch.Tensor, np.ndarray]]:
+        """(row numbers (n,), acts (n, T, d_in) of the SAE's layer on ``device``, index records
+        (n, T)) for ``rows`` (default :meth:`rows`) in order; default chunks hold about
+        ``batch_size`` tokens."""
         from sae_core.analyses.common import iter_rows
         from sae_core.analyses.common import rows_per_chunk as default_rows
 
-        return iter_rows(self, start, stop, rows_per_chunk or default_rows(self))
+        return iter_rows(self, self.rows() if rows is None else rows, rows_per_chunk or default_rows(self))
 
     def selected_mask(self, index: np.ndarray) -> torch.Tensor:
         """(n, T) bool: the tokens the SAE is meant for (valid, and of its token kind)."""
