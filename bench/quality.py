@@ -120,8 +120,8 @@ def worker_ours(a: argparse.Namespace) -> list[dict[str, Any]]:
         rows = []
         for ckpt in find_checkpoints(run):
             model = load_sae(ckpt)
-            level = model.cfg["hyper"][spec["ours"]]
-            rows.append({"level": level, "lr": model.cfg["train"]["lr"], **evaluate(model.encode, model.decode, x),
+            level = model.cfg.hyper[spec["ours"]]
+            rows.append({"level": level, "lr": model.cfg.train.lr, **evaluate(model.encode, model.decode, x),
                          "seconds": seconds / len(cfg.saes)})
     return rows
 
