@@ -45,7 +45,11 @@ ARCHS: dict[str, dict[str, Any]] = {
     "topk": {"saelens": "topk", "ours": "k", "theirs": "k", "levels": [16, 32, 64]},
     "batchtopk": {"saelens": "batchtopk", "ours": "k", "theirs": "k", "levels": [16, 32, 64]},
     "jumprelu": {"saelens": "jumprelu", "ours": "target_l0", "theirs": "target_l0", "levels": [16.0, 32.0, 64.0]},
-    "gated": {"saelens": "gated", "ours": "l1_coeff", "theirs": "l1_coefficient", "levels": [1.5, 3.0, 6.0]},
+    # at the same λ our gated SAE (unit-norm decoder, as in the paper) fires more than SAELens's
+    # (free decoder norms), so its levels are chosen to reach SAELens's L0 range: the comparison
+    # is at matched L0
+    "gated": {"saelens": "gated", "ours": "l1_coeff", "theirs": "l1_coefficient", "levels": [1.5, 3.0, 6.0],
+              "levels_ours": [3.0, 6.0, 12.0]},
     "matryoshka": {"saelens": "matryoshka_batchtopk", "ours": "k", "theirs": "k", "levels": [16, 32, 64]},
 }
 
@@ -109,7 +113,7 @@ def worker_ours(a: argparse.Namespace) -> list[dict[str, Any]]:
     spec = ARCHS[a.arch]
     reader = open_reader(a.cache)
     x = heldout_tokens(a.heldout)
-    sae = {"arch": a.arch, "d_sae": a.d_sae, "lr": a.lrs, spec["ours"]: spec["levels"]}
+    sae = {"arch": a.arch, "d_sae": a.d_sae, "lr": a.lrs, spec["ours"]: spec.get("levels_ours", spec["levels"])}
     with tempfile.TemporaryDirectory() as tmp:
         cfg = expand(a.cache, reader.meta.d_model, {"layer": 0, "batch_size": a.batch_size, "val_fraction": 0.0},
                      sae, {"steps": a.steps, "seed": a.seed, "log_every": a.steps, "checkpoint_every": a.steps + 1,

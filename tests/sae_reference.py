@@ -9,8 +9,8 @@ loss, the gradient of every parameter and the parameters after every step.
 Conventions shared with the bank (they are part of the method, not of the code):
 pre = (x − b_dec) W_enc + b_enc; x̂ = f W_dec + b_dec; losses are means over tokens of per-token
 sums; decoder rows unit-norm with the radial gradient removed for topk/batchtopk/jumprelu/
-matryoshka (Gao et al.; Bricken et al.), free for relu and gated (their penalties weight by
-||W_dec,i||).
+matryoshka/gated (Gao et al.; Bricken et al.; Rajamanoharan et al.), free for relu (its penalty
+weights by ||W_dec,i||, Anthropic 2024).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-UNIT_NORM = {"topk", "batchtopk", "jumprelu", "matryoshka"}
+UNIT_NORM = {"topk", "batchtopk", "jumprelu", "matryoshka", "gated"}
 
 
 def _sse(x: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
