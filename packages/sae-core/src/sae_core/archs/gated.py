@@ -8,6 +8,7 @@
     L      = ||x − x̂||² + λ·w(t) Σ_i ReLU(π_gate)_i ||W_dec,i|| + ||x − x̂_frozen(ReLU(π_gate))||²
 where x̂_frozen decodes with a detached copy of the decoder, so the auxiliary term trains only the
 gate. The checkpoint stores ``r_mag`` and ``b_mag`` besides the usual tensors (b_enc is b_gate).
+Transcoders: x_c = x (no centering) and both reconstruction terms are against the target y.
 """
 
 from __future__ import annotations
@@ -44,7 +45,10 @@ class GatedBank(Bank):
         self.b_mag = nn.Parameter(torch.zeros(self.n, self.d_sae))
 
     def _paths(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        xc = (x if x.dim() == 3 else x.unsqueeze(0)) - self.b_dec[:, None, :]
+        if self.transcoder:
+            xc = self.encoder_input(x)  # x as it is: b_dec lives in the output space
+        else:
+            xc = (x if x.dim() == 3 else x.unsqueeze(0)) - self.b_dec[:, None, :]
         proj = torch.bmm(xc, self.W_enc)  # (n, batch, d_sae)
         gate = proj + self.b_enc[:, None, :]
         mag = proj * self.r_mag.exp()[:, None, :] + self.b_mag[:, None, :]
@@ -55,16 +59,17 @@ class GatedBank(Bank):
         return (gate > 0) * mag.relu()
 
     def train_forward(self, x: torch.Tensor, ctx: TrainContext) -> TrainOutput:
+        y = self.target(x, ctx)  # x itself, or a transcoder's target
         gate, mag = self._paths(x)
         active = gate > 0
         f = active * mag.relu()
         recon = self.decode(f)
-        mse = mse_per_sae(x, recon)
+        mse = mse_per_sae(y, recon)
         gate_act = gate.relu()
         norms = self.W_dec.norm(dim=-1)  # (n, d_sae)
         l1 = (gate_act * norms[:, None, :]).sum(-1).mean(-1)
         recon_aux = torch.baddbmm(self.b_dec.detach()[:, None, :], gate_act, self.W_dec.detach())
-        aux = mse_per_sae(x, recon_aux)
+        aux = mse_per_sae(y, recon_aux)
         coeff = self.hyper_tensor("l1_coeff") * ctx.sparsity_scale
         return TrainOutput(
             recon=recon,
@@ -82,3 +87,4 @@ class Gated(BankArchitecture):
     Hyper = GatedHyper
     bank_cls = GatedBank
     saelens_architecture = "gated"
+    supports_transcoder = True

@@ -18,6 +18,17 @@ as ``code != 0`` (:mod:`sae_core.codes`).
 
 Notation used in the architecture docstrings: x ∈ R^d_in, pre = (x − b_dec) W_enc + b_enc,
 x̂ = f W_dec + b_dec, SSE = ||x − x̂||².
+
+**Transcoders.** A bank built with ``d_out`` is a bank of transcoders: it encodes an input x
+(d_in) and reconstructs a *target* y (d_out), another activation of the same tokens (an MLP's
+input and output, say). Input and output are separate spaces, so the encoder takes x as it is
+(no centering by b_dec: pre = x W_enc + b_enc), the decoder writes the output space
+(ŷ = f W_dec + b_dec, W_dec: (d_sae, d_out), b_dec: (d_out,)), and every reconstruction term of
+the loss (MSE, AuxK's residual) is measured against y, which the trainer passes as
+:attr:`TrainContext.target`. A bank without ``d_out`` is an ordinary SAE, computed exactly as
+before. An architecture opts in with ``supports_transcoder = True`` once its bank reads the
+target through :meth:`Bank.target` and the input through :meth:`Bank.pre_acts` (or
+:meth:`Bank.encoder_input`).
 """
 
 from __future__ import annotations
@@ -63,6 +74,8 @@ class TrainContext:
     sparsity_scale: float = 1.0  # sparsity-coefficient warmup factor in [0, 1]
     dead: torch.Tensor | None = None  # (n, d_sae) bool: latents considered dead (AuxK)
     comm: BatchComm = field(default_factory=BatchComm)  # the rest of the batch on other ranks
+    #: transcoders: the (batch, d_out) activations to reconstruct (None for SAEs: the input itself)
+    target: torch.Tensor | None = None
 
 
 @dataclass
@@ -70,7 +83,7 @@ class TrainOutput:
     """What :meth:`Bank.train_forward` returns for one batch; the trainer back-propagates
     ``loss.sum()`` and tracks dead latents with ``fired`` (a latent fires where its code != 0)."""
 
-    recon: torch.Tensor  # (n, batch, d_in)
+    recon: torch.Tensor  # (n, batch, d_out): the reconstruction of the target (d_out = d_in for SAEs)
     loss: torch.Tensor  # (n,): each SAE's loss; their sum is back-propagated
     fired: torch.Tensor  # (n, d_sae): number of tokens of the batch each latent fired on
     l0: torch.Tensor  # (n,): mean number of latents firing per token
@@ -93,6 +106,9 @@ class Bank(nn.Module, metaclass=ABCMeta):
     last step :meth:`calibrate`, :meth:`encode`/:meth:`decode` for the final metrics and
     :meth:`export` for each checkpoint. Resumable state is ``state_dict()`` (register buffers for
     non-parameter state). The loader calls the constructor with one hyper and :meth:`load_single`.
+
+    ``d_out`` (a keyword argument, None for SAEs) makes it a bank of transcoders (see the module
+    docstring): ``transcoder`` is then True and ``W_dec``/``b_dec`` live in the d_out-dim space.
     """
 
     #: the architecture's name, for messages
@@ -119,14 +135,22 @@ class Bank(nn.Module, metaclass=ABCMeta):
         hypers: list[Any],
         *,
         generator: torch.Generator | Sequence[torch.Generator] | None = None,
+        d_out: int | None = None,
     ):
         """``generator``: one for the whole bank, or one per SAE — then each SAE's init is
         independent of which other SAEs share its bank (how the trainer seeds, so a sweep split
-        over ranks trains the same SAEs as one process)."""
+        over ranks trains the same SAEs as one process). ``d_out``: a bank of transcoders whose
+        target has this width (None: SAEs)."""
         super().__init__()
         n = len(hypers)
         self.d_in, self.d_sae, self.n = d_in, d_sae, n
+        #: transcoders: the decoder writes a separate d_out-dim output space, the input is not centred
+        self.transcoder = d_out is not None
+        self.d_out = d_in if d_out is None else int(d_out)
         self.hypers = list(hypers)
+        if self.transcoder:
+            self._init_transcoder(generator)
+            return
         if isinstance(generator, Sequence):
             if len(generator) != n:
                 raise ValueError(f"{len(generator)} generators for a bank of {n} SAEs")
@@ -140,19 +164,69 @@ class Bank(nn.Module, metaclass=ABCMeta):
         self.b_enc = nn.Parameter(torch.zeros(n, d_sae))
         self.b_dec = nn.Parameter(torch.zeros(n, d_in))
 
+    def _init_transcoder(self, generator: torch.Generator | Sequence[torch.Generator] | None) -> None:
+        """Untied init (input and output are different spaces): decoder rows and encoder columns
+        are independent random directions of norm ``init_decoder_norm`` and ``init_decoder_norm ·
+        init_encoder_scale`` (the norms a tied init gives), the decoder drawn first."""
+        n, d_in, d_sae, d_out = self.n, self.d_in, self.d_sae, self.d_out
+
+        def draw(g: torch.Generator, *lead: int) -> tuple[torch.Tensor, torch.Tensor]:
+            return torch.randn(*lead, d_sae, d_out, generator=g), torch.randn(*lead, d_sae, d_in, generator=g)
+
+        if isinstance(generator, Sequence):
+            if len(generator) != n:
+                raise ValueError(f"{len(generator)} generators for a bank of {n} SAEs")
+            pairs = [draw(g) for g in generator]
+            dec = torch.stack([p[0] for p in pairs]) if n else torch.empty(0, d_sae, d_out)
+            enc = torch.stack([p[1] for p in pairs]) if n else torch.empty(0, d_sae, d_in)
+        else:
+            dec, enc = draw(generator if generator is not None else torch.Generator().manual_seed(0), n)
+        dec = dec / dec.norm(dim=-1, keepdim=True) * self.init_decoder_norm  # (n, d_sae, d_out)
+        enc = enc / enc.norm(dim=-1, keepdim=True) * self.init_decoder_norm * self.init_encoder_scale
+        self.W_dec = nn.Parameter(dec)
+        self.W_enc = nn.Parameter(enc.transpose(1, 2).contiguous())  # (n, d_in, d_sae)
+        self.b_enc = nn.Parameter(torch.zeros(n, d_sae))
+        self.b_dec = nn.Parameter(torch.zeros(n, d_out))
+
     # -- hyperparameters ------------------------------------------------------------------------
     def hyper_tensor(self, name: str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """Per-SAE hyperparameter ``name`` as an (n,) tensor on the bank's device."""
         return torch.tensor([getattr(h, name) for h in self.hypers], dtype=dtype, device=self.W_enc.device)
 
     # -- forward pieces -------------------------------------------------------------------------
+    def input_bias(self) -> torch.Tensor | None:
+        """What the encoder subtracts from its input, (n, d_in): b_dec for SAEs, None for
+        transcoders (their b_dec lives in the output space)."""
+        return None if self.transcoder else self.b_dec
+
+    def encoder_input(self, x: torch.Tensor) -> torch.Tensor:
+        """(n, batch, d_in) input of every SAE's encoder: x − b_dec (SAEs) or x (transcoders).
+        x: (batch, d_in) or (n, batch, d_in)."""
+        x3 = x if x.dim() == 3 else x.unsqueeze(0)
+        if self.transcoder:
+            return x3.expand(self.n, -1, -1)
+        return x3 - self.b_dec[:, None, :]
+
+    def target(self, x: torch.Tensor, ctx: TrainContext) -> torch.Tensor:
+        """What the loss reconstructs: x itself (SAEs) or ``ctx.target`` (transcoders)."""
+        if self.transcoder:
+            if ctx.target is None:
+                raise ValueError("a transcoder bank needs its target: pass TrainContext(target=y)")
+            return ctx.target
+        if ctx.target is not None:
+            raise ValueError("TrainContext.target is given, but this bank is not a transcoder (built without d_out)")
+        return x
+
     def pre_acts(self, x: torch.Tensor) -> torch.Tensor:
-        """(x − b_dec) W_enc + b_enc for every SAE. x: (batch, d_in) or (n, batch, d_in)."""
+        """(x − b_dec) W_enc + b_enc for every SAE (x W_enc + b_enc for transcoders).
+        x: (batch, d_in) or (n, batch, d_in)."""
+        if self.transcoder:
+            return torch.baddbmm(self.b_enc[:, None, :], self.encoder_input(x), self.W_enc)
         xc = (x if x.dim() == 3 else x.unsqueeze(0)) - self.b_dec[:, None, :]  # (n, batch, d_in)
         return torch.baddbmm(self.b_enc[:, None, :], xc, self.W_enc)  # (n, batch, d_sae)
 
     def decode(self, f: torch.Tensor) -> torch.Tensor:
-        """Dense decode: f (n, batch, d_sae) -> (n, batch, d_in)."""
+        """Dense decode: f (n, batch, d_sae) -> (n, batch, d_out)."""
         return torch.baddbmm(self.b_dec[:, None, :], f, self.W_dec)
 
     @abstractmethod
@@ -190,12 +264,14 @@ class Bank(nn.Module, metaclass=ABCMeta):
 
     @torch.no_grad()
     def init_b_dec(self, b: torch.Tensor) -> None:
-        """Set every SAE's decoder bias to ``b`` (d_in,), e.g. the data's geometric median."""
+        """Set every SAE's decoder bias to ``b`` (d_out,), e.g. the geometric median of what it
+        reconstructs (the input of an SAE, the target of a transcoder)."""
         self.b_dec.copy_(b.to(self.b_dec).expand_as(self.b_dec))
 
     @torch.no_grad()
     def init_from_data(self, x: torch.Tensor) -> None:
-        """Data-dependent init after b_dec is set; x: (m, d_in) normalised sample. Default: none."""
+        """Data-dependent init after b_dec is set; x: (m, d_in) normalised sample of the input.
+        Default: none."""
 
     @torch.no_grad()
     def calibrate(self, batches: Iterable[torch.Tensor], comm: BatchComm | None = None) -> None:
@@ -203,17 +279,21 @@ class Bank(nn.Module, metaclass=ABCMeta):
         ``batches``: (batch, d_in) normalised inputs the bank was not trained on at that point."""
 
     # -- export / import --------------------------------------------------------------------------
-    def export(self, i: int, scale: float = 1.0) -> dict[str, torch.Tensor]:
+    def export(self, i: int, scale: float = 1.0, scale_out: float | None = None) -> dict[str, torch.Tensor]:
         """SAE ``i`` in checkpoint layout, with input normalisation ``x' = scale·x`` folded in.
 
         (s·x − b) W = (x − b/s)(s·W) and (f W_dec + b)/s = f (W_dec/s) + b/s, so the folded
         SAE takes and returns raw activations and its pre-activations are unchanged.
+        Transcoders (``scale_out``: the target's scale y' = s_out·y, default ``scale``):
+        (s·x) W_enc = x (s·W_enc) and ŷ = (f W_dec + b_dec)/s_out, so the folded transcoder maps
+        the raw input to the raw target.
         """
+        s_out = scale if scale_out is None else scale_out
         out = {
             "W_enc": self.W_enc[i].detach() * scale,
             "b_enc": self.b_enc[i].detach().clone(),
-            "W_dec": self.W_dec[i].detach() / scale,
-            "b_dec": self.b_dec[i].detach() / scale,
+            "W_dec": self.W_dec[i].detach() / s_out,
+            "b_dec": self.b_dec[i].detach() / s_out,
         }
         for name in self.extra_tensors:
             out[name] = self._export_extra(name, i)
@@ -252,6 +332,9 @@ class Architecture:
     #: the SAELens architecture whose inference equals this one's ("standard", "topk",
     #: "jumprelu", "gated"), or None: then ``sae export --format saelens`` refuses it
     saelens_architecture: ClassVar[str | None] = None
+    #: its bank trains transcoders (built with ``d_out``: input not centred, loss against
+    #: ``TrainContext.target``); False: ``sae train --layer-out`` refuses the architecture
+    supports_transcoder: ClassVar[bool] = False
 
     @classmethod
     def hyper_fields(cls) -> list[str]:
@@ -278,12 +361,24 @@ class Architecture:
 
     @classmethod
     def build_bank(cls, d_in: int, d_sae: int, hypers: list[Any], *, device: str | torch.device = "cpu",
-                   generator: torch.Generator | Sequence[torch.Generator] | None = None) -> Bank:
-        """A bank of ``len(hypers)`` SAEs of this architecture and shape on ``device``."""
+                   generator: torch.Generator | Sequence[torch.Generator] | None = None,
+                   d_out: int | None = None) -> Bank:
+        """A bank of ``len(hypers)`` SAEs of this architecture and shape on ``device``; with
+        ``d_out``, of transcoders whose target has that width (see :attr:`supports_transcoder`)."""
         bank_cls = getattr(cls, "bank_cls", None)
         if bank_cls is None:
             raise PluginError(f"architecture {cls.__name__} sets no bank_cls; set it to its Bank subclass")
+        if d_out is not None:
+            cls.check_transcoder()
+            return bank_cls(d_in, d_sae, hypers, generator=generator, d_out=d_out).to(device)
         return bank_cls(d_in, d_sae, hypers, generator=generator).to(device)
+
+    @classmethod
+    def check_transcoder(cls) -> None:
+        """Raise a one-line :class:`ConfigError` unless this architecture trains transcoders."""
+        if not cls.supports_transcoder:
+            raise ConfigError(f"architecture {cls.name!r} does not support transcoders (its bank does not read "
+                              "TrainContext.target); train it as an SAE (no --layer-out) or pick another architecture")
 
     @classmethod
     def saelens_target(cls, hyper: dict[str, Any]) -> str | None:
