@@ -12,10 +12,11 @@ sums; decoder rows unit-norm with the radial gradient removed for topk/batchtopk
 matryoshka (Gao et al.; Bricken et al.), free for relu and gated (their penalties weight by
 ||W_dec,i||).
 
-Transcoders (Dunefsky et al., 2024; SAELens's ``Transcoder``): the same losses with the input x
-encoded as it is and a separate target y reconstructed, pre = x W_enc + b_enc, ŷ = f W_dec + b_dec
-with b_dec in y's space, every reconstruction term (MSE, AuxK's residual e = y − ŷ, Matryoshka's
-prefixes, Gated's frozen-decoder term) against y, and k_aux defaulting to half of y's width.
+Transcoders (Dunefsky et al., 2024; SAELens's ``Transcoder``): the same losses with a separate
+target y reconstructed from the input x. b_dec is in y's space and never touches x; x is centred
+by a fixed input bias b_in (a constant, not a parameter: pre = (x − b_in) W_enc + b_enc), and
+ŷ = f W_dec + b_dec; every reconstruction term (MSE, AuxK's residual e = y − ŷ, Matryoshka's
+prefixes, Gated's frozen-decoder term) is against y, and k_aux defaults to half of y's width.
 """
 
 from __future__ import annotations
@@ -60,13 +61,14 @@ class RefSAE:
     params: dict[str, torch.Tensor]
     threshold_ema: float | None = None  # batchtopk: running θ
     log: dict[str, float] = field(default_factory=dict)
-    transcoder: bool = False  # encode x uncentred, reconstruct a separate target y
+    b_in: torch.Tensor | None = None  # set: a transcoder, x centred by this constant, a separate target y
 
     @classmethod
     def from_tensors(cls, arch: str, hyper: dict[str, Any], tensors: dict[str, torch.Tensor],
-                     transcoder: bool = False) -> RefSAE:
+                     b_in: torch.Tensor | None = None) -> RefSAE:
         params = {k: v.detach().clone().double().requires_grad_(True) for k, v in tensors.items()}
-        return cls(arch=arch, hyper=dict(hyper), d_in=params["W_enc"].shape[0], params=params, transcoder=transcoder)
+        centre = None if b_in is None else b_in.detach().clone().double()
+        return cls(arch=arch, hyper=dict(hyper), d_in=params["W_enc"].shape[0], params=params, b_in=centre)
 
     def loss(self, x: torch.Tensor, dead: torch.Tensor | None, sparsity_scale: float = 1.0,
              target: torch.Tensor | None = None) -> torch.Tensor:
@@ -74,9 +76,9 @@ class RefSAE:
         (B, d_out): what a transcoder reconstructs (SAEs reconstruct x)."""
         p, h = self.params, self.hyper
         x = x.double()
-        if self.transcoder:
+        if self.b_in is not None:
             assert target is not None, "a transcoder's loss needs its target"
-            y, x_enc = target.double(), x  # no centering: b_dec is in y's space
+            y, x_enc = target.double(), x - self.b_in  # b_dec is in y's space: the input has its own centre
         else:
             assert target is None
             y, x_enc = x, x - p["b_dec"]

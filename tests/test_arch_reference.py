@@ -167,8 +167,9 @@ def test_transcoder_bank_steps_match_paper_reference(arch: str, seed: int, d_out
     lrs = torch.tensor([rng.choice([1e-3, 3e-3, 1e-2]) for _ in range(N)])
     bank = build_bank(arch, hypers, seed, d_out=d_out)
     assert bank.transcoder and bank.W_dec.shape == (N, D_SAE, d_out) and bank.b_dec.shape == (N, d_out)
+    bank.init_input_bias(torch.randn(D_IN, generator=torch.Generator().manual_seed(seed + 9)) * 0.5)
     opt = BankAdam({k: p for k, p in bank.named_parameters() if p.requires_grad})
-    refs = [RefSAE.from_tensors(arch_name(arch), {**h, **bank.hypers[i].__dict__}, ref_tensors(bank, i), transcoder=True)
+    refs = [RefSAE.from_tensors(arch_name(arch), {**h, **bank.hypers[i].__dict__}, ref_tensors(bank, i), b_in=bank.b_in[i])
             for i, h in enumerate(hypers)]
     trainers = [RefTrainer(r, lr=float(lrs[i])) for i, r in enumerate(refs)]
     dead = dead_masks(N, torch.Generator().manual_seed(seed))
@@ -204,6 +205,8 @@ def test_transcoder_bank_with_mixed_hyperparameters_equals_each_alone(arch: str)
     hypers = [random_hyper(arch, rng) for _ in range(4)]
     lrs = torch.tensor([1e-3, 3e-3, 2e-3, 5e-3])
     bank = build_bank(arch, hypers, d_out=D_OUT)
+    with torch.no_grad():  # a different fixed input centre for each transcoder
+        bank.b_in.copy_(torch.randn(bank.b_in.shape, generator=torch.Generator().manual_seed(11)))
     singles = []
     for i in range(len(hypers)):
         one = build_bank(arch, [hypers[i]], d_out=D_OUT)

@@ -8,7 +8,7 @@ Training, per SAE, on a batch of B tokens:
     θ  ← m·θ + (1 − m)·τ_b                        (running estimate, momentum m, seeded by τ_0)
 Inference is a JumpReLU with one global threshold: f = a · 1[a > θ], so a token's code no longer
 depends on the rest of its batch. The checkpoint stores θ as ``threshold`` [d_sae].
-Transcoders: a = ReLU(x W_enc + b_enc); the MSE and AuxK are against the target y.
+Transcoders: a = ReLU((x − b_in) W_enc + b_enc); the MSE and AuxK are against the target y.
 
 The saved θ is *calibrated*, not the running estimate: after the last step the trainer calls
 :meth:`BatchTopKBank.calibrate` on the next few batches of the stream and θ becomes the mean of

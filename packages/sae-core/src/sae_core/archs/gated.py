@@ -8,7 +8,8 @@
     L      = ||x − x̂||² + λ·w(t) Σ_i ReLU(π_gate)_i ||W_dec,i|| + ||x − x̂_frozen(ReLU(π_gate))||²
 where x̂_frozen decodes with a detached copy of the decoder, so the auxiliary term trains only the
 gate. The checkpoint stores ``r_mag`` and ``b_mag`` besides the usual tensors (b_enc is b_gate).
-Transcoders: x_c = x (no centering) and both reconstruction terms are against the target y.
+Transcoders: x_c = x − b_in (the fixed input centre; b_dec is in the output space) and both
+reconstruction terms are against the target y; export folds b_in into b_enc and b_mag.
 """
 
 from __future__ import annotations
@@ -46,13 +47,19 @@ class GatedBank(Bank):
 
     def _paths(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.transcoder:
-            xc = self.encoder_input(x)  # x as it is: b_dec lives in the output space
+            xc = self.encoder_input(x)  # x − b_in: b_dec lives in the output space
         else:
             xc = (x if x.dim() == 3 else x.unsqueeze(0)) - self.b_dec[:, None, :]
         proj = torch.bmm(xc, self.W_enc)  # (n, batch, d_sae)
         gate = proj + self.b_enc[:, None, :]
         mag = proj * self.r_mag.exp()[:, None, :] + self.b_mag[:, None, :]
         return gate, mag
+
+    def _export_extra(self, name: str, i: int) -> torch.Tensor:
+        t = super()._export_extra(name, i)
+        if name == "b_mag" and self.transcoder:  # π_mag = (x W − b_in W) e^r + b_mag: fold b_in W e^r
+            t = t - self.input_shift(i) * self.r_mag[i].detach().exp()
+        return t
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         gate, mag = self._paths(x)

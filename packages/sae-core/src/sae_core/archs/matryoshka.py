@@ -8,7 +8,7 @@ so early latents learn general features and later ones refine them. The code f c
 (``base = "topk"``) or BatchTopK (``base = "batchtopk"``) encoder; prefixes default to
 d_sae/8, d_sae/4, d_sae/2, d_sae. Inference is that of the base architecture. The 1/G weighting
 follows dictionary_learning's default group weights (SAELens sums the prefix losses instead).
-Transcoders: the base encoder reads x uncentred and every prefix reconstructs the target y.
+Transcoders: the base encoder reads x − b_in (the fixed input centre) and every prefix reconstructs the target y.
 """
 
 from __future__ import annotations

@@ -12,8 +12,7 @@ gradient flowing to b_dec — each as costly as the forward. Here the forward is
     ∂L/∂b_enc[j]    = Σ_{(b, s): idx[b,s] = j} g[b,s]
     ∂L/∂b_dec       = −W_enc ∂L/∂b_enc
 
-with g = ∂L/∂v. Transcoders do not centre their input (b_dec lives in the output space): they
-pass ``b_dec=None``, so pre = x W_enc + b_enc and the input gets no bias gradient. For batch 4096, d_in 768, d_sae 6144 and m = 32 that is ~0.2 GFLOP instead of
+with g = ∂L/∂v. For batch 4096, d_in 768, d_sae 6144 and m = 32 that is ~0.2 GFLOP instead of
 ~77 GFLOP per SAE, i.e. a TopK training step costs about one dense matmul instead of three.
 """
 
@@ -28,9 +27,8 @@ import torch
 class _GatherPre(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, pre: torch.Tensor, idx: torch.Tensor, x: torch.Tensor, W_enc: torch.Tensor,
-                b_enc: torch.Tensor, b_dec: torch.Tensor | None) -> torch.Tensor:
-        ctx.centred = b_dec is not None
-        ctx.save_for_backward(idx, x, W_enc, b_dec if b_dec is not None else W_enc.new_zeros(0))
+                b_enc: torch.Tensor, b_dec: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(idx, x, W_enc, b_dec)
         return pre.gather(-1, idx)
 
     @staticmethod
@@ -54,19 +52,16 @@ class _GatherPre(torch.autograd.Function):
         gW_t = S @ x  # (n·d_sae, d_in)
         g_benc = torch.zeros(n * d_sae, device=g.device, dtype=g.dtype).index_add_(0, rows[order], vals)
         g_benc = g_benc.view(n, d_sae)
-        if not ctx.centred:  # a transcoder: pre = x W_enc + b_enc
-            return None, None, None, gW_t.view(n, d_sae, d_in).transpose(1, 2).contiguous(), g_benc, None
         gW_t = gW_t.view(n, d_sae, d_in) - g_benc[..., None] * b_dec[:, None, :]  # (x − b_dec), not x
         g_bdec = -torch.bmm(W_enc, g_benc[..., None]).squeeze(-1)  # (n, d_in)
         return None, None, None, gW_t.transpose(1, 2).contiguous(), g_benc, g_bdec
 
 
 def gather_pre_acts(pre: torch.Tensor, idx: torch.Tensor, x: torch.Tensor, W_enc: torch.Tensor,
-                    b_enc: torch.Tensor, b_dec: torch.Tensor | None) -> torch.Tensor:
+                    b_enc: torch.Tensor, b_dec: torch.Tensor) -> torch.Tensor:
     """``pre.gather(-1, idx)`` with the sparse gradient above.
 
     pre: (n, batch, d_sae) computed without a graph from x (batch, d_in), W_enc (n, d_in, d_sae),
-    b_enc (n, d_sae), b_dec (n, d_in) — the input bias, None for transcoders (no centering);
-    idx: (n, batch, m) -> (n, batch, m).
+    b_enc (n, d_sae), b_dec (n, d_in); idx: (n, batch, m) -> (n, batch, m).
     """
     return _GatherPre.apply(pre, idx, x, W_enc, b_enc, b_dec)

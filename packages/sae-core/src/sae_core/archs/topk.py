@@ -7,8 +7,9 @@
     ê   = ReLU(TopK_kaux(pre restricted to dead latents)) W_dec
     L   = ||x − x̂||² + α_aux ||e − ê||²           (α_aux = 1/32, k_aux = d_in/2 by default)
 
-Transcoders (a bank built with d_out): pre = x W_enc + b_enc, and x̂, e, ê and L are those of the
-target y instead of x (e = y − ŷ, k_aux = d_out/2 by default).
+Transcoders (a bank built with d_out): pre = (x − b_in) W_enc + b_enc with b_in the fixed input
+centre, and x̂, e, ê and L are those of the target y instead of x (e = y − ŷ, k_aux = d_out/2 by
+default).
 
 Decoder rows are kept at unit norm with the radial gradient projected out. k may differ across
 the SAEs of a bank: the bank takes the top max(k) and zeroes each SAE's values beyond its own k.

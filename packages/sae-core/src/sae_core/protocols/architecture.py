@@ -21,14 +21,18 @@ x̂ = f W_dec + b_dec, SSE = ||x − x̂||².
 
 **Transcoders.** A bank built with ``d_out`` is a bank of transcoders: it encodes an input x
 (d_in) and reconstructs a *target* y (d_out), another activation of the same tokens (an MLP's
-input and output, say). Input and output are separate spaces, so the encoder takes x as it is
-(no centering by b_dec: pre = x W_enc + b_enc), the decoder writes the output space
-(ŷ = f W_dec + b_dec, W_dec: (d_sae, d_out), b_dec: (d_out,)), and every reconstruction term of
-the loss (MSE, AuxK's residual) is measured against y, which the trainer passes as
-:attr:`TrainContext.target`. A bank without ``d_out`` is an ordinary SAE, computed exactly as
-before. An architecture opts in with ``supports_transcoder = True`` once its bank reads the
-target through :meth:`Bank.target` and the input through :meth:`Bank.pre_acts` (or
-:meth:`Bank.encoder_input`).
+input and output, say). Input and output are separate spaces: b_dec lives in the output space
+(ŷ = f W_dec + b_dec, W_dec: (d_sae, d_out), b_dec: (d_out,)) and is never subtracted from the
+input. The encoder instead centres x by a separate, fixed input bias ``b_in`` (d_in,) — the
+input's geometric median, set by :meth:`Bank.init_input_bias`, a buffer, not trained:
+pre = (x − b_in) W_enc + b_enc — which :meth:`Bank.export` folds into b_enc
+(b_enc − b_in W_enc), so a saved transcoder is pre = x W_enc + b_enc exactly as SAELens's
+``Transcoder``. Every reconstruction term of the loss (MSE, AuxK's residual) is measured
+against y, which the trainer passes as :attr:`TrainContext.target`. A bank without ``d_out`` is
+an ordinary SAE, computed exactly as before. An architecture opts in with
+``supports_transcoder = True`` once its bank reads the target through :meth:`Bank.target` and
+centres its input through :meth:`Bank.pre_acts`, :meth:`Bank.encoder_input` or
+:meth:`Bank.input_bias` (and folds any extra encoder-side tensor in :meth:`Bank.export`).
 """
 
 from __future__ import annotations
@@ -187,6 +191,8 @@ class Bank(nn.Module, metaclass=ABCMeta):
         self.W_enc = nn.Parameter(enc.transpose(1, 2).contiguous())  # (n, d_in, d_sae)
         self.b_enc = nn.Parameter(torch.zeros(n, d_sae))
         self.b_dec = nn.Parameter(torch.zeros(n, d_out))
+        #: the fixed centre of the input (not trained; folded into b_enc at export)
+        self.register_buffer("b_in", torch.zeros(n, d_in))
 
     # -- hyperparameters ------------------------------------------------------------------------
     def hyper_tensor(self, name: str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -194,18 +200,15 @@ class Bank(nn.Module, metaclass=ABCMeta):
         return torch.tensor([getattr(h, name) for h in self.hypers], dtype=dtype, device=self.W_enc.device)
 
     # -- forward pieces -------------------------------------------------------------------------
-    def input_bias(self) -> torch.Tensor | None:
-        """What the encoder subtracts from its input, (n, d_in): b_dec for SAEs, None for
-        transcoders (their b_dec lives in the output space)."""
-        return None if self.transcoder else self.b_dec
+    def input_bias(self) -> torch.Tensor:
+        """What the encoder subtracts from its input, (n, d_in): b_dec for SAEs, the fixed
+        input centre ``b_in`` for transcoders (their b_dec lives in the output space)."""
+        return self.b_in if self.transcoder else self.b_dec
 
     def encoder_input(self, x: torch.Tensor) -> torch.Tensor:
-        """(n, batch, d_in) input of every SAE's encoder: x − b_dec (SAEs) or x (transcoders).
-        x: (batch, d_in) or (n, batch, d_in)."""
-        x3 = x if x.dim() == 3 else x.unsqueeze(0)
-        if self.transcoder:
-            return x3.expand(self.n, -1, -1)
-        return x3 - self.b_dec[:, None, :]
+        """(n, batch, d_in) input of every SAE's encoder: x − b_dec (SAEs) or x − b_in
+        (transcoders). x: (batch, d_in) or (n, batch, d_in)."""
+        return (x if x.dim() == 3 else x.unsqueeze(0)) - self.input_bias()[:, None, :]
 
     def target(self, x: torch.Tensor, ctx: TrainContext) -> torch.Tensor:
         """What the loss reconstructs: x itself (SAEs) or ``ctx.target`` (transcoders)."""
@@ -218,7 +221,7 @@ class Bank(nn.Module, metaclass=ABCMeta):
         return x
 
     def pre_acts(self, x: torch.Tensor) -> torch.Tensor:
-        """(x − b_dec) W_enc + b_enc for every SAE (x W_enc + b_enc for transcoders).
+        """(x − b_dec) W_enc + b_enc for every SAE ((x − b_in) W_enc + b_enc for transcoders).
         x: (batch, d_in) or (n, batch, d_in)."""
         if self.transcoder:
             return torch.baddbmm(self.b_enc[:, None, :], self.encoder_input(x), self.W_enc)
@@ -269,6 +272,13 @@ class Bank(nn.Module, metaclass=ABCMeta):
         self.b_dec.copy_(b.to(self.b_dec).expand_as(self.b_dec))
 
     @torch.no_grad()
+    def init_input_bias(self, b: torch.Tensor) -> None:
+        """Transcoders: set every SAE's fixed input centre ``b_in`` to ``b`` (d_in,), the input's
+        geometric median (SAEs: nothing, their input is centred by b_dec)."""
+        if self.transcoder:
+            self.b_in.copy_(b.to(self.b_in).expand_as(self.b_in))
+
+    @torch.no_grad()
     def init_from_data(self, x: torch.Tensor) -> None:
         """Data-dependent init after b_dec is set; x: (m, d_in) normalised sample of the input.
         Default: none."""
@@ -285,8 +295,9 @@ class Bank(nn.Module, metaclass=ABCMeta):
         (s·x − b) W = (x − b/s)(s·W) and (f W_dec + b)/s = f (W_dec/s) + b/s, so the folded
         SAE takes and returns raw activations and its pre-activations are unchanged.
         Transcoders (``scale_out``: the target's scale y' = s_out·y, default ``scale``):
-        (s·x) W_enc = x (s·W_enc) and ŷ = (f W_dec + b_dec)/s_out, so the folded transcoder maps
-        the raw input to the raw target.
+        (s·x − b_in) W_enc + b_enc = x (s·W_enc) + (b_enc − b_in W_enc) and
+        ŷ = (f W_dec + b_dec)/s_out, so the folded transcoder maps the raw input to the raw target
+        with no input bias (:meth:`input_shift` is what b_enc absorbs).
         """
         s_out = scale if scale_out is None else scale_out
         out = {
@@ -295,6 +306,8 @@ class Bank(nn.Module, metaclass=ABCMeta):
             "W_dec": self.W_dec[i].detach() / s_out,
             "b_dec": self.b_dec[i].detach() / s_out,
         }
+        if self.transcoder:
+            out["b_enc"] = out["b_enc"] - self.input_shift(i)
         for name in self.extra_tensors:
             out[name] = self._export_extra(name, i)
         return {k: v.contiguous().float().cpu() for k, v in out.items()}
@@ -303,12 +316,23 @@ class Bank(nn.Module, metaclass=ABCMeta):
         return getattr(self, name)[i].detach().clone()
 
     @torch.no_grad()
+    def input_shift(self, i: int) -> torch.Tensor:
+        """Transcoder ``i``'s b_in W_enc (d_sae,): what its encoder subtracts for the input centre,
+        folded into b_enc at export (zero for SAEs, whose centre b_dec is in the checkpoint)."""
+        if not self.transcoder:
+            return torch.zeros_like(self.b_enc[i])
+        return self.b_in[i] @ self.W_enc[i]
+
+    @torch.no_grad()
     def load_single(self, i: int, tensors: dict[str, torch.Tensor]) -> None:
-        """Inverse of :meth:`export` (with scale 1) for SAE ``i``."""
+        """Inverse of :meth:`export` (with scale 1) for SAE ``i`` (a transcoder's input centre
+        stays zero: the checkpoint has it folded into b_enc)."""
         for name in ("W_enc", "b_enc", "W_dec", "b_dec", *self.extra_tensors):
             if name not in tensors:
                 raise ConfigError(f"{self.name or type(self).__name__} checkpoint is missing tensor {name!r}")
             self._import_tensor(name, i, tensors[name])
+        if self.transcoder:
+            self.b_in[i].zero_()
 
     def _import_tensor(self, name: str, i: int, value: torch.Tensor) -> None:
         getattr(self, name)[i].copy_(value)

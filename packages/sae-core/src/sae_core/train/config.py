@@ -187,7 +187,8 @@ def expand(
                           ", layer_in")
     settings = from_dict(TrainSettings, train, where="[train]")
     layer_keys = ("layer", "layer_out")
-    data_grid = _grid({k: (str(v) if k in layer_keys and not isinstance(v, list) else v) for k, v in data.items()})
+    data_grid = _grid({k: (str(v) if k in layer_keys and v is not None and not isinstance(v, list) else v)
+                       for k, v in data.items()})
     sae_grid = _grid(sae)
     arch_names = sae.get("arch", "topk")
     arch_names = arch_names if isinstance(arch_names, list) else [arch_names]

@@ -166,21 +166,23 @@ class GroupTrainer:
                      select=self.select)
         sample = both_layers[:, 0]  # (m, d_in)
         scale = norm_scale(sample) if self.data.normalize else 1.0
-        if self.layer_out is None:
-            median = geometric_median(sample[:8192] * scale).float()  # (d_in,)
-            head = [scale]
-        else:  # a transcoder's target: its own scale, and b_dec starts at its median
+        median = geometric_median(sample[:8192] * scale).float()  # (d_in,)
+        head = [scale]
+        if self.layer_out is not None:  # a transcoder's target: its own scale; b_dec starts at its median
             target = both_layers[:, 1]
             scale_out = norm_scale(target) if self.data.normalize else 1.0
-            median = geometric_median(target[:8192] * scale_out).float()  # (d_out,)
+            median = torch.cat([geometric_median(target[:8192] * scale_out).float(), median])  # (d_out + d_in,)
             head = [scale, scale_out]
         # every rank computes the same; rank 0's copy is authoritative (no drift across GPUs)
         both = self.dist.broadcast_(torch.cat([torch.tensor(head), median.cpu()]).to(self.device))
         self.scale = float(both[0])
         if self.layer_out is not None:
             self.scale_out = float(both[1])
+        medians = both[len(head):]
         for bank in self.banks:
-            bank.init_b_dec(both[len(head):])
+            bank.init_b_dec(medians[: bank.d_out])  # the median of what it reconstructs
+            if bank.transcoder:
+                bank.init_input_bias(medians[bank.d_out :])  # the encoder's fixed input centre
             bank.init_from_data(sample[:8192].to(self.device) * self.scale)
 
     # -- state ----------------------------------------------------------------------------------
