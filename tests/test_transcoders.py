@@ -10,6 +10,7 @@ ReLU transcoders trained, analysed, loaded by the viewer and exported to SAELens
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -59,7 +60,7 @@ def test_saved_transcoder_maps_raw_input_to_raw_target_like_the_training_model(t
     trainer = GroupTrainer(config, reader, data, saes, tmp_path / "run", 0)
     trainer.run(resume=False, progress=False, stop_after=None)
     assert trainer.scale_out is not None and trainer.scale_out < trainer.scale / 10  # two scales, far apart
-    acts, index = reader.read_examples(0, reader.n_examples)
+    acts, _ = reader.read_examples(0, reader.n_examples)
     x, y = acts[:, 0].reshape(-1, D), acts[:, 1].reshape(-1, D)  # raw
     for bi, bank in enumerate(trainer.banks):
         assert bank.transcoder
@@ -154,3 +155,181 @@ def test_architectures_without_transcoder_support_are_refused() -> None:
     with pytest.raises(ConfigError, match="does not support transcoders"):
         Old.build_bank(4, 8, [ReLUHyper()], d_out=4)
     assert not Old.build_bank(4, 8, [ReLUHyper()]).transcoder
+
+
+# -- splicing a transcoder into the model ------------------------------------------------------------
+TINY_LM = {"n_layers": 2, "d_model": 32, "n_ctx": 64, "d_head": 8, "n_heads": 4, "d_mlp": 64, "d_vocab": 30522,
+           "act_fn": "gelu", "normalization_type": "LN", "default_prepend_bos": True}
+HOOK_IN, HOOK_OUT = "blocks.0.ln2.hook_normalized", "blocks.0.hook_mlp_out"
+DOCS = ["Sparse autoencoders decompose activations into interpretable features of language models.",
+        "The quick brown fox jumps over the lazy dog. " * 4,
+        "Transcoders read the input of an MLP and predict its output, token by token.",
+        "Residual streams carry information between transformer blocks, layer after layer."] * 3
+
+
+@pytest.fixture(scope="module")
+def tlens_cache(tmp_path_factory) -> Path:
+    from conftest import cli_runner
+
+    root = tmp_path_factory.mktemp("tc_lm")
+    (root / "tiny.json").write_text(json.dumps(TINY_LM))
+    (root / "docs.txt").write_text("\n\n".join(DOCS))
+    code, out, err = cli_runner()("cache", "--adapter", "tlens", "--model", f"config:{root / 'tiny.json'}",
+                                  "--opt", f"tokenizer={minilm_dir()}", "--hook", HOOK_IN, "--hook", HOOK_OUT,
+                                  "--data", f"text:{root / 'docs.txt'}", "--context-size", "16",
+                                  "--out", str(root / "cache"), "-q")
+    assert code == 0, err
+    return Path(out.strip().splitlines()[-1])
+
+
+def test_tlens_splice_from_a_source_hook(tlens_cache: Path) -> None:
+    """Splicing the model's own MLP as the 'transcoder' (hook_normalized -> hook_mlp_out) leaves
+    the output unchanged; a wrong map changes it; a source after the layer is refused."""
+    from sae_core.protocols import AdapterRequest
+    from sae_text.adapters.tlens import TLensAdapter
+
+    reader = open_reader(tlens_cache)
+    assert reader.meta.layers == [HOOK_IN, HOOK_OUT]
+    _, index = reader.read_examples(0, reader.n_examples)
+    meta = reader.meta
+    adapter = TLensAdapter(AdapterRequest(model=meta.model, layers=list(meta.layers), context_size=16,
+                                          options={k: str(v) for k, v in meta.extra["options"].items()}))
+    mask = index["valid"].astype(bool)
+    mlp = adapter.model.blocks[0].mlp
+    seen: list[int] = []
+
+    def true_mlp(x: torch.Tensor) -> torch.Tensor:
+        seen.append(len(x))
+        return mlp(x[None])[0]
+
+    result = adapter.splice_eval(index, mask, HOOK_OUT, true_mlp, batch_rows=4, source=HOOK_IN)
+    assert sum(seen) == mask.sum()
+    assert result["ce_spliced"] == pytest.approx(result["ce_clean"], abs=1e-5)
+    assert result["ce_zero_ablated"] != pytest.approx(result["ce_clean"], abs=1e-4)
+    wrong = adapter.splice_eval(index, mask, HOOK_OUT, lambda x: x, batch_rows=4, source=HOOK_IN)
+    assert wrong["ce_spliced"] != pytest.approx(result["ce_clean"], abs=1e-4)
+    with pytest.raises(SAEError, match="does not run before"):
+        adapter.splice_eval(index, mask, HOOK_IN, true_mlp, batch_rows=4, source=HOOK_OUT)
+
+
+def test_hf_splice_from_a_source_module(tmp_path: Path, run_cli) -> None:
+    """The hf adapter: the input of GPT-2's block-1 MLP spliced through the MLP itself into its
+    output changes nothing; an identity map from the input does."""
+    from sae_core.protocols import AdapterRequest
+    from sae_text.adapters.hf import HFAdapter
+    from test_text_hf import _gpt2_tokenizer
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    tok = _gpt2_tokenizer()
+    GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_embd=32, n_layer=2, n_head=4, n_positions=64,
+                               bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)).save_pretrained(tmp_path / "m")
+    tok.save_pretrained(tmp_path / "m")
+    (tmp_path / "docs.txt").write_text("\n\n".join(["the quick brown fox jumps over the lazy dog . " * 3,
+                                                    "sparse autoencoders decompose activations into features ."] * 3))
+    hooks = ["transformer.h.1.mlp:input", "transformer.h.1.mlp"]
+    code, out, err = run_cli("cache", "--adapter", "hf", "--model", str(tmp_path / "m"), "--hook", hooks[0], "--hook",
+                             hooks[1], "--data", f"text:{tmp_path / 'docs.txt'}", "--context-size", "16",
+                             "--out", str(tmp_path / "cache"), "-q")
+    assert code == 0, err
+    reader = open_reader(out.strip().splitlines()[-1])
+    _, index = reader.read_examples(0, reader.n_examples)
+    adapter = HFAdapter(AdapterRequest(model=str(tmp_path / "m"), layers=reader.meta.layers, context_size=16))
+    mask = index["valid"].astype(bool)
+    mlp = copy.deepcopy(adapter.model.transformer.h[1].mlp)  # a copy: the model's own is hooked while splicing
+    same = adapter.splice_eval(index, mask, hooks[1], lambda x: mlp(x), batch_rows=3, source=hooks[0])
+    assert same["ce_spliced"] == pytest.approx(same["ce_clean"], abs=1e-5)
+    other = adapter.splice_eval(index, mask, hooks[1], lambda x: x, batch_rows=3, source=hooks[0])
+    assert other["ce_spliced"] != pytest.approx(same["ce_clean"], abs=1e-4)
+
+
+# -- end to end through the CLI ------------------------------------------------------------------------
+def test_transcoder_end_to_end_cli(tlens_cache: Path, tmp_path: Path, run_cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    """cache (both hooks) -> train a TopK + ReLU transcoder sweep -> info -> analyze -> viewer ->
+    export to SAELens (ReLU: its `transcoder`; TopK: refused, SAELens has none) and load it back."""
+    from sae_core import load_sae
+    from sae_viewer import data as viewer_data
+
+    (tmp_path / "grid.toml").write_text(f"""
+[data]
+layer_in = "{HOOK_IN}"
+layer_out = "{HOOK_OUT}"
+batch_size = 64
+val_fraction = 0.2
+[train]
+steps = 30
+log_every = 10
+[sae]
+arch = ["topk", "relu"]
+k = 4
+l1_coeff = 0.3
+exp_factor = 2
+lr = 3e-3
+""")
+    run = tmp_path / "run"
+    code, _, err = run_cli("train", "--data", str(tlens_cache), "--sweep", str(tmp_path / "grid.toml"), "--out", str(run), "-q")
+    assert code == 0, err
+    sweep = json.loads((run / "sweep.json").read_text())
+    assert [(s["name"], s["layer"], s["layer_out"]) for s in sweep["saes"]] == [
+        ("topk-k4", HOOK_IN, HOOK_OUT), ("relu", HOOK_IN, HOOK_OUT)]
+    code, out, err = run_cli("info", str(run / "topk-k4"))
+    assert code == 0, err
+    assert json.loads(out)["transcoder"] == {"input": HOOK_IN, "output": HOOK_OUT, "d_in": 32, "d_out": 32}
+
+    code, _, err = run_cli("analyze", str(run), "-q")
+    assert code == 0, err
+    reader = open_reader(tlens_cache)
+    for name in ("topk-k4", "relu"):
+        cfg = read_cfg(run / name)
+        rec = json.loads((run / name / "reconstruction.json").read_text())
+        assert rec["transcoder"] == {"input": HOOK_IN, "target": HOOK_OUT}
+        assert rec["fvu"] == pytest.approx(cfg.metrics["val_fvu"], rel=1e-3)  # both: the target, on the val split
+        down = json.loads((run / name / "downstream.json").read_text())
+        assert down["kind"] == "lm_ce" and down["layer"] == HOOK_OUT and down["source"] == HOOK_IN, down
+        assert down["cache_rel_error"] < 1e-4 and down["ce_spliced"] != down["ce_clean"]
+        assert (run / name / "feature_stats.safetensors").is_file() and (run / name / "top_examples.safetensors").is_file()
+    # the reconstruction FVU is the target's: recompute it from the cache with the loaded transcoder
+    sae = load_sae(run / "topk-k4")
+    from sae_core.split import ExampleSplit, Selection
+
+    rows = reader.rows(Selection(ExampleSplit(0.2, 0), "val"))
+    acts, index = reader.read_examples(int(rows[0]), int(rows[-1]) + 1)
+    keep = index["valid"].astype(bool) & np.isin(index["example"], index["example"][rows - rows[0]])
+    x, y = acts[:, 0][torch.from_numpy(keep)], acts[:, 1][torch.from_numpy(keep)]
+    with torch.no_grad():
+        fvu = float(((sae(x) - y) ** 2).sum() / ((y - y.mean(0)) ** 2).sum())
+    assert fvu == pytest.approx(json.loads((run / "topk-k4" / "reconstruction.json").read_text())["fvu"], rel=1e-3)
+
+    saes = viewer_data.find_saes(run)
+    rows_v = viewer_data.sweep_rows(saes)
+    assert all("→" in r["layer"] and "transcoder" in r["layer"] for r in rows_v) and all("CE recovered" in r for r in rows_v)
+    assert "as predicted from" in viewer_data.downstream_line(viewer_data.downstream(saes[0]))
+    feats = viewer_data.feature_table(saes[0])
+    assert feats is not None and viewer_data.top_examples(saes[0], int(np.argmax(feats["frequency"]))) is not None
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("SAE_VIEWER_RUN", str(run))
+    app = Path(__file__).resolve().parents[1] / "packages" / "sae-viewer" / "src" / "sae_viewer" / "app.py"
+    at = AppTest.from_file(str(app), default_timeout=120)
+    at.run()
+    assert not at.exception, at.exception
+    at.sidebar.radio[0].set_value("Features").run()
+    assert not at.exception, at.exception
+    assert [m.value for m in at.markdown if 'class="ctx"' in m.value]  # top contexts with token highlighting
+
+    code, _, err = run_cli("export", str(run), "--format", "saelens", "--out", str(tmp_path / "all"))
+    errors = [line for line in err.splitlines() if line.startswith("error")]  # (streamlit may log warnings)
+    assert code == 1 and len(errors) == 1 and "SAELens has no topk transcoder" in errors[0], err
+    assert not (tmp_path / "all").exists()
+    code, _, err = run_cli("export", str(run / "relu"), "--format", "saelens", "--out", str(tmp_path / "sl"))
+    assert code == 0, err
+    from sae_lens import SAE as SLSAE
+
+    sl = SLSAE.load_from_disk(str(tmp_path / "sl"))
+    assert type(sl).__name__ == "Transcoder" and sl.cfg.d_out == 32
+    assert sl.cfg.metadata.hook_name == HOOK_IN and sl.cfg.metadata.hook_name_out == HOOK_OUT
+    ours, back = load_sae(run / "relu"), load_sae(tmp_path / "sl")
+    assert back.is_transcoder and back.cfg.source.layer_out == HOOK_OUT
+    with torch.no_grad():
+        torch.testing.assert_close(sl(x), ours(x), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(back(x), ours(x), rtol=1e-6, atol=1e-6)
