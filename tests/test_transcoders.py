@@ -333,3 +333,15 @@ lr = 3e-3
     with torch.no_grad():
         torch.testing.assert_close(sl(x), ours(x), rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(back(x), ours(x), rtol=1e-6, atol=1e-6)
+
+
+def test_downstream_skips_a_transcoder_whose_input_runs_after_its_output(tlens_cache: Path, tmp_path: Path, run_cli) -> None:
+    """E.g. a post-LN model's ln2 (after the MLP) used as the input: nothing to splice, said why."""
+    code, _, err = run_cli("train", "--data", str(tlens_cache), "--out", str(tmp_path / "r"), "--layer", HOOK_OUT,
+                           "--layer-out", HOOK_IN, "--k", "4", "--exp-factor", "1", "--steps", "3", "--batch-size", "32",
+                           "--val-fraction", "0.2", "-q")
+    assert code == 0, err
+    code, _, err = run_cli("analyze", str(tmp_path / "r"), "--only", "downstream", "-q")
+    assert code == 0, err
+    down = json.loads((tmp_path / "r" / "topk-k4" / "downstream.json").read_text())
+    assert "does not run before" in down["skipped"] and down["source"] == HOOK_OUT and down["layer"] == HOOK_IN

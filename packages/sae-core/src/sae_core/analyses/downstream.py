@@ -20,7 +20,8 @@ tokens) are replaced by the transcoder's prediction from its *input* layer in th
 (``replace`` receives the input layer's activations; the cache check compares those). The
 zero-ablated baseline zeroes the output layer. This needs an adapter that can read one layer and
 replace another in one forward (``ModelAdapter.splice_sources``: the ``hf`` and ``tlens``
-adapters); others record a skip with the reason.
+adapters) and an input layer that runs before the output layer; otherwise ``downstream.json``
+records a skip with the reason.
 
 Adapters opt in by implementing ``ModelAdapter.splice_eval(index, mask, layer, replace, *,
 dataset=None, batch_rows=8) -> dict``. When the adapter plugin is not installed, does not implement it, or
@@ -119,7 +120,13 @@ class Downstream(Analysis):
             with torch.no_grad():
                 return sae(x.float())
 
-        result = adapter.splice_eval(index, mask, layer, replace, dataset=dataset, batch_rows=batch_rows, **source_kw)
+        try:
+            result = adapter.splice_eval(index, mask, layer, replace, dataset=dataset, batch_rows=batch_rows, **source_kw)
+        except SAEError as e:
+            if lo is None:
+                raise
+            # e.g. the input hook runs after the output hook (a post-LN model's ln2): nothing to splice
+            return self._skip(ctx, head, f"cannot splice this transcoder into the model: {e}")
         rel = (check["err"] / max(check["ref"], 1e-30)) ** 0.5 if check["at"] == len(cached) else None
         result = {**head, "rows": [int(rows[0]), int(rows[-1]) + 1], "n_rows": len(rows), "n_spliced_tokens": int(mask.sum()),
                   **result, "cache_rel_error": rel}
