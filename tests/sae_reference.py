@@ -11,6 +11,12 @@ pre = (x − b_dec) W_enc + b_enc; x̂ = f W_dec + b_dec; losses are means over 
 sums; decoder rows unit-norm with the radial gradient removed for topk/batchtopk/jumprelu/
 matryoshka/gated (Gao et al.; Bricken et al.; Rajamanoharan et al.), free for relu (its penalty
 weights by ||W_dec,i||, Anthropic 2024).
+
+Transcoders (Dunefsky et al., 2024; SAELens's ``Transcoder``): the same losses with a separate
+target y reconstructed from the input x. b_dec is in y's space and never touches x; x is centred
+by a fixed input bias b_in (a constant, not a parameter: pre = (x − b_in) W_enc + b_enc), and
+ŷ = f W_dec + b_dec; every reconstruction term (MSE, AuxK's residual e = y − ŷ, Matryoshka's
+prefixes, Gated's frozen-decoder term) is against y, and k_aux defaults to half of y's width.
 """
 
 from __future__ import annotations
@@ -55,17 +61,30 @@ class RefSAE:
     params: dict[str, torch.Tensor]
     threshold_ema: float | None = None  # batchtopk: running θ
     log: dict[str, float] = field(default_factory=dict)
+    b_in: torch.Tensor | None = None  # set: a transcoder, x centred by this constant, a separate target y
 
     @classmethod
-    def from_tensors(cls, arch: str, hyper: dict[str, Any], tensors: dict[str, torch.Tensor]) -> RefSAE:
+    def from_tensors(cls, arch: str, hyper: dict[str, Any], tensors: dict[str, torch.Tensor],
+                     b_in: torch.Tensor | None = None) -> RefSAE:
         params = {k: v.detach().clone().double().requires_grad_(True) for k, v in tensors.items()}
-        return cls(arch=arch, hyper=dict(hyper), d_in=params["W_enc"].shape[0], params=params)
+        centre = None if b_in is None else b_in.detach().clone().double()
+        return cls(arch=arch, hyper=dict(hyper), d_in=params["W_enc"].shape[0], params=params, b_in=centre)
 
-    def loss(self, x: torch.Tensor, dead: torch.Tensor | None, sparsity_scale: float = 1.0) -> torch.Tensor:
-        """The architecture's training loss on batch x (B, d_in); dead: (d_sae,) bool."""
+    def loss(self, x: torch.Tensor, dead: torch.Tensor | None, sparsity_scale: float = 1.0,
+             target: torch.Tensor | None = None) -> torch.Tensor:
+        """The architecture's training loss on batch x (B, d_in); dead: (d_sae,) bool; ``target``
+        (B, d_out): what a transcoder reconstructs (SAEs reconstruct x)."""
         p, h = self.params, self.hyper
         x = x.double()
-        pre = (x - p["b_dec"]) @ p["W_enc"] + p["b_enc"]
+        if self.b_in is not None:
+            assert target is not None, "a transcoder's loss needs its target"
+            y, x_enc = target.double(), x - self.b_in  # b_dec is in y's space: the input has its own centre
+        else:
+            assert target is None
+            y, x_enc = x, x - p["b_dec"]
+        pre = x_enc @ p["W_enc"] + p["b_enc"]
+        x = y  # from here on, x is what is reconstructed
+        d_out = y.shape[-1]
         if self.arch == "relu":  # Anthropic (2024): L1 weighted by decoder norms, no norm constraint
             f = pre.relu()
             recon = f @ p["W_dec"] + p["b_dec"]
@@ -74,7 +93,7 @@ class RefSAE:
         if self.arch == "topk":
             f = _topk_code(pre, h["k"])
             recon = f @ p["W_dec"] + p["b_dec"]
-            aux_k = h.get("aux_k") or self.d_in // 2
+            aux_k = h.get("aux_k") or d_out // 2
             return _sse(x, recon) + _auxk(p, pre, x, recon, dead, aux_k, h.get("aux_coeff", 1 / 32))
         if self.arch in ("batchtopk", "matryoshka"):
             k = h["k"]
@@ -87,7 +106,7 @@ class RefSAE:
                 m = h.get("threshold_momentum", 0.99)
                 self.threshold_ema = float(tau) if self.threshold_ema is None else m * self.threshold_ema + (1 - m) * float(tau)
             recon = f @ p["W_dec"] + p["b_dec"]
-            aux_k = h.get("aux_k") or self.d_in // 2
+            aux_k = h.get("aux_k") or d_out // 2
             aux = _auxk(p, pre, x, recon, dead, aux_k, h.get("aux_coeff", 1 / 32))
             if self.arch == "batchtopk":
                 return _sse(x, recon) + aux
@@ -105,10 +124,9 @@ class RefSAE:
             penalty = tok_l0.mean() if target is None else 2.0 / target * (tok_l0.mean() - target) ** 2
             return _sse(x, recon) + h.get("l0_coeff", 1.0) * sparsity_scale * penalty
         if self.arch == "gated":  # Rajamanoharan et al. (2024a)
-            xc = x - p["b_dec"]
-            pi_gate = xc @ p["W_enc"] + p["b_enc"]
-            pi_mag = xc @ (p["W_enc"] * p["r_mag"].exp()) + p["b_mag"]
-            f = (pi_gate > 0).to(x.dtype) * pi_mag.relu()
+            pi_gate = x_enc @ p["W_enc"] + p["b_enc"]
+            pi_mag = x_enc @ (p["W_enc"] * p["r_mag"].exp()) + p["b_mag"]
+            f = (pi_gate > 0).to(pre.dtype) * pi_mag.relu()
             recon = f @ p["W_dec"] + p["b_dec"]
             gate_relu = pi_gate.relu()
             l1 = (gate_relu * p["W_dec"].norm(dim=1)).sum(-1).mean()
@@ -132,12 +150,12 @@ class RefTrainer:
         self.opt = torch.optim.Adam(list(sae.params.values()), lr=lr, betas=betas, eps=1e-8)
 
     def step(self, x: torch.Tensor, dead: torch.Tensor | None, sparsity_scale: float = 1.0,
-             lr: float | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+             lr: float | None = None, target: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """One step; returns the loss and each parameter's gradient as applied (after projection)."""
         sae = self.sae
         for t in sae.params.values():
             t.grad = None
-        loss = sae.loss(x, dead, sparsity_scale)
+        loss = sae.loss(x, dead, sparsity_scale, target=target)
         loss.backward()
         W = sae.params["W_dec"]
         if sae.arch in UNIT_NORM:  # remove the radial component of each decoder row's gradient

@@ -220,3 +220,19 @@ def test_batch_not_divisible_by_world_is_a_clear_error(train_setup) -> None:
                     str(train_setup["tmp"] / "odd"))
     with pytest.raises(ConfigError, match="batch size 63 does not split evenly over 2 ranks; use a multiple of 2"):
         run_training(config, progress=False, dist=Dist(rank=0, world=2))  # checked before any collective
+
+
+def test_two_rank_transcoders_equal_one_rank(train_setup) -> None:
+    """Transcoders (layer 0 -> layer 1) under torchrun, data- and SAE-parallel: both layers of each
+    rank's slice, the target's scale and median broadcast, metrics of the target."""
+    from conftest import cli_runner
+
+    tmp, cache = train_setup["tmp"], str(train_setup["cache"])
+    (tmp / "tc.toml").write_text(SWEEP.format(steps=24).replace("layer = 1", "layer = 0\nlayer_out = 1"))
+    code, _, err = cli_runner()("train", "--data", cache, "--sweep", str(tmp / "tc.toml"), "--out", str(tmp / "tc-ref"), "-q")
+    assert code == 0, err
+    assert json.loads((tmp / "tc-ref" / "topk-k3" / "cfg.json").read_text())["source"]["layer_out"] == "l1"
+    for mode in ("data", "sae"):
+        out = tmp / f"tc-two-{mode}"
+        sae_cmd("train", "--data", cache, "--sweep", str(tmp / "tc.toml"), "--out", str(out), "--parallel", mode, "-q")
+        assert_same_run(tmp / "tc-ref", out)

@@ -45,7 +45,8 @@ def model_card(repo: str, saes: list[SAECheckpointConfig], run_config: dict[str,
         fvu = f"{m['fvu']:.4f}" if "fvu" in m else "-"
         l0 = f"{m['l0']:.1f}" if "l0" in m else "-"
         dead = f"{m['dead_frac']:.1%}" if "dead_frac" in m else "-"
-        lines.append(f"| `{s.name}` | {s.architecture} | {src.model or '-'} | {src.layer or '-'} | "
+        layer = f"{src.layer} → {src.layer_out} (transcoder)" if s.is_transcoder else (src.layer or "-")
+        lines.append(f"| `{s.name}` | {s.architecture} | {src.model or '-'} | {layer} | "
                      f"{s.d_in} | {s.d_sae} | {s.hyper.get('k', '-')} | {fvu} | {l0} | {dead} |")
     first = saes[0].name
     lines += ["", "## Use", "", "```bash", f"sae download {repo} --sae {first} --out saes/", "```", "",

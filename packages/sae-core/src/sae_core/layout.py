@@ -10,7 +10,8 @@ A checkpoint directory::
 
     cfg.json            SAECheckpointConfig (what the SAE is, where its data came from, metrics)
     sae.safetensors     W_enc [d_in, d_sae], b_enc [d_sae], W_dec [d_sae, d_in], b_dec [d_in],
-                        plus the architecture's extra tensors (threshold, r_mag, ...)
+                        plus the architecture's extra tensors (threshold, r_mag, ...); a
+                        transcoder's W_dec and b_dec are [d_sae, d_out] and [d_out]
     metrics.jsonl       one JSON line per log step of training
     feature_stats.*, top_examples.*, reconstruction.json, downstream.json   (``sae analyze``)
 
@@ -58,6 +59,8 @@ class Normalization:
 
     folded: bool = True
     scale: float = 1.0
+    #: transcoders: the target's scale (y' = scale_out·y in training); None for SAEs
+    scale_out: float | None = None
 
 
 @dataclass
@@ -70,6 +73,9 @@ class SourceInfo:
     model: str | None = None
     layer: str | None = None  # canonical layer/hook name in the cache
     layer_index: int | None = None  # its index among the cache's layers
+    #: transcoders: the layer/hook whose activations it reconstructs, and its index (None: an SAE)
+    layer_out: str | None = None
+    layer_out_index: int | None = None
     tokens: str = "all"  # token filter: all | cls | patch | register | token
     d_model: int | None = None
     dataset: str | None = None  # the --data spec
@@ -111,11 +117,17 @@ class SAECheckpointConfig:
     read each other's checkpoints. ``strict=True`` is for configs a person wrote by hand.
     ``metrics`` holds the final metrics of training (``fvu`` and ``l0`` in inference mode on the
     batches after the last step, ``dead_frac``, ``dense_frac``, loss terms, ``final_tokens``).
+
+    A *transcoder* (``d_out`` set) encodes activations of ``source.layer`` and reconstructs those
+    of ``source.layer_out`` (width ``d_out``); its metrics are against that target. The
+    transcoder fields are omitted from the JSON of SAEs, whose cfg.json is as before.
     """
 
     architecture: str
     d_in: int
     d_sae: int
+    #: transcoders: the width of the target it reconstructs (None: an SAE, which reconstructs its input)
+    d_out: int | None = None
     name: str = ""
     hyper: dict[str, Any] = field(default_factory=dict)
     #: False for architectures whose codes may be negative (firing is always ``code != 0``)
@@ -135,6 +147,18 @@ class SAECheckpointConfig:
             raise ConfigError("cfg.json: architecture is empty; name the architecture that built the SAE")
         if self.d_in < 1 or self.d_sae < 1:
             raise ConfigError(f"cfg.json: d_in and d_sae must be >= 1, got d_in={self.d_in}, d_sae={self.d_sae}")
+        if self.d_out is not None and self.d_out < 1:
+            raise ConfigError(f"cfg.json: d_out must be >= 1 (or absent for an SAE), got {self.d_out}")
+
+    @property
+    def is_transcoder(self) -> bool:
+        """Whether this is a transcoder (input ``source.layer``, target ``source.layer_out``)."""
+        return self.d_out is not None
+
+    @property
+    def width_out(self) -> int:
+        """Width of what the decoder writes: ``d_out`` for transcoders, ``d_in`` for SAEs."""
+        return self.d_in if self.d_out is None else self.d_out
 
     @classmethod
     def from_json(cls, doc: Any, *, strict: bool = False, where: str = CFG_FILE) -> SAECheckpointConfig:
@@ -150,9 +174,12 @@ class SAECheckpointConfig:
         d = dataclasses.asdict(self)
         if d["source"]["imported_from"] is None:  # only imported SAEs carry it
             del d["source"]["imported_from"]
-        order = ["format", "format_version", "name", "architecture", "d_in", "d_sae", "hyper", "non_negative_codes",
-                 "normalization", "source", "train", "val", "metrics", "best"]
-        return {k: d[k] for k in order if k != "best" or d[k] is not None}
+        for table, key in (("source", "layer_out"), ("source", "layer_out_index"), ("normalization", "scale_out")):
+            if d[table][key] is None:  # only transcoders carry them: an SAE's cfg.json is as before
+                del d[table][key]
+        order = ["format", "format_version", "name", "architecture", "d_in", "d_sae", "d_out", "hyper",
+                 "non_negative_codes", "normalization", "source", "train", "val", "metrics", "best"]
+        return {k: d[k] for k in order if k not in ("best", "d_out") or d[k] is not None}
 
 
 def read_cfg(path: str | Path, *, strict: bool = False) -> SAECheckpointConfig:

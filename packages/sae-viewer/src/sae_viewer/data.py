@@ -57,7 +57,7 @@ def sweep_rows(saes: list[SAEFiles]) -> list[dict[str, Any]]:
             "d_sae": cfg.d_sae,
             "k": cfg.hyper.get("k"),
             "lr": cfg.train.lr,
-            "layer": cfg.source.layer,
+            "layer": layer_label(cfg),
             "fvu": m.get("fvu"),
             "l0": m.get("l0"),
             "dead": m.get("dead_frac"),
@@ -77,6 +77,13 @@ def sweep_rows(saes: list[SAEFiles]) -> list[dict[str, Any]]:
     return rows
 
 
+def layer_label(cfg: Any) -> str | None:
+    """The SAE's layer; a transcoder's as ``input → target`` (its FVU is the target's)."""
+    if getattr(cfg, "is_transcoder", False):
+        return f"{cfg.source.layer} → {cfg.source.layer_out} (transcoder)"
+    return cfg.source.layer
+
+
 def downstream(s: SAEFiles) -> dict[str, Any] | None:
     """``downstream.json`` (the SAE spliced into the model), as written by ``sae analyze``."""
     return json.loads((s.path / DOWNSTREAM).read_text()) if s.has(DOWNSTREAM) else None
@@ -85,6 +92,8 @@ def downstream(s: SAEFiles) -> dict[str, Any] | None:
 def downstream_line(result: dict[str, Any]) -> str:
     """One sentence summarising a downstream result for the SAE's page."""
     where = f"{result.get('layer')}, {result.get('tokens')} tokens"
+    if result.get("source"):  # a transcoder: the layer is predicted from its source layer
+        where = f"{result.get('layer')} as predicted from {result['source']}, {result.get('tokens')} tokens"
     if "skipped" in result:
         return f"Downstream (SAE spliced into the model): skipped — {result['skipped']}"
     held = f"{result.get('n_rows', '?')} held-out rows"

@@ -1,4 +1,9 @@
-"""What every analysis needs: the SAE's inputs streamed from its cache, in order."""
+"""What every analysis needs: the SAE's inputs streamed from its cache, in order.
+
+A transcoder's *input* is ``source.layer`` (its codes, feature statistics and top examples are
+of that layer) and its *target* ``source.layer_out`` (what reconstruction metrics compare
+against): :func:`target_layer` and :func:`iter_io_rows`.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +17,25 @@ from sae_core.protocols.analysis import AnalysisContext
 
 
 def layer_and_positions(ctx: AnalysisContext) -> tuple[int, np.ndarray]:
-    """The cache layer the SAE was trained on and the token positions it saw."""
+    """The cache layer the SAE was trained on (a transcoder's input) and the token positions it saw."""
     source = ctx.sae.cfg.source
     layer = source.layer if source.layer is not None else (source.layer_index or 0)
     return ctx.reader.layer_index(layer), ctx.reader.positions(source.tokens)
+
+
+def target_layer(ctx: AnalysisContext) -> int | None:
+    """The cache layer a transcoder reconstructs (None for SAEs, which reconstruct their input)."""
+    from sae_core.errors import SAEError
+
+    cfg = ctx.sae.cfg
+    if not cfg.is_transcoder:
+        return None
+    source = cfg.source
+    layer = source.layer_out if source.layer_out is not None else source.layer_out_index
+    if layer is None:
+        raise SAEError(f"transcoder {ctx.checkpoint} does not record its target layer (cfg.json source.layer_out); "
+                       "analyse it with a cfg.json that names it")
+    return ctx.reader.layer_index(layer)
 
 
 def sae_split(ctx: AnalysisContext) -> Any:
@@ -85,11 +105,12 @@ def heldout_rows(ctx: AnalysisContext) -> np.ndarray:
     return analysis_rows(ctx, legacy="tail")
 
 
-def read_rows(ctx: AnalysisContext, rows: np.ndarray, layer: int) -> tuple[torch.Tensor, np.ndarray]:
-    """Acts ``(n, 1, T, d)`` and index ``(n, T)`` of the given ascending rows (contiguous runs read
-    at once)."""
+def read_rows(ctx: AnalysisContext, rows: np.ndarray, layer: int | list[int]) -> tuple[torch.Tensor, np.ndarray]:
+    """Acts ``(n, len(layers), T, d)`` and index ``(n, T)`` of the given ascending rows (contiguous
+    runs read at once); ``layer``: one layer index or several."""
+    layers = layer if isinstance(layer, list) else [layer]
     breaks = np.flatnonzero(np.diff(rows) != 1) + 1
-    parts = [ctx.reader.read_examples(int(run[0]), int(run[-1]) + 1, layers=[layer]) for run in np.split(rows, breaks)]
+    parts = [ctx.reader.read_examples(int(run[0]), int(run[-1]) + 1, layers=layers) for run in np.split(rows, breaks)]
     if len(parts) == 1:
         return parts[0]
     return torch.cat([a for a, _ in parts]), np.concatenate([i for _, i in parts])
@@ -102,6 +123,23 @@ def iter_rows(ctx: AnalysisContext, rows: np.ndarray, rows_per_chunk: int) -> It
         chunk = rows[lo : lo + rows_per_chunk]
         acts, index = read_rows(ctx, chunk, li)
         yield chunk, acts[:, 0].to(ctx.device), index
+
+
+def iter_io_rows(ctx: AnalysisContext, rows: np.ndarray, rows_per_chunk: int
+                 ) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor, np.ndarray]]:
+    """(row numbers, input acts (n, T, d_in), target acts (n, T, d_out), index) in row order: the
+    target is a transcoder's output layer, or the input itself (the same tensor) for SAEs."""
+    li, _ = layer_and_positions(ctx)
+    lo_ = target_layer(ctx)
+    if lo_ is None:
+        for chunk, x, index in iter_rows(ctx, rows, rows_per_chunk):
+            yield chunk, x, x, index
+        return
+    for lo in range(0, len(rows), rows_per_chunk):
+        chunk = rows[lo : lo + rows_per_chunk]
+        acts, index = read_rows(ctx, chunk, [li, lo_])
+        acts = acts.to(ctx.device)
+        yield chunk, acts[:, 0], acts[:, 1], index
 
 
 def selected_mask(ctx: AnalysisContext, index: np.ndarray) -> torch.Tensor:

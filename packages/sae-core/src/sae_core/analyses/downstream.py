@@ -15,6 +15,14 @@ are replaced by the SAE's reconstruction, or by zeros for the baseline, and the 
 The activations the live model produces at the layer are checked against the cache
 (``cache_rel_error``): a large value means the re-created model is not the one that was cached.
 
+Transcoders: the spliced layer is the transcoder's *output* layer, whose activations (at the same
+tokens) are replaced by the transcoder's prediction from its *input* layer in the same forward
+(``replace`` receives the input layer's activations; the cache check compares those). The
+zero-ablated baseline zeroes the output layer. This needs an adapter that can read one layer and
+replace another in one forward (``ModelAdapter.splice_sources``: the ``hf`` and ``tlens``
+adapters) and an input layer that runs before the output layer; otherwise ``downstream.json``
+records a skip with the reason.
+
 Adapters opt in by implementing ``ModelAdapter.splice_eval(index, mask, layer, replace, *,
 dataset=None, batch_rows=8) -> dict``. When the adapter plugin is not installed, does not implement it, or
 the model or dataset cannot be re-created here, ``downstream.json`` records ``skipped`` with the
@@ -29,7 +37,14 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from sae_core.analyses.common import heldout_rows, layer_and_positions, option, read_rows, save_json
+from sae_core.analyses.common import (
+    heldout_rows,
+    layer_and_positions,
+    option,
+    read_rows,
+    save_json,
+    target_layer,
+)
 from sae_core.errors import SAEError, UnknownComponentError
 from sae_core.layout import DOWNSTREAM_FILE
 from sae_core.protocols.analysis import Analysis, AnalysisContext
@@ -53,15 +68,22 @@ class Downstream(Analysis):
         batch_rows = option(ctx, "downstream_batch", 8, int, "positive")
         meta = ctx.reader.meta
         li, positions = layer_and_positions(ctx)
-        layer = meta.layers[li]
+        lo = target_layer(ctx)  # transcoders: the layer spliced is the one they predict
+        layer = meta.layers[li if lo is None else lo]
         tokens = ctx.sae.cfg.source.tokens
         head = {"adapter": meta.adapter, "model": meta.model, "layer": layer, "tokens": tokens}
+        source_kw: dict[str, Any] = {}
+        if lo is not None:
+            head["source"] = source_kw["source"] = meta.layers[li]
         try:
             component = get_component("adapter", meta.adapter)
         except UnknownComponentError as e:
             return self._skip(ctx, head, f"the adapter plugin that made the cache is not installed: {e}")
         if _lacks_splice(component.factory):  # known without building the model
             return self._skip(ctx, head, f"adapter {meta.adapter!r} does not implement splice_eval")
+        if lo is not None and _lacks_sources(component.factory):
+            return self._skip(ctx, head, f"adapter {meta.adapter!r} cannot splice a transcoder (replace one layer by a "
+                                         "function of another in one forward: ModelAdapter.splice_sources)")
         rows = heldout_rows(ctx)[-n_rows:]
         acts, index = read_rows(ctx, rows, li)
         allowed = np.zeros(index.shape, dtype=bool)
@@ -73,6 +95,9 @@ class Downstream(Analysis):
             adapter = self._adapter(component, meta, ctx.device)
             if _lacks_splice(type(adapter)):
                 return self._skip(ctx, head, f"adapter {meta.adapter!r} does not implement splice_eval")
+            if lo is not None and not getattr(adapter, "splice_sources", False):
+                return self._skip(ctx, head, f"adapter {meta.adapter!r} cannot splice a transcoder (replace one layer "
+                                             "by a function of another in one forward: ModelAdapter.splice_sources)")
             dataset = None
             if adapter.modality != "text":  # text adapters read the tokens from the index
                 from sae_core.datasets import open_dataset
@@ -82,6 +107,7 @@ class Downstream(Analysis):
             return self._skip(ctx, head, f"cannot re-create the model or dataset of the cache here: {e}")
 
         cached = acts[:, 0][torch.from_numpy(mask)]  # (M, d): the tokens splice_eval hands to replace, in order
+        # (acts are of the SAE's input layer: a transcoder's replace receives its input layer's tokens)
         check = {"at": 0, "err": 0.0, "ref": 0.0}
         sae = ctx.sae
 
@@ -94,7 +120,13 @@ class Downstream(Analysis):
             with torch.no_grad():
                 return sae(x.float())
 
-        result = adapter.splice_eval(index, mask, layer, replace, dataset=dataset, batch_rows=batch_rows)
+        try:
+            result = adapter.splice_eval(index, mask, layer, replace, dataset=dataset, batch_rows=batch_rows, **source_kw)
+        except SAEError as e:
+            if lo is None:
+                raise
+            # e.g. the input hook runs after the output hook (a post-LN model's ln2): nothing to splice
+            return self._skip(ctx, head, f"cannot splice this transcoder into the model: {e}")
         rel = (check["err"] / max(check["ref"], 1e-30)) ** 0.5 if check["at"] == len(cached) else None
         result = {**head, "rows": [int(rows[0]), int(rows[-1]) + 1], "n_rows": len(rows), "n_spliced_tokens": int(mask.sum()),
                   **result, "cache_rel_error": rel}
@@ -122,6 +154,13 @@ class Downstream(Analysis):
         result = {**head, "skipped": why}
         save_json(ctx.checkpoint / DOWNSTREAM_FILE, result)
         return result
+
+
+def _lacks_sources(factory: Any) -> bool:
+    """Whether an adapter class is known not to splice transcoders (see ``splice_sources``)."""
+    from sae_core.protocols.adapter import ModelAdapter
+
+    return isinstance(factory, type) and issubclass(factory, ModelAdapter) and not factory.splice_sources
 
 
 def _lacks_splice(factory: Any) -> bool:

@@ -5,6 +5,9 @@ Training reads the whole cache, so "held-out" means the last 10% of the cache's 
 distribution. Reports FVU (SSE / SSE around the mean), L0 (latents with a non-zero code per
 token), dead and dense fractions, mean cosine
 similarity between x and x̂, and the relative size of the decoder bias (||b_dec|| / mean ||x||).
+Transcoders: every reconstruction number is of their target y (the output layer) predicted from
+the input layer's codes — FVU, MSE and cosine of ŷ against y, ||b_dec|| / mean ||y|| — and L0,
+dead and dense fractions are of those codes.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import torch
 
 from sae_core.analyses.common import (
     heldout_rows,
-    iter_rows,
+    iter_io_rows,
     rows_per_chunk,
     sae_split,
     save_json,
@@ -37,12 +40,13 @@ class Reconstruction(Analysis):
         sse = sum_x = sum_x2 = cos = norm = l0 = 0.0
         n = 0
         fired = torch.zeros(ctx.sae.d_sae, device=ctx.device)
-        for _, x, index in iter_rows(ctx, rows, rows_per_chunk(ctx)):
-            x = x[selected_mask(ctx, index)]  # (m, d)
+        for _, x_in, y, index in iter_io_rows(ctx, rows, rows_per_chunk(ctx)):
+            keep = selected_mask(ctx, index)
+            x_in, x = x_in[keep], y[keep]  # (m, d_in), and what is reconstructed (m, d_out): x_in itself for SAEs
             if not len(x):
                 continue
             with torch.no_grad():
-                f = ctx.sae.encode(x)
+                f = ctx.sae.encode(x_in)
                 recon = ctx.sae.decode(f)
             sse += float(((recon - x) ** 2).sum())
             sum_x = sum_x + x.double().sum(0)
@@ -70,5 +74,7 @@ class Reconstruction(Analysis):
             "cosine": cos / n,
             "relative_bias": float(ctx.sae.b_dec.detach().norm()) / (norm / n),
         }
+        if ctx.sae.cfg.is_transcoder:  # the numbers above are of the target, predicted from the input
+            result["transcoder"] = {"input": ctx.sae.cfg.source.layer, "target": ctx.sae.cfg.source.layer_out}
         save_json(ctx.checkpoint / RECONSTRUCTION_FILE, result)
         return result

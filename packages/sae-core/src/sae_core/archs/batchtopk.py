@@ -8,6 +8,7 @@ Training, per SAE, on a batch of B tokens:
     θ  ← m·θ + (1 − m)·τ_b                        (running estimate, momentum m, seeded by τ_0)
 Inference is a JumpReLU with one global threshold: f = a · 1[a > θ], so a token's code no longer
 depends on the rest of its batch. The checkpoint stores θ as ``threshold`` [d_sae].
+Transcoders: a = ReLU((x − b_in) W_enc + b_enc); the MSE and AuxK are against the target y.
 
 The saved θ is *calibrated*, not the running estimate: after the last step the trainer calls
 :meth:`BatchTopKBank.calibrate` on the next few batches of the stream and θ becomes the mean of
@@ -91,10 +92,11 @@ class BatchTopKBank(Bank):
             self._threshold_seen.fill_(True)
 
     def train_forward(self, x: torch.Tensor, ctx: TrainContext) -> TrainOutput:
+        y = self.target(x, ctx)  # x itself, or a transcoder's target
         pre, f, mask, tau = self.train_codes(x, ctx.comm)  # f: (n, batch, d_sae)
         recon = self.decode(f)
-        mse = mse_per_sae(x, recon)
-        aux = auxk_loss(self, pre, x, recon, ctx.dead)
+        mse = mse_per_sae(y, recon)
+        aux = auxk_loss(self, pre, y, recon, ctx.dead)
         return TrainOutput(
             recon=recon,
             loss=mse + aux,
@@ -111,3 +113,4 @@ class BatchTopK(BankArchitecture):
     Hyper = BatchTopKHyper
     bank_cls = BatchTopKBank
     saelens_architecture = "jumprelu"  # inference is a JumpReLU with the learned threshold
+    supports_transcoder = True

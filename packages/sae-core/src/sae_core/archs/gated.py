@@ -9,6 +9,8 @@
 where x̂_frozen decodes with a detached copy of the decoder, so the auxiliary term trains only the
 gate (the paper's frozen decoder; SAELens trains the decoder through it too). Decoder rows are
 kept at unit norm. The checkpoint stores ``r_mag`` and ``b_mag`` besides the usual tensors (b_enc is b_gate).
+Transcoders: x_c = x − b_in (the fixed input centre; b_dec is in the output space) and both
+reconstruction terms are against the target y; export folds b_in into b_enc and b_mag.
 """
 
 from __future__ import annotations
@@ -48,27 +50,37 @@ class GatedBank(Bank):
         self.b_mag = nn.Parameter(torch.zeros(self.n, self.d_sae))
 
     def _paths(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        xc = (x if x.dim() == 3 else x.unsqueeze(0)) - self.b_dec[:, None, :]
+        if self.transcoder:
+            xc = self.encoder_input(x)  # x − b_in: b_dec lives in the output space
+        else:
+            xc = (x if x.dim() == 3 else x.unsqueeze(0)) - self.b_dec[:, None, :]
         proj = torch.bmm(xc, self.W_enc)  # (n, batch, d_sae)
         gate = proj + self.b_enc[:, None, :]
         mag = proj * self.r_mag.exp()[:, None, :] + self.b_mag[:, None, :]
         return gate, mag
+
+    def _export_extra(self, name: str, i: int) -> torch.Tensor:
+        t = super()._export_extra(name, i)
+        if name == "b_mag" and self.transcoder:  # π_mag = (x W − b_in W) e^r + b_mag: fold b_in W e^r
+            t = t - self.input_shift(i) * self.r_mag[i].detach().exp()
+        return t
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         gate, mag = self._paths(x)
         return (gate > 0) * mag.relu()
 
     def train_forward(self, x: torch.Tensor, ctx: TrainContext) -> TrainOutput:
+        y = self.target(x, ctx)  # x itself, or a transcoder's target
         gate, mag = self._paths(x)
         active = gate > 0
         f = active * mag.relu()
         recon = self.decode(f)
-        mse = mse_per_sae(x, recon)
+        mse = mse_per_sae(y, recon)
         gate_act = gate.relu()
         norms = self.W_dec.norm(dim=-1)  # (n, d_sae)
         l1 = (gate_act * norms[:, None, :]).sum(-1).mean(-1)
         recon_aux = torch.baddbmm(self.b_dec.detach()[:, None, :], gate_act, self.W_dec.detach())
-        aux = mse_per_sae(x, recon_aux)
+        aux = mse_per_sae(y, recon_aux)
         coeff = self.hyper_tensor("l1_coeff") * ctx.sparsity_scale
         return TrainOutput(
             recon=recon,
@@ -86,3 +98,4 @@ class Gated(BankArchitecture):
     Hyper = GatedHyper
     bank_cls = GatedBank
     saelens_architecture = "gated"
+    supports_transcoder = True

@@ -11,6 +11,7 @@ kernel K(u) = 1[|u| < ½] of bandwidth ε:
     ∂f/∂θ := −(θ/ε)·K((pre − θ)/ε),     ∂H/∂θ := −(1/ε)·K((pre − θ)/ε)
 (pre itself gets the exact gradient H(pre − θ) through f, and none through l0: DeepMind's STE).
 Decoder rows are kept at unit norm. The checkpoint stores θ as ``threshold`` [d_sae].
+Transcoders: pre = (x − b_in) W_enc + b_enc and the MSE is against the target y.
 
 Choices, and why (measured on MiniLM layer-3 residuals, d_sae 1536, batch 256, lr 3e-3, 400 steps;
 docs/benchmarks.md has the table):
@@ -129,7 +130,7 @@ class JumpReLUBank(Bank):
             if h.init_threshold is not None:
                 continue
             rank = min(m, max(1, round(m * (1.0 - h.start_l0(self.d_sae) / self.d_sae))))  # k-th smallest
-            xc = x.to(self.W_enc) - self.b_dec[i]  # (m, d_in)
+            xc = x.to(self.W_enc) - self.input_bias()[i]  # (m, d_in): x − b_dec (x − b_in for transcoders)
             for lo in range(0, self.d_sae, 4096):  # bounded memory: (m, 4096) pre-activations at a time
                 pre = torch.addmm(self.b_enc[i, lo : lo + 4096], xc, self.W_enc[i, :, lo : lo + 4096])
                 self.threshold[i, lo : lo + 4096] = pre.kthvalue(rank, dim=0).values.clamp_min(0.0)
@@ -144,12 +145,13 @@ class JumpReLUBank(Bank):
         return pre * (pre > self.threshold[:, None, :])
 
     def train_forward(self, x: torch.Tensor, ctx: TrainContext) -> TrainOutput:
+        y = self.target(x, ctx)  # x itself, or a transcoder's target
         pre = self.pre_acts(x)  # (n, batch, d_sae)
         theta = self.threshold[:, None, :]  # (n, 1, d_sae)
         eps = self.hyper_tensor("bandwidth")[:, None, None]
         f = jumprelu(pre, theta, eps)
         recon = self.decode(f)
-        mse = mse_per_sae(x, recon)
+        mse = mse_per_sae(y, recon)
         tok_l0 = step(pre, theta, eps).sum(-1)  # (n, batch)
         targets = [h.target_l0 for h in self.hypers]
         penalty = tok_l0.mean(-1)  # (n,)
@@ -177,3 +179,4 @@ class JumpReLU(BankArchitecture):
     Hyper = JumpReLUHyper
     bank_cls = JumpReLUBank
     saelens_architecture = "jumprelu"
+    supports_transcoder = True

@@ -8,6 +8,7 @@ so early latents learn general features and later ones refine them. The code f c
 (``base = "topk"``) or BatchTopK (``base = "batchtopk"``) encoder; prefixes default to
 d_sae/8, d_sae/4, d_sae/2, d_sae. Inference is that of the base architecture. The 1/G weighting
 follows dictionary_learning's default group weights (SAELens sums the prefix losses instead).
+Transcoders: the base encoder reads x − b_in (the fixed input centre) and every prefix reconstructs the target y.
 """
 
 from __future__ import annotations
@@ -71,10 +72,11 @@ class MatryoshkaBank(BatchTopKBank):
             super().calibrate(batches, comm)
 
     def train_forward(self, x: torch.Tensor, ctx: TrainContext) -> TrainOutput:
+        y = self.target(x, ctx)  # x itself, or a transcoder's target
         recons = []  # reconstruction from the first m latents, for every m in self.ends
         if self.base == "batchtopk":
             pre, f, mask, _ = self.train_codes(x, ctx.comm)  # f: (n, batch, d_sae)
-            r, lo = self.b_dec[:, None, :].expand(self.n, x.shape[0], self.d_in), 0
+            r, lo = self.b_dec[:, None, :].expand(self.n, x.shape[0], self.d_out), 0
             for m in self.ends:
                 r = torch.baddbmm(r, f[..., lo:m], self.W_dec[:, lo:m])  # (n, batch, d_in)
                 recons.append(r)
@@ -86,9 +88,9 @@ class MatryoshkaBank(BatchTopKBank):
             recons = [sparse_decode(idx, vals * (idx < m), self.W_dec) + self.b_dec[:, None, :] for m in self.ends]
             fired, l0 = fired_counts(idx, vals, self.d_sae), (vals > 0).float().sum(-1).mean(-1)
         recon = recons[-1]  # every SAE's prefixes end at d_sae
-        mses = torch.stack([mse_per_sae(x, r) for r in recons], dim=-1)  # (n, len(ends))
+        mses = torch.stack([mse_per_sae(y, r) for r in recons], dim=-1)  # (n, len(ends))
         nested = (mses * self.prefix_weights).sum(-1)  # (n,)
-        aux = auxk_loss(self, pre, x, recon, ctx.dead)
+        aux = auxk_loss(self, pre, y, recon, ctx.dead)
         return TrainOutput(
             recon=recon,
             loss=nested + aux,
@@ -104,6 +106,7 @@ class Matryoshka(BankArchitecture):
     name = "matryoshka"
     Hyper = MatryoshkaHyper
     bank_cls = MatryoshkaBank
+    supports_transcoder = True
 
     @classmethod
     def bank_key(cls, hyper: MatryoshkaHyper) -> tuple:

@@ -5,7 +5,8 @@
     L = ||x − x̂||² + λ·w(t) Σ_i f_i ||W_dec,i||      (w(t): sparsity warmup from 0 to 1)
 
 Weighting the penalty by decoder norms makes it invariant to trading encoder scale for decoder
-scale, so the decoder needs no norm constraint.
+scale, so the decoder needs no norm constraint. Transcoders: f = ReLU((x − b_in) W_enc + b_enc) and the
+MSE is against the target y (ŷ = f W_dec + b_dec, decoder norms in the output space).
 """
 
 from __future__ import annotations
@@ -38,9 +39,10 @@ class ReLUBank(Bank):
         return self.pre_acts(x).relu()
 
     def train_forward(self, x: torch.Tensor, ctx: TrainContext) -> TrainOutput:
+        y = self.target(x, ctx)  # x itself, or a transcoder's target
         f = self.encode(x)  # (n, batch, d_sae)
         recon = self.decode(f)
-        mse = mse_per_sae(x, recon)
+        mse = mse_per_sae(y, recon)
         norms = self.W_dec.norm(dim=-1)  # (n, d_sae)
         l1 = (f * norms[:, None, :]).sum(-1).mean(-1)  # (n,)
         coeff = self.hyper_tensor("l1_coeff") * ctx.sparsity_scale
@@ -61,3 +63,4 @@ class ReLU(BankArchitecture):
     Hyper = ReLUHyper
     bank_cls = ReLUBank
     saelens_architecture = "standard"
+    supports_transcoder = True

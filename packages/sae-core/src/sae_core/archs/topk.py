@@ -7,6 +7,10 @@
     ê   = ReLU(TopK_kaux(pre restricted to dead latents)) W_dec
     L   = ||x − x̂||² + α_aux ||e − ê||²           (α_aux = 1/32, k_aux = d_in/2 by default)
 
+Transcoders (a bank built with d_out): pre = (x − b_in) W_enc + b_enc with b_in the fixed input
+centre, and x̂, e, ê and L are those of the target y instead of x (e = y − ŷ, k_aux = d_out/2 by
+default).
+
 Decoder rows are kept at unit norm with the radial gradient projected out. k may differ across
 the SAEs of a bank: the bank takes the top max(k) and zeroes each SAE's values beyond its own k.
 """
@@ -26,7 +30,7 @@ from sae_core.errors import ConfigError
 @dataclass
 class TopKHyper:
     k: int = 32
-    aux_k: int | None = None  # default: d_in // 2
+    aux_k: int | None = None  # default: d_in // 2 (d_out // 2 for transcoders)
     aux_coeff: float = 1 / 32
 
     def validate(self, d_sae: int) -> None:
@@ -58,8 +62,9 @@ def fired_counts(idx: torch.Tensor, vals: torch.Tensor, d_sae: int) -> torch.Ten
 
 
 def aux_ks(bank: Bank, dead: torch.Tensor) -> torch.Tensor:
-    """(n,) each SAE's own k_aux: its ``aux_k`` (default d_in/2), capped by its dead latents."""
-    wanted = torch.tensor([min(h.aux_k or bank.d_in // 2, bank.d_sae) for h in bank.hypers], device=dead.device)
+    """(n,) each SAE's own k_aux: its ``aux_k`` (default d_out/2: half the width of what it
+    reconstructs, d_in for SAEs), capped by its dead latents."""
+    wanted = torch.tensor([min(h.aux_k or bank.d_out // 2, bank.d_sae) for h in bank.hypers], device=dead.device)
     return torch.minimum(wanted, dead.sum(-1))
 
 
@@ -85,7 +90,8 @@ def auxk_from_values(
     recon: torch.Tensor, dead: torch.Tensor | None,
 ) -> torch.Tensor:
     """α_aux · ||e − ê||², ê decoded from the dead latents' pre-activations ``vals`` at ``aux``'s
-    indices (only the columns each SAE keeps); zero for SAEs without dead latents."""
+    indices (only the columns each SAE keeps); zero for SAEs without dead latents. ``x`` is what
+    the SAE reconstructs (a transcoder's target), e = x − recon."""
     if aux is None or vals is None or dead is None:
         return recon.new_zeros(recon.shape[0])
     idx, keep = aux
@@ -120,6 +126,7 @@ class TopKBank(Bank):
         return torch.zeros(*idx.shape[:2], self.d_sae, device=x.device).scatter_(-1, idx, vals)
 
     def train_forward(self, x: torch.Tensor, ctx: TrainContext) -> TrainOutput:
+        y = self.target(x, ctx)  # x itself, or a transcoder's target
         with torch.no_grad():  # the dense matmul only chooses latents; gradients go through gather_pre_acts
             pre = self.pre_acts(x)  # (n, batch, d_sae)
         ks = self.ks()
@@ -127,11 +134,11 @@ class TopKBank(Bank):
         idx = pre.topk(kmax, dim=-1, sorted=True).indices  # (n, batch, kmax)
         aux = aux_indices(self, pre, ctx.dead)  # ((n, batch, k_aux), (n, k_aux)) or None
         both = idx if aux is None else torch.cat([idx, aux[0]], dim=-1)
-        v = gather_pre_acts(pre, both, x, self.W_enc, self.b_enc, self.b_dec)  # (n, batch, kmax [+ k_aux])
+        v = gather_pre_acts(pre, both, x, self.W_enc, self.b_enc, self.input_bias())  # (n, batch, kmax [+ k_aux])
         vals = own_k_values(v[..., :kmax], ks)  # (n, batch, kmax)
-        recon = sparse_decode(idx, vals, self.W_dec) + self.b_dec[:, None, :]  # (n, batch, d_in)
-        mse = mse_per_sae(x, recon)
-        aux_loss = auxk_from_values(self, aux, None if aux is None else v[..., kmax:], x, recon, ctx.dead)
+        recon = sparse_decode(idx, vals, self.W_dec) + self.b_dec[:, None, :]  # (n, batch, d_out)
+        mse = mse_per_sae(y, recon)
+        aux_loss = auxk_from_values(self, aux, None if aux is None else v[..., kmax:], y, recon, ctx.dead)
         return TrainOutput(
             recon=recon,
             loss=mse + aux_loss,
@@ -148,3 +155,4 @@ class TopK(BankArchitecture):
     Hyper = TopKHyper
     bank_cls = TopKBank
     saelens_architecture = "topk"  # SAELens topk without decoder-norm rescaling
+    supports_transcoder = True

@@ -49,7 +49,15 @@ def describe(path: Path) -> dict[str, Any]:
         weights = path / (SAELENS_WEIGHTS_FILE if kind == "saelens-checkpoint" else WEIGHTS_FILE)
         if weights.exists() and (problem := safetensors_problem(weights)):
             raise CheckpointError(f"checkpoint {path}: {problem}; train or download that SAE again")
-        return {"kind": kind, "path": str(path), "cfg": cfg, "files": files}
+        doc = {"kind": kind, "path": str(path), "cfg": cfg, "files": files}
+        if isinstance(cfg, dict) and _is_transcoder(cfg):
+            source, meta = cfg.get("source") or {}, cfg.get("metadata") or {}
+            doc["transcoder"] = {  # encodes `input`, reconstructs `output`
+                "input": source.get("layer", meta.get("hook_name")),
+                "output": source.get("layer_out", meta.get("hook_name_out")),
+                "d_in": cfg.get("d_in"), "d_out": cfg.get("d_out"),
+            }
+        return doc
     if (path / SWEEP_FILE).is_file():
         return {"kind": "run", "path": str(path), "sweep": _read_json(path / SWEEP_FILE)}
     other = _other_store_cache(path)
@@ -61,6 +69,11 @@ def describe(path: Path) -> dict[str, Any]:
     raise SAEError(
         f"{path} is not a cache (no metadata.json), a checkpoint (no {CFG_FILE}) or a run (no {SWEEP_FILE})"
     )
+
+
+def _is_transcoder(cfg: dict[str, Any]) -> bool:
+    """A transcoder's cfg.json: ours records d_out; SAELens names a transcoder architecture."""
+    return cfg.get("d_out") is not None if cfg.get("format") == "sae" else "transcoder" in str(cfg.get("architecture", ""))
 
 
 def _other_store_cache(path: Path) -> dict[str, Any] | None:

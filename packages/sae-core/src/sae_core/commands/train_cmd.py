@@ -23,7 +23,15 @@ def train(
     allow_incomplete: Annotated[
         bool, typer.Option("--allow-incomplete", help="Train on a cache whose `sae cache` was interrupted.")
     ] = False,
-    layer: Annotated[str | None, typer.Option(help="Layer index (negative allowed) or name in the cache.")] = None,
+    layer: Annotated[
+        str | None,
+        typer.Option("--layer", "--layer-in", help="Layer index (negative allowed) or name in the cache (a transcoder's input)."),
+    ] = None,
+    layer_out: Annotated[
+        str | None,
+        typer.Option(help="Train transcoders: the cache layer (index or name) they predict from --layer, e.g. "
+                          "--layer blocks.3.ln2.hook_normalized --layer-out blocks.3.hook_mlp_out."),
+    ] = None,
     tokens: Annotated[str | None, typer.Option(help="Token filter: all, cls, patch, register, token.")] = None,
     arch: Annotated[str | None, typer.Option(help="Architecture (default topk), one of the installed: {architecture}.")] = None,
     k: Annotated[int | None, typer.Option(help="Active latents per token (topk family).")] = None,
@@ -60,7 +68,8 @@ def train(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Train SAEs on a cache: one from flags, or a grid from --sweep. All SAEs of a data group
-    train together on each batch, read once. Launch with `torchrun --nproc-per-node N -m sae_core
+    train together on each batch, read once. With --layer-out they are transcoders: they encode
+    --layer and reconstruct --layer-out of the same cache. Launch with `torchrun --nproc-per-node N -m sae_core
     train ...` to spread it over N processes/GPUs (see docs/scaling.md)."""
     from sae_core import dist as sae_dist
     from sae_core.train import expand, load_sweep, run_training
@@ -89,7 +98,7 @@ def train(
     if data is None:
         raise SAEError("--data is required: the cache directory printed by `sae cache`")
     tables: dict[str, dict[str, Any]] = load_sweep(sweep) if sweep else {"data": {}, "train": {}, "sae": {}}
-    flags_data = {"layer": layer, "tokens": tokens, "batch_size": batch_size, "normalize": normalize,
+    flags_data = {"layer": layer, "layer_out": layer_out, "tokens": tokens, "batch_size": batch_size, "normalize": normalize,
                   "val_fraction": val_fraction}
     flags_sae = {"arch": arch, "k": k, "exp_factor": exp_factor, "d_sae": d_sae, "lr": lr, "l1_coeff": l1_coeff,
                  "l0_coeff": l0_coeff, "target_l0": target_l0}
@@ -97,6 +106,8 @@ def train(
                    "eval_every": eval_every, "keep_best": keep_best or None,
                    "checkpoint_every": checkpoint_every, "wandb": wandb or None, "parallel": parallel}
     flags_sae.update(parse_hypers(hyper))
+    if layer is not None:
+        tables["data"].pop("layer_in", None)  # the flag overrides the file, whichever spelling it used
     for table, flags in (("data", flags_data), ("sae", flags_sae), ("train", flags_train)):
         tables[table].update({key: v for key, v in flags.items() if v is not None})
     from sae_core.stores import open_reader

@@ -11,6 +11,12 @@ tensor mapping of each target.
 Import accepts those architectures and folds SAELens-only options into the weights:
 ``apply_b_dec_to_input=false`` (b_enc absorbs b_dec·W_enc) and ``rescale_acts_by_decoder_norm``
 (W_enc, b_enc scaled by ||W_dec_i||, W_dec rows divided by it).
+
+Transcoders map onto SAELens's transcoder classes, whose equations are ours (the input is not
+centred, ``apply_b_dec_to_input=false``; ``W_dec``/``b_dec`` have width ``d_out``; the output
+hook is ``metadata.hook_name_out``): a ReLU inference (relu) → ``transcoder``, a JumpReLU one
+(jumprelu, batchtopk, matryoshka over batchtopk) → ``jumprelu_transcoder``. SAELens (6.x) has
+no TopK or Gated transcoder, so those are refused with the reason. Import reads both back.
 """
 
 from __future__ import annotations
@@ -35,6 +41,13 @@ from sae_core.protocols.exporter import Exporter
 from sae_core.weights import load_weights, save_weights
 
 TARGETS = ("standard", "topk", "jumprelu", "gated")
+#: the SAELens cfg.json layout we write (metadata nested, SAELens >= 6). SAELens reads the version
+#: from ``metadata.sae_lens_version``; without one it converts the file as a pre-6 config, which
+#: drops the nested metadata (hook names: a transcoder's output hook among them)
+SAELENS_CFG_VERSION = "6.0.0"
+#: SAELens's transcoder architecture for each inference our transcoders can have (None: none exists)
+TRANSCODER_TARGETS: dict[str, str | None] = {"standard": "transcoder", "jumprelu": "jumprelu_transcoder",
+                                             "topk": None, "gated": None}
 
 
 def saelens_mapping(target: str, cfg: SAECheckpointConfig, tensors: dict[str, torch.Tensor]
@@ -42,6 +55,8 @@ def saelens_mapping(target: str, cfg: SAECheckpointConfig, tensors: dict[str, to
     """SAELens cfg and weights of a checkpoint whose inference equals SAELens's ``target``."""
     if target not in TARGETS:
         raise ExportError(f"SAELens architecture {target!r} is not supported; supported: {', '.join(TARGETS)}")
+    if cfg.is_transcoder:
+        return _transcoder_mapping(target, cfg, tensors)
     need = ["W_enc", "W_dec", "b_dec", "b_enc", *{"gated": ["b_mag", "r_mag"], "jumprelu": ["threshold"]}.get(target, [])]
     missing = [k for k in need if k not in tensors]
     if missing:
@@ -67,6 +82,7 @@ def saelens_mapping(target: str, cfg: SAECheckpointConfig, tensors: dict[str, to
             "hook_name": cfg.source.layer,
             "exported_by": "sae",
             "sae_architecture": cfg.architecture,
+            "sae_lens_version": SAELENS_CFG_VERSION,
         },
     }
     if target == "topk":
@@ -75,6 +91,40 @@ def saelens_mapping(target: str, cfg: SAECheckpointConfig, tensors: dict[str, to
         sl_cfg["k"] = int(cfg.hyper["k"])
         sl_cfg["rescale_acts_by_decoder_norm"] = False
     return sl_cfg, {k: v.contiguous().float() for k, v in weights.items()}
+
+
+def _transcoder_mapping(target: str, cfg: SAECheckpointConfig, tensors: dict[str, torch.Tensor]
+                        ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """SAELens cfg and weights of a transcoder whose inference equals SAELens's ``target`` SAE."""
+    tc = TRANSCODER_TARGETS[target]
+    if tc is None:
+        have = ", ".join(sorted(v for v in TRANSCODER_TARGETS.values() if v))
+        raise ExportError(f"SAE {cfg.name!r} is a {cfg.architecture} transcoder, and SAELens has no {target} transcoder "
+                          f"(its transcoders: {have}); train relu, jumprelu or batchtopk transcoders to export them")
+    need = ["W_enc", "W_dec", "b_dec", "b_enc", *(["threshold"] if tc == "jumprelu_transcoder" else [])]
+    missing = [k for k in need if k not in tensors]
+    if missing:
+        raise ExportError(f"SAE {cfg.name!r} lacks tensor(s) {', '.join(missing)} that SAELens {tc!r} needs")
+    sl_cfg: dict[str, Any] = {
+        "architecture": tc,
+        "d_in": cfg.d_in,
+        "d_sae": cfg.d_sae,
+        "d_out": cfg.width_out,
+        "dtype": "float32",
+        "device": "cpu",
+        "apply_b_dec_to_input": False,  # a transcoder's b_dec is in the output space
+        "normalize_activations": "none",
+        "reshape_activations": "none",
+        "metadata": {
+            "model_name": cfg.source.model,
+            "hook_name": cfg.source.layer,
+            "hook_name_out": cfg.source.layer_out,
+            "exported_by": "sae",
+            "sae_architecture": cfg.architecture,
+            "sae_lens_version": SAELENS_CFG_VERSION,
+        },
+    }
+    return sl_cfg, {k: tensors[k].contiguous().float() for k in need}
 
 
 def _convert(checkpoint: Path, cfg: SAECheckpointConfig) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
@@ -122,11 +172,15 @@ def load_saelens(path: str | Path, device: str | torch.device = "cpu") -> Any:
             f"{path}: SAELens normalize_activations={sl['normalize_activations']!r} is not supported; "
             "export it with normalize_activations='none' (fold the scaling into the weights)"
         )
-    mapping = {"standard": "relu", "topk": "topk", "jumprelu": "jumprelu", "gated": "gated"}
+    transcoder = arch in ("transcoder", "jumprelu_transcoder")
+    mapping = {"standard": "relu", "topk": "topk", "jumprelu": "jumprelu", "gated": "gated",
+               "transcoder": "relu", "jumprelu_transcoder": "jumprelu"}
     if arch not in mapping:
         raise CheckpointError(f"{path}: SAELens architecture {arch!r} is not supported; supported: {', '.join(mapping)}")
     b_enc_key = "b_gate" if arch == "gated" else "b_enc"
-    if not sl.get("apply_b_dec_to_input", True):
+    if transcoder and sl.get("apply_b_dec_to_input", False):
+        raise CheckpointError(f"{path}: a SAELens transcoder with apply_b_dec_to_input=true is not valid SAELens")
+    if not transcoder and not sl.get("apply_b_dec_to_input", True):
         shift = w["b_dec"] @ w["W_enc"]  # (d_sae,)
         w[b_enc_key] = w[b_enc_key] + shift
         if arch == "gated":
@@ -137,7 +191,7 @@ def load_saelens(path: str | Path, device: str | torch.device = "cpu") -> Any:
         w["b_enc"] = w["b_enc"] * norms
         w["W_dec"] = w["W_dec"] / norms[:, None]
     tensors = {"W_enc": w["W_enc"], "b_enc": w[b_enc_key], "W_dec": w["W_dec"], "b_dec": w["b_dec"]}
-    if arch == "jumprelu":
+    if arch in ("jumprelu", "jumprelu_transcoder"):
         tensors["threshold"] = w["threshold"]
     if arch == "gated":
         tensors.update(r_mag=w["r_mag"], b_mag=w["b_mag"])
@@ -145,6 +199,8 @@ def load_saelens(path: str | Path, device: str | torch.device = "cpu") -> Any:
     meta = sl.get("metadata") or {}
     cfg = SAECheckpointConfig(
         name=path.name, architecture=mapping[arch], d_in=int(sl["d_in"]), d_sae=int(sl["d_sae"]), hyper=hyper,
-        source=SourceInfo(model=meta.get("model_name"), layer=meta.get("hook_name"), imported_from="saelens"),
+        d_out=int(sl.get("d_out") or w["W_dec"].shape[1]) if transcoder else None,
+        source=SourceInfo(model=meta.get("model_name"), layer=meta.get("hook_name"), imported_from="saelens",
+                          layer_out=meta.get("hook_name_out") if transcoder else None),
     )
     return build_sae(cfg, tensors, device)

@@ -80,6 +80,8 @@ class ModelAdapter(ABC):
 
     name: ClassVar[str]
     modality: ClassVar[str]  # which datasets it consumes: "image" | "text"
+    #: :meth:`splice_eval` accepts ``source=NAME`` (splicing a transcoder; see there)
+    splice_sources: ClassVar[bool] = False
 
     def __init__(self, request: AdapterRequest) -> None:
         self.request = request
@@ -136,5 +138,12 @@ class ModelAdapter(ABC):
         ``embedding_cosine``; see docs/analyses.md). The analysis re-creates the adapter from the
         cache's metadata: ``AdapterRequest(model=spec.model, layers=spec.layers,
         checkpoint=extra["checkpoint"], context_size=extra["context_size"],
-        options=extra["options"])``. Default: not implemented (``downstream`` records a skip)."""
+        options=extra["options"])``. Default: not implemented (``downstream`` records a skip).
+
+        Transcoders: an adapter that sets ``splice_sources = True`` also accepts a keyword
+        ``source`` (a canonical layer name of ``spec()``, or None): then ``replace`` receives
+        the activations of layer ``source`` at ``mask``, taken from the same forward before
+        ``layer`` runs, and its result replaces ``layer``'s activations at ``mask`` (the
+        zero-ablated baseline still zeroes ``layer``). Raise :class:`SAEError` if ``source``
+        does not run before ``layer``."""
         raise NotImplementedError(f"adapter {self.name!r} does not implement splice_eval")

@@ -18,6 +18,21 @@ as ``code != 0`` (:mod:`sae_core.codes`).
 
 Notation used in the architecture docstrings: x ∈ R^d_in, pre = (x − b_dec) W_enc + b_enc,
 x̂ = f W_dec + b_dec, SSE = ||x − x̂||².
+
+**Transcoders.** A bank built with ``d_out`` is a bank of transcoders: it encodes an input x
+(d_in) and reconstructs a *target* y (d_out), another activation of the same tokens (an MLP's
+input and output, say). Input and output are separate spaces: b_dec lives in the output space
+(ŷ = f W_dec + b_dec, W_dec: (d_sae, d_out), b_dec: (d_out,)) and is never subtracted from the
+input. The encoder instead centres x by a separate, fixed input bias ``b_in`` (d_in,) — the
+input's geometric median, set by :meth:`Bank.init_input_bias`, a buffer, not trained:
+pre = (x − b_in) W_enc + b_enc — which :meth:`Bank.export` folds into b_enc
+(b_enc − b_in W_enc), so a saved transcoder is pre = x W_enc + b_enc exactly as SAELens's
+``Transcoder``. Every reconstruction term of the loss (MSE, AuxK's residual) is measured
+against y, which the trainer passes as :attr:`TrainContext.target`. A bank without ``d_out`` is
+an ordinary SAE, computed exactly as before. An architecture opts in with
+``supports_transcoder = True`` once its bank reads the target through :meth:`Bank.target` and
+centres its input through :meth:`Bank.pre_acts`, :meth:`Bank.encoder_input` or
+:meth:`Bank.input_bias` (and folds any extra encoder-side tensor in :meth:`Bank.export`).
 """
 
 from __future__ import annotations
@@ -63,6 +78,8 @@ class TrainContext:
     sparsity_scale: float = 1.0  # sparsity-coefficient warmup factor in [0, 1]
     dead: torch.Tensor | None = None  # (n, d_sae) bool: latents considered dead (AuxK)
     comm: BatchComm = field(default_factory=BatchComm)  # the rest of the batch on other ranks
+    #: transcoders: the (batch, d_out) activations to reconstruct (None for SAEs: the input itself)
+    target: torch.Tensor | None = None
 
 
 @dataclass
@@ -70,7 +87,7 @@ class TrainOutput:
     """What :meth:`Bank.train_forward` returns for one batch; the trainer back-propagates
     ``loss.sum()`` and tracks dead latents with ``fired`` (a latent fires where its code != 0)."""
 
-    recon: torch.Tensor  # (n, batch, d_in)
+    recon: torch.Tensor  # (n, batch, d_out): the reconstruction of the target (d_out = d_in for SAEs)
     loss: torch.Tensor  # (n,): each SAE's loss; their sum is back-propagated
     fired: torch.Tensor  # (n, d_sae): number of tokens of the batch each latent fired on
     l0: torch.Tensor  # (n,): mean number of latents firing per token
@@ -93,6 +110,9 @@ class Bank(nn.Module, metaclass=ABCMeta):
     last step :meth:`calibrate`, :meth:`encode`/:meth:`decode` for the final metrics and
     :meth:`export` for each checkpoint. Resumable state is ``state_dict()`` (register buffers for
     non-parameter state). The loader calls the constructor with one hyper and :meth:`load_single`.
+
+    ``d_out`` (a keyword argument, None for SAEs) makes it a bank of transcoders (see the module
+    docstring): ``transcoder`` is then True and ``W_dec``/``b_dec`` live in the d_out-dim space.
     """
 
     #: the architecture's name, for messages
@@ -119,14 +139,22 @@ class Bank(nn.Module, metaclass=ABCMeta):
         hypers: list[Any],
         *,
         generator: torch.Generator | Sequence[torch.Generator] | None = None,
+        d_out: int | None = None,
     ):
         """``generator``: one for the whole bank, or one per SAE — then each SAE's init is
         independent of which other SAEs share its bank (how the trainer seeds, so a sweep split
-        over ranks trains the same SAEs as one process)."""
+        over ranks trains the same SAEs as one process). ``d_out``: a bank of transcoders whose
+        target has this width (None: SAEs)."""
         super().__init__()
         n = len(hypers)
         self.d_in, self.d_sae, self.n = d_in, d_sae, n
+        #: transcoders: the decoder writes a separate d_out-dim output space, the input is not centred
+        self.transcoder = d_out is not None
+        self.d_out = d_in if d_out is None else int(d_out)
         self.hypers = list(hypers)
+        if self.transcoder:
+            self._init_transcoder(generator)
+            return
         if isinstance(generator, Sequence):
             if len(generator) != n:
                 raise ValueError(f"{len(generator)} generators for a bank of {n} SAEs")
@@ -140,19 +168,68 @@ class Bank(nn.Module, metaclass=ABCMeta):
         self.b_enc = nn.Parameter(torch.zeros(n, d_sae))
         self.b_dec = nn.Parameter(torch.zeros(n, d_in))
 
+    def _init_transcoder(self, generator: torch.Generator | Sequence[torch.Generator] | None) -> None:
+        """Untied init (input and output are different spaces): decoder rows and encoder columns
+        are independent random directions of norm ``init_decoder_norm`` and ``init_decoder_norm ·
+        init_encoder_scale`` (the norms a tied init gives), the decoder drawn first."""
+        n, d_in, d_sae, d_out = self.n, self.d_in, self.d_sae, self.d_out
+
+        def draw(g: torch.Generator, *lead: int) -> tuple[torch.Tensor, torch.Tensor]:
+            return torch.randn(*lead, d_sae, d_out, generator=g), torch.randn(*lead, d_sae, d_in, generator=g)
+
+        if isinstance(generator, Sequence):
+            if len(generator) != n:
+                raise ValueError(f"{len(generator)} generators for a bank of {n} SAEs")
+            pairs = [draw(g) for g in generator]
+            dec = torch.stack([p[0] for p in pairs]) if n else torch.empty(0, d_sae, d_out)
+            enc = torch.stack([p[1] for p in pairs]) if n else torch.empty(0, d_sae, d_in)
+        else:
+            dec, enc = draw(generator if generator is not None else torch.Generator().manual_seed(0), n)
+        dec = dec / dec.norm(dim=-1, keepdim=True) * self.init_decoder_norm  # (n, d_sae, d_out)
+        enc = enc / enc.norm(dim=-1, keepdim=True) * self.init_decoder_norm * self.init_encoder_scale
+        self.W_dec = nn.Parameter(dec)
+        self.W_enc = nn.Parameter(enc.transpose(1, 2).contiguous())  # (n, d_in, d_sae)
+        self.b_enc = nn.Parameter(torch.zeros(n, d_sae))
+        self.b_dec = nn.Parameter(torch.zeros(n, d_out))
+        #: the fixed centre of the input (not trained; folded into b_enc at export)
+        self.register_buffer("b_in", torch.zeros(n, d_in))
+
     # -- hyperparameters ------------------------------------------------------------------------
     def hyper_tensor(self, name: str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """Per-SAE hyperparameter ``name`` as an (n,) tensor on the bank's device."""
         return torch.tensor([getattr(h, name) for h in self.hypers], dtype=dtype, device=self.W_enc.device)
 
     # -- forward pieces -------------------------------------------------------------------------
+    def input_bias(self) -> torch.Tensor:
+        """What the encoder subtracts from its input, (n, d_in): b_dec for SAEs, the fixed
+        input centre ``b_in`` for transcoders (their b_dec lives in the output space)."""
+        return self.b_in if self.transcoder else self.b_dec
+
+    def encoder_input(self, x: torch.Tensor) -> torch.Tensor:
+        """(n, batch, d_in) input of every SAE's encoder: x − b_dec (SAEs) or x − b_in
+        (transcoders). x: (batch, d_in) or (n, batch, d_in)."""
+        return (x if x.dim() == 3 else x.unsqueeze(0)) - self.input_bias()[:, None, :]
+
+    def target(self, x: torch.Tensor, ctx: TrainContext) -> torch.Tensor:
+        """What the loss reconstructs: x itself (SAEs) or ``ctx.target`` (transcoders)."""
+        if self.transcoder:
+            if ctx.target is None:
+                raise ValueError("a transcoder bank needs its target: pass TrainContext(target=y)")
+            return ctx.target
+        if ctx.target is not None:
+            raise ValueError("TrainContext.target is given, but this bank is not a transcoder (built without d_out)")
+        return x
+
     def pre_acts(self, x: torch.Tensor) -> torch.Tensor:
-        """(x − b_dec) W_enc + b_enc for every SAE. x: (batch, d_in) or (n, batch, d_in)."""
+        """(x − b_dec) W_enc + b_enc for every SAE ((x − b_in) W_enc + b_enc for transcoders).
+        x: (batch, d_in) or (n, batch, d_in)."""
+        if self.transcoder:
+            return torch.baddbmm(self.b_enc[:, None, :], self.encoder_input(x), self.W_enc)
         xc = (x if x.dim() == 3 else x.unsqueeze(0)) - self.b_dec[:, None, :]  # (n, batch, d_in)
         return torch.baddbmm(self.b_enc[:, None, :], xc, self.W_enc)  # (n, batch, d_sae)
 
     def decode(self, f: torch.Tensor) -> torch.Tensor:
-        """Dense decode: f (n, batch, d_sae) -> (n, batch, d_in)."""
+        """Dense decode: f (n, batch, d_sae) -> (n, batch, d_out)."""
         return torch.baddbmm(self.b_dec[:, None, :], f, self.W_dec)
 
     @abstractmethod
@@ -190,12 +267,21 @@ class Bank(nn.Module, metaclass=ABCMeta):
 
     @torch.no_grad()
     def init_b_dec(self, b: torch.Tensor) -> None:
-        """Set every SAE's decoder bias to ``b`` (d_in,), e.g. the data's geometric median."""
+        """Set every SAE's decoder bias to ``b`` (d_out,), e.g. the geometric median of what it
+        reconstructs (the input of an SAE, the target of a transcoder)."""
         self.b_dec.copy_(b.to(self.b_dec).expand_as(self.b_dec))
 
     @torch.no_grad()
+    def init_input_bias(self, b: torch.Tensor) -> None:
+        """Transcoders: set every SAE's fixed input centre ``b_in`` to ``b`` (d_in,), the input's
+        geometric median (SAEs: nothing, their input is centred by b_dec)."""
+        if self.transcoder:
+            self.b_in.copy_(b.to(self.b_in).expand_as(self.b_in))
+
+    @torch.no_grad()
     def init_from_data(self, x: torch.Tensor) -> None:
-        """Data-dependent init after b_dec is set; x: (m, d_in) normalised sample. Default: none."""
+        """Data-dependent init after b_dec is set; x: (m, d_in) normalised sample of the input.
+        Default: none."""
 
     @torch.no_grad()
     def calibrate(self, batches: Iterable[torch.Tensor], comm: BatchComm | None = None) -> None:
@@ -203,18 +289,25 @@ class Bank(nn.Module, metaclass=ABCMeta):
         ``batches``: (batch, d_in) normalised inputs the bank was not trained on at that point."""
 
     # -- export / import --------------------------------------------------------------------------
-    def export(self, i: int, scale: float = 1.0) -> dict[str, torch.Tensor]:
+    def export(self, i: int, scale: float = 1.0, scale_out: float | None = None) -> dict[str, torch.Tensor]:
         """SAE ``i`` in checkpoint layout, with input normalisation ``x' = scale·x`` folded in.
 
         (s·x − b) W = (x − b/s)(s·W) and (f W_dec + b)/s = f (W_dec/s) + b/s, so the folded
         SAE takes and returns raw activations and its pre-activations are unchanged.
+        Transcoders (``scale_out``: the target's scale y' = s_out·y, default ``scale``):
+        (s·x − b_in) W_enc + b_enc = x (s·W_enc) + (b_enc − b_in W_enc) and
+        ŷ = (f W_dec + b_dec)/s_out, so the folded transcoder maps the raw input to the raw target
+        with no input bias (:meth:`input_shift` is what b_enc absorbs).
         """
+        s_out = scale if scale_out is None else scale_out
         out = {
             "W_enc": self.W_enc[i].detach() * scale,
             "b_enc": self.b_enc[i].detach().clone(),
-            "W_dec": self.W_dec[i].detach() / scale,
-            "b_dec": self.b_dec[i].detach() / scale,
+            "W_dec": self.W_dec[i].detach() / s_out,
+            "b_dec": self.b_dec[i].detach() / s_out,
         }
+        if self.transcoder:
+            out["b_enc"] = out["b_enc"] - self.input_shift(i)
         for name in self.extra_tensors:
             out[name] = self._export_extra(name, i)
         return {k: v.contiguous().float().cpu() for k, v in out.items()}
@@ -223,12 +316,23 @@ class Bank(nn.Module, metaclass=ABCMeta):
         return getattr(self, name)[i].detach().clone()
 
     @torch.no_grad()
+    def input_shift(self, i: int) -> torch.Tensor:
+        """Transcoder ``i``'s b_in W_enc (d_sae,): what its encoder subtracts for the input centre,
+        folded into b_enc at export (zero for SAEs, whose centre b_dec is in the checkpoint)."""
+        if not self.transcoder:
+            return torch.zeros_like(self.b_enc[i])
+        return self.b_in[i] @ self.W_enc[i]
+
+    @torch.no_grad()
     def load_single(self, i: int, tensors: dict[str, torch.Tensor]) -> None:
-        """Inverse of :meth:`export` (with scale 1) for SAE ``i``."""
+        """Inverse of :meth:`export` (with scale 1) for SAE ``i`` (a transcoder's input centre
+        stays zero: the checkpoint has it folded into b_enc)."""
         for name in ("W_enc", "b_enc", "W_dec", "b_dec", *self.extra_tensors):
             if name not in tensors:
                 raise ConfigError(f"{self.name or type(self).__name__} checkpoint is missing tensor {name!r}")
             self._import_tensor(name, i, tensors[name])
+        if self.transcoder:
+            self.b_in[i].zero_()
 
     def _import_tensor(self, name: str, i: int, value: torch.Tensor) -> None:
         getattr(self, name)[i].copy_(value)
@@ -252,6 +356,9 @@ class Architecture:
     #: the SAELens architecture whose inference equals this one's ("standard", "topk",
     #: "jumprelu", "gated"), or None: then ``sae export --format saelens`` refuses it
     saelens_architecture: ClassVar[str | None] = None
+    #: its bank trains transcoders (built with ``d_out``: input not centred, loss against
+    #: ``TrainContext.target``); False: ``sae train --layer-out`` refuses the architecture
+    supports_transcoder: ClassVar[bool] = False
 
     @classmethod
     def hyper_fields(cls) -> list[str]:
@@ -278,12 +385,24 @@ class Architecture:
 
     @classmethod
     def build_bank(cls, d_in: int, d_sae: int, hypers: list[Any], *, device: str | torch.device = "cpu",
-                   generator: torch.Generator | Sequence[torch.Generator] | None = None) -> Bank:
-        """A bank of ``len(hypers)`` SAEs of this architecture and shape on ``device``."""
+                   generator: torch.Generator | Sequence[torch.Generator] | None = None,
+                   d_out: int | None = None) -> Bank:
+        """A bank of ``len(hypers)`` SAEs of this architecture and shape on ``device``; with
+        ``d_out``, of transcoders whose target has that width (see :attr:`supports_transcoder`)."""
         bank_cls = getattr(cls, "bank_cls", None)
         if bank_cls is None:
             raise PluginError(f"architecture {cls.__name__} sets no bank_cls; set it to its Bank subclass")
+        if d_out is not None:
+            cls.check_transcoder()
+            return bank_cls(d_in, d_sae, hypers, generator=generator, d_out=d_out).to(device)
         return bank_cls(d_in, d_sae, hypers, generator=generator).to(device)
+
+    @classmethod
+    def check_transcoder(cls) -> None:
+        """Raise a one-line :class:`ConfigError` unless this architecture trains transcoders."""
+        if not cls.supports_transcoder:
+            raise ConfigError(f"architecture {cls.name!r} does not support transcoders (its bank does not read "
+                              "TrainContext.target); train it as an SAE (no --layer-out) or pick another architecture")
 
     @classmethod
     def saelens_target(cls, hyper: dict[str, Any]) -> str | None:

@@ -52,7 +52,7 @@ class NonFiniteWatch:
         return step
 
 
-def nonfinite_error(watch: NonFiniteWatch, step: int, *, reader: Any, layer: int, tokens: str, batch_size: int,
+def nonfinite_error(watch: NonFiniteWatch, step: int, *, reader: Any, layer: int | list[int], tokens: str, batch_size: int,
                     seed: int, names: list[list[str]], lrs: list[list[float]], saved_step: int | None,
                     select: Any = None) -> NonFiniteError:
     """The error for a non-finite loss at ``step``: bad inputs (with their shard and example) or
@@ -76,18 +76,21 @@ def nonfinite_error(watch: NonFiniteWatch, step: int, *, reader: Any, layer: int
         f"training diverged; lower the learning rate and start again with --overwrite; {saved}")
 
 
-def locate_nonfinite(reader: Any, *, layer: int, tokens: str, batch_size: int, seed: int, epoch: int,
+def locate_nonfinite(reader: Any, *, layer: int | list[int], tokens: str, batch_size: int, seed: int, epoch: int,
                      batch: int, select: Any = None) -> str | None:
     """Re-read one batch of the training stream (``select``: its side of the validation split);
-    describe its non-finite inputs (None if none)."""
-    x = next(iter(reader.batches(batch_size, layers=[layer], tokens=tokens, seed=seed, epoch=epoch,
-                                 start_batch=batch, select=select)))[:, 0]  # (batch, d_in)
+    describe its non-finite inputs (None if none). ``layer``: the layer read, or the layers
+    (a transcoder's input and target)."""
+    layers = layer if isinstance(layer, list) else [layer]
+    x = next(iter(reader.batches(batch_size, layers=layers, tokens=tokens, seed=seed, epoch=epoch,
+                                 start_batch=batch, select=select)))  # (batch, n_layers, d)
+    x = x.reshape(len(x), -1)
     bad = ~torch.isfinite(x)
     if not bool(bad.any()):
         return None
     rows = torch.nonzero(bad.any(-1)).flatten().tolist()
     what = f"{int(bad.sum())} value(s) in {len(rows)} of the {len(x)} samples of that batch"
-    ids = reader.batch_sample_ids(batch_size, layers=[layer], tokens=tokens, seed=seed, epoch=epoch, batch=batch,
+    ids = reader.batch_sample_ids(batch_size, layers=layers, tokens=tokens, seed=seed, epoch=epoch, batch=batch,
                                   select=select)
     sources = [reader.sample_source(int(ids[r])) for r in rows]
     first = sources[0]
@@ -98,7 +101,7 @@ def locate_nonfinite(reader: Any, *, layer: int, tokens: str, batch_size: int, s
             f"{first['position']}){listed}")
 
 
-def check_sample(sample: torch.Tensor, reader: Any, *, layer: int, tokens: str, batch_size: int, seed: int,
+def check_sample(sample: torch.Tensor, reader: Any, *, layer: int | list[int], tokens: str, batch_size: int, seed: int,
                  n_batches: int, select: Any = None) -> None:
     """The ``n_batches`` batches of the side stream ``seed`` read to initialise the SAEs
     (normalisation, b_dec) must be finite; else an error locating the first bad input."""

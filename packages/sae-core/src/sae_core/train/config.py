@@ -4,7 +4,8 @@ A sweep file has three tables; scalars are fixed, lists are swept as a grid (the
 over every list in [data] and [sae]):
 
     [data]            # what changes the data stream: each combination is its own group
-    layer = [0, 1]    # layer index or name in the cache
+    layer = [0, 1]    # layer index or name in the cache (layer_in is a synonym)
+    layer_out = 1     # set: transcoders from `layer` to this layer of the same cache
     tokens = "all"    # all | cls | patch | register | token
     batch_size = 4096
     normalize = true  # scale inputs to E||x|| = sqrt(d_in), folded back at save
@@ -38,6 +39,8 @@ from sae_core.errors import ConfigError
 class DataConfig:
     layer: str = "0"
     tokens: str = "all"
+    #: transcoders: the cache layer they reconstruct, from ``layer`` (None: SAEs of ``layer``)
+    layer_out: str | None = None
     batch_size: int = 4096
     normalize: bool = True
     val_fraction: float = 0.02  # whole examples held out for validation (sae_core.split)
@@ -46,7 +49,23 @@ class DataConfig:
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.layer_out is not None and str(self.layer_out) == str(self.layer):
+            raise ConfigError(f"layer_out {self.layer_out!r} is the input layer itself: that is an SAE; drop "
+                              "--layer-out, or name the layer the transcoder should predict")
         self.split()  # validates val_fraction
+
+    @property
+    def transcoder(self) -> bool:
+        """SAEs of this stream are transcoders (``layer`` -> ``layer_out``)."""
+        return self.layer_out is not None
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that say what this stream is, for seeds and config.json: every field, with
+        ``layer_out`` only when set (an SAE's identity, and so its seed, is as before)."""
+        d = asdict(self)
+        if d["layer_out"] is None:
+            del d["layer_out"]
+        return d
 
     def split(self):
         """The validation split of this stream (fraction 0: no split, training reads everything)."""
@@ -126,7 +145,7 @@ class TrainConfig:
             "cache": self.cache,
             "out": self.out,
             "train": asdict(self.train),
-            "saes": [{**asdict(s), "data": asdict(s.data)} for s in self.saes],
+            "saes": [{**asdict(s), "data": s.data.identity()} for s in self.saes],
         }
 
     @classmethod
@@ -157,11 +176,19 @@ def expand(
     """Expand [data] × [sae] grids into SAE configs, validating every key and value."""
     from sae_core.plugins import get_component
 
+    data = dict(data)
+    if "layer_in" in data:  # the transcoder spelling of `layer`
+        if "layer" in data:
+            raise ConfigError("[data]: give the input layer as `layer` or `layer_in`, not both")
+        data["layer"] = data.pop("layer_in")
     unknown_data = [k for k in data if k not in {f.name for f in fields(DataConfig)}]
     if unknown_data:
-        raise ConfigError(f"[data]: unknown key {unknown_data[0]!r}; valid keys: {', '.join(f.name for f in fields(DataConfig))}")
+        raise ConfigError(f"[data]: unknown key {unknown_data[0]!r}; valid keys: {', '.join(f.name for f in fields(DataConfig))}"
+                          ", layer_in")
     settings = from_dict(TrainSettings, train, where="[train]")
-    data_grid = _grid({k: (str(v) if k == "layer" and not isinstance(v, list) else v) for k, v in data.items()})
+    layer_keys = ("layer", "layer_out")
+    data_grid = _grid({k: (str(v) if k in layer_keys and v is not None and not isinstance(v, list) else v)
+                       for k, v in data.items()})
     sae_grid = _grid(sae)
     arch_names = sae.get("arch", "topk")
     arch_names = arch_names if isinstance(arch_names, list) else [arch_names]
@@ -172,11 +199,14 @@ def expand(
     swept = {k for k, v in {**data, **sae}.items() if isinstance(v, list) and len(v) > 1 and k != "prefixes"}
     saes: list[SAEConfig] = []
     for d in data_grid:
-        dcfg = from_dict(DataConfig, {k: (str(v) if k == "layer" else v) for k, v in d.items()}, where="[data]")
+        dcfg = from_dict(DataConfig, {k: (str(v) if k in layer_keys and v is not None else v) for k, v in d.items()},
+                         where="[data]")
         for s in sae_grid:
             s = dict(s)
             arch_name = str(s.pop("arch", "topk"))
             arch = get_component("architecture", arch_name).factory
+            if dcfg.transcoder:
+                arch.check_transcoder()
             exp_factor = s.pop("exp_factor", None)
             d_sae = s.pop("d_sae", None)
             if d_sae is None:
@@ -200,7 +230,8 @@ def expand(
             hyper = arch.make_hyper(s, int(d_sae))
             if name is None:
                 parts = [arch_name]
-                for key, val in [("layer", dcfg.layer), ("tokens", dcfg.tokens), ("batch_size", dcfg.batch_size),
+                for key, val in [("layer", dcfg.layer), ("layer_out", dcfg.layer_out), ("tokens", dcfg.tokens),
+                                 ("batch_size", dcfg.batch_size),
                                  ("exp_factor", exp_factor), ("d_sae", d_sae), ("lr", lr), *s.items()]:
                     if key in swept or (key == "k" and "k" in arch.hyper_fields()):
                         parts.append(f"{key}{_fmt(val)}")

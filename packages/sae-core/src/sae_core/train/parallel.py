@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import zlib
-from dataclasses import asdict
 from typing import TYPE_CHECKING
 
 import torch
@@ -61,7 +60,7 @@ def sae_seeds(seed: int, saes: list[SAEConfig]) -> dict[str, int]:
     repeats: dict[str, int] = {}
     for sae in saes:
         ident = json.dumps({"arch": sae.arch, "d_sae": sae.d_sae, "hyper": sae.hyper, "lr": sae.lr,
-                            "data": asdict(sae.data)}, sort_keys=True, default=str)
+                            "data": sae.data.identity()}, sort_keys=True, default=str)
         r = repeats[ident] = repeats.get(ident, -1) + 1
         out[sae.name] = (seed * 1_000_003 + zlib.crc32(f"{ident}#{r}".encode())) % 2**62
     return out

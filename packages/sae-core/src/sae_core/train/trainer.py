@@ -5,6 +5,10 @@ normalisation). Each group reads every batch once; within it SAEs of one archite
 form a *bank* (parameters stacked on a leading ``n_saes`` dim) and every bank trains on that same
 batch with batched matmuls. Different shapes form separate banks on the same batch.
 
+Transcoders: a group whose data sets ``layer_out`` reads two layers of each token — the input
+``layer`` and the target ``layer_out`` — normalises each by its own scale, builds its banks with
+``d_out`` and passes the target as ``TrainContext.target``; every metric is against the target.
+
 Exactness: training is a pure function of (config, cache). The data position (epoch, batch in
 epoch), optimizer moments, dead-latent counters and parameters are checkpointed, so
 ``sae train --resume`` continues bit-for-bit on CPU. Under ``torchrun`` the same global batches
@@ -62,6 +66,10 @@ class GroupTrainer:
         self.device = torch.device(dist.device(s.device))
         self.layer = reader.layer_index(data.layer)
         self.d_in = reader.meta.d_model
+        #: transcoders: the target layer (None: SAEs), and the layers each batch reads
+        self.layer_out = reader.layer_index(data.layer_out) if data.transcoder else None
+        self.read_layers = [self.layer] if self.layer_out is None else [self.layer, self.layer_out]
+        self.scale_out: float | None = None  # transcoders: the target's normalisation scale
         split = data.split()
         #: training reads the train side of the validation split (None: no split, every example)
         self.select = Selection(split, "train") if split.active else None
@@ -72,7 +80,7 @@ class GroupTrainer:
                 f"cache {reader.path} has {n_samples} {data.tokens!r} samples{held}, fewer than one batch "
                 f"({data.batch_size}); lower --batch-size or cache more data"
             )
-        self.val = Validation(reader, layer=self.layer, tokens=data.tokens, max_tokens=s.val_tokens,
+        self.val = Validation(reader, layer=self.layer, layer_out=self.layer_out, tokens=data.tokens, max_tokens=s.val_tokens,
                               select=Selection(split, "val") if split.active else None,
                               batch_size=data.batch_size, device=self.device)
         self.eval_every = s.eval_every or s.log_every
@@ -99,7 +107,9 @@ class GroupTrainer:
             arch = get_component("architecture", arch_name).factory
             members = [m for m, _ in pairs]
             gens = [torch.Generator().manual_seed(seeds[m.name]) for m in members]
-            self.banks.append(arch.build_bank(self.d_in, d_sae, [h for _, h in pairs], device=self.device, generator=gens))
+            tc = {} if self.layer_out is None else {"d_out": reader.meta.d_model}  # one d_model per cache
+            self.banks.append(arch.build_bank(self.d_in, d_sae, [h for _, h in pairs], device=self.device, generator=gens,
+                                              **tc))
             self.members.append(members)
         self.opts = [
             BankAdam({k: p for k, p in b.named_parameters() if p.requires_grad}, betas=(s.adam_beta1, s.adam_beta2))
@@ -124,18 +134,20 @@ class GroupTrainer:
 
     # -- data -----------------------------------------------------------------------------------
     def _stream(self):
+        """Normalised batches ``(x, y)``: the input and what the SAEs reconstruct (``y is x`` for
+        SAEs; a transcoder's target layer otherwise)."""
         s, dist = self.cfg.train, self.dist
         while True:
-            for x in self.reader.batches(
-                self.data.batch_size, layers=[self.layer], tokens=self.data.tokens, seed=s.seed,
+            for b in self.reader.batches(
+                self.data.batch_size, layers=self.read_layers, tokens=self.data.tokens, seed=s.seed,
                 epoch=self.epoch, start_batch=self.batch_in_epoch, device=self.device, part=(dist.rank, dist.world),
                 select=self.select,
             ):
                 self.batch_in_epoch += 1
-                x = x[:, 0]  # (batch / world, d_in): this rank's slice
                 if self.shard_saes:
-                    x = dist.all_gather_cat(x)  # (batch, d_in): every rank's SAEs see the whole batch
-                yield x * self.scale
+                    b = dist.all_gather_cat(b)  # (batch, layers, d): every rank's SAEs see the whole batch
+                x = b[:, 0] * self.scale  # (batch / world, d_in): this rank's slice
+                yield x, (x if self.scale_out is None else b[:, 1] * self.scale_out)
             self.epoch += 1
             self.batch_in_epoch = 0
 
@@ -143,21 +155,34 @@ class GroupTrainer:
         """Normalisation scale and geometric-median b_dec from a few batches of a side stream."""
         s = self.cfg.train
         xs = []
-        for i, x in enumerate(self.reader.batches(self.data.batch_size, layers=[self.layer], tokens=self.data.tokens,
+        for i, x in enumerate(self.reader.batches(self.data.batch_size, layers=self.read_layers, tokens=self.data.tokens,
                                                   seed=s.seed + 7919, select=self.select)):
-            xs.append(x[:, 0])
+            xs.append(x)
             if i + 1 >= s.norm_batches:
                 break
-        sample = torch.cat(xs)  # (m, d_in)
-        check_sample(sample, self.reader, layer=self.layer, tokens=self.data.tokens, batch_size=self.data.batch_size,
-                     seed=s.seed + 7919, n_batches=len(xs), select=self.select)
+        both_layers = torch.cat(xs)  # (m, layers, d)
+        check_sample(both_layers, self.reader, layer=self.read_layers if self.layer_out is not None else self.layer,
+                     tokens=self.data.tokens, batch_size=self.data.batch_size, seed=s.seed + 7919, n_batches=len(xs),
+                     select=self.select)
+        sample = both_layers[:, 0]  # (m, d_in)
         scale = norm_scale(sample) if self.data.normalize else 1.0
         median = geometric_median(sample[:8192] * scale).float()  # (d_in,)
+        head = [scale]
+        if self.layer_out is not None:  # a transcoder's target: its own scale; b_dec starts at its median
+            target = both_layers[:, 1]
+            scale_out = norm_scale(target) if self.data.normalize else 1.0
+            median = torch.cat([geometric_median(target[:8192] * scale_out).float(), median])  # (d_out + d_in,)
+            head = [scale, scale_out]
         # every rank computes the same; rank 0's copy is authoritative (no drift across GPUs)
-        both = self.dist.broadcast_(torch.cat([torch.tensor([scale]), median.cpu()]).to(self.device))
+        both = self.dist.broadcast_(torch.cat([torch.tensor(head), median.cpu()]).to(self.device))
         self.scale = float(both[0])
+        if self.layer_out is not None:
+            self.scale_out = float(both[1])
+        medians = both[len(head):]
         for bank in self.banks:
-            bank.init_b_dec(both[1:])
+            bank.init_b_dec(medians[: bank.d_out])  # the median of what it reconstructs
+            if bank.transcoder:
+                bank.init_input_bias(medians[bank.d_out :])  # the encoder's fixed input centre
             bank.init_from_data(sample[:8192].to(self.device) * self.scale)
 
     # -- state ----------------------------------------------------------------------------------
@@ -186,6 +211,7 @@ class GroupTrainer:
             commit(self.state_dir, [tensors_name(self.step, r) for r in self.writer_ranks], {
                 "step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
                 "scale": self.scale, "tokens_window": self.tokens_window, "d_in": self.d_in,
+                **({} if self.scale_out is None else {"scale_out": self.scale_out}),
                 "saes": [m.name for m in self.saes], "best_val": self.best_val,
             })
         self.dist.barrier()  # nobody writes the next state while rank 0 prunes files
@@ -224,6 +250,11 @@ class GroupTrainer:
             self.fired_window[bi].copy_(stacked("", ["fired_window"])["fired_window"])
         self.step, self.epoch, self.batch_in_epoch = int(doc["step"]), int(doc["epoch"]), int(doc["batch_in_epoch"])
         self.scale, self.tokens_window = float(doc["scale"]), int(doc["tokens_window"])
+        if self.layer_out is not None:
+            if "scale_out" not in doc:
+                raise CheckpointError(f"training state {self.state_dir} is not a transcoder's (no scale_out); the sweep "
+                                      "changed since it was saved — start a new run")
+            self.scale_out = float(doc["scale_out"])
         self.best_val = {k: float(v) for k, v in doc.get("best_val", {}).items()}
         self.saved_step = self.step
         return True
@@ -273,7 +304,7 @@ class GroupTrainer:
                     raise RunInterrupted(f"stopped by {stop.name or 'a signal'} at step {self.step} of {s.steps}; "
                                          f"the state is saved: continue with `sae train --resume --out {self.out}`",
                                          stop.signum or 2)
-                x = next(stream)
+                x, y = next(stream)
                 step = self.step
                 watch.note(step, self.epoch, self.batch_in_epoch - 1)
                 lr_f = lr_factor(step, s.steps, self.warmup, s.lr_decay_frac)
@@ -283,11 +314,12 @@ class GroupTrainer:
                 records: list[dict[str, Any]] = []
                 for bi, bank in enumerate(self.banks):
                     dead = self.since_fired[bi] >= s.dead_tokens
-                    ctx = TrainContext(step=step, sparsity_scale=ctx_sparsity, dead=dead, comm=self.comm)
+                    ctx = TrainContext(step=step, sparsity_scale=ctx_sparsity, dead=dead, comm=self.comm,
+                                       target=None if y is x else y)
                     infer = None  # what the checkpoint would do, same weights (only where training differs)
                     if log_now and not bank.train_matches_inference:
                         with autocast:
-                            infer = self._infer(bank, x)
+                            infer = self._infer(bank, x, y)
                     out = bank_step(bank, self.opts[bi], x, ctx, self.lrs[bi] * lr_f, autocast=autocast,
                                     reduce_grads=reduce_grads)
                     watch.update(bi, step, out.loss)
@@ -298,8 +330,8 @@ class GroupTrainer:
                         self.since_fired[bi].add_(batch).masked_fill_(fired > 0, 0)
                         self.fired_window[bi].add_(fired)
                     if log_now:
-                        val = self.val.metrics(bank, self.scale) if eval_now else None
-                        records += self._records(bi, out, x, lr_f, samples_last, t_last, infer, val)
+                        val = self.val.metrics(bank, self.scale, self.scale_out) if eval_now else None
+                        records += self._records(bi, out, y, lr_f, samples_last, t_last, infer, val)
                 self.tokens_window += batch
                 samples_last += batch
                 self.step += 1
@@ -340,16 +372,18 @@ class GroupTrainer:
         step = watch.check(self.dist)
         if step is not None:
             raise nonfinite_error(
-                watch, step, reader=self.reader, layer=self.layer, tokens=self.data.tokens,
+                watch, step, reader=self.reader, layer=self.layer if self.layer_out is None else self.read_layers,
+                tokens=self.data.tokens,
                 batch_size=self.data.batch_size, seed=self.cfg.train.seed,
                 names=[[m.name for m in ms] for ms in self.members], lrs=[[m.lr for m in ms] for ms in self.members],
                 saved_step=self.saved_step, select=self.select)
 
     @torch.no_grad()
-    def _infer(self, bank: Bank, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Inference-mode (encode/decode) SSE sum (n,) and mean L0 (n,) of ``bank`` on ``x``."""
+    def _infer(self, bank: Bank, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inference-mode (encode/decode) SSE sum (n,) against ``y`` (``x`` itself for SAEs) and
+        mean L0 (n,) of ``bank`` on ``x``."""
         f = bank.encode(x)  # (n, batch, d_sae)
-        sse = (bank.decode(f).float() - x).pow(2).sum((-1, -2))
+        sse = (bank.decode(f).float() - y).pow(2).sum((-1, -2))
         return sse, firing_stats(f)[1]
 
     @torch.no_grad()
@@ -360,22 +394,23 @@ class GroupTrainer:
         go to :meth:`Bank.calibrate` (BatchTopK's threshold) and then give each SAE's final
         FVU and L0 in inference mode — the numbers cfg.json and sweep.json report.
         """
-        batches = [next(stream) for _ in range(self.cfg.train.final_batches)]
+        pairs = [next(stream) for _ in range(self.cfg.train.final_batches)]  # (x, y): y is x for SAEs
+        batches = [x for x, _ in pairs]
         n_tok = sum(x.shape[0] for x in batches) * (self.dist.world if self.comm.world > 1 else 1)
-        xs = torch.stack([torch.cat([x.double().sum(0), x.double().pow(2).sum().view(1)]) for x in batches]).sum(0)
+        xs = torch.stack([torch.cat([y.double().sum(0), y.double().pow(2).sum().view(1)]) for _, y in pairs]).sum(0)
         if self.comm.world > 1:
             self.dist.all_reduce_(xs)
         for bi, bank in enumerate(self.banks):
             bank.calibrate(batches, self.comm)
             rows = torch.zeros(2, bank.n, dtype=torch.float64, device=self.device)  # SSE, Σ L0 over tokens
-            for x in batches:
-                sse, l0 = self._infer(bank, x)
+            for x, y in pairs:
+                sse, l0 = self._infer(bank, x, y)
                 rows[0] += sse.double()
                 rows[1] += l0.double() * x.shape[0]
             if self.comm.world > 1:
                 self.dist.all_reduce_(rows)
             fvu = fvu_from_sums(rows[0], xs[:-1], xs[-1], n_tok)
-            val = self.val.metrics(bank, self.scale) if self.val.n_tokens else {}
+            val = self.val.metrics(bank, self.scale, self.scale_out) if self.val.n_tokens else {}
             for i, m in enumerate(self.members[bi]):
                 last = self.last_metrics.setdefault(m.name, {})
                 last.update(fvu=float(fvu[i]), l0=float(rows[1, i] / n_tok), final_tokens=n_tok)
@@ -389,7 +424,7 @@ class GroupTrainer:
 
         ``fvu`` and ``l0`` are always inference mode (what a checkpoint of these weights does);
         where training differs (``infer`` given), the training-mode values are ``train_fvu`` and
-        ``train_l0``.
+        ``train_l0``. ``x`` is what the SAEs reconstruct (a transcoder's target).
         """
         s = self.cfg.train
         batch = self.data.batch_size
@@ -448,7 +483,7 @@ class GroupTrainer:
         for bi, bank in enumerate(self.banks):
             for i, m in enumerate(self.members[bi]):
                 if m.name in self.owned:
-                    save_sae(self.out / m.name, bank.export(i, self.scale), self._cfg(m))
+                    save_sae(self.out / m.name, self._export_one(bank, i), self._cfg(m))
         self.dist.barrier()  # every checkpoint exists before anyone reads the run
 
     def _keep_best(self, records: list[dict[str, Any]]) -> None:
@@ -465,7 +500,13 @@ class GroupTrainer:
             cfg = self._cfg(m)
             cfg.metrics = {k: val for k, val in rec.items() if k not in ("sae", "samples_per_s")}
             cfg.best = {"step": rec["step"], "val_fvu": v}
-            save_sae(self.out / m.name / "best", self.banks[bi].export(i, self.scale), cfg)
+            save_sae(self.out / m.name / "best", self._export_one(self.banks[bi], i), cfg)
+
+    def _export_one(self, bank: Bank, i: int) -> dict[str, torch.Tensor]:
+        """SAE ``i`` of ``bank`` with the normalisation folded in (a transcoder's two scales)."""
+        if self.scale_out is None:
+            return bank.export(i, self.scale)
+        return bank.export(i, self.scale, scale_out=self.scale_out)
 
     def _cfg(self, m: SAEConfig) -> SAECheckpointConfig:
         """The checkpoint's cfg.json for SAE ``m`` as trained so far."""
@@ -479,9 +520,10 @@ class GroupTrainer:
             architecture=m.arch,
             d_in=self.d_in,
             d_sae=m.d_sae,
+            d_out=None if self.layer_out is None else meta.d_model,
             hyper=m.hyper,
             non_negative_codes=bool(get_component("architecture", m.arch).factory.non_negative_codes),
-            normalization=Normalization(folded=True, scale=self.scale),
+            normalization=Normalization(folded=True, scale=self.scale, scale_out=self.scale_out),
             source=SourceInfo(
                 cache=str(Path(self.cfg.cache).resolve()),
                 cache_fingerprint=meta.fingerprint(),
@@ -489,6 +531,8 @@ class GroupTrainer:
                 model=meta.model,
                 layer=meta.layers[self.layer],
                 layer_index=self.layer,
+                layer_out=None if self.layer_out is None else meta.layers[self.layer_out],
+                layer_out_index=self.layer_out,
                 tokens=self.data.tokens,
                 d_model=meta.d_model,
                 dataset=meta.dataset.get("spec"),
@@ -539,6 +583,13 @@ def run_training(
     check_complete(reader, allow_incomplete=allow_incomplete)
     for sae in config.saes:
         reader.layer_index(sae.data.layer)
+        if sae.data.transcoder:
+            if reader.layer_index(sae.data.layer_out) == reader.layer_index(sae.data.layer):
+                raise ConfigError(f"layer_out {sae.data.layer_out!r} is the input layer {sae.data.layer!r} itself: that "
+                                  "is an SAE; drop --layer-out, or name the layer the transcoder should predict")
+            from sae_core.plugins import get_component
+
+            get_component("architecture", sae.arch).factory.check_transcoder()
         reader.positions(sae.data.tokens)
         if dist.active and sae.data.batch_size % dist.world:
             raise ConfigError(
@@ -598,6 +649,7 @@ def _write_sweep(out: Path, config: TrainConfig, reader: Any) -> None:
             "hyper": sae.hyper,
             "lr": sae.lr,
             "layer": cfg.source.layer,
+            **({"layer_out": cfg.source.layer_out} if cfg.source.layer_out is not None else {}),
             "tokens": sae.data.tokens,
             "batch_size": sae.data.batch_size,
             "final": cfg.metrics,

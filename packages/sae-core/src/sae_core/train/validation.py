@@ -4,7 +4,8 @@ The examples come from the data group's validation split (:mod:`sae_core.split`)
 training stream never reads. At most ``val_tokens`` of their tokens are loaded once (a fixed,
 seeded sample), normalised like the training stream, and every ``eval_every`` steps each bank's
 SAEs encode and decode them exactly as a saved checkpoint would: FVU, L0 (non-zero codes per
-token) and the fraction of latents that fire on none of them.
+token) and the fraction of latents that fire on none of them. Transcoders: the same tokens'
+target layer is loaded too, and FVU is that of the target.
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ class Validation:
     """The validation tokens of one data group (possibly none)."""
 
     def __init__(self, reader: Any, *, layer: int, tokens: str, select: Selection | None, max_tokens: int,
-                 batch_size: int, device: torch.device) -> None:
+                 batch_size: int, device: torch.device, layer_out: int | None = None) -> None:
         self.x = torch.empty(0, reader.meta.d_model)
+        self.y: torch.Tensor | None = None  # transcoders: the target of the same tokens (raw)
         self.batch_size = batch_size
         if select is None:
             return
@@ -32,13 +34,17 @@ class Validation:
         if n_val == 0:
             return
         parts, have = [], 0
-        for b in reader.batches(min(batch_size, n_val), layers=[layer], tokens=tokens, seed=SAMPLE_SEED, select=select,
+        layers = [layer] if layer_out is None else [layer, layer_out]
+        for b in reader.batches(min(batch_size, n_val), layers=layers, tokens=tokens, seed=SAMPLE_SEED, select=select,
                                 drop_last=False):
-            parts.append(b[:, 0])
+            parts.append(b)
             have += b.shape[0]
             if have >= max_tokens:
                 break
-        self.x = torch.cat(parts)[:max_tokens].to(device)  # (n_val, d_in), raw
+        both = torch.cat(parts)[:max_tokens].to(device)  # (n_val, layers, d), raw
+        self.x = both[:, 0]  # (n_val, d_in)
+        if layer_out is not None:
+            self.y = both[:, 1]  # (n_val, d_out)
         self.scale = 1.0
 
     @property
@@ -46,18 +52,21 @@ class Validation:
         return int(self.x.shape[0])
 
     @torch.no_grad()
-    def metrics(self, bank: Any, scale: float) -> dict[str, torch.Tensor]:
-        """``val_fvu``, ``val_l0``, ``val_dead_frac``: (n,) each, for bank's SAEs."""
+    def metrics(self, bank: Any, scale: float, scale_out: float | None = None) -> dict[str, torch.Tensor]:
+        """``val_fvu``, ``val_l0``, ``val_dead_frac``: (n,) each, for bank's SAEs (``scale_out``:
+        the target's scale, for transcoders)."""
         n = self.n_tokens
         sse = torch.zeros(bank.n, dtype=torch.float64, device=self.x.device)
         l0 = torch.zeros_like(sse)
         fired = torch.zeros(bank.n, bank.d_sae, dtype=torch.bool, device=self.x.device)
-        xs = self.x.double() * scale
+        target, t_scale = (self.x, scale) if self.y is None else (self.y, scale if scale_out is None else scale_out)
+        xs = target.double() * t_scale
         for lo in range(0, n, self.batch_size):
             x = (self.x[lo : lo + self.batch_size] * scale).float()  # (b, d_in)
+            y = x if self.y is None else (self.y[lo : lo + self.batch_size] * t_scale).float()  # what is reconstructed
             f = bank.encode(x)  # (n_saes, b, d_sae)
             active = f != 0
-            sse += (bank.decode(f).float() - x).pow(2).sum((-1, -2)).double()
+            sse += (bank.decode(f).float() - y).pow(2).sum((-1, -2)).double()
             l0 += active.sum((-1, -2)).double()
             fired |= active.any(1)
         fvu = fvu_from_sums(sse, xs.sum(0), xs.pow(2).sum(), n)

@@ -24,6 +24,7 @@ the same analyses, viewer and downstream evaluation work on both. Options (``--o
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -39,6 +40,7 @@ from sae_text.adapters.splice import (
     SpliceScores,
     mean_pool,
     next_token_nll,
+    per_token,
     replace_per_token,
     splice_key,
 )
@@ -85,6 +87,7 @@ class HFAdapter(TextAdapter):
     """Forward hooks on module paths of a plain ``transformers`` model."""
 
     name: ClassVar[str] = "hf"
+    splice_sources: ClassVar[bool] = True  # splice_eval(source=...): transcoders
 
     def __init__(self, request: AdapterRequest) -> None:
         hf_opts = _parse_hf_options(request.options)  # every option checked before the model loads
@@ -206,14 +209,18 @@ class HFAdapter(TextAdapter):
         *,
         dataset: Dataset | None = None,
         batch_rows: int = 8,
+        source: str | None = None,
     ) -> dict[str, Any]:
         """Downstream effect of replacing hook ``layer``'s per-token activations at ``mask``
         (n, T) by ``replace(acts[mask])`` on the cached windows ``index`` (tokens from the index):
         next-token CE clean / spliced / zero-ablated for causal LMs, cosine of the mean-pooled
         final hidden state for encoders (see :mod:`.splice`). ``replace`` is called once per
-        chunk of ``batch_rows`` rows, in row order."""
+        chunk of ``batch_rows`` rows, in row order. ``source`` (a transcoder): ``replace`` reads
+        that module's activations at the same tokens, taken in the same forward."""
         tap = self.resolve_layer(layer)
-        taps = self.taps if tap in self.taps.modules else Taps(self.model, [tap])
+        src = self.resolve_layer(source) if source is not None else None
+        needed = [tap] if src is None else [tap, src]
+        taps = self.taps if all(t in self.taps.modules for t in needed) else Taps(self.model, needed)
         seq_first = self.seq_first.get(tap, False)
         device = torch.device(self.request.device)
         attention_all = self.attention_from_index(index)
@@ -230,13 +237,24 @@ class HFAdapter(TextAdapter):
                     outputs[mode] = self.splice_memo[key]
                     continue
 
-                def fn(x: torch.Tensor, mode: str = mode, m: torch.Tensor = m) -> torch.Tensor:
-                    return replace_per_token(x, m, mode, replace, seq_first=seq_first)
+                seen: dict[Tap, torch.Tensor] = {}  # the source module's activation in this forward
+
+                def fn(x: torch.Tensor, mode: str = mode, m: torch.Tensor = m, seen: dict = seen) -> torch.Tensor:
+                    from_src = None
+                    if src is not None and mode == "spliced":
+                        if src not in seen:
+                            raise SAEError(f"module {source!r} does not run before {layer!r} in a forward, so a "
+                                           "transcoder from it cannot be spliced in there")
+                        from_src = per_token(seen.pop(src), self.seq_first.get(src, False))
+                    return replace_per_token(x, m, mode, replace, seq_first=seq_first, source=from_src)
 
                 if mode == "clean":
                     out = self._splice_forward(tokens, attention)
                 else:
-                    with taps.replacing(tap, fn):
+                    with contextlib.ExitStack() as stack:
+                        if src is not None and mode == "spliced":
+                            stack.enter_context(taps.watching(src, seen))
+                        stack.enter_context(taps.replacing(tap, fn))
                         out = self._splice_forward(tokens, attention)
                 outputs[mode] = out
                 if key is not None:

@@ -20,16 +20,27 @@ from sae_core.errors import SAEError
 MODES = ("clean", "spliced", "zero")
 
 
+def per_token(x: torch.Tensor, seq_first: bool = False) -> torch.Tensor:
+    """(batch, pos, width) view of a hook's activation (heads flattened; ``seq_first``: (pos, batch, ...))."""
+    xs = x.transpose(0, 1) if seq_first else x
+    return xs.reshape(*xs.shape[:2], -1)
+
+
 def replace_per_token(
     x: torch.Tensor, mask: torch.Tensor, mode: str, replace: Callable[[torch.Tensor], torch.Tensor], *,
-    seq_first: bool = False,
+    seq_first: bool = False, source: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``x`` (batch, pos, ...) with the per-token vectors at ``mask`` (batch, pos) replaced by
     ``replace(vectors)`` (``mode="spliced"``) or zeros (``"zero"``); trailing dims (heads) are
-    flattened for ``replace`` and restored after. ``seq_first``: ``x`` is (pos, batch, ...)."""
+    flattened for ``replace`` and restored after. ``seq_first``: ``x`` is (pos, batch, ...).
+    ``source`` (batch, pos, width), for transcoders: ``replace`` reads these vectors (another
+    layer's, at the same tokens) instead of ``x``'s."""
     xs = x.transpose(0, 1) if seq_first else x
     flat = xs.reshape(*xs.shape[:2], -1).clone()  # (batch, pos, width)
-    flat[mask] = replace(flat[mask]).to(flat.dtype) if mode == "spliced" else 0
+    if mode == "spliced":
+        flat[mask] = replace((flat if source is None else source)[mask]).to(flat.dtype)
+    else:
+        flat[mask] = 0
     new = flat.view(xs.shape)
     return new.transpose(0, 1) if seq_first else new
 

@@ -141,6 +141,13 @@ class Taps:
         return captured
 
     @contextlib.contextmanager
+    def watching(self, tap: Tap, into: dict[Tap, torch.Tensor]) -> Iterator[None]:
+        """While open, every forward stores ``tap``'s tensor in ``into[tap]`` and runs on: how a
+        transcoder reads its input layer while :meth:`replacing` its output layer."""
+        with self._hooked(lambda t, x: into.__setitem__(t, x) if t == tap and x is not None else None):
+            yield
+
+    @contextlib.contextmanager
     def replacing(self, tap: Tap, fn: Callable[[torch.Tensor], torch.Tensor]) -> Iterator[None]:
         """While open, ``tap``'s tensor is replaced by ``fn(tensor)`` in every forward (splicing)."""
         module = self.modules[tap]

@@ -37,7 +37,14 @@ from sae_core.errors import SAEError
 from sae_core.protocols import ActivationSpec, AdapterRequest, Dataset
 
 from sae_text.adapters.options import WINDOW_OPTIONS, WindowOptions, check_known
-from sae_text.adapters.splice import MODES, SpliceScores, mean_pool, next_token_nll, replace_per_token
+from sae_text.adapters.splice import (
+    MODES,
+    SpliceScores,
+    mean_pool,
+    next_token_nll,
+    per_token,
+    replace_per_token,
+)
 from sae_text.adapters.text_base import (
     PROBE_BATCH,
     PROBE_LENGTHS,
@@ -146,6 +153,7 @@ class TLensAdapter(TextAdapter):
     """Hooks of a transformer_lens HookedTransformer or TransformerBridge."""
 
     name: ClassVar[str] = "tlens"
+    splice_sources: ClassVar[bool] = True  # splice_eval(source=...): transcoders
 
     def __init__(self, request: AdapterRequest) -> None:
         check_known("tlens", request.options, TLENS_OPTIONS)  # before the model loads
@@ -310,9 +318,12 @@ class TLensAdapter(TextAdapter):
         *,
         dataset: Dataset | None = None,
         batch_rows: int = 8,
+        source: str | None = None,
     ) -> dict[str, Any]:
         """Downstream effect of replacing hook ``layer``'s activations at ``mask`` (n, T) by
-        ``replace(acts[mask])`` on the cached windows ``index`` (the tokens are in the index).
+        ``replace(acts[mask])`` on the cached windows ``index`` (the tokens are in the index);
+        with ``source`` (a transcoder), by ``replace`` of hook ``source``'s activations at the same
+        tokens in the same forward.
 
         Causal LMs: mean next-token CE over targets that are document tokens (never BOS/CLS/SEP
         or padding), clean / spliced / zero-ablated (the same positions set to 0), and
@@ -323,6 +334,9 @@ class TLensAdapter(TextAdapter):
         """
         hook_name = self._resolve_hook(layer)
         seq_first = self.seq_first.get(hook_name, False)
+        src_name = self._resolve_hook(source) if source is not None else None
+        if src_name is not None and src_name not in self.seq_first:
+            self._probe([src_name])  # its layout (a hook this adapter was not built with)
         device = torch.device(self.request.device)
         causal = self.is_causal_lm()
         last = f"blocks.{self.cfg.n_layers - 1}.hook_resid_post"
@@ -334,15 +348,25 @@ class TLensAdapter(TextAdapter):
             m = torch.from_numpy(mask[rows].astype(bool)).to(device)
             attention = torch.from_numpy(attention_all[rows]).long().to(device)
 
-            def splice(mode: str, m: torch.Tensor = m) -> Callable[..., torch.Tensor]:
+            seen: dict[str, torch.Tensor] = {}  # the source hook's activation in this forward
+
+            def splice(mode: str, m: torch.Tensor = m, seen: dict[str, torch.Tensor] = seen) -> Callable[..., torch.Tensor]:
                 def fn(act: torch.Tensor, hook: Any) -> torch.Tensor:
-                    return replace_per_token(act, m, mode, replace, seq_first=seq_first)
+                    src = None
+                    if src_name is not None and mode == "spliced":
+                        if "src" not in seen:
+                            raise SAEError(f"hook {source!r} does not run before {layer!r} in a forward, so a transcoder "
+                                           "from it cannot be spliced in at that hook")
+                        src = per_token(seen.pop("src"), self.seq_first[src_name])
+                    return replace_per_token(act, m, mode, replace, seq_first=seq_first, source=src)
 
                 return fn
 
             outputs = {}
             for mode in MODES:
                 hooks = [] if mode == "clean" else [(hook_name, splice(mode))]
+                if src_name is not None and mode == "spliced":
+                    hooks.insert(0, (src_name, _keyed("src", seen)))
                 if causal:
                     logits = self.model.run_with_hooks(tokens, fwd_hooks=hooks, return_type="logits", attention_mask=attention)
                     outputs[mode] = next_token_nll(logits, tokens)
