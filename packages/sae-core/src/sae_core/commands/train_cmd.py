@@ -266,9 +266,9 @@ def _train_live(out: Path, data: str, adapter: str, model: str, tables: dict[str
         path = run_training(config, progress=not quiet, dist=dist, overwrite=overwrite, source=source)
         rate = source.throughput()
         if dist.is_main and not quiet and rate is not None:
-            unit = source.meta.extra.get("example_unit", "ex")
-            print(f"live: the model ran {source.model_examples} {unit} at {rate:.1f} {unit}/s"
-                  + (f"; cache {source.cache_path}" if source.cache_path is not None else ""), file=sys.stderr)
+            print(f"live: the model computed {source.model_rows} rows, {source.model_tokens} tokens, at "
+                  f"{rate:,.0f} tokens/s while training" + (f"; cache {source.cache_path}" if source.cache_path
+                                                              is not None else ""), file=sys.stderr)
     finally:
         sae_dist.shutdown()
     if dist.is_main:

@@ -201,7 +201,8 @@ class LiveSource(ActivationReader):
         self._restored: tuple[dict[str, Any], dict[str, torch.Tensor]] | None = None
         self._located: dict[int, tuple[int, int]] = {}
         self.rows_seen = 0
-        self.model_examples = 0
+        self.model_rows = 0  # rows (images, text windows) the model computed
+        self.model_tokens = 0  # valid tokens among them (padding and special tokens not counted)
         self.model_seconds = 0.0
         self.writer: Any = None
         self._cache_lock: Any = None
@@ -325,7 +326,8 @@ class LiveSource(ActivationReader):
             tpos = c if batch.positions is None else np.asarray(batch.positions)[r, c]
             parts.append((r.astype(np.int64) + n_rows, c.astype(np.int64), ex[r], np.asarray(tpos, np.int64)))
             n_rows += n
-            self.model_examples += n
+            self.model_rows += n
+            self.model_tokens += int(valid.sum())
         self.model_seconds += time.perf_counter() - t0
         if writing:
             self._write_pos = max(self._write_pos, hi)
@@ -542,8 +544,8 @@ class LiveSource(ActivationReader):
 
     # -- end ------------------------------------------------------------------------------------------
     def throughput(self) -> float | None:
-        """Examples per second of the model so far (None before it ran)."""
-        return self.model_examples / self.model_seconds if self.model_seconds > 0 else None
+        """Valid tokens per second of the model's windows so far (None before it ran)."""
+        return self.model_tokens / self.model_seconds if self.model_seconds > 0 else None
 
     def close(self) -> None:
         """Stop the model threads; make the also-cache's rows durable (complete if a pass ended)."""

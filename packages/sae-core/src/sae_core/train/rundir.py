@@ -131,7 +131,8 @@ def resolve_cache(record: dict[str, Any], base: Path, what: str) -> str:
         if c.exists():
             return str(c)
     if not recorded:
-        raise StoreError(f"{what} does not record its cache; pass --data CACHE_DIR")
+        raise StoreError(f"{what} does not record its cache (trained live without --also-cache?); pass --data "
+                         "CACHE_DIR, e.g. the `sae cache` of the same model, layers and dataset")
     fp = f" (fingerprint {record['cache_fingerprint']})" if record.get("cache_fingerprint") else ""
     raise StoreError(f"{what} was trained on cache {recorded}{fp}, which no longer exists there (moved or "
                      "deleted); point at it with --data CACHE_DIR")
