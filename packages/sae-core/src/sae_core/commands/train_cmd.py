@@ -76,6 +76,13 @@ def train(
     adapter: Annotated[
         str | None, typer.Option(help="Live training: the model adapter, one of the installed: {adapter}.")
     ] = None,
+    e2e: Annotated[
+        str | None,
+        typer.Option(help="Live training: add the spliced model's output to the loss: kl (next-token KL, causal "
+                          "LMs) or mse (final hidden states)."),
+    ] = None,
+    e2e_coeff: Annotated[float | None, typer.Option(help="Weight of the --e2e term (default 1).")] = None,
+    e2e_rows: Annotated[int | None, typer.Option(help="Token windows per step for --e2e (default 4).")] = None,
     model: Annotated[str | None, typer.Option(help="Live training: the model (as for `sae cache`).")] = None,
     layers: Annotated[str | None, typer.Option(help="Live training: comma-separated layers/blocks.")] = None,
     hook: Annotated[list[str] | None, typer.Option(help="Live training: hook name (repeatable).")] = None,
@@ -110,7 +117,7 @@ def train(
         check_device(device)
     if resume and overwrite:
         raise SAEError("--resume continues the run in --out and --overwrite deletes it; pass only one of them")
-    live_flags = {"--model": model, "--layers": layers, "--hook": hook, "--also-cache": also_cache,
+    live_flags = {"--e2e": e2e, "--e2e-coeff": e2e_coeff, "--e2e-rows": e2e_rows, "--model": model, "--layers": layers, "--hook": hook, "--also-cache": also_cache,
                   "--checkpoint": checkpoint, "--context-size": context_size, "--opt": opt, "--split": split,
                   "--field": field, "--data-opt": data_opt, "--max-examples": max_examples, "--dtype": dtype,
                   "--model-batch-size": model_batch_size, "--num-workers": num_workers}
@@ -147,7 +154,8 @@ def train(
                  "l0_coeff": l0_coeff, "target_l0": target_l0}
     flags_train = {"steps": steps, "seed": seed, "device": device, "log_every": log_every,
                    "eval_every": eval_every, "keep_best": keep_best or None,
-                   "checkpoint_every": checkpoint_every, "wandb": wandb or None, "parallel": parallel}
+                   "checkpoint_every": checkpoint_every, "wandb": wandb or None, "parallel": parallel,
+                   "e2e": e2e, "e2e_coeff": e2e_coeff, "e2e_rows": e2e_rows}
     flags_sae.update(parse_hypers(hyper))
     for table, flags in (("data", flags_data), ("sae", flags_sae), ("train", flags_train)):
         tables[table].update({key: v for key, v in flags.items() if v is not None})

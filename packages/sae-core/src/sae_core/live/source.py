@@ -77,6 +77,7 @@ class LocalWindow:
     example: np.ndarray  # (m,) int64 dataset example id
     tpos: np.ndarray  # (m,) int64 position in the source example (text; the row position for images)
     x: torch.Tensor  # (m, d) float32, rounded to the storage dtype
+    index: np.ndarray | None = None  # end-to-end training: INDEX_DTYPE records (r, T) of the stream's rows
 
 
 @dataclass
@@ -90,6 +91,7 @@ class Window:
     example: np.ndarray
     tpos: np.ndarray
     x: torch.Tensor  # (m, d)
+    index: np.ndarray | None = None  # end-to-end training: the rows' index records (r, T)
 
 
 @dataclass
@@ -201,6 +203,10 @@ class LiveSource(ActivationReader):
         self._restored: tuple[dict[str, Any], dict[str, torch.Tensor]] | None = None
         self._located: dict[int, tuple[int, int]] = {}
         self.rows_seen = 0
+        #: end-to-end training: rows (token windows) handed out with each training batch, and the
+        #: index records of the current batch's rows (see sae_core.live.e2e)
+        self.e2e_rows = 0
+        self.e2e_batch: np.ndarray | None = None
         self.model_rows = 0  # rows (images, text windows) the model computed
         self.model_tokens = 0  # valid tokens among them (padding and special tokens not counted)
         self.model_seconds = 0.0
@@ -216,6 +222,7 @@ class LiveSource(ActivationReader):
         self.train_seed = config.train.seed
         self.val_tokens = config.train.val_tokens
         self.probe_tokens = max(s.data.batch_size for s in config.saes)
+        self.e2e_rows = config.train.e2e_rows if config.train.e2e else 0
         return self
 
     # -- the also-cache ---------------------------------------------------------------------------
@@ -304,6 +311,7 @@ class LiveSource(ActivationReader):
         threshold = self._write_pos
         parts: list[tuple[np.ndarray, ...]] = []
         xs: list[torch.Tensor] = []
+        kept_rows: list[np.ndarray] = []  # end-to-end training: the stream's rows
         n_rows = 0
         t0 = time.perf_counter()
         if subset is not None and not len(subset):
@@ -319,6 +327,9 @@ class LiveSource(ActivationReader):
             keep = valid & pos_ok[None, :]
             if select is not None and side != "val":
                 keep &= select.rows(ex)[:, None]
+            if self.e2e_rows and side != "val":
+                index = batch.index_records()
+                kept_rows.append(index[select.rows(ex)] if select is not None else index)
             r, c = np.nonzero(keep)
             acts = batch.acts[:, layer]  # (n, T, d)
             x = acts[torch.from_numpy(r).to(acts.device), torch.from_numpy(c).to(acts.device)]
@@ -335,15 +346,17 @@ class LiveSource(ActivationReader):
                 self.writer.close()
         cols = [np.concatenate([p[i] for p in parts]) if parts else np.empty(0, np.int64) for i in range(4)]
         x = torch.cat(xs) if xs else torch.empty(0, self.meta.d_model)
-        return LocalWindow(w, n_rows, cols[0], cols[1], cols[2], cols[3], x)
+        index = np.concatenate(kept_rows) if kept_rows else None
+        return LocalWindow(w, n_rows, cols[0], cols[1], cols[2], cols[3], x, index)
 
     def _assemble(self, local: LocalWindow, row_offset: int) -> Window:
         """Every rank's part of the window, in rank (= example) order; a collective under torchrun."""
         t = self.meta.tokens_per_example
         if not self.dist.active:
             gid = (row_offset + local.rows) * t + local.pos
-            return Window(local.w, local.n_rows, row_offset, gid, local.example, local.tpos, local.x)
-        parts = self.dist.all_gather_object((local.n_rows, local.rows, local.pos, local.example, local.tpos))
+            return Window(local.w, local.n_rows, row_offset, gid, local.example, local.tpos, local.x, local.index)
+        parts = self.dist.all_gather_object((local.n_rows, local.rows, local.pos, local.example, local.tpos,
+                                             local.index))
         sizes = [len(p[1]) for p in parts]
         dev = torch.device("cuda", torch.cuda.current_device()) if self.dist.backend == "nccl" else torch.device("cpu")
         pad = torch.zeros(max(max(sizes), 1), self.meta.d_model, device=dev)
@@ -352,9 +365,11 @@ class LiveSource(ActivationReader):
         torch.distributed.all_gather(got, pad)
         offsets = np.cumsum([0] + [p[0] for p in parts])
         gid = np.concatenate([(row_offset + offsets[r] + p[1]) * t + p[2] for r, p in enumerate(parts)])
+        indexes = [p[5] for p in parts if p[5] is not None]
         return Window(local.w, int(offsets[-1]), row_offset, gid, np.concatenate([p[3] for p in parts]),
                       np.concatenate([p[4] for p in parts]),
-                      torch.cat([g[:s].cpu() for g, s in zip(got, sizes, strict=True)]))
+                      torch.cat([g[:s].cpu() for g, s in zip(got, sizes, strict=True)]),
+                      np.concatenate(indexes) if indexes else None)
 
     def _windows(self, key: tuple[Any, ...], w0: int, row_offset: int, main: bool) -> Iterator[Window]:
         """Windows ``w0, w0 + 1, ...`` of one pass over the dataset, computed ahead in a thread."""
@@ -457,8 +472,11 @@ class LiveSource(ActivationReader):
                                     "layer": key[0], "carry": carry}
                 pool_ids, batches = mixer.add(win.w, win.gid)
                 pool, _ = _Pool.cat(carry, win)
-                for b in batches:
+                rows = self._e2e_order(win, seed, epoch) if main else None
+                for j, b in enumerate(batches):
                     if counter >= start_batch:
+                        if rows is not None:  # the token windows end-to-end training runs with this batch
+                            self.e2e_batch = win.index[rows[(np.arange(self.e2e_rows) + j * self.e2e_rows) % len(rows)]]
                         yield pool.take(b[np.argsort(pool_ids[b], kind="stable")])
                     counter += 1
                 carry = pool.take(mixer.carry_positions)
@@ -470,6 +488,13 @@ class LiveSource(ActivationReader):
         elif counter == 0 and key[2] != "val":
             raise DataError(f"dataset {self.cfg.data!r} gives fewer than one batch ({batch_size}) of {tokens!r} "
                             "training samples; lower --batch-size or use more data")
+
+    def _e2e_order(self, win: Window, seed: int, epoch: int) -> np.ndarray | None:
+        """The order in which a window's rows go to end-to-end training (``e2e_rows`` per batch,
+        cycling): seeded by ``(seed, epoch, window)``, so a resumed run hands out the same rows."""
+        if not self.e2e_rows or win.index is None or not len(win.index):
+            return None
+        return np.random.default_rng([seed, epoch, win.w, 1]).permutation(len(win.index))
 
     def batches(
         self,

@@ -93,10 +93,19 @@ class TrainSettings:
     wandb: bool = False
     wandb_project: str = "sae"
     parallel: str = "data"  # under torchrun: "data" (split batches) or "sae" (split the sweep)
+    #: end-to-end training (live only, sae_core.live.e2e): "" (off), "kl" (next-token KL of the
+    #: spliced model, causal LMs) or "mse" (normalised MSE of the final hidden states)
+    e2e: str = ""
+    e2e_coeff: float = 1.0  # weight of the end-to-end term in each SAE's loss
+    e2e_rows: int = 4  # token windows per step the spliced model runs on (per SAE)
 
     def __post_init__(self) -> None:
         if self.parallel not in ("data", "sae"):
             raise ConfigError(f"parallel must be 'data' or 'sae', got {self.parallel!r}")
+        if self.e2e not in ("", "kl", "mse"):
+            raise ConfigError(f"e2e must be kl or mse (or empty: off), got {self.e2e!r}")
+        if self.e2e_rows < 1 or self.e2e_coeff < 0:
+            raise ConfigError("e2e_rows must be >= 1 and e2e_coeff >= 0")
         if self.steps < 1:
             raise ConfigError(f"steps must be >= 1, got {self.steps}")
         if self.final_batches < 1:

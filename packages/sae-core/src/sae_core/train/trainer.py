@@ -74,6 +74,13 @@ class GroupTrainer:
                 f"cache {reader.path} has {n_samples} {data.tokens!r} samples{held}, fewer than one batch "
                 f"({data.batch_size}); lower --batch-size or cache more data"
             )
+        self.e2e = None  # end-to-end training (live only): the spliced model's output in the loss
+        if s.e2e:
+            from sae_core.live.e2e import EndToEnd
+
+            data_parallel = dist.active and s.parallel == "data"
+            self.e2e = EndToEnd(reader, mode=s.e2e, coeff=s.e2e_coeff, layer=self.layer, tokens=data.tokens,
+                                rank=dist.rank if data_parallel else 0, world=dist.world if data_parallel else 1)
         self.val = Validation(reader, layer=self.layer, tokens=data.tokens, max_tokens=s.val_tokens,
                               select=Selection(split, "val") if split.active else None,
                               batch_size=data.batch_size, device=self.device)
@@ -298,8 +305,9 @@ class GroupTrainer:
                     if log_now and not bank.train_matches_inference:
                         with autocast:
                             infer = self._infer(bank, x)
+                    e2e = (lambda bank: self.e2e.loss(bank, self.scale)) if self.e2e is not None else None
                     out = bank_step(bank, self.opts[bi], x, ctx, self.lrs[bi] * lr_f, autocast=autocast,
-                                    reduce_grads=reduce_grads)
+                                    reduce_grads=reduce_grads, extra_loss=e2e)
                     watch.update(bi, step, out.loss)
                     with torch.no_grad():
                         fired = out.fired.float()
@@ -545,6 +553,8 @@ def run_training(
     out = Path(config.out)
     check_device(dist.device(config.train.device))
     check_output_dir(out)
+    if config.train.e2e and config.live is None:
+        raise ConfigError("--e2e trains through the running model: it needs live training (--adapter, --model)")
     if config.live is not None:
         reader = open_live(config, dist) if source is None else source.configure(config)
         if reader.cache_path is not None:  # --also-cache: checkpoints and analyses refer to it
