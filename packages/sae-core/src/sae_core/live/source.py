@@ -66,6 +66,10 @@ TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": 
 _END = object()
 
 
+class _Stopped(Exception):
+    """A window abandoned half-way: its stream was closed (nothing of it is kept)."""
+
+
 @dataclass
 class LocalWindow:
     """What this rank computed of window ``w``: the selected samples of its rows, in row order."""
@@ -144,10 +148,12 @@ class _Producer:
             for w in ws:
                 if self.stop.is_set():
                     return
-                local = source._local(key, w, main)
+                local = source._local(key, w, main, stop=self.stop)
                 if not self._put(local):
                     return
             self._put(_END)
+        except _Stopped:
+            return
         except BaseException as e:  # surfaced in the consumer
             self._put(e)
 
@@ -276,21 +282,25 @@ class LiveSource(ActivationReader):
             lo, hi = int(cuts[self.dist.rank]), int(cuts[self.dist.rank + 1])
         return lo, hi
 
-    def _local(self, key: tuple[Any, ...], w: int, main: bool, memo: bool = True) -> LocalWindow:
-        """This rank's part of window ``w`` for stream ``key``: from the memo, else the model."""
+    def _local(self, key: tuple[Any, ...], w: int, main: bool, memo: bool = True,
+               stop: threading.Event | None = None) -> LocalWindow:
+        """This rank's part of window ``w`` for stream ``key``: from the memo, else the model
+        (abandoned half-way when ``stop`` is set, unless the also-cache is being written)."""
         with self._lock:
             mkey = (*key, w)
             if memo and mkey in self._memo:
                 return self._memo.pop(mkey) if main else self._memo[mkey]
-            local = self._compute(key, w)
+            local = self._compute(key, w, stop)
             if memo and not main and key[2] != "val":
                 self._memo[mkey] = local
                 while len(self._memo) > MEMO_WINDOWS:
                     self._memo.popitem(last=False)
             return local
 
-    def _compute(self, key: tuple[Any, ...], w: int) -> LocalWindow:
-        """Run the adapter on this rank's examples of window ``w`` and keep the stream's samples."""
+    def _compute(self, key: tuple[Any, ...], w: int, stop: threading.Event | None = None) -> LocalWindow:
+        """Run the adapter on this rank's examples of window ``w`` and keep the stream's samples.
+        ``stop`` set: abandon the window between forward batches (not while writing the cache,
+        whose rows must go in whole examples, in order: that window is finished)."""
         from sae_core.datasets import DatasetHead
 
         layer, tokens, side, e, select = key
@@ -317,6 +327,9 @@ class LiveSource(ActivationReader):
         if subset is not None and not len(subset):
             batches = iter(())
         for batch in batches:
+            if stop is not None and stop.is_set() and not writing:
+                self.model_seconds += time.perf_counter() - t0
+                raise _Stopped
             ex = np.asarray(batch.example_ids, dtype=np.int64).reshape(-1)
             if subset is not None:
                 ex = subset[ex]
