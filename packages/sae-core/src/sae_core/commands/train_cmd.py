@@ -159,7 +159,7 @@ def train(
     flags_sae.update(parse_hypers(hyper))
     for table, flags in (("data", flags_data), ("sae", flags_sae), ("train", flags_train)):
         tables[table].update({key: v for key, v in flags.items() if v is not None})
-    _max_tokens(tables, max_tokens)
+    _max_tokens(tables, max_tokens, steps)
     if adapter is not None:
         _train_live(out, data, adapter, model, tables, layers=layers, hook=hook, also_cache=also_cache,
                     checkpoint=checkpoint, context_size=context_size, opt=opt, split=split, field=field,
@@ -180,15 +180,15 @@ def train(
         typer.echo(str(path))
 
 
-def _max_tokens(tables: dict[str, dict[str, Any]], max_tokens: int | None) -> None:
-    """``--max-tokens N``: steps = ceil(N / batch size) (one batch size; --steps wins if given)."""
+def _max_tokens(tables: dict[str, dict[str, Any]], max_tokens: int | None, steps: int | None) -> None:
+    """``--max-tokens N``: steps = ceil(N / batch size) (one batch size; overrides the sweep's steps)."""
     if max_tokens is None:
         return
     from sae_core.train.config import DataConfig
     from sae_core.validate import check_positive
 
     check_positive(max_tokens, "--max-tokens")
-    if "steps" in tables["train"]:
+    if steps is not None:
         raise SAEError("--max-tokens sets the number of steps; pass --max-tokens or --steps, not both")
     bs = tables["data"].get("batch_size", DataConfig.batch_size)
     if isinstance(bs, list):
