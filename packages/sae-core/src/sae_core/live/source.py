@@ -100,12 +100,14 @@ class Window:
 
 @dataclass
 class _Pool:
-    """Samples the plan draws from: the carried remainder, then the current window."""
+    """Samples the plan draws from: the carried remainder, then the current window (kept apart:
+    the window is not copied; ``take`` gathers from both)."""
 
     gid: np.ndarray
     example: np.ndarray
     tpos: np.ndarray
     x: torch.Tensor
+    rest: _Pool | None = None  # the window, after these (the carry)
 
     @staticmethod
     def empty(d: int) -> _Pool:
@@ -113,14 +115,22 @@ class _Pool:
         return _Pool(z, z, z, torch.empty(0, d))
 
     def take(self, p: np.ndarray) -> _Pool:
-        return _Pool(self.gid[p], self.example[p], self.tpos[p], self.x[torch.from_numpy(p)])
+        if self.rest is None:
+            return _Pool(self.gid[p], self.example[p], self.tpos[p], self.x[torch.from_numpy(p)])
+        nc = len(self.gid)
+        mine = p < nc
+        out = _Pool(np.empty(len(p), np.int64), np.empty(len(p), np.int64), np.empty(len(p), np.int64),
+                    torch.empty(len(p), self.x.shape[1], dtype=self.x.dtype))
+        for part, sel, q in ((self, mine, p[mine]), (self.rest, ~mine, p[~mine] - nc)):
+            for name in ("gid", "example", "tpos"):
+                getattr(out, name)[sel] = getattr(part, name)[q]
+            out.x[torch.from_numpy(sel)] = part.x[torch.from_numpy(q)]
+        return out
 
     @staticmethod
-    def cat(a: _Pool, w: Window) -> tuple[_Pool, int]:
-        if not len(a.gid):
-            return _Pool(w.gid, w.example, w.tpos, w.x), 0
-        return _Pool(np.concatenate([a.gid, w.gid]), np.concatenate([a.example, w.example]),
-                     np.concatenate([a.tpos, w.tpos]), torch.cat([a.x, w.x])), len(a.gid)
+    def cat(a: _Pool, w: Window) -> _Pool:
+        win = _Pool(w.gid, w.example, w.tpos, w.x)
+        return win if not len(a.gid) else _Pool(a.gid, a.example, a.tpos, a.x, rest=win)
 
 
 class _Producer:
@@ -484,7 +494,7 @@ class LiveSource(ActivationReader):
                                     "row_offset": win.row_offset, "window_examples": key[3], "tokens": tokens,
                                     "layer": key[0], "carry": carry}
                 pool_ids, batches = mixer.add(win.w, win.gid)
-                pool, _ = _Pool.cat(carry, win)
+                pool = _Pool.cat(carry, win)
                 rows = self._e2e_order(win, seed, epoch) if main else None
                 for j, b in enumerate(batches):
                     if counter >= start_batch:
