@@ -263,7 +263,7 @@ def _train_live(out: Path, data: str, adapter: str, model: str, tables: dict[str
     check_device(device)
     dist = sae_dist.init(device)
     try:
-        source = LiveSource(live, device=device, dist=dist)
+        source = LiveSource(live, device=device, dist=dist, progress=not quiet)
         try:
             _buffer(tables, buffer_tokens, source.meta.tokens_per_example, live=True)
             config = expand(str(source.cache_path or ""), source.meta.d_model, tables["data"], tables["sae"],

@@ -194,7 +194,8 @@ class LiveSource(ActivationReader):
     live = True
 
     def __init__(self, cfg: LiveConfig, *, device: str = "cpu", dist: Dist | None = None, train_seed: int = 0,
-                 val_tokens: int = 65_536, probe_tokens: int = 4096, window_examples: int | None = None) -> None:
+                 val_tokens: int = 65_536, probe_tokens: int = 4096, window_examples: int | None = None,
+                 progress: bool = False) -> None:
         from sae_core.caching import normalize_dtype, open_source
 
         self.cfg, self.dist = cfg, dist or Dist()
@@ -226,6 +227,8 @@ class LiveSource(ActivationReader):
         self.model_rows = 0  # rows (images, text windows) the model computed
         self.model_tokens = 0  # valid tokens among them (padding and special tokens not counted)
         self.model_seconds = 0.0
+        self.progress = progress and self.dist.is_main
+        self._bar: Any = None  # the model's progress (tokens/s), under the trainer's
         self.writer: Any = None
         self._cache_lock: Any = None
         self._write_pos = 0
@@ -362,6 +365,13 @@ class LiveSource(ActivationReader):
             n_rows += n
             self.model_rows += n
             self.model_tokens += int(valid.sum())
+            if self.progress:
+                if self._bar is None:
+                    from tqdm.auto import tqdm
+
+                    self._bar = tqdm(unit="tok", unit_scale=True, desc=f"model ({self.meta.adapter})", position=1,
+                                     leave=False, dynamic_ncols=True, smoothing=0.05)
+                self._bar.update(int(valid.sum()))
         self.model_seconds += time.perf_counter() - t0
         if writing:
             self._write_pos = max(self._write_pos, hi)
@@ -600,6 +610,9 @@ class LiveSource(ActivationReader):
         for p in list(self._producers):
             p.close()
         with self._lock:
+            if self._bar is not None:
+                self._bar.close()
+                self._bar = None
             if self.writer is not None and not self.writer.complete:
                 self.writer.sync()
             if self._cache_lock is not None:

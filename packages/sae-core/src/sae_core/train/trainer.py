@@ -556,7 +556,7 @@ def run_training(
     if config.train.e2e and config.live is None:
         raise ConfigError("--e2e trains through the running model: it needs live training (--adapter, --model)")
     if config.live is not None:
-        reader = open_live(config, dist) if source is None else source.configure(config)
+        reader = open_live(config, dist, progress=progress) if source is None else source.configure(config)
         if reader.cache_path is not None:  # --also-cache: checkpoints and analyses refer to it
             config.cache = str(reader.cache_path)
     else:
@@ -569,12 +569,12 @@ def run_training(
                              overwrite=overwrite)
 
 
-def open_live(config: TrainConfig, dist: Dist | None = None) -> Any:
+def open_live(config: TrainConfig, dist: Dist | None = None, progress: bool = False) -> Any:
     """The live source of ``config`` (model loaded, also-cache opened)."""
     from sae_core.live.source import LiveSource
 
     assert config.live is not None
-    return LiveSource(config.live, device=config.train.device, dist=dist).configure(config)
+    return LiveSource(config.live, device=config.train.device, dist=dist, progress=progress).configure(config)
 
 
 def _run_training(config: TrainConfig, reader: Any, out: Path, dist: Dist, *, progress: bool, resume: bool,
