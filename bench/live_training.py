@@ -16,7 +16,10 @@ the model and opening the dataset (the same for every way; pydocs collects its d
 ``run s`` the rest: the cache's write loop (as ``cache_runs.jsonl`` records it), or the whole
 ``run_training`` call (initialisation, validation set, training, final metrics, checkpoints).
 ``tokens/s`` is training tokens (steps x batch) per run second; cache-then-train adds the
-cache's run seconds to the training's. The table is printed last.
+cache's run seconds to the training's. ``model tokens/s``: the model's valid tokens per second of
+its thread's wall time (live: while training runs beside it). ``window MB``: the largest mixing
+window's samples (the buffer; up to two are in memory, the one trained on and the next). The
+table is printed last.
 """
 
 from __future__ import annotations
@@ -80,7 +83,8 @@ def worker(args: argparse.Namespace) -> None:
         source = LiveSource(cfg.live, device="cpu")
         result["setup"] = time.perf_counter() - t0
         run_training(cfg, progress=False, source=source)
-        result |= {"model_tokens": source.model_tokens, "model_tokens_per_s": source.throughput()}
+        result |= {"model_tokens": source.model_tokens, "model_tokens_per_s": source.throughput(),
+                   "window_mb": source.window_bytes / 2**20}
     seconds = time.perf_counter() - t0
     result.setdefault("run", seconds - float(result["setup"]))
     result |= {"seconds": seconds, "peak_rss_mb": peak_rss_mb()}
@@ -134,14 +138,16 @@ def main() -> None:
     print(f"\nMiniLM layer 3 (hf), {args.docs} pydocs docs = {cache['rows']} windows, {cache['train_tokens']} training "
           f"tokens; TopK d_sae {D_SAE} k {K}, batch {args.batch_size}, {args.steps} steps ({trained} tokens); "
           f"{args.threads} threads; {cpu_model()}\n")
-    print("| case | setup s | run s | training tokens/s | model tokens/s | peak RSS MB |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    print("| case | setup s | run s | training tokens/s | model tokens/s | window MB | peak RSS MB |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
         tps = "" if r["case"] == "cache" else f"{trained / r['run']:,.0f}"
         model = f"{r['model_tokens_per_s']:,.0f}" if r.get("model_tokens_per_s") else ""
-        print(f"| {r['what']} | {r['setup']:.1f} | {r['run']:.1f} | {tps} | {model} | {r['peak_rss_mb']:,.0f} |")
+        window = f"{r['window_mb']:,.0f}" if "window_mb" in r else ""
+        print(f"| {r['what']} | {r['setup']:.1f} | {r['run']:.1f} | {tps} | {model} | {window} | "
+              f"{r['peak_rss_mb']:,.0f} |")
     both = rows[0]["run"] + rows[1]["run"]
-    print(f"| cache then train (run s summed) | | {both:.1f} | {trained / both:,.0f} | | |")
+    print(f"| cache then train (run s summed) | | {both:.1f} | {trained / both:,.0f} | | | |")
 
 
 if __name__ == "__main__":

@@ -213,10 +213,20 @@ def tiny_gpt2_dir(tmp_path_factory) -> Path:
     return path
 
 
-def test_live_vision_then_cached_gives_the_same_saes(run_cli, tmp_path: Path) -> None:
-    """A tiny random timm ViT on the bundled sample images, patch tokens only."""
-    live = ("--adapter", "timm", "--model", "vit_tiny_patch16_224", "--opt", "pretrained=false", "--opt", "img_size=64",
-            "--opt", "depth=3", "--layers", "-1", "--data", "samples", "--data-opt", "n=12", "--model-batch-size", "5")
+@pytest.mark.parametrize("adapter", ["timm", "clip"])
+def test_live_vision_then_cached_gives_the_same_saes(run_cli, tmp_path: Path, adapter: str) -> None:
+    """Tiny random ViTs (timm, open_clip) on the bundled sample images, patch tokens only."""
+    if adapter == "timm":
+        model = ("--model", "vit_tiny_patch16_224", "--opt", "pretrained=false", "--opt", "img_size=64",
+                 "--opt", "depth=3")
+    else:
+        from test_vision import TINY_CLIP
+
+        cfg = tmp_path / "tiny_clip_live.json"
+        cfg.write_text(json.dumps(TINY_CLIP))
+        model = ("--model", f"config:{cfg}")
+    live = ("--adapter", adapter, *model, "--layers", "-1", "--data", "samples", "--data-opt", "n=12",
+            "--model-batch-size", "5")
     train = ("--tokens", "patch", "--batch-size", "32", "--steps", "12", "--d-sae", "64", "--k", "4", "--log-every", "4",
              "--buffer-tokens", "68", "--val-fraction", "0.1", "-q")
     code, _, err = run_cli("train", *live, "--out", str(tmp_path / "live"), "--also-cache", str(tmp_path / "c"), *train)

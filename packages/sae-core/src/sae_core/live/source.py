@@ -134,10 +134,17 @@ class _Pool:
 
 
 class _Producer:
-    """A background thread computing windows ``ws`` in order into a bounded queue."""
+    """A background thread computing windows ``ws`` in order into a bounded queue.
+
+    The training stream (``main``) runs ``prefetch_windows`` windows ahead of the one being
+    trained on; other streams (the size check's, the normalisation's: a few batches each, then
+    closed) compute a window only when it is asked for, so nothing is computed that they drop.
+    """
 
     def __init__(self, source: LiveSource, key: tuple[Any, ...], ws: range, main: bool) -> None:
-        self.q: queue.Queue[Any] = queue.Queue(maxsize=source.cfg.prefetch_windows)
+        ahead = source.cfg.prefetch_windows if main else 0
+        self.q: queue.Queue[Any] = queue.Queue(maxsize=max(1, ahead))
+        self.wanted = threading.Semaphore(ahead)  # windows the producer may compute beyond those asked for
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, args=(source, key, ws, main), daemon=True,
                                        name="sae-live-model")
@@ -152,11 +159,17 @@ class _Producer:
                 continue
         return False
 
+    def _wait_for_demand(self) -> bool:
+        while not self.stop.is_set():
+            if self.wanted.acquire(timeout=0.1):
+                return True
+        return False
+
     def _run(self, source: LiveSource, key: tuple[Any, ...], ws: range, main: bool) -> None:
         try:
             source._catch_up(key, ws.start, self.stop)
             for w in ws:
-                if self.stop.is_set():
+                if not self._wait_for_demand():
                     return
                 local = source._local(key, w, main, stop=self.stop)
                 if not self._put(local):
@@ -169,6 +182,7 @@ class _Producer:
 
     def __iter__(self) -> Iterator[LocalWindow]:
         while True:
+            self.wanted.release()  # the consumer asks for the next window
             item = self.q.get()
             if item is _END:
                 return
@@ -212,7 +226,11 @@ class LiveSource(ActivationReader):
         self.train_seed, self.val_tokens, self.probe_tokens = train_seed, val_tokens, probe_tokens
         t = meta.tokens_per_example
         self.default_window = window_examples or max(1, math.ceil(DEFAULT_BUFFER_TOKENS / t))
-        self._lock = threading.RLock()  # the model, the dataset's read and the writer: one user at a time
+        #: one window computed at a time (the dataset's sequential read, the writer, the memo) ...
+        self._window_lock = threading.RLock()
+        #: ... and one forward at a time: held per forward batch, so that end-to-end training's
+        #: spliced forwards (which take it too) wait for a batch, not for a whole window
+        self._lock = threading.RLock()
         self._memo: OrderedDict[tuple[Any, ...], LocalWindow] = OrderedDict()
         self._val: dict[tuple[Any, ...], list[Window]] = {}
         self._producers: list[_Producer] = []
@@ -227,6 +245,7 @@ class LiveSource(ActivationReader):
         self.model_rows = 0  # rows (images, text windows) the model computed
         self.model_tokens = 0  # valid tokens among them (padding and special tokens not counted)
         self.model_seconds = 0.0
+        self.window_bytes = 0  # the largest window's samples (the mixing buffer's size)
         self.progress = progress and self.dist.is_main
         self._bar: Any = None  # the model's progress (tokens/s), under the trainer's
         self.writer: Any = None
@@ -299,7 +318,7 @@ class LiveSource(ActivationReader):
                stop: threading.Event | None = None) -> LocalWindow:
         """This rank's part of window ``w`` for stream ``key``: from the memo, else the model
         (abandoned half-way when ``stop`` is set, unless the also-cache is being written)."""
-        with self._lock:
+        with self._window_lock:
             mkey = (*key, w)
             if memo and mkey in self._memo:
                 return self._memo.pop(mkey) if main else self._memo[mkey]
@@ -339,7 +358,11 @@ class LiveSource(ActivationReader):
         t0 = time.perf_counter()
         if subset is not None and not len(subset):
             batches = iter(())
-        for batch in batches:
+        while True:
+            with self._lock:  # the forward (and the dataset read) of one batch
+                batch = next(batches, None)
+            if batch is None:
+                break
             if stop is not None and stop.is_set() and not writing:
                 self.model_seconds += time.perf_counter() - t0
                 raise _Stopped
@@ -379,6 +402,7 @@ class LiveSource(ActivationReader):
                 self.writer.close()
         cols = [np.concatenate([p[i] for p in parts]) if parts else np.empty(0, np.int64) for i in range(4)]
         x = torch.cat(xs) if xs else torch.empty(0, self.meta.d_model)
+        self.window_bytes = max(self.window_bytes, x.numel() * x.element_size())
         index = np.concatenate(kept_rows) if kept_rows else None
         return LocalWindow(w, n_rows, cols[0], cols[1], cols[2], cols[3], x, index)
 
@@ -609,7 +633,7 @@ class LiveSource(ActivationReader):
         """Stop the model threads; make the also-cache's rows durable (complete if a pass ended)."""
         for p in list(self._producers):
             p.close()
-        with self._lock:
+        with self._window_lock:
             if self._bar is not None:
                 self._bar.close()
                 self._bar = None
