@@ -33,3 +33,14 @@ def test_store_bench_quick(tmp_path: Path) -> None:
     )
     assert res.returncode == 0, res.stderr[-2000:]
     assert "sae reader, shuffled" in res.stdout
+
+
+@pytest.mark.slow
+def test_live_training_bench_quick() -> None:
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "live_training.py"), "--docs", "20", "--batch-size", "128",
+         "--buffers", "2048,4096"],
+        capture_output=True, text=True, timeout=900,
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "| live, --buffer-tokens 2048 |" in res.stdout and "| cache then train" in res.stdout

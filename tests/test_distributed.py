@@ -236,3 +236,44 @@ def test_two_rank_transcoders_equal_one_rank(train_setup) -> None:
         out = tmp / f"tc-two-{mode}"
         sae_cmd("train", "--data", cache, "--sweep", str(tmp / "tc.toml"), "--out", str(out), "--parallel", mode, "-q")
         assert_same_run(tmp / "tc-ref", out)
+# -- live training -------------------------------------------------------------------------------
+LIVE = ("train", "--adapter", "mlp", "--model", "rand-mlp", "--layers", "0,-1", "--data", "gaussian:400",
+        "--model-batch-size", "16", "--buffer-tokens", "60", "-q")
+
+
+@pytest.fixture(scope="module")
+def live_ref(train_setup) -> Path:
+    """The 1-process live run of 24 steps (the sweep of the cached tests, on the mlp model)."""
+    from conftest import cli_runner
+
+    out = train_setup["tmp"] / "live-ref"
+    code, _, err = cli_runner()(*LIVE, "--sweep", str(train_setup["tmp"] / "sweep24.toml"), "--out", str(out))
+    assert code == 0, err
+    return out
+
+
+@pytest.mark.parametrize("mode", ["data", "sae"])
+def test_two_rank_live_training_equals_one_rank(train_setup, live_ref: Path, mode: str) -> None:
+    """Each rank runs the model on its half of every window; the window is all-gathered and both
+    ranks follow the one-process plan: the same SAEs up to float rounding (the ranks' forward
+    batches hold other examples than one process's)."""
+    out = train_setup["tmp"] / f"live-two-{mode}"
+    proc = sae_cmd(*LIVE, "--sweep", str(train_setup["tmp"] / "sweep24.toml"), "--out", str(out), "--parallel", mode)
+    assert proc.stdout.strip() == str(out)
+    assert_same_run(live_ref, out)
+
+
+def test_live_resume_with_another_world_size(train_setup, live_ref: Path, run_cli) -> None:
+    """2 ranks for 12 steps, then 1 process on to 24: the window is recomputed by one process and
+    the carried samples come from the state rank 0 saved."""
+    out = train_setup["tmp"] / "live-two-then-one"
+    sae_cmd(*LIVE, "--sweep", str(train_setup["tmp"] / "sweep12.toml"), "--out", str(out))
+    code, _, err = run_cli("train", "--resume", "--out", str(out), "--steps", "24", "-q")
+    assert code == 0, err
+    assert_same_run(live_ref, out)
+
+
+def test_live_also_cache_under_torchrun_is_refused(train_setup) -> None:
+    proc = sae_cmd(*LIVE, "--out", str(train_setup["tmp"] / "live-ac"), "--also-cache", str(train_setup["tmp"] / "ac"),
+                   "--steps", "2", check=False)
+    assert proc.returncode != 0 and "--also-cache writes the cache from one process" in proc.stderr

@@ -75,7 +75,6 @@ def run_cache(
     ``dist`` (under torchrun): the ranks split the dataset into blocks and write disjoint shards
     of the same cache.
     """
-    from sae_core.datasets import open_dataset
     from sae_core.plugins import get_component
 
     # every option is checked before the model loads (which can take minutes)
@@ -88,6 +87,30 @@ def run_cache(
     options = dict(data_options or {})
     if max_examples is not None:
         options["limit"] = max_examples
+    model_adapter, dataset, meta = open_source(adapter, request, data, options, dtype)
+    n_total = len(dataset)
+    writer_opts: dict[str, Any] = {}
+    if shard_examples is not None:
+        writer_opts["shard_examples"] = shard_examples
+    # one writer per cache: a second `sae cache` of the same thing fails instead of racing it
+    lock = DirLock(Path(out) / meta.fingerprint(), "cache", hint=", or cache into another --out root")
+    with lock.collective(dist) if store == "local" else contextlib.nullcontext():
+        path = _write(model_adapter, dataset, meta, out, store, writer_opts, dist, n_total,
+                      batch_size=batch_size, num_workers=num_workers, progress=progress, request=request)
+    if dataset.skipped and dist.is_main:
+        print(f"warning: {dataset.skipped} example(s) of {data!r} could not be read and were skipped "
+              f"(counted in {path / 'cache_runs.jsonl'})", file=sys.stderr)
+    return path
+
+
+def open_source(adapter: str, request: AdapterRequest, data: str, options: dict[str, Any],
+                dtype: str) -> tuple[ModelAdapter, Any, CacheMetadata]:
+    """The adapter, the dataset and the metadata of the cache that ``sae cache`` would write (and
+    that ``sae train --adapter`` trains on live): the same function, so both address the same
+    cache. ``options`` are the dataset's (``limit`` for --max-examples); ``dtype`` canonical."""
+    from sae_core.datasets import open_dataset
+    from sae_core.plugins import get_component
+
     # the dataset opens first when the adapter's modality is registered: a bad --data fails in
     # a second, not after loading the model
     modality = get_component("adapter", adapter).attrs.get("modality")
@@ -95,8 +118,7 @@ def run_cache(
     model_adapter = build_adapter(adapter, request)
     if dataset is None or model_adapter.modality != modality:
         dataset = open_dataset(data, model_adapter.modality, **options)
-    n_total = len(dataset)
-    if n_total == 0:
+    if len(dataset) == 0:
         raise SAEError(f"dataset {data!r} has no examples; point --data at a non-empty source")
     spec = model_adapter.spec()
     _check_spec(spec)
@@ -116,18 +138,7 @@ def run_cache(
         },
         extra=dict(spec.extra),
     )
-    writer_opts: dict[str, Any] = {}
-    if shard_examples is not None:
-        writer_opts["shard_examples"] = shard_examples
-    # one writer per cache: a second `sae cache` of the same thing fails instead of racing it
-    lock = DirLock(Path(out) / meta.fingerprint(), "cache", hint=", or cache into another --out root")
-    with lock.collective(dist) if store == "local" else contextlib.nullcontext():
-        path = _write(model_adapter, dataset, meta, out, store, writer_opts, dist, n_total,
-                      batch_size=batch_size, num_workers=num_workers, progress=progress, request=request)
-    if dataset.skipped and dist.is_main:
-        print(f"warning: {dataset.skipped} example(s) of {data!r} could not be read and were skipped "
-              f"(counted in {path / 'cache_runs.jsonl'})", file=sys.stderr)
-    return path
+    return model_adapter, dataset, meta
 
 
 def _check_spec(spec: Any) -> None:

@@ -73,8 +73,9 @@ class ModelAdapter(ABC):
     """Wraps one model. Construct with an :class:`AdapterRequest`; heavy imports happen here.
 
     Required: :meth:`spec` and :meth:`iter_batches`. Optional, with defaults: :meth:`write_extras`
-    (files for the viewer) and :meth:`splice_eval` (the ``downstream`` analysis); callers ask
-    :meth:`supports` whether an optional method is implemented. Image adapters describe their
+    (files for the viewer), :meth:`splice_eval` (the ``downstream`` analysis) and
+    :meth:`spliced_forward` (end-to-end training); callers ask :meth:`supports` whether an
+    optional method is implemented. Image adapters describe their
     patch grid with :class:`~sae_core.protocols.geometry.ImageGeometry` in ``spec().extra``.
     """
 
@@ -147,3 +148,23 @@ class ModelAdapter(ABC):
         zero-ablated baseline still zeroes ``layer``). Raise :class:`SAEError` if ``source``
         does not run before ``layer``."""
         raise NotImplementedError(f"adapter {self.name!r} does not implement splice_eval")
+
+    def spliced_forward(
+        self,
+        index: np.ndarray,
+        mask: np.ndarray,
+        layer: str,
+        replace: Callable[[torch.Tensor], torch.Tensor] | None,
+        *,
+        output: str = "logits",
+    ) -> torch.Tensor:
+        """A differentiable forward for end-to-end training (``sae train --e2e``).
+
+        Run the model on the rows ``index`` (``INDEX_DTYPE`` records (b, T), as the adapter's
+        batches give them: text tokens from ``index["token"]``) with gradients enabled, layer
+        ``layer``'s activations at ``mask`` (b, T) replaced by ``replace(acts[mask])`` (None: the
+        clean model; ``replace`` is called once, with the rows in order), and return
+        ``output``: ``"logits"`` (b, T, vocab) of a causal LM, or ``"hidden"`` (b, T, d), the
+        final hidden states. The model's own weights must not need gradients (the caller
+        freezes them). Default: not implemented."""
+        raise NotImplementedError(f"adapter {self.name!r} does not implement spliced_forward")

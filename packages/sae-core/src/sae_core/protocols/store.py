@@ -46,6 +46,12 @@ class ActivationWriter(ABC):
     def close(self) -> Path:
         """Flush the last shard and mark the cache complete; returns its directory."""
 
+    def sync(self) -> None:  # noqa: B027 (optional: empty default)
+        """Make every row written so far durable *without* marking the cache complete (a live
+        training run that stops before the end of its dataset keeps what it cached; a later
+        run continues at :attr:`n_done`). Default: nothing (rows not yet in a finished shard
+        are written again by the next run)."""
+
     @property
     def complete(self) -> bool:
         """Whether what this writer writes (a cache, or one block of it) was already finished

@@ -10,6 +10,7 @@ over every list in [data] and [sae]):
     batch_size = 4096
     normalize = true  # scale inputs to E||x|| = sqrt(d_in), folded back at save
     val_fraction = 0.02 # whole examples held out for validation metrics (0: none)
+    mixing = "shuffle" # or "buffer": windows of buffer_examples examples (a live run's order)
 
     [train]           # shared by every SAE
     steps = 10000
@@ -33,6 +34,7 @@ from typing import Any
 
 from sae_core.config import from_dict
 from sae_core.errors import ConfigError
+from sae_core.live.config import LiveConfig
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,11 @@ class DataConfig:
     normalize: bool = True
     val_fraction: float = 0.02  # whole examples held out for validation (sae_core.split)
     val_seed: int = 0  # which examples: fixed by default, so every run of a cache shares its split
+    #: order of an epoch: "shuffle" (the store's own) or "buffer" (consecutive windows of
+    #: buffer_examples dataset examples, each shuffled: what live training does, reproducible
+    #: from the cache it wrote; sae_core.protocols.reader.Mixing)
+    mixing: str = "shuffle"
+    buffer_examples: int = 0  # buffer mixing: examples per window
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -53,6 +60,16 @@ class DataConfig:
             raise ConfigError(f"layer_out {self.layer_out!r} is the input layer itself: that is an SAE; drop "
                               "--layer-out, or name the layer the transcoder should predict")
         self.split()  # validates val_fraction
+        self.mixing_plan()  # validates mixing and buffer_examples
+
+    def mixing_plan(self):
+        """The :class:`~sae_core.protocols.reader.Mixing` of this stream."""
+        from sae_core.protocols.reader import Mixing
+
+        if self.mixing == "buffer" and self.buffer_examples < 1:
+            raise ConfigError(f"mixing = \"buffer\" needs buffer_examples >= 1 (or --buffer-tokens), got "
+                              f"{self.buffer_examples}")
+        return Mixing(self.mixing, self.buffer_examples if self.mixing == "buffer" else 0)
 
     @property
     def transcoder(self) -> bool:
@@ -95,10 +112,19 @@ class TrainSettings:
     wandb: bool = False
     wandb_project: str = "sae"
     parallel: str = "data"  # under torchrun: "data" (split batches) or "sae" (split the sweep)
+    #: end-to-end training (live only, sae_core.live.e2e): "" (off), "kl" (next-token KL of the
+    #: spliced model, causal LMs) or "mse" (normalised MSE of the final hidden states)
+    e2e: str = ""
+    e2e_coeff: float = 1.0  # weight of the end-to-end term in each SAE's loss
+    e2e_rows: int = 4  # token windows per step the spliced model runs on (per SAE)
 
     def __post_init__(self) -> None:
         if self.parallel not in ("data", "sae"):
             raise ConfigError(f"parallel must be 'data' or 'sae', got {self.parallel!r}")
+        if self.e2e not in ("", "kl", "mse"):
+            raise ConfigError(f"e2e must be kl or mse (or empty: off), got {self.e2e!r}")
+        if self.e2e_rows < 1 or self.e2e_coeff < 0:
+            raise ConfigError("e2e_rows must be >= 1 and e2e_coeff >= 0")
         if self.steps < 1:
             raise ConfigError(f"steps must be >= 1, got {self.steps}")
         if self.final_batches < 1:
@@ -128,10 +154,12 @@ class SAEConfig:
 
 @dataclass
 class TrainConfig:
-    cache: str
+    cache: str  # the cache directory ("" for a live run without --also-cache)
     saes: list[SAEConfig]
     train: TrainSettings = field(default_factory=TrainSettings)
     out: str = "runs/sae"
+    #: live training: the model and dataset the activations come from (sae_core.live)
+    live: LiveConfig | None = None
 
     def groups(self) -> dict[DataConfig, list[SAEConfig]]:
         """SAEs grouped by data stream: each group reads every batch once."""
@@ -146,6 +174,7 @@ class TrainConfig:
             "out": self.out,
             "train": asdict(self.train),
             "saes": [{**asdict(s), "data": s.data.identity()} for s in self.saes],
+            **({"live": asdict(self.live)} if self.live is not None else {}),
         }
 
     @classmethod
@@ -155,7 +184,9 @@ class TrainConfig:
             SAEConfig(**{**s, "data": from_dict(DataConfig, {"val_fraction": 0.0, **s["data"]}, strict=False)})
             for s in doc["saes"]
         ]
-        return cls(cache=doc["cache"], saes=saes, train=from_dict(TrainSettings, doc["train"], strict=False), out=doc["out"])
+        live = from_dict(LiveConfig, doc["live"], strict=False) if doc.get("live") else None
+        return cls(cache=doc["cache"] or "", saes=saes, train=from_dict(TrainSettings, doc["train"], strict=False),
+                   out=doc["out"], live=live)
 
 
 def _grid(table: dict[str, Any]) -> list[dict[str, Any]]:
@@ -171,7 +202,8 @@ def _fmt(v: Any) -> str:
 
 
 def expand(
-    cache: str, d_in: int, data: dict[str, Any], sae: dict[str, Any], train: dict[str, Any], out: str
+    cache: str, d_in: int, data: dict[str, Any], sae: dict[str, Any], train: dict[str, Any], out: str,
+    *, live: LiveConfig | None = None,
 ) -> TrainConfig:
     """Expand [data] × [sae] grids into SAE configs, validating every key and value."""
     from sae_core.plugins import get_component
@@ -243,7 +275,7 @@ def expand(
             s.name = f"{s.name}-{i}"
     if not saes:
         raise ConfigError("the sweep is empty: a list in [data] or [sae] has no values")
-    return TrainConfig(cache=cache, saes=saes, train=settings, out=out)
+    return TrainConfig(cache=cache, saes=saes, train=settings, out=out, live=live)
 
 
 def load_sweep(path: Path) -> dict[str, dict[str, Any]]:

@@ -59,8 +59,12 @@ def sae_seeds(seed: int, saes: list[SAEConfig]) -> dict[str, int]:
     out: dict[str, int] = {}
     repeats: dict[str, int] = {}
     for sae in saes:
+        data = sae.data.identity()
+        if data.get("mixing") == "shuffle":  # the default order: seeds as before mixing existed
+            data.pop("mixing")
+            data.pop("buffer_examples", None)
         ident = json.dumps({"arch": sae.arch, "d_sae": sae.d_sae, "hyper": sae.hyper, "lr": sae.lr,
-                            "data": sae.data.identity()}, sort_keys=True, default=str)
+                            "data": data}, sort_keys=True, default=str)
         r = repeats[ident] = repeats.get(ident, -1) + 1
         out[sae.name] = (seed * 1_000_003 + zlib.crc32(f"{ident}#{r}".encode())) % 2**62
     return out

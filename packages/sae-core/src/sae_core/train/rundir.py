@@ -61,7 +61,10 @@ def prepare_new_run(out: Path, *, overwrite: bool) -> None:
 
 def cache_record(cache: str, out: Path, reader: Any) -> dict[str, Any]:
     """How ``config.json``/``sweep.json`` refer to the cache: absolute, relative to ``out``, and
-    by fingerprint (its identity, whatever its path)."""
+    by fingerprint (its identity, whatever its path). A live run without ``--also-cache`` has no
+    cache: its record is the fingerprint of the cache it would have written."""
+    if not cache:
+        return {"cache": None, "cache_fingerprint": reader.meta.fingerprint(), "d_model": reader.meta.d_model}
     p = Path(cache)
     if not p.exists():  # another store backend's address: kept as given
         return {"cache": cache}
@@ -105,6 +108,12 @@ def load_config(out: Path, data: str | Path | None = None) -> tuple[TrainConfig,
         raise ConfigError(f"{out / CONFIG} is damaged ({type(e).__name__}: {e}); restore it from a copy of the "
                           "run, or start the run again with --overwrite") from None
     config.out = str(out)
+    if config.live is not None:  # the model is the source; the also-cache (if any) is found again or rewritten
+        try:
+            config.cache = resolve_cache(doc, out, f"run {out}") if doc.get("cache") else ""
+        except StoreError:
+            config.cache = ""
+        return config, doc
     config.cache = str(data) if data is not None else resolve_cache(doc, out, f"run {out}")
     return config, doc
 
@@ -122,7 +131,8 @@ def resolve_cache(record: dict[str, Any], base: Path, what: str) -> str:
         if c.exists():
             return str(c)
     if not recorded:
-        raise StoreError(f"{what} does not record its cache; pass --data CACHE_DIR")
+        raise StoreError(f"{what} does not record its cache (trained live without --also-cache?); pass --data "
+                         "CACHE_DIR, e.g. the `sae cache` of the same model, layers and dataset")
     fp = f" (fingerprint {record['cache_fingerprint']})" if record.get("cache_fingerprint") else ""
     raise StoreError(f"{what} was trained on cache {recorded}{fp}, which no longer exists there (moved or "
                      "deleted); point at it with --data CACHE_DIR")

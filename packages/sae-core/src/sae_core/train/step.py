@@ -20,17 +20,25 @@ from sae_core.train.optim import BankAdam
 def bank_step(
     bank: Bank, opt: BankAdam, x: torch.Tensor, ctx: TrainContext, lr: torch.Tensor, *,
     autocast: Any = None, reduce_grads: Callable[[Bank], None] | None = None,
+    extra_loss: Callable[[Bank], torch.Tensor] | None = None,
 ) -> TrainOutput:
     """Train ``bank`` on ``x`` (batch, d_in) for one step with per-SAE learning rates ``lr`` (n,).
 
     Each SAE's loss is back-propagated as part of their sum (SAEs share no parameters, so each
     gets exactly its own gradient); ``reduce_grads`` averages gradients over data-parallel ranks.
+    ``extra_loss(bank)``: a further (n,) term added to each SAE's loss (end-to-end training,
+    :mod:`sae_core.live.e2e`), logged as ``e2e``.
     """
     with autocast if autocast is not None else contextlib.nullcontext():
         out = bank.train_forward(x, ctx)
+    loss = out.loss
+    if extra_loss is not None:
+        extra = extra_loss(bank)  # (n,)
+        out.terms["e2e"] = extra.detach()
+        loss = loss + extra
     for p in bank.parameters():
         p.grad = None
-    out.loss.sum().backward()
+    loss.sum().backward()
     if reduce_grads is not None:
         reduce_grads(bank)
     bank.project_decoder_grad()

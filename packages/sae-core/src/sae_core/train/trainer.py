@@ -30,6 +30,7 @@ from sae_core.dist import Dist
 from sae_core.errors import CheckpointError, ConfigError, RunInterrupted, SAEError
 from sae_core.layout import METRICS_FILE, SWEEP_FILE, SAECheckpointConfig, is_checkpoint, read_cfg
 from sae_core.protocols.architecture import Bank, BatchComm, TrainContext, firing_stats
+from sae_core.protocols.reader import with_mixing
 from sae_core.split import Selection
 from sae_core.train.checks import NonFiniteWatch, check_sample, nonfinite_error
 from sae_core.train.config import DataConfig, SAEConfig, TrainConfig
@@ -60,6 +61,7 @@ class GroupTrainer:
 
     def __init__(self, config: TrainConfig, reader: Any, data: DataConfig, saes: list[SAEConfig], out: Path, gi: int,
                  dist: Dist | None = None):
+        reader = with_mixing(reader, data.mixing_plan())  # the epoch's order ("buffer": a live run's)
         self.cfg, self.reader, self.data, self.saes, self.out, self.gi = config, reader, data, saes, out, gi
         self.dist = dist = dist or Dist()
         s = config.train
@@ -80,6 +82,13 @@ class GroupTrainer:
                 f"cache {reader.path} has {n_samples} {data.tokens!r} samples{held}, fewer than one batch "
                 f"({data.batch_size}); lower --batch-size or cache more data"
             )
+        self.e2e = None  # end-to-end training (live only): the spliced model's output in the loss
+        if s.e2e:
+            from sae_core.live.e2e import EndToEnd
+
+            data_parallel = dist.active and s.parallel == "data"
+            self.e2e = EndToEnd(reader, mode=s.e2e, coeff=s.e2e_coeff, layer=self.layer, tokens=data.tokens,
+                                rank=dist.rank if data_parallel else 0, world=dist.world if data_parallel else 1)
         self.val = Validation(reader, layer=self.layer, layer_out=self.layer_out, tokens=data.tokens, max_tokens=s.val_tokens,
                               select=Selection(split, "val") if split.active else None,
                               batch_size=data.batch_size, device=self.device)
@@ -204,8 +213,12 @@ class GroupTrainer:
         """Commit the current state (every rank's tensors, then rank 0's ``state.json``)."""
         for log in self.logs.values():  # the metrics up to this state are durable with it
             log.sync()
+        # a live source's position (window, carried samples): a cache replays from batch_in_epoch
+        stream = getattr(self.reader, "stream_state", None)
+        stream = stream(seed=self.cfg.train.seed, epoch=self.epoch) if stream is not None else None
         if self.owned:
-            save_tensors(self.state_dir, self.step, self.dist.rank, self._sae_tensors())
+            extra = {f"_stream/{k}": v for k, v in stream[1].items()} if stream and self.dist.is_main else {}
+            save_tensors(self.state_dir, self.step, self.dist.rank, {**self._sae_tensors(), **extra})
         self.dist.barrier()  # every rank's file is in place before the commit
         if self.dist.is_main:
             commit(self.state_dir, [tensors_name(self.step, r) for r in self.writer_ranks], {
@@ -213,6 +226,7 @@ class GroupTrainer:
                 "scale": self.scale, "tokens_window": self.tokens_window, "d_in": self.d_in,
                 **({} if self.scale_out is None else {"scale_out": self.scale_out}),
                 "saes": [m.name for m in self.saes], "best_val": self.best_val,
+                **({"stream": stream[0]} if stream else {}),
             })
         self.dist.barrier()  # nobody writes the next state while rank 0 prunes files
         self.saved_step = self.step
@@ -256,6 +270,9 @@ class GroupTrainer:
                                       "changed since it was saved — start a new run")
             self.scale_out = float(doc["scale_out"])
         self.best_val = {k: float(v) for k, v in doc.get("best_val", {}).items()}
+        if doc.get("stream") and hasattr(self.reader, "restore_stream_state"):
+            self.reader.restore_stream_state(doc["stream"], {k.split("/", 1)[1]: v for k, v in tensors.items()
+                                                             if k.startswith("_stream/")})
         self.saved_step = self.step
         return True
 
@@ -320,8 +337,9 @@ class GroupTrainer:
                     if log_now and not bank.train_matches_inference:
                         with autocast:
                             infer = self._infer(bank, x, y)
+                    e2e = (lambda bank: self.e2e.loss(bank, self.scale)) if self.e2e is not None else None
                     out = bank_step(bank, self.opts[bi], x, ctx, self.lrs[bi] * lr_f, autocast=autocast,
-                                    reduce_grads=reduce_grads)
+                                    reduce_grads=reduce_grads, extra_loss=e2e)
                     watch.update(bi, step, out.loss)
                     with torch.no_grad():
                         fired = out.fired.float()
@@ -525,7 +543,7 @@ class GroupTrainer:
             non_negative_codes=bool(get_component("architecture", m.arch).factory.non_negative_codes),
             normalization=Normalization(folded=True, scale=self.scale, scale_out=self.scale_out),
             source=SourceInfo(
-                cache=str(Path(self.cfg.cache).resolve()),
+                cache=str(Path(self.cfg.cache).resolve()) if self.cfg.cache else None,  # live, no --also-cache
                 cache_fingerprint=meta.fingerprint(),
                 adapter=meta.adapter,
                 model=meta.model,
@@ -558,7 +576,7 @@ class GroupTrainer:
 
 def run_training(
     config: TrainConfig, *, progress: bool = True, resume: bool = False, stop_after: int | None = None,
-    dist: Dist | None = None, overwrite: bool = False, allow_incomplete: bool = False,
+    dist: Dist | None = None, overwrite: bool = False, allow_incomplete: bool = False, source: Any = None,
 ) -> Path:
     """Train every SAE of ``config``; returns the run directory ``config.out``.
 
@@ -569,18 +587,48 @@ def run_training(
     process's place in a ``torchrun`` job (see :mod:`sae_core.dist`); None is one process.
     The run directory is locked for the whole call (:mod:`sae_core.lock`), and SIGINT/SIGTERM
     stop it at a step boundary with its state saved (:mod:`sae_core.train.signals`).
+    ``config.live`` trains on a running model (:mod:`sae_core.live`) instead of a cache;
+    ``source``: that live source already opened (it is closed at the end).
     """
-    from sae_core.lock import DirLock
     from sae_core.stores import check_complete, open_reader
-    from sae_core.train.rundir import check_same_cache, prepare_new_run, read_config_doc, write_config
     from sae_core.validate import check_device, check_output_dir
 
     dist = dist or Dist()
     out = Path(config.out)
     check_device(dist.device(config.train.device))
     check_output_dir(out)
-    reader = open_reader(config.cache)
-    check_complete(reader, allow_incomplete=allow_incomplete)
+    if config.train.e2e and config.live is None:
+        raise ConfigError("--e2e trains through the running model: it needs live training (--adapter, --model)")
+    if config.train.e2e and any(sae.data.transcoder for sae in config.saes):
+        raise ConfigError("--e2e splices an SAE's reconstruction of its own layer; transcoders (--layer-out) cannot "
+                          "be trained end to end yet: drop --e2e or --layer-out")
+    if config.live is not None:
+        reader = open_live(config, dist, progress=progress) if source is None else source.configure(config)
+        if reader.cache_path is not None:  # --also-cache: checkpoints and analyses refer to it
+            config.cache = str(reader.cache_path)
+    else:
+        reader = open_reader(config.cache)
+        check_complete(reader, allow_incomplete=allow_incomplete)
+    with contextlib.ExitStack() as held:
+        if config.live is not None:
+            held.callback(reader.close)
+        return _run_training(config, reader, out, dist, progress=progress, resume=resume, stop_after=stop_after,
+                             overwrite=overwrite)
+
+
+def open_live(config: TrainConfig, dist: Dist | None = None, progress: bool = False) -> Any:
+    """The live source of ``config`` (model loaded, also-cache opened)."""
+    from sae_core.live.source import LiveSource
+
+    assert config.live is not None
+    return LiveSource(config.live, device=config.train.device, dist=dist, progress=progress).configure(config)
+
+
+def _run_training(config: TrainConfig, reader: Any, out: Path, dist: Dist, *, progress: bool, resume: bool,
+                  stop_after: int | None, overwrite: bool) -> Path:
+    from sae_core.lock import DirLock
+    from sae_core.train.rundir import check_same_cache, prepare_new_run, read_config_doc, write_config
+
     for sae in config.saes:
         reader.layer_index(sae.data.layer)
         if sae.data.transcoder:

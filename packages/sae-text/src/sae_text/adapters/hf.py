@@ -262,6 +262,31 @@ class HFAdapter(TextAdapter):
             scores.add(outputs, index["position"][rows])
         return scores.result()
 
+    def spliced_forward(self, index: np.ndarray, mask: np.ndarray, layer: str,
+                        replace: Callable[[torch.Tensor], torch.Tensor] | None, *, output: str = "logits") -> torch.Tensor:
+        """The whole model on the windows ``index`` with gradients on, module ``layer``'s per-token
+        outputs at ``mask`` replaced by ``replace(...)``: logits (causal LMs) or the final hidden
+        states (see ModelAdapter.spliced_forward); for end-to-end training."""
+        import contextlib
+
+        if output == "logits" and not self.causal:
+            raise SAEError(f"{self.model_id} is not a causal LM: it has no next-token logits; use the final hidden "
+                           "states (--e2e mse)")
+        tap = self.resolve_layer(layer)
+        taps = self.taps if tap in self.taps.modules else Taps(self.model, [tap])
+        seq_first = self.seq_first.get(tap, False)
+        device = torch.device(self.request.device)
+        tokens = torch.from_numpy(index["token"].astype(np.int64)).to(device)
+        attention = torch.from_numpy(self.attention_from_index(index)).long().to(device)
+        m = torch.from_numpy(np.asarray(mask, dtype=bool)).to(device)
+        swap = (taps.replacing(tap, lambda x: replace_per_token(x, m, "spliced", replace, seq_first=seq_first))
+                if replace is not None else contextlib.nullcontext())
+        with swap:
+            if output == "logits":
+                return self._call(tokens, attention).logits
+            out = self._call(tokens, attention, output_hidden_states=True)
+            return out.hidden_states[-1]
+
     def _splice_forward(self, tokens: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
         """(b, T-1) next-token NLLs (causal LMs) or (b, d) mean-pooled final hidden states."""
         if self.causal:

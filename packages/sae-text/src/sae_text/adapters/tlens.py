@@ -379,6 +379,34 @@ class TLensAdapter(TextAdapter):
         return scores.result()
 
 
+    def spliced_forward(self, index: np.ndarray, mask: np.ndarray, layer: str,
+                        replace: Callable[[torch.Tensor], torch.Tensor] | None, *, output: str = "logits") -> torch.Tensor:
+        """The whole model on the windows ``index`` with gradients on, hook ``layer``'s activations at
+        ``mask`` replaced by ``replace(...)``: logits (causal LMs) or the last block's residual stream
+        (see ModelAdapter.spliced_forward); for end-to-end training."""
+        if output == "logits" and not self.is_causal_lm():
+            raise SAEError("this model is not a causal LM: it has no next-token logits; use the final hidden states "
+                           "(--e2e mse)")
+        hook_name = self._resolve_hook(layer)
+        seq_first = self.seq_first.get(hook_name, False)
+        device = torch.device(self.request.device)
+        tokens = torch.from_numpy(index["token"].astype(np.int64)).to(device)
+        attention = torch.from_numpy(self.attention_from_index(index)).long().to(device)
+        m = torch.from_numpy(np.asarray(mask, dtype=bool)).to(device)
+
+        def fn(act: torch.Tensor, hook: Any) -> torch.Tensor:
+            return replace_per_token(act, m, "spliced", replace, seq_first=seq_first)
+
+        hooks = [(hook_name, fn)] if replace is not None else []
+        if output == "logits":
+            return self.model.run_with_hooks(tokens, fwd_hooks=hooks, return_type="logits", attention_mask=attention)
+        captured: dict[str, torch.Tensor] = {}
+        last = f"blocks.{self.cfg.n_layers - 1}.hook_resid_post"
+        self.model.run_with_hooks(tokens, fwd_hooks=[*hooks, (last, _keyed("x", captured))], return_type=None,
+                                  attention_mask=attention)
+        return captured["x"]
+
+
 def _keyed(key: str, captured: dict[str, torch.Tensor]) -> Callable[..., None]:
     """A transformer_lens hook saving its activation under ``key`` (the requested name: bridges
     report canonical names, not the aliases users type)."""

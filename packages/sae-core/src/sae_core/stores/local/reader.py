@@ -24,6 +24,7 @@ import torch
 
 from sae_core.config import from_dict
 from sae_core.errors import StoreError
+from sae_core.protocols.reader import Mixing, buffer_batches
 from sae_core.protocols.store import (  # noqa: F401 (TOKEN_FILTERS re-exported)
     INDEX_DTYPE,
     TOKEN_FILTERS,
@@ -275,6 +276,7 @@ class LocalReader(ActivationReader):
         buffer_bytes: int = 256 * 2**20,
         chunk_bytes: int = 8 * 2**20,
         select: Selection | None = None,
+        mixing: Mixing | None = None,
     ) -> Iterator[torch.Tensor]:
         """One epoch of ``(batch, len(layers), d_model)`` tensors; see ActivationReader.batches.
 
@@ -285,7 +287,8 @@ class LocalReader(ActivationReader):
         disjoint samples, concatenating their slices in rank order gives exactly the batch a
         single process reads, and results do not depend on the number of ranks.
         ``select`` keeps only one side of a validation split (whole examples; see
-        :mod:`sae_core.split`): training reads ``train``, evaluation ``val``.
+        :mod:`sae_core.split`): training reads ``train``, evaluation ``val``. ``mixing``: the
+        ``buffer`` plan of :class:`~sae_core.protocols.reader.Mixing` instead of shuffled chunks.
         """
         layer_ids = self._resolve_layers(layers)
         positions = self.positions(tokens)
@@ -294,6 +297,9 @@ class LocalReader(ActivationReader):
         device = torch.device(device)
 
         def batch_ids(pool: ThreadPoolExecutor) -> Iterator[np.ndarray]:
+            if mixing is not None and mixing.buffered:
+                return buffer_batches(self.buffer_windows(mixing.window_examples, tokens, select=select), batch_size,
+                                      seed=seed, epoch=epoch, shuffle=shuffle, drop_last=drop_last)
             return self._plan(batch_size, positions, len(layer_ids), seed=seed, epoch=epoch, shuffle=shuffle,
                               drop_last=drop_last, buffer_bytes=buffer_bytes, chunk_bytes=chunk_bytes,
                               prefetch=lambda c: pool.submit(self._prefetch, c), select=select)
@@ -351,14 +357,20 @@ class LocalReader(ActivationReader):
     def batch_sample_ids(
         self, batch_size: int, *, layers: list[int] | None = None, tokens: str = "all", seed: int = 0,
         epoch: int = 0, batch: int = 0, shuffle: bool = True, select: Selection | None = None,
+        mixing: Mixing | None = None,
     ) -> np.ndarray:
         """Sorted global sample ids (``row * tokens_per_example + position``) of batch ``batch``
         of an epoch: row ``i`` of that batch as :meth:`batches` yields it is sample ``ids[i]``.
         Replans the epoch up to that batch (ids only): for error reports, not the hot path."""
         positions = self.positions(tokens)
         n_layers = len(self._resolve_layers(layers))
-        for i, ids in enumerate(self._plan(batch_size, positions, n_layers, seed=seed, epoch=epoch,
-                                           shuffle=shuffle, drop_last=True, select=select)):
+        if mixing is not None and mixing.buffered:
+            plan = buffer_batches(self.buffer_windows(mixing.window_examples, tokens, select=select), batch_size,
+                                  seed=seed, epoch=epoch, shuffle=shuffle)
+        else:
+            plan = self._plan(batch_size, positions, n_layers, seed=seed, epoch=epoch, shuffle=shuffle,
+                              drop_last=True, select=select)
+        for i, ids in enumerate(plan):
             if i == batch:
                 return np.sort(ids)
         raise StoreError(f"epoch {epoch} of cache {self.path} has no batch {batch} of size {batch_size}")

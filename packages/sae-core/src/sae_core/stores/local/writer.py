@@ -293,6 +293,15 @@ class LocalWriter(ActivationWriter):
         write_metadata(self.path, self.meta, complete=complete, n_rows=self.n_rows)
         self._complete = complete
 
+    def sync(self) -> None:
+        """Write the buffered rows as a (short) shard and wait for the writer thread; the cache
+        stays incomplete and a later writer continues after them."""
+        if self._complete:
+            return
+        if self._buffered:
+            self._flush(final=True)
+        self._drain()
+
     def close(self) -> Path:
         """Flush the remaining rows and mark the cache (or this block) complete."""
         if self._complete:
