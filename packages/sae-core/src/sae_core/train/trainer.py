@@ -155,7 +155,7 @@ class GroupTrainer:
                 self.batch_in_epoch += 1
                 if self.shard_saes:
                     b = dist.all_gather_cat(b)  # (batch, layers, d): every rank's SAEs see the whole batch
-                x = b[:, 0] * self.scale  # (batch / world, d_in): this rank's slice
+                x = b[:, 0] * self.scale  # (batch / world, d_in): this rank's slice (the whole batch in sae mode)
                 yield x, (x if self.scale_out is None else b[:, 1] * self.scale_out)
             self.epoch += 1
             self.batch_in_epoch = 0
