@@ -155,20 +155,6 @@ def open_image(meta: dict[str, Any], example_id: int) -> Any:
 
 def heatmap_overlay(image: Any, patch_acts: np.ndarray, extra: dict[str, Any], size: int = 224) -> Any:
     """Overlay per-patch activations on the image region the model saw (resize + center crop)."""
-    from PIL import Image
+    from sae_core.inference.heatmap import heatmap_overlay as overlay
 
-    gh, gw = extra.get("grid", [int(len(patch_acts) ** 0.5)] * 2)
-    pre = extra.get("preprocess", {})
-    w, h = image.size
-    resize = pre.get("resize_shorter")
-    crop_h, crop_w = pre.get("center_crop") or extra.get("image_size") or [min(w, h)] * 2
-    scale = (resize / min(w, h)) if resize else max(crop_w / w, crop_h / h)
-    cw, ch = crop_w / scale, crop_h / scale  # crop size in original pixels
-    left, top = (w - cw) / 2, (h - ch) / 2
-    view = image.crop((int(left), int(top), int(left + cw), int(top + ch))).resize((size, size))
-    grid = np.asarray(patch_acts, dtype=np.float32).reshape(gh, gw)
-    peak = float(grid.max()) or 1.0
-    heat = Image.fromarray(np.uint8(255 * np.clip(grid / peak, 0, 1))).resize((size, size), Image.Resampling.NEAREST)
-    red = Image.new("RGB", (size, size), (255, 40, 0))
-    alpha = heat.point(lambda v: int(v * 0.6))
-    return Image.composite(red, view.convert("RGB"), alpha)
+    return overlay(image, patch_acts, extra, size)

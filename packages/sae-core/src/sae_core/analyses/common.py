@@ -43,13 +43,12 @@ def option(ctx: AnalysisContext, name: str, default: Any, cast: Callable[[Any], 
 
 
 def heldout_rows(ctx: AnalysisContext) -> tuple[int, int]:
-    """The held-out rows: the last ``heldout_frac`` (default 10%) of the analysed rows, at least one.
+    """The held-out rows of the analysed rows (:func:`sae_core.inference.heldout.heldout_rows`:
+    the last ``heldout_frac``, default 10%, at least one)."""
+    from sae_core.inference.heldout import heldout_rows as rows
 
-    Training reads the whole cache, so in a shuffled cache these are the best available held-out
-    sample of the same distribution."""
-    lo, hi = row_range(ctx)
-    frac = option(ctx, "heldout_frac", 0.1, float, "fraction")
-    return hi - max(1, int((hi - lo) * frac)), hi
+    _, hi = row_range(ctx)
+    return rows(ctx.reader, frac=option(ctx, "heldout_frac", 0.1, float, "fraction"), limit=hi)
 
 
 def iter_rows(ctx: AnalysisContext, start: int, stop: int, rows_per_chunk: int) -> Iterator[tuple[int, torch.Tensor, np.ndarray]]:

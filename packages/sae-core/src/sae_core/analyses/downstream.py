@@ -2,23 +2,28 @@
 
 The model is re-created from the cache metadata through its adapter plugin (``AdapterRequest``
 with the cache's ``model``, ``layers`` and the ``checkpoint``, ``context_size`` and ``options`` the
-adapter recorded in ``extra``), and run on held-out rows: the last ``downstream_rows`` (32) rows of
-the held-out part that ``reconstruction`` uses (the last ``heldout_frac``, 10%, of the rows). At
-the SAE's layer, on the tokens it was trained on (valid tokens of its token kind), the activations
-are replaced by the SAE's reconstruction, or by zeros for the baseline, and the model runs on:
+adapter recorded in ``extra``), and run on held-out rows (:mod:`sae_core.inference.heldout`): the
+last rows of the held-out part, as many as hold ``downstream_tokens`` (8192) tokens the SAE reads,
+at most ``downstream_rows`` (512). At the SAE's layer, on the tokens it was trained on (valid
+tokens of its token kind), the activations are replaced by the SAE's reconstruction, or by zeros
+for the baseline, and the model runs on:
 
-- causal LMs: next-token cross-entropy clean / spliced / zero-ablated and
-  ``ce_loss_recovered = (CE_zero - CE_spliced) / (CE_zero - CE_clean)``;
+- causal LMs: next-token cross-entropy clean / spliced / zero-ablated,
+  ``ce_loss_recovered = (CE_zero - CE_spliced) / (CE_zero - CE_clean)``, and the KL divergence
+  of the next-token distributions (clean ‖ spliced, clean ‖ zero-ablated);
 - encoders (BERT-style sentence encoders, ViTs): cosine between the final embedding with and
-  without the splice (and with zero ablation).
+  without the splice (and with zero ablation); CLIP also zero-shot-style logits.
 
-The activations the live model produces at the layer are checked against the cache
-(``cache_rel_error``): a large value means the re-created model is not the one that was cached.
+Every number has a standard error over rows (``*_se``). The activations the live model produces
+at the layer are checked against the cache (``cache_rel_error``): a large value means the
+re-created model is not the one that was cached.
 
-Adapters opt in by implementing ``splice_eval(index, mask, layer, replace, *, dataset=None,
-batch_rows=8) -> dict``. When the adapter plugin is not installed, does not implement it, or
-the model or dataset cannot be re-created here, ``downstream.json`` records ``skipped`` with the
-reason instead of failing the other analyses. Writes ``downstream.json``.
+Adapters opt in by implementing ``run_with_hooks`` (:mod:`sae_core.protocols.running`; the
+metrics are computed here, :mod:`sae_core.inference.splice_eval`); plugins that implement only
+the older ``splice_eval(index, mask, layer, replace, *, dataset=None, batch_rows=8) -> dict``
+still work. When the adapter plugin is not installed, implements neither, or the model or
+dataset cannot be re-created here, ``downstream.json`` records ``skipped`` with the reason
+instead of failing the other analyses. Writes ``downstream.json``.
 """
 
 from __future__ import annotations
@@ -31,16 +36,26 @@ import torch
 
 from sae_core.analyses.common import heldout_rows, layer_and_positions, option, save_json
 from sae_core.errors import SAEError, UnknownComponentError
+from sae_core.inference.heldout import last_rows_with
 from sae_core.protocols.analysis import Analysis, AnalysisContext
 
 MISMATCH = 0.05  # cache_rel_error above this: the re-created model does not reproduce the cache
+
+
+_CANNOT = "adapter {!r} cannot run its model with SAEs attached (it implements neither run_with_hooks nor splice_eval)"
+
+
+def _runs(cls: type) -> bool:
+    """Whether adapter class ``cls`` can run its model with hooks (new or older protocol)."""
+    can = getattr(cls, "can_run", None)
+    return bool(can and can()) or callable(getattr(cls, "splice_eval", None))
 
 
 class Downstream(Analysis):
     """Model output with the SAE spliced in: LM CE loss recovered, or embedding cosine."""
 
     name: ClassVar[str] = "downstream"
-    options: ClassVar[tuple[str, ...]] = ("downstream_rows", "downstream_batch", "heldout_frac")
+    options: ClassVar[tuple[str, ...]] = ("downstream_tokens", "downstream_rows", "downstream_batch", "heldout_frac")
 
     def __init__(self) -> None:
         self._adapters: dict[str, Any] = {}  # one model per cache and device, shared by the SAEs of a run
@@ -48,7 +63,8 @@ class Downstream(Analysis):
     def run(self, ctx: AnalysisContext) -> dict[str, Any]:
         from sae_core.plugins import get_component
 
-        n_rows = option(ctx, "downstream_rows", 32, int, "positive")
+        n_tokens = option(ctx, "downstream_tokens", 8192, int, "positive")
+        n_rows = option(ctx, "downstream_rows", 512, int, "positive")
         batch_rows = option(ctx, "downstream_batch", 8, int, "positive")
         meta = ctx.reader.meta
         li, positions = layer_and_positions(ctx)
@@ -59,20 +75,21 @@ class Downstream(Analysis):
             component = get_component("adapter", meta.adapter)
         except UnknownComponentError as e:
             return self._skip(ctx, head, f"the adapter plugin that made the cache is not installed: {e}")
-        if isinstance(component.factory, type) and not callable(getattr(component.factory, "splice_eval", None)):
-            return self._skip(ctx, head, f"adapter {meta.adapter!r} does not implement splice_eval")  # known without a model
+        if isinstance(component.factory, type) and not _runs(component.factory):
+            return self._skip(ctx, head, _CANNOT.format(meta.adapter))  # known without a model
+        allowed = np.zeros(meta.tokens_per_example, dtype=bool)
+        allowed[positions] = True
         start_h, stop = heldout_rows(ctx)
-        start = max(start_h, stop - n_rows)
+        start = last_rows_with(ctx.reader, start_h, stop, lambda ix: (ix["valid"].astype(bool) & allowed).sum(1),
+                               tokens=n_tokens, max_rows=n_rows)
         acts, index = ctx.reader.read_examples(start, stop, layers=[li])
-        allowed = np.zeros(index.shape, dtype=bool)
-        allowed[:, positions] = True
-        mask = index["valid"].astype(bool) & allowed
+        mask = index["valid"].astype(bool) & allowed[None, :]
         if not mask.any():
             raise SAEError(f"no held-out tokens of kind {tokens!r} in {ctx.reader.path} rows {start}:{stop}; cache more data")
         try:
             adapter = self._adapter(component, meta, ctx.device)
-            if not callable(getattr(adapter, "splice_eval", None)):
-                return self._skip(ctx, head, f"adapter {meta.adapter!r} does not implement splice_eval")
+            if not _runs(type(adapter)):
+                return self._skip(ctx, head, _CANNOT.format(meta.adapter))
             dataset = None
             if adapter.modality != "text":  # text adapters read the tokens from the index
                 from sae_core.datasets import open_dataset
@@ -81,6 +98,25 @@ class Downstream(Analysis):
         except (SAEError, OSError) as e:
             return self._skip(ctx, head, f"cannot re-create the model or dataset of the cache here: {e}")
 
+        if type(adapter).can_run():
+            from sae_core.inference.splice_eval import splice_metrics
+
+            result = splice_metrics(adapter, ctx.sae, layer, index, acts[:, 0], kinds=list(meta.token_kinds),
+                                    tokens=tokens, dataset=dataset, batch_rows=batch_rows)
+        else:
+            result = self._legacy(adapter, ctx, index, mask, layer, acts, dataset, batch_rows)
+        rel = result.pop("cache_rel_error", None)
+        result = {**head, "rows": [start, stop], "n_rows": stop - start, "n_spliced_tokens": int(mask.sum()),
+                  **result, "cache_rel_error": rel}
+        if rel is not None and rel > MISMATCH:
+            result["warning"] = (f"the re-created model's activations differ from the cache by {rel:.1%}: "
+                                 "it is not the model that was cached, so these numbers do not describe it")
+        save_json(ctx.checkpoint / "downstream.json", result)
+        return result
+
+    def _legacy(self, adapter: Any, ctx: AnalysisContext, index: np.ndarray, mask: np.ndarray, layer: str,
+                acts: torch.Tensor, dataset: Any, batch_rows: int) -> dict[str, Any]:
+        """A plugin adapter's own ``splice_eval`` (the protocol before ``run_with_hooks``)."""
         cached = acts[:, 0][torch.from_numpy(mask)]  # (M, d): the tokens splice_eval hands to replace, in order
         check = {"at": 0, "err": 0.0, "ref": 0.0}
         sae = ctx.sae
@@ -96,22 +132,12 @@ class Downstream(Analysis):
 
         result = adapter.splice_eval(index, mask, layer, replace, dataset=dataset, batch_rows=batch_rows)
         rel = (check["err"] / max(check["ref"], 1e-30)) ** 0.5 if check["at"] == len(cached) else None
-        result = {**head, "rows": [start, stop], "n_rows": stop - start, "n_spliced_tokens": int(mask.sum()),
-                  **result, "cache_rel_error": rel}
-        if rel is not None and rel > MISMATCH:
-            result["warning"] = (f"the re-created model's activations differ from the cache by {rel:.1%}: "
-                                 "it is not the model that was cached, so these numbers do not describe it")
-        save_json(ctx.checkpoint / "downstream.json", result)
-        return result
+        return {**result, "cache_rel_error": rel}
 
     def _adapter(self, component: Any, meta: Any, device: str) -> Any:
-        from sae_core.protocols import AdapterRequest
+        from sae_core.inference.loading import request_for_cache
 
-        extra = meta.extra
-        request = AdapterRequest(
-            model=meta.model, layers=list(meta.layers), checkpoint=extra.get("checkpoint"), device=device,
-            context_size=extra.get("context_size"), options={k: str(v) for k, v in (extra.get("options") or {}).items()},
-        )
+        request = request_for_cache(meta, device)
         key = json.dumps([meta.adapter, request.__dict__], sort_keys=True, default=str)
         if key not in self._adapters:
             self._adapters.clear()  # keep one model in memory

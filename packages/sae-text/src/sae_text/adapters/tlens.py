@@ -13,15 +13,15 @@ Model resolution (``--model``):
 BOS/CLS/SEP and padding are excluded from training by the index's ``valid`` flag (``--opt
 include_special=true`` keeps special tokens).
 
-``splice_eval`` (the ``downstream`` analysis): next-token CE with a layer's activations replaced
-for causal LMs, cosine of the mean-pooled sentence embedding for encoders (BERT-style, MiniLM).
+Running the model with SAEs attached (``run_with_hooks``, ``generate``: the ``downstream``
+analysis, ``sae features|steer|ablate``) is in :mod:`sae_text.adapters.running`.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -31,6 +31,7 @@ from sae_core.errors import SAEError
 from sae_core.io import atomic_write_json
 from sae_core.protocols import ActivationBatch, ActivationSpec, AdapterRequest, Dataset, ModelAdapter
 
+from sae_text.adapters.running import TLensRunning
 from sae_text.adapters.windows import SpecialTokens, Window, document_windows
 from sae_text.minilm import ALIASES, MODEL_ID, minilm_dir
 
@@ -113,7 +114,7 @@ def _from_config(path: Path, request: AdapterRequest) -> Any:
     return model.to(request.device, print_details=False)
 
 
-class TLensAdapter(ModelAdapter):
+class TLensAdapter(TLensRunning, ModelAdapter):
     """Hooks of a transformer_lens HookedTransformer or TransformerBridge."""
 
     name: ClassVar[str] = "tlens"
@@ -218,105 +219,6 @@ class TLensAdapter(ModelAdapter):
         kwargs: dict[str, Any] = {"attention_mask": attention, "stop_at_layer": self.stop_at}
         self.model.run_with_hooks(tokens, fwd_hooks=fwd_hooks, return_type=None, **kwargs)
         return torch.stack([captured[h] for h in self.hooks], dim=1)
-
-    # -- downstream (spliced) evaluation ---------------------------------------------------------
-    def is_causal_lm(self) -> bool:
-        """Next-token LM (CE is meaningful) vs encoder (BERT-style: compare sentence embeddings)."""
-        if self.kind == "hooked":
-            return getattr(self.cfg, "attention_dir", "causal") != "bidirectional"
-        hf = getattr(self.model, "original_model", None)
-        return bool(getattr(getattr(hf, "config", None), "is_decoder", False)) or type(hf).__name__.endswith(
-            ("ForCausalLM", "LMHeadModel")
-        )
-
-    def _attention(self, index: np.ndarray) -> np.ndarray:
-        """(n, T) bool: non-padding positions of the cached windows, rebuilt from their layout
-        (prefix specials, body tokens with position >= 0, suffix specials, then padding); token
-        ids cannot tell padding apart when the pad id is also BOS/EOS (GPT-2)."""
-        n_real = len(self.special.prefix) + (index["position"] >= 0).sum(1) + len(self.special.suffix)
-        return np.arange(index.shape[1])[None, :] < n_real[:, None]
-
-    @torch.inference_mode()
-    def splice_eval(
-        self,
-        index: np.ndarray,
-        mask: np.ndarray,
-        layer: str,
-        replace: Callable[[torch.Tensor], torch.Tensor],
-        *,
-        dataset: Dataset | None = None,
-        batch_rows: int = 8,
-    ) -> dict[str, Any]:
-        """Downstream effect of replacing hook ``layer``'s activations at ``mask`` (n, T) by
-        ``replace(acts[mask])`` on the cached windows ``index`` (the tokens are in the index).
-
-        Causal LMs: mean next-token CE over targets that are document tokens (never BOS/CLS/SEP
-        or padding), clean / spliced / zero-ablated (the same positions set to 0), and
-        ``ce_loss_recovered = (CE_zero - CE_spliced) / (CE_zero - CE_clean)``. Encoders: cosine
-        between the mean-pooled final hidden states (the sentence embedding of sentence
-        transformers) with and without the splice, and with zero ablation as a baseline.
-        ``replace`` is called once per chunk of ``batch_rows`` rows, in row order.
-        """
-        hook_name = self._resolve_hook(layer)
-        device = torch.device(self.request.device)
-        causal = self.is_causal_lm()
-        last = f"blocks.{self.cfg.n_layers - 1}.hook_resid_post"
-        attention_all = self._attention(index)
-        sums = {"clean": 0.0, "spliced": 0.0, "zero": 0.0}
-        cos = {"spliced": 0.0, "zero": 0.0}
-        n_targets = n_rows = 0
-        for lo in range(0, len(index), batch_rows):
-            rows = slice(lo, lo + batch_rows)
-            tokens = torch.from_numpy(index["token"][rows].astype(np.int64)).to(device)
-            m = torch.from_numpy(mask[rows].astype(bool)).to(device)
-            attention = torch.from_numpy(attention_all[rows]).long().to(device)
-
-            def splice(mode: str, m: torch.Tensor = m) -> Callable[..., torch.Tensor]:
-                def fn(act: torch.Tensor, hook: Any) -> torch.Tensor:
-                    out = act.clone()
-                    out[m] = replace(act[m]).to(act.dtype) if mode == "spliced" else 0
-                    return out
-
-                return fn
-
-            outputs = {}
-            for mode in ("clean", "spliced", "zero"):
-                hooks = [] if mode == "clean" else [(hook_name, splice(mode))]
-                if causal:
-                    logits = self.model.run_with_hooks(tokens, fwd_hooks=hooks, return_type="logits", attention_mask=attention)
-                    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-                    outputs[mode] = -logp.gather(-1, tokens[:, 1:, None])[..., 0]  # (b, T-1) NLL of the next token
-                else:
-                    captured: dict[str, torch.Tensor] = {}
-
-                    def keep(act: torch.Tensor, hook: Any, captured: dict = captured) -> None:
-                        captured["x"] = act
-
-                    self.model.run_with_hooks(tokens, fwd_hooks=[*hooks, (last, keep)], return_type=None,
-                                              attention_mask=attention)
-                    w = attention[..., None].float()
-                    outputs[mode] = (captured["x"].float() * w).sum(1) / w.sum(1)  # (b, d) mean pooling
-            if causal:
-                target = torch.from_numpy(index["position"][rows][:, 1:] >= 0).to(device)  # next token is a document token
-                for mode in sums:
-                    sums[mode] += float(outputs[mode][target].double().sum())
-                n_targets += int(target.sum())
-            else:
-                for mode in cos:
-                    sim = torch.nn.functional.cosine_similarity(outputs["clean"], outputs[mode], dim=-1)
-                    cos[mode] += float(sim.double().sum())
-                n_rows += len(tokens)
-        if not causal:
-            return {"kind": "embedding_cosine", "embedding": "mean-pooled final hidden state",
-                    "embedding_cosine": cos["spliced"] / max(n_rows, 1),
-                    "embedding_cosine_zero_ablated": cos["zero"] / max(n_rows, 1)}
-        if n_targets == 0:
-            raise SAEError("the held-out windows have no next-token targets; cache longer documents or more rows")
-        ce = {mode: v / n_targets for mode, v in sums.items()}
-        denom = ce["zero"] - ce["clean"]
-        return {"kind": "lm_ce", "ce_clean": ce["clean"], "ce_spliced": ce["spliced"], "ce_zero_ablated": ce["zero"],
-                "ce_loss_recovered": (ce["zero"] - ce["spliced"]) / denom if abs(denom) > 1e-12 else None,
-                "ce_delta": ce["spliced"] - ce["clean"], "n_targets": n_targets}
 
     def iter_batches(
         self, dataset: Dataset, *, start: int = 0, batch_size: int = 64, num_workers: int = 0
