@@ -23,6 +23,7 @@ from sae_core.io import atomic_path, atomic_write_json
 
 SAELENS_CFG = "cfg.json"
 SAELENS_WEIGHTS = "sae_weights.safetensors"
+SAELENS_FORMAT = "6.0.0"  # the SAELens version whose cfg.json layout export writes
 
 
 def _export_arch(cfg: dict[str, Any]) -> str:
@@ -65,7 +66,10 @@ def export_saelens(checkpoint: str | Path, out: str | Path) -> Path:
         "apply_b_dec_to_input": True,
         "normalize_activations": "none",
         "reshape_activations": "none",
+        # the SAELens 6 layout (metadata nested); without a version SAELens 6 reads the file as a
+        # pre-6 config and drops the metadata, so sae_lens.evals would not find the hook
         "metadata": {
+            "sae_lens_version": SAELENS_FORMAT,
             "model_name": source.get("model"),
             "hook_name": source.get("layer"),
             "exported_by": "sae",
