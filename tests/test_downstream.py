@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from sae_core.analyses.runner import analyse_run
-from sae_core.checkpoint import SAE, find_checkpoints, load_sae
+from sae_core.checkpoint import find_checkpoints, load_sae
 from sae_core.stores import open_reader
 from sae_text.minilm import minilm_dir
 
@@ -60,8 +60,9 @@ def lm_run(tmp_path_factory) -> tuple[Path, Path]:
 
 
 def test_lm_ce_matches_manual_hooks(lm_run) -> None:
-    """`sae analyze --only downstream` writes downstream.json whose CE numbers equal a manual
-    computation: hooks on the same held-out windows, targets = document tokens only."""
+    """`sae analyze --only downstream` writes downstream.json whose CE and KL numbers equal a
+    manual computation: hooks on the same held-out windows, CE targets = document tokens only, KL
+    at document-token positions; standard errors over windows."""
     from transformer_lens import HookedTransformer, HookedTransformerConfig
     from transformers import AutoTokenizer
 
@@ -89,6 +90,8 @@ def test_lm_ce_matches_manual_hooks(lm_run) -> None:
     sae = load_sae(ckpt)
     targets = tokens[:, 1:]
     scored = ~torch.isin(targets, torch.tensor([tok.cls_token_id, tok.sep_token_id, tok.pad_token_id]))
+    doc = ~torch.isin(tokens, torch.tensor([tok.cls_token_id, tok.sep_token_id, tok.pad_token_id]))
+    logp = {}
 
     def ce(mode: str) -> float:
         def hook(act, hook):
@@ -99,6 +102,7 @@ def test_lm_ce_matches_manual_hooks(lm_run) -> None:
         hooks = [] if mode == "clean" else [("blocks.0.hook_resid_post", hook)]
         with torch.no_grad():
             logits = model.run_with_hooks(tokens, fwd_hooks=hooks, attention_mask=attention)
+        logp[mode] = torch.log_softmax(logits, -1)
         return float(torch.nn.functional.cross_entropy(logits[:, :-1][scored], targets[scored]))
 
     ref = {m: ce(m) for m in ("clean", "spliced", "zero")}
@@ -107,13 +111,31 @@ def test_lm_ce_matches_manual_hooks(lm_run) -> None:
         assert abs(res[key] - ref[mode]) < 1e-4, (key, res[key], ref[mode])
     recovered = (ref["zero"] - ref["spliced"]) / (ref["zero"] - ref["clean"])
     assert abs(res["ce_loss_recovered"] - recovered) < 1e-3
+    for mode, key in (("spliced", "kl_spliced"), ("zero", "kl_zero_ablated")):
+        kl = torch.nn.functional.kl_div(logp[mode], logp["clean"], log_target=True, reduction="none").sum(-1)  # (n, T)
+        assert res[key] == pytest.approx(float(kl[doc].mean()), rel=1e-4), key
+    assert res["n_kl_positions"] == int(doc.sum())
+    # the standard error is over windows (tokens of a window are correlated): delete-one-window jackknife
+    nll = -logp["clean"][:, :-1].gather(-1, targets[..., None])[..., 0] * scored  # (n, T-1)
+    sums, counts = nll.sum(1).double(), scored.sum(1).double()
+    loo = (sums.sum() - sums) / (counts.sum() - counts)
+    m = len(sums)
+    assert res["ce_clean_se"] == pytest.approx(float(((m - 1) / m * ((loo - loo.mean()) ** 2).sum()).sqrt()), rel=1e-4)
 
 
-def test_perfect_reconstruction_recovers_all(lm_run, monkeypatch: pytest.MonkeyPatch) -> None:
+def _perfect_downstream(run: Path, tmp_path: Path, **options: str) -> dict:
+    """downstream.json of an SAE that reconstructs exactly, on the run's cache and layer."""
+    from inference_helpers import perfect_checkpoint
+
+    ckpt = perfect_checkpoint(find_checkpoints(run)[0], tmp_path / "perfect")
+    return analyse_run(ckpt, only=["downstream"], options=options, progress=False)["perfect"]["downstream"]
+
+
+def test_perfect_reconstruction_recovers_all(lm_run, tmp_path: Path) -> None:
     _, run = lm_run
-    monkeypatch.setattr(SAE, "forward", lambda self, x: x.clone())  # x̂ = x
-    res = _downstream(run, heldout_frac="0.5")
+    res = _perfect_downstream(run, tmp_path, heldout_frac="0.5")
     assert res["ce_spliced"] == pytest.approx(res["ce_clean"], abs=1e-6)
+    assert res["kl_spliced"] == pytest.approx(0.0, abs=1e-7) and res["kl_zero_ablated"] > 1e-3
     assert res["ce_loss_recovered"] == pytest.approx(1.0, abs=1e-6)
     assert res["ce_zero_ablated"] != pytest.approx(res["ce_clean"], abs=1e-3)
 
@@ -176,15 +198,14 @@ def minilm_run(tmp_path_factory) -> Path:
     return run
 
 
-def test_minilm_sentence_embedding_cosine(minilm_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_minilm_sentence_embedding_cosine(minilm_run: Path, tmp_path: Path) -> None:
     """The real offline MiniLM (an encoder): the cache records its hub id, which re-creates the
     bundled model exactly; the result is the cosine of the mean-pooled sentence embeddings."""
     res = _downstream(minilm_run, heldout_frac="1")
     assert res["kind"] == "embedding_cosine" and res["model"] == "sentence-transformers/all-MiniLM-L6-v2"
     assert 0 < res["embedding_cosine"] <= 1 + 1e-6 and -1 <= res["embedding_cosine_zero_ablated"] < 1
     assert res["cache_rel_error"] < 1e-5 and "ce_clean" not in res
-    monkeypatch.setattr(SAE, "forward", lambda self, x: x.clone())
-    assert _downstream(minilm_run, heldout_frac="1")["embedding_cosine"] == pytest.approx(1.0, abs=1e-5)
+    assert _perfect_downstream(minilm_run, tmp_path, heldout_frac="1")["embedding_cosine"] == pytest.approx(1.0, abs=1e-6)
 
 
 @pytest.fixture(scope="module")
@@ -201,9 +222,12 @@ def vit_runs(tmp_path_factory) -> dict[str, tuple[Path, Path]]:
     }
 
 
-def _spliced_positions(adapter, index: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """(n, T) bool: where the input of the block after the splice differs from the clean one,
-    with replace = x + 1."""
+def _spliced_positions(adapter, index: np.ndarray, tokens: str) -> np.ndarray:
+    """(n, T) bool: where the input of the block after an SAE at blocks.1 (reading ``tokens``)
+    differs from the clean one, when it adds a decoder row (an edit with the error term kept)."""
+    from inference_helpers import perfect_sae
+    from sae_core.inference import HookedModel, SAEHook, Steer
+
     seen: list[torch.Tensor] = []
 
     def grab(module, args):
@@ -211,12 +235,16 @@ def _spliced_positions(adapter, index: np.ndarray, mask: np.ndarray) -> np.ndarr
         seen.append((x if adapter._batch_first(x) else x.transpose(0, 1)).clone())
 
     handle = adapter.blocks[2].register_forward_pre_hook(grab)
+    model = HookedModel(adapter)
+    inputs = adapter.cached_inputs(index, _dataset())
+    sae = perfect_sae(adapter.d_model, "blocks.1", tokens)
     try:
-        adapter.splice_eval(index, mask, "blocks.1", lambda x: x + 1.0, dataset=_dataset(), batch_rows=len(index))
+        model.run(inputs)
+        model.run(inputs, SAEHook(sae, edits=[Steer(0, 1.0)]))
     finally:
         handle.remove()
-    clean, spliced = seen[0], seen[1]  # passes: clean, spliced, zero
-    return ((spliced - clean).abs().amax(-1) > 0).numpy()
+    clean, edited = seen
+    return ((edited - clean).abs().amax(-1) > 0).numpy()
 
 
 def _dataset():
@@ -242,7 +270,7 @@ def test_vit_embedding_cosine_replaces_only_trained_kind(vit_runs, name: str, ki
     assert res["n_spliced_tokens"] == int(mask.sum())
     adapter = build_adapter(meta.adapter, AdapterRequest(model=meta.model, layers=meta.layers,
                                                          options=dict(meta.extra["options"])))
-    assert np.array_equal(_spliced_positions(adapter, index, mask), mask)
+    assert np.array_equal(_spliced_positions(adapter, index, kind), mask)
 
 
 def test_clip_cosine_matches_manual_hooks_in_both_layouts(vit_runs) -> None:
@@ -282,25 +310,29 @@ def test_clip_cosine_matches_manual_hooks_in_both_layouts(vit_runs) -> None:
     assert abs(res["embedding_cosine"] - cosine(slice(None))) > 1e-4
 
     adapter = build_adapter("clip", AdapterRequest(model=meta.model, layers=meta.layers))
-    _, index = open_reader(cache).read_examples(6, 12, layers=[0])
+    acts, index = open_reader(cache).read_examples(6, 12, layers=[0])
     mask = np.zeros(index.shape, dtype=bool)
     mask[:, 0] = True
 
-    def replace(x):
-        return sae(x.float())
+    def splice_eval():
+        from sae_core.inference.splice_eval import splice_metrics
 
-    first = adapter.splice_eval(index, mask, "blocks.1", replace, dataset=ds, batch_rows=4)
+        return splice_metrics(adapter, sae, "blocks.1", index, acts[:, 0], kinds=list(meta.token_kinds), tokens="cls",
+                              dataset=ds, batch_rows=4)
+
+    first = splice_eval()
     seq = open_clip.transformer.Transformer(48, 3, 3, batch_first=False)  # same weights, (tokens, batch, d) blocks
     seq.load_state_dict(adapter.model.transformer.state_dict())
     adapter.model.transformer = seq.eval()
     adapter.blocks = seq.resblocks
     shapes: list[tuple[int, ...]] = []
     seq.resblocks[1].register_forward_hook(lambda m, a, o: shapes.append(tuple(o.shape)))
-    second = adapter.splice_eval(index, mask, "blocks.1", replace, dataset=ds, batch_rows=4)
+    second = splice_eval()
     assert shapes[0] == (17, 4, 48)  # tokens first
     assert second["embedding_cosine"] == pytest.approx(first["embedding_cosine"], abs=1e-5)
     assert first["embedding_cosine"] == pytest.approx(res["embedding_cosine"], abs=1e-5)
-    assert np.array_equal(_spliced_positions(adapter, index, mask), mask)
+    assert second["cache_rel_error"] < 1e-5  # the (tokens, batch, d) blocks hand the same activations
+    assert np.array_equal(_spliced_positions(adapter, index, "cls"), mask)
 
 
 def test_skips_and_errors(tmp_path: Path, run_cli) -> None:
@@ -330,7 +362,8 @@ def test_skips_and_errors(tmp_path: Path, run_cli) -> None:
                            "topk", "--k", "2", "--exp-factor", "2", "--steps", "5", "--batch-size", "16", "-q")
     assert code == 0, err
     res = _downstream(tmp_path / "mlprun")
-    assert res["skipped"] == "adapter 'mlp' does not implement splice_eval"
+    assert res["skipped"] == ("adapter 'mlp' cannot run its model with SAEs attached (it implements neither "
+                              "run_with_hooks nor splice_eval)")
 
     code, _, err = run_cli("analyze", str(tmp_path / "run"), "--only", "downstream", "--option", "downstream_rows=many", "-q")
     assert code == 1 and "--option downstream_rows= expects int, got 'many'" in err and "Traceback" not in err
