@@ -10,35 +10,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import shared_runs
 import torch
 from sae_core.analyses.runner import analyse_run
 from sae_core.checkpoint import find_checkpoints, load_sae
 from sae_core.stores import open_reader
 from sae_text.minilm import minilm_dir
-
-TINY_LM = {"n_layers": 2, "d_model": 32, "n_ctx": 64, "d_head": 8, "n_heads": 4, "d_mlp": 64,
-           "d_vocab": 30522, "act_fn": "gelu", "normalization_type": "LN", "default_prepend_bos": True}
-TINY_CLIP = {"embed_dim": 32, "vision_cfg": {"image_size": 64, "layers": 3, "width": 48, "patch_size": 16, "head_width": 16},
-             "text_cfg": {"context_length": 16, "vocab_size": 100, "width": 32, "heads": 2, "layers": 1}}
-TIMM_ARGS = ["--model", "vit_tiny_patch16_224", "--opt", "pretrained=false", "--opt", "img_size=64", "--opt", "depth=3"]
-WORDS = ["sparse", "autoencoders", "find", "features", "in", "the", "activations", "of", "language", "models", "layer", "after", "layer"]
+from shared_runs import TINY_LM, WORDS, cache_and_train
 
 
 def _cli():
-    from conftest import cli_runner
-
-    return cli_runner()
-
-
-def _cache_and_train(root: Path, cache_args: list[str], *train_args: str) -> tuple[Path, Path]:
-    run = _cli()
-    code, out, err = run("cache", "--out", str(root / "cache"), "-q", *cache_args)
-    assert code == 0, err
-    cache = Path(out.strip().splitlines()[-1])
-    code, _, err = run("train", "--data", str(cache), "--out", str(root / "run"), "--arch", "topk", "--exp-factor", "2",
-                       "--steps", "20", "-q", *train_args)
-    assert code == 0, err
-    return cache, root / "run"
+    return shared_runs.cli()
 
 
 def _downstream(run: Path, **options: str) -> dict:
@@ -48,15 +30,7 @@ def _downstream(run: Path, **options: str) -> dict:
 
 @pytest.fixture(scope="module")
 def lm_run(tmp_path_factory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("lm")
-    (root / "tiny.json").write_text(json.dumps(TINY_LM))
-    rng = np.random.default_rng(0)
-    (root / "docs.txt").write_text("\n\n".join(" ".join(rng.choice(WORDS, 30)) for _ in range(16)))
-    cache, run = _cache_and_train(
-        root, ["--adapter", "tlens", "--model", f"config:{root / 'tiny.json'}", "--layers", "0", "--opt", f"tokenizer={minilm_dir()}",
-               "--opt", "seed=3", "--data", f"text:{root / 'docs.txt'}", "--context-size", "16"],
-        "--k", "4", "--batch-size", "64")
-    return cache, run
+    return shared_runs.lm_run(tmp_path_factory)
 
 
 def test_lm_ce_matches_manual_hooks(lm_run) -> None:
@@ -150,7 +124,7 @@ def test_bridged_causal_lm_ce_matches_transformers(tmp_path: Path) -> None:
     AutoTokenizer.from_pretrained(minilm_dir()).save_pretrained(tmp_path / "gpt")
     rng = np.random.default_rng(1)
     (tmp_path / "docs.txt").write_text("\n\n".join(" ".join(rng.choice(WORDS, 20)) for _ in range(8)))
-    cache, run = _cache_and_train(tmp_path, ["--adapter", "tlens", "--model", str(tmp_path / "gpt"), "--layers", "0",
+    cache, run = cache_and_train(tmp_path, ["--adapter", "tlens", "--model", str(tmp_path / "gpt"), "--layers", "0",
                                              "--data", f"text:{tmp_path / 'docs.txt'}", "--context-size", "16"],
                                   "--k", "4", "--batch-size", "32")
     res = _downstream(run, heldout_frac="0.5")
@@ -185,17 +159,7 @@ def test_bridged_causal_lm_ce_matches_transformers(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def minilm_run(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("minilm")
-    (root / "docs.txt").write_text("\n\n".join([
-        "Sparse autoencoders decompose activations into interpretable features.",
-        "The quick brown fox jumps over the lazy dog, again and again.",
-        "Residual streams carry information between transformer blocks, layer after layer.",
-        "A sentence encoder maps a text to one vector.",
-    ]))
-    _, run = _cache_and_train(root, ["--adapter", "tlens", "--model", "minilm", "--layers", "3",
-                                     "--data", f"text:{root / 'docs.txt'}", "--context-size", "16"],
-                              "--k", "16", "--batch-size", "32")
-    return run
+    return shared_runs.minilm_run(tmp_path_factory)[1]
 
 
 def test_minilm_sentence_embedding_cosine(minilm_run: Path, tmp_path: Path) -> None:
@@ -210,16 +174,7 @@ def test_minilm_sentence_embedding_cosine(minilm_run: Path, tmp_path: Path) -> N
 
 @pytest.fixture(scope="module")
 def vit_runs(tmp_path_factory) -> dict[str, tuple[Path, Path]]:
-    root = tmp_path_factory.mktemp("vit")
-    cfg = root / "tiny_clip_downstream.json"
-    cfg.write_text(json.dumps(TINY_CLIP))
-    data = ["--data", "samples", "--data-opt", "n=12", "--layers", "1"]
-    return {
-        "clip": _cache_and_train(root / "clip", ["--adapter", "clip", "--model", f"config:{cfg}", *data],
-                                 "--tokens", "cls", "--k", "8", "--batch-size", "4"),
-        "timm": _cache_and_train(root / "timm", ["--adapter", "timm", *TIMM_ARGS, *data],
-                                 "--tokens", "patch", "--k", "8", "--batch-size", "32"),
-    }
+    return shared_runs.vit_runs(tmp_path_factory)
 
 
 def _spliced_positions(adapter, index: np.ndarray, tokens: str) -> np.ndarray:
