@@ -97,6 +97,20 @@ def test_lm_ce_matches_manual_hooks(lm_run) -> None:
     assert res["ce_clean_se"] == pytest.approx(float(((m - 1) / m * ((loo - loo.mean()) ** 2).sum()).sqrt()), rel=1e-4)
 
 
+def test_token_budget_picks_the_last_rows(lm_run) -> None:
+    """downstream_tokens: the shortest tail of the held-out rows holding that many tokens the SAE
+    reads; downstream_rows caps it."""
+    cache, run = lm_run
+    reader = open_reader(cache)
+    _, index = reader.read_examples(0, reader.n_examples, layers=[0])
+    per_row = index["valid"].sum(1)
+    res = _downstream(run, downstream_tokens="40")
+    lo, hi = res["rows"]
+    assert hi == reader.n_examples and per_row[lo:].sum() >= 40 > per_row[lo + 1 :].sum()
+    assert res["n_spliced_tokens"] == per_row[lo:].sum() and res["ce_clean_se"] > 0
+    assert _downstream(run, downstream_tokens="100000", downstream_rows="3")["rows"] == [hi - 3, hi]
+
+
 def _perfect_downstream(run: Path, tmp_path: Path, **options: str) -> dict:
     """downstream.json of an SAE that reconstructs exactly, on the run's cache and layer."""
     from inference_helpers import perfect_checkpoint
@@ -229,7 +243,8 @@ def test_vit_embedding_cosine_replaces_only_trained_kind(vit_runs, name: str, ki
 
 
 def test_clip_cosine_matches_manual_hooks_in_both_layouts(vit_runs) -> None:
-    """An independent open_clip forward with the cls position replaced gives the same cosine;
+    """An independent open_clip forward with the cls position replaced gives the same cosine and
+    zero-shot-style logits (the clean image embeddings of the rows as classes, CLIP's scale);
     replacing every position would not. Blocks run as (tokens, batch, d) give the same numbers."""
     import open_clip
     from sae_core.caching import build_adapter
@@ -248,7 +263,7 @@ def test_clip_cosine_matches_manual_hooks_in_both_layouts(vit_runs) -> None:
     ds = _dataset()
     pixels = torch.stack([preprocess(ds[i].data) for i in range(6, 12)])
 
-    def cosine(positions: slice) -> float:
+    def embeddings(positions: slice) -> tuple[torch.Tensor, torch.Tensor]:
         def hook(module, args, out):
             out = out.clone()
             out[:, positions] = sae(out[:, positions])
@@ -259,10 +274,22 @@ def test_clip_cosine_matches_manual_hooks_in_both_layouts(vit_runs) -> None:
             handle = visual.transformer.resblocks[1].register_forward_hook(hook)
             spliced = visual(pixels)
             handle.remove()
-        return float(torch.nn.functional.cosine_similarity(clean, spliced, dim=-1).mean())
+        return clean, spliced
+
+    def cosine(positions: slice) -> float:
+        return float(torch.nn.functional.cosine_similarity(*embeddings(positions), dim=-1).mean())
 
     assert res["embedding_cosine"] == pytest.approx(cosine(slice(0, 1)), abs=1e-5)
     assert abs(res["embedding_cosine"] - cosine(slice(None))) > 1e-4
+    clean, spliced = (torch.nn.functional.normalize(e.double(), dim=-1) for e in embeddings(slice(0, 1)))
+    scale = float(model.logit_scale.exp())
+    ref, logits = scale * clean @ clean.T, scale * spliced @ clean.T  # (6, 6): images vs clean images as classes
+    assert res["zeroshot_logit_scale"] == pytest.approx(scale) and res["zeroshot_classes"] == 6
+    assert res["zeroshot_logit_change_spliced"] == pytest.approx(float((logits - ref).abs().mean()), rel=1e-4)
+    kl = (ref.softmax(-1) * (ref.log_softmax(-1) - logits.log_softmax(-1))).sum(-1).mean()
+    assert res["zeroshot_kl_spliced"] == pytest.approx(float(kl), rel=1e-3, abs=1e-7)
+    assert res["zeroshot_top1_agreement_spliced"] == float((logits.argmax(-1) == ref.argmax(-1)).double().mean())
+    assert {"zeroshot_logit_change_zero_ablated", "zeroshot_logit_change_spliced_se"} <= set(res)
 
     adapter = build_adapter("clip", AdapterRequest(model=meta.model, layers=meta.layers))
     acts, index = open_reader(cache).read_examples(6, 12, layers=[0])
