@@ -1,5 +1,6 @@
-"""Everything the viewer reads: only files written by `sae train` and `sae analyze` (and the
-dataset's images or the cache's vocab.json), never a model forward. Per-latent reads slice the
+"""Everything the viewer reads: only files written by `sae train`, `sae analyze` and `sae ablate`
+(and the dataset's images or the cache's vocab.json), never a model forward (the "Your input"
+page runs the model on demand, in :mod:`sae_viewer.live`). Per-latent reads slice the
 safetensors files (``safe_open(...).get_slice``), so a 65k-latent SAE opens as fast as a small one.
 """
 
@@ -73,8 +74,12 @@ def downstream_line(result: dict[str, Any]) -> str:
     if result.get("kind") == "lm_ce":
         rec = result.get("ce_loss_recovered")
         rec_s = f"{rec:.1%}" if rec is not None else "n/a"
+        if rec is not None and result.get("ce_loss_recovered_se") is not None:
+            rec_s += f" ± {result['ce_loss_recovered_se']:.1%}"
         line = (f"Downstream (SAE spliced in at {where}; {held}): CE loss recovered **{rec_s}** — CE clean "
                 f"{result['ce_clean']:.4f}, spliced {result['ce_spliced']:.4f}, zero-ablated {result['ce_zero_ablated']:.4f}")
+        if result.get("kl_spliced") is not None:
+            line += f"; KL(clean ‖ spliced) {_pm(result['kl_spliced'], result.get('kl_spliced_se'), '.4f')}"
     elif "embedding_cosine" in result:
         zero = result.get("embedding_cosine_zero_ablated")
         line = (f"Downstream (SAE spliced in at {where}; {held}): cosine of the {result.get('embedding', 'embedding')} "
@@ -87,6 +92,49 @@ def downstream_line(result: dict[str, Any]) -> str:
     if result.get("warning"):
         line += f". Warning: {result['warning']}"
     return line
+
+
+def ablation(s: SAEFiles) -> dict[str, Any] | None:
+    """``ablation.json`` (``sae ablate``), or None."""
+    if not s.has("ablation.json"):
+        return None
+    try:
+        doc = json.loads((s.path / "ablation.json").read_text())
+    except ValueError:
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def ablation_lines(doc: dict[str, Any] | None, latent: int) -> list[str]:
+    """Sentences for a latent's page: its effect when ablated alone, then in the joint ablations
+    that include it (``sae ablate`` results; the numbers are ± one standard error)."""
+    if not doc:
+        return []
+    found = [r for r in doc.get("results", []) if latent in r.get("features", [])]
+    found.sort(key=lambda r: len(r["features"]))
+    return [_ablation_line(doc.get("kind"), r, latent) for r in found]
+
+
+def _pm(v: Any, se: Any, fmt: str = "+.4f") -> str:
+    if v is None:
+        return "n/a"
+    return f"{v:{fmt}}" + (f" ± {se:.4f}" if se is not None else "")
+
+
+def _ablation_line(kind: str | None, r: dict[str, Any], latent: int) -> str:
+    feats = r["features"]
+    what = f"Ablating latent {latent}" if feats == [latent] else f"Ablating latents {', '.join(map(str, feats))} together"
+    fired = ", ".join(f"{f:.1%}" for f in r.get("fired_frac", []))
+    where = f"{r.get('n_rows', '?')} held-out rows, fires on {fired} of their tokens"
+    if kind == "lm_ce":
+        return (f"{what} ({where}): CE **{_pm(r.get('ce_delta'), r.get('ce_delta_se'))}** vs the spliced SAE "
+                f"({r.get('ce_spliced', float('nan')):.4f} → {r.get('ce_ablated', float('nan')):.4f}); removed from the "
+                f"real activations: CE {_pm(r.get('ce_delta_exact'), r.get('ce_delta_exact_se'))} vs clean, "
+                f"KL {r.get('kl_ablated_exact', float('nan')):.2e}")
+    return (f"{what} ({where}): cosine of the {r.get('embedding', 'embedding')} with the clean one "
+            f"**{_pm(r.get('cos_ablated'), r.get('cos_ablated_se'), '.4f')}** (spliced without ablation: "
+            f"{_pm(r.get('cos_spliced'), r.get('cos_spliced_se'), '.4f')}); removed from the real activations: "
+            f"{_pm(r.get('cos_ablated_exact'), r.get('cos_ablated_exact_se'), '.4f')}")
 
 
 def metrics(s: SAEFiles) -> list[dict[str, Any]]:

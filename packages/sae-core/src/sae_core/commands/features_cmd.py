@@ -22,7 +22,7 @@ def features(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Per token (or patch): the SAE's top features on your own input, with their values."""
-    from sae_core.inference.features import record, token_table, top_image_features, write_heatmaps
+    from sae_core.inference.features import record, token_table, top_features, write_heatmaps
     from sae_core.inference.target import open_target
     from sae_core.validate import check_input_file, check_output_dir, check_positive
 
@@ -46,7 +46,7 @@ def features(
     doc["tokens"] = token_table(result, hook, top, grid)
     if image is not None:
         assert out is not None
-        best = top_image_features(result, hook, top)
+        best = top_features(result, hook, top)
         doc["image"] = str(image)
         doc["image_top_features"] = [[i, v] for i, v in best]
         reads_patches = hook.tokens in ("patch", "all") and "patch" in result.inputs.kinds

@@ -51,12 +51,13 @@ def token_table(result: RunResult, hook: SAEHook, top: int, grid: list[int] | No
     return rows
 
 
-def top_image_features(result: RunResult, hook: SAEHook, n: int, row: int = 0) -> list[tuple[int, float]]:
-    """The ``n`` features with the largest activation on any recorded token of image ``row``."""
+def top_features(result: RunResult, hook: SAEHook, n: int, row: int | None = None) -> list[tuple[int, float]]:
+    """The ``n`` features with the largest activation on any recorded token (of batch row
+    ``row``, or of all rows: a long text spans several windows)."""
     acts = result.features.get(hook.name)
     if acts is None:
         return []
-    dense = acts.dense()[acts.rows == row]  # (tokens, d_sae)
+    dense = acts.dense() if row is None else acts.dense()[acts.rows == row]  # (tokens, d_sae)
     if not len(dense):
         return []
     peak = dense.max(0).values  # (d_sae,)
