@@ -14,7 +14,7 @@ import pytest
 import shared_runs
 import torch
 from inference_helpers import perfect_sae
-from sae_core.checkpoint import find_checkpoints
+from sae_core.checkpoint import find_checkpoints, load_sae
 from sae_core.errors import SAEError
 from sae_core.inference import Ablate, Clamp, HookedModel, SAEHook, Scale, Steer
 
@@ -32,6 +32,16 @@ def _cached_view(model: HookedModel, inputs) -> torch.Tensor:
     """(b, T, d): the layer's activations as `sae cache` computes them for these windows."""
     attention = torch.from_numpy(inputs.attention).long()
     return model.adapter.forward_windows(inputs.data, attention)[:, 0]
+
+
+def test_jackknife_of_a_mean_is_its_standard_error() -> None:
+    from sae_core.inference.stats import jackknife, ratio
+
+    x = np.random.default_rng(0).normal(size=50)
+    value, se = jackknife(np.stack([x, np.ones(50)], 1), ratio(0, 1))
+    assert value == pytest.approx(x.mean()) and se == pytest.approx(x.std(ddof=1) / 50**0.5)
+    assert jackknife(np.array([[1.0, 2.0]]), ratio(0, 1)) == (0.5, None)  # one row: no error
+    assert jackknife(np.zeros((3, 2)), ratio(0, 1)) == (None, None)  # 0/0: no value
 
 
 def test_record_is_encode_of_cached_activations_on_the_tokens_trained_on(lm) -> None:
@@ -183,12 +193,64 @@ def test_vit_record_splice_and_identity(tmp_path_factory, name: str) -> None:
         model.generate("a prompt")
 
 
-def test_adapter_that_cannot_run_is_a_clear_error(tmp_path: Path, run_cli) -> None:
+def test_plugin_adapter_through_the_protocol(tmp_path: Path, run_cli) -> None:
+    """A third-party adapter (the example plugin's MLP) cannot run its model until it implements
+    the protocol (a clear error); a subclass implementing make_inputs / cached_inputs /
+    run_with_hooks gets recording, exact edits and the downstream metrics from sae-core."""
+    import torch.nn.functional as F
+    from sae_core.datasets import open_dataset
+    from sae_core.inference.splice_eval import splice_metrics
+    from sae_core.protocols import AdapterRequest
+    from sae_core.protocols.running import ModelInputs, ModelOutput
+    from sae_core.stores import open_reader
+    from sae_example_plugin.components import MLPAdapter
+
     code, out, err = run_cli("cache", "--adapter", "mlp", "--model", "x", "--data", "gaussian:64", "--layers", "0",
                              "--out", str(tmp_path / "c"), "-q")
     assert code == 0, err
-    code, _, err = run_cli("train", "--data", out.strip().splitlines()[-1], "--out", str(tmp_path / "run"), "--arch", "topk",
+    cache = out.strip().splitlines()[-1]
+    code, _, err = run_cli("train", "--data", cache, "--out", str(tmp_path / "run"), "--arch", "topk",
                            "--k", "2", "--exp-factor", "2", "--steps", "5", "--batch-size", "16", "-q")
     assert code == 0, err
+    ckpt = find_checkpoints(tmp_path / "run")[0]
     with pytest.raises(SAEError, match="adapter 'mlp' cannot run its model with SAEs attached"):
-        HookedModel.from_checkpoint(find_checkpoints(tmp_path / "run")[0])
+        HookedModel.from_checkpoint(ckpt)
+
+    class RunnableMLP(MLPAdapter):
+        def _inputs(self, x: np.ndarray, example: np.ndarray) -> ModelInputs:
+            return ModelInputs(data=torch.from_numpy(x), valid=np.ones((len(x), 1), dtype=bool), kinds=["token"],
+                               example=example)
+
+        def make_inputs(self, examples):
+            return self._inputs(np.stack(examples).astype(np.float32), np.arange(len(examples)))
+
+        def cached_inputs(self, index, dataset=None):
+            ids = index["example"][:, 0]
+            return self._inputs(np.stack([dataset[int(i)].data for i in ids]), ids)
+
+        def run_with_hooks(self, inputs, hooks, *, output=True):
+            h = inputs.data  # (b, 16)
+            valid = torch.from_numpy(inputs.valid)
+            for i, w in enumerate(self.weights):
+                h = torch.relu(h @ w)  # (b, width)
+                fn = hooks.get(f"hidden.{i}")
+                new = fn(h[:, None, :], valid) if fn else None  # the protocol's (batch, tokens, d)
+                h = h if new is None else new[:, 0]
+            return ModelOutput(kind="embedding", embedding=h, embedding_name="last hidden layer")
+
+    adapter = RunnableMLP(AdapterRequest(model="x", layers=["0"]))
+    model, sae = HookedModel(adapter), load_sae(ckpt)
+    reader = open_reader(cache)
+    acts, index = reader.read_examples(48, 64, layers=[0])
+    ds = open_dataset("gaussian:64", "vector")
+    inputs = adapter.cached_inputs(index, ds)
+    result = model.run(inputs, SAEHook(sae))
+    assert torch.allclose(result.features[sae.cfg["name"]].dense(), sae.encode(acts[:, 0, 0]), atol=1e-6)
+    assert torch.equal(model.run(inputs, SAEHook(sae, splice=True, keep_error=True)).output.embedding,
+                       result.output.embedding)
+    res = splice_metrics(adapter, sae, "hidden.0", index, acts[:, 0], kinds=["token"], tokens="all", dataset=ds, batch_rows=5)
+    spliced = model.run(inputs, SAEHook(sae, splice=True)).output.embedding
+    want = F.cosine_similarity(result.output.embedding, spliced, dim=-1)
+    assert res["kind"] == "embedding_cosine" and res["cache_rel_error"] < 1e-6
+    assert res["embedding_cosine"] == pytest.approx(float(want.mean()), abs=1e-6)
+    assert res["embedding_cosine_se"] == pytest.approx(float(want.std() / len(want) ** 0.5), rel=1e-4)
