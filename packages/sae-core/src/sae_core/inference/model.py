@@ -14,6 +14,7 @@ special tokens and ``valid`` rule), so an SAE reads the kind of tokens it was tr
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,5 +99,5 @@ class HookedModel:
     def generate(self, prompt: str, saes: SAEHook | Sequence[SAEHook] = (), *, max_new_tokens: int = 20) -> Generation:
         """Greedy continuation of ``prompt`` with ``saes`` attached at every step (causal LMs)."""
         saes = [saes] if isinstance(saes, SAEHook) else list(saes)
-        saes = [SAEHook(h.sae, h.edits, h.splice, h.keep_error, False, h.layer, h.tokens, h.name) for h in saes]
+        saes = [dataclasses.replace(h, record=False) for h in saes]  # nothing to record while generating
         return self.adapter.generate(prompt, self.hooks(saes, ["token"], {}), max_new_tokens=max_new_tokens)

@@ -53,7 +53,8 @@ class SAETarget:
     def require(self, modality: str, what: str) -> None:
         """A one-line error unless the SAE's model reads ``modality``."""
         if self.modality != modality:
-            raise SAEError(f"{what} needs a {modality} model, but SAE {self.name} reads the {self.modality} model "
+            article = "an" if modality[:1] in "aeiou" else "a"
+            raise SAEError(f"{what} needs {article} {modality} model, but SAE {self.name} reads the {self.modality} model "
                            f"{self.meta.model!r} (adapter {self.meta.adapter!r})")
 
 
