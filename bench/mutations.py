@@ -39,11 +39,11 @@ class Mutation:
 
 MUTATIONS = [
     # -- the list ---------------------------------------------------------------------
-    Mutation("jumprelu-threshold-scaled-at-export", f"{CORE}/archs/base.py",
+    Mutation("jumprelu-threshold-scaled-at-export", f"{CORE}/protocols/architecture.py",
              "out[name] = self._export_extra(name, i)",
              "out[name] = self._export_extra(name, i) * (scale if name == 'threshold' and self.name == 'jumprelu' else 1.0)",
              "JumpReLU threshold multiplied by the normalisation scale at export"),
-    Mutation("gated-bmag-scaled-at-export", f"{CORE}/archs/base.py",
+    Mutation("gated-bmag-scaled-at-export", f"{CORE}/protocols/architecture.py",
              "out[name] = self._export_extra(name, i)",
              "out[name] = self._export_extra(name, i) * (scale if name == 'b_mag' else 1.0)",
              "gated b_mag multiplied by the normalisation scale at export"),
@@ -53,7 +53,7 @@ MUTATIONS = [
     Mutation("batchtopk-momentum-swapped", f"{CORE}/archs/batchtopk.py",
              "m * self.threshold[:, 0] + (1 - m) * tau", "(1 - m) * self.threshold[:, 0] + m * tau",
              "BatchTopK EMA momentum swapped (m <-> 1-m)"),
-    Mutation("decoder-projection-removed", f"{CORE}/archs/base.py",
+    Mutation("decoder-projection-removed", f"{CORE}/protocols/architecture.py",
              "g.sub_((g * w).sum(-1, keepdim=True) * w)", "pass",
              "decoder gradient projection removed"),
     Mutation("adam-no-bias-correction", f"{CORE}/train/optim.py",
@@ -119,10 +119,10 @@ MUTATIONS = [
              "torch.stack(taus).mean(0)", "taus[0]",
              "BatchTopK: calibrated threshold from one batch, not the mean"),
     # -- folding and reporting ----------------------------------------------------------------
-    Mutation("fold-wdec-not-divided", f"{CORE}/archs/base.py",
+    Mutation("fold-wdec-not-divided", f"{CORE}/protocols/architecture.py",
              '"W_dec": self.W_dec[i].detach() / scale,', '"W_dec": self.W_dec[i].detach(),',
              "export: decoder not divided by the normalisation scale"),
-    Mutation("fold-bdec-not-divided", f"{CORE}/archs/base.py",
+    Mutation("fold-bdec-not-divided", f"{CORE}/protocols/architecture.py",
              '"b_dec": self.b_dec[i].detach() / scale,', '"b_dec": self.b_dec[i].detach(),',
              "export: decoder bias not divided by the normalisation scale"),
     Mutation("report-training-mode", f"{CORE}/train/trainer.py",

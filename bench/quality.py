@@ -111,7 +111,7 @@ def worker_ours(a: argparse.Namespace) -> list[dict[str, Any]]:
     x = heldout_tokens(a.heldout)
     sae = {"arch": a.arch, "d_sae": a.d_sae, "lr": a.lrs, spec["ours"]: spec["levels"]}
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = expand(a.cache, reader.meta.d_model, {"layer": 0, "batch_size": a.batch_size},
+        cfg = expand(a.cache, reader.meta.d_model, {"layer": 0, "batch_size": a.batch_size, "val_fraction": 0.0},
                      sae, {"steps": a.steps, "seed": a.seed, "log_every": a.steps, "checkpoint_every": a.steps + 1,
                            "device": a.device}, f"{tmp}/run")
         t0 = time.perf_counter()

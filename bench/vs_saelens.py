@@ -82,7 +82,8 @@ def worker_ours(a: argparse.Namespace) -> dict[str, Any]:
     ks = [int(k) for k in a.ks.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         cfg = expand(a.cache, reader.meta.d_model,
-                     {"layer": 0, "batch_size": a.batch_size, "tokens": tokens_filter(reader), "normalize": False},
+                     {"layer": 0, "batch_size": a.batch_size, "tokens": tokens_filter(reader), "normalize": False,
+                      "val_fraction": 0.0},
                      {"arch": "topk", "k": ks, "d_sae": a.d_sae, "lr": a.lr, "aux_coeff": 1 / 32},
                      {"steps": a.steps, "seed": a.seed, "log_every": a.steps, "lr_warmup_steps": 1, "lr_decay_frac": 0.0,
                       "device": a.device, "checkpoint_every": a.steps + 1},
@@ -93,7 +94,7 @@ def worker_ours(a: argparse.Namespace) -> dict[str, Any]:
         for ckpt in find_checkpoints(run):
             sae = load_sae(ckpt, device=a.device)
             last = json.loads((ckpt / "metrics.jsonl").read_text().splitlines()[-1])
-            evals.append({"k": sae.cfg["hyper"]["k"], **evaluate(sae.encode, sae.decode, x)})
+            evals.append({"k": sae.cfg.hyper["k"], **evaluate(sae.encode, sae.decode, x)})
         seconds = last["samples"] / last["samples_per_s"]
     return {"seconds": seconds, "evals": evals}
 

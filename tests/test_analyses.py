@@ -46,7 +46,7 @@ def _brute(cache: Path, ckpt: Path) -> tuple[torch.Tensor, np.ndarray, torch.Ten
 
 def test_analyze_cli_matches_brute_force(run_cli, trained) -> None:
     cache, run = trained
-    code, out, err = run_cli("analyze", str(run), "--k", "5", "-q")
+    code, out, err = run_cli("analyze", str(run), "--k", "5", "--option", "split=all", "-q")
     assert code == 0, err
     (ckpt,) = find_checkpoints(run)
     f, _, keep = _brute(cache, ckpt)
@@ -67,16 +67,35 @@ def test_analyze_cli_matches_brute_force(run_cli, trained) -> None:
         assert top["examples"][latent][good].tolist() == (rows[good] * 3).tolist()
         torch.testing.assert_close(top["token_acts"][latent][good].float(), f[rows[good], :, latent].half().float())
     recon = json.loads((ckpt / "reconstruction.json").read_text())
-    lo, hi = recon["heldout_rows"]
-    x = open_reader(cache).read_examples(lo, hi, layers=[1])[0][:, 0][keep[lo:hi]]
-    sae = load_sae(ckpt)
-    with torch.no_grad():
-        xh = sae(x)
-    fvu = float(((xh - x) ** 2).sum() / ((x - x.mean(0)) ** 2).sum())
-    assert abs(recon["fvu"] - fvu) < 1e-4 and recon["n_tokens"] == len(x)
+    assert recon["split"] == "all" and recon["n_rows"] == open_reader(cache).n_examples
     assert json.loads(out)[ckpt.name]["top-examples"]["k"] == 5
     meta = json.loads((ckpt / "top_examples.json").read_text())
     assert meta["modality"] == "image" and meta["dataset"]["spec"] == "synthetic"
+
+
+def test_analyses_read_the_validation_examples_by_default(run_cli, trained) -> None:
+    """Default analyses measure the SAE on the examples its training held out (cfg.json `val`):
+    the rows whose dataset example falls in the validation split, all of their tokens."""
+    from sae_core.split import ExampleSplit
+
+    cache, run = trained
+    code, _, err = run_cli("analyze", str(run), "--only", "reconstruction", "--only", "feature-stats", "-q")
+    assert code == 0, err
+    (ckpt,) = find_checkpoints(run)
+    val = json.loads((ckpt / "cfg.json").read_text())["val"]
+    assert val["fraction"] == 0.02
+    f, index, keep = _brute(cache, ckpt)
+    rows = np.flatnonzero(ExampleSplit(val["fraction"], val["seed"]).is_val(index["example"][:, 0]))
+    assert 0 < len(rows) < 0.1 * len(index)
+    recon = json.loads((ckpt / "reconstruction.json").read_text())
+    assert recon["split"] == "val" and recon["n_rows"] == len(rows)
+    x = open_reader(cache).read_examples(0, len(index), layers=[1])[0][:, 0][rows][keep[rows]]
+    with torch.no_grad():
+        xh = load_sae(ckpt)(x)
+    fvu = float(((xh - x) ** 2).sum() / ((x - x.mean(0)) ** 2).sum())
+    assert abs(recon["fvu"] - fvu) < 1e-4 and recon["n_tokens"] == len(x)
+    stats = load_file(str(ckpt / "feature_stats.safetensors"))
+    torch.testing.assert_close(stats["frequency"], (f[rows][keep[rows]] > 0).float().mean(0))
 
 
 def test_analyze_errors(run_cli, trained, tmp_path: Path) -> None:

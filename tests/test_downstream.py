@@ -42,7 +42,7 @@ def test_lm_ce_matches_manual_hooks(lm_run) -> None:
 
     cache, run = lm_run
     code, out, err = _cli()("analyze", str(run), "--only", "downstream", "-q",
-                            "--option", "heldout_frac=0.5", "--option", "downstream_batch=3")
+                            "--option", "split=tail", "--option", "heldout_frac=0.5", "--option", "downstream_batch=3")
     assert code == 0, err
     (ckpt,) = find_checkpoints(run)
     res = json.loads((ckpt / "downstream.json").read_text())
@@ -104,11 +104,44 @@ def test_token_budget_picks_the_last_rows(lm_run) -> None:
     reader = open_reader(cache)
     _, index = reader.read_examples(0, reader.n_examples, layers=[0])
     per_row = index["valid"].sum(1)
-    res = _downstream(run, downstream_tokens="40")
+    res = _downstream(run, split="tail", downstream_tokens="40")
     lo, hi = res["rows"]
     assert hi == reader.n_examples and per_row[lo:].sum() >= 40 > per_row[lo + 1 :].sum()
     assert res["n_spliced_tokens"] == per_row[lo:].sum() and res["ce_clean_se"] > 0
-    assert _downstream(run, downstream_tokens="100000", downstream_rows="3")["rows"] == [hi - 3, hi]
+    assert _downstream(run, split="tail", downstream_tokens="100000", downstream_rows="3")["rows"] == [hi - 3, hi]
+
+
+def test_default_rows_are_the_validation_examples(lm_run, tmp_path: Path) -> None:
+    """Without ``--option split=`` downstream reads the SAE's validation examples (cfg.json
+    ``val``): every window of those examples, not consecutive rows, read through read_rows; the
+    numbers are the splice metrics of exactly those rows."""
+    import shutil
+
+    from sae_core.inference.loading import adapter_for_cache
+    from sae_core.inference.splice_eval import splice_metrics
+    from sae_core.split import ExampleSplit, Selection
+
+    cache, run = lm_run
+    ckpt = tmp_path / "val30"
+    shutil.copytree(find_checkpoints(run)[0], ckpt)
+    cfg = json.loads((ckpt / "cfg.json").read_text())
+    cfg["val"] = {"fraction": 0.3, "seed": 0, "tokens": None}
+    (ckpt / "cfg.json").write_text(json.dumps(cfg))
+    reader = open_reader(cache)
+    val = reader.rows(Selection(ExampleSplit(0.3, 0), "val"))
+    assert len(val) > 2 and (np.diff(val) > 1).any()  # a real split: not one block of rows
+    res = analyse_run(ckpt, only=["downstream"], options={"downstream_tokens": "100000"}, progress=False)["val30"]["downstream"]
+    assert res["split"] == "val" and res["n_rows"] == len(val) and res["rows"] == [int(val[0]), int(val[-1]) + 1]
+    parts = [reader.read_examples(int(r), int(r) + 1, layers=[0]) for r in val]
+    acts, index = torch.cat([a for a, _ in parts]), np.concatenate([i for _, i in parts])
+    assert res["n_spliced_tokens"] == int(index["valid"].sum())
+    ref = splice_metrics(adapter_for_cache(reader.meta), load_sae(ckpt), res["layer"], index, acts[:, 0],
+                         kinds=list(reader.meta.token_kinds), tokens="all", batch_rows=8)
+    for key in ("ce_clean", "ce_spliced", "ce_zero_ablated", "kl_spliced", "ce_clean_se"):
+        assert res[key] == pytest.approx(ref[key], rel=1e-6), key
+    with_budget = analyse_run(ckpt, only=["downstream"], options={"downstream_tokens": "20"}, progress=False)
+    few = with_budget["val30"]["downstream"]
+    assert few["n_rows"] < len(val) and few["rows"][1] == int(val[-1]) + 1  # the last validation rows
 
 
 def _perfect_downstream(run: Path, tmp_path: Path, **options: str) -> dict:
@@ -141,7 +174,7 @@ def test_bridged_causal_lm_ce_matches_transformers(tmp_path: Path) -> None:
     cache, run = cache_and_train(tmp_path, ["--adapter", "tlens", "--model", str(tmp_path / "gpt"), "--layers", "0",
                                              "--data", f"text:{tmp_path / 'docs.txt'}", "--context-size", "16"],
                                   "--k", "4", "--batch-size", "32")
-    res = _downstream(run, heldout_frac="0.5")
+    res = _downstream(run, split="tail", heldout_frac="0.5")
     assert res["kind"] == "lm_ce" and open_reader(cache).meta.extra["loader"] == "bridge"
     assert res["cache_rel_error"] < 1e-5
     lo, hi = res["rows"]
@@ -179,7 +212,7 @@ def minilm_run(tmp_path_factory) -> Path:
 def test_minilm_sentence_embedding_cosine(minilm_run: Path, tmp_path: Path) -> None:
     """The real offline MiniLM (an encoder): the cache records its hub id, which re-creates the
     bundled model exactly; the result is the cosine of the mean-pooled sentence embeddings."""
-    res = _downstream(minilm_run, heldout_frac="1")
+    res = _downstream(minilm_run, split="tail", heldout_frac="1")
     assert res["kind"] == "embedding_cosine" and res["model"] == "sentence-transformers/all-MiniLM-L6-v2"
     assert 0 < res["embedding_cosine"] <= 1 + 1e-6 and -1 <= res["embedding_cosine_zero_ablated"] < 1
     assert res["cache_rel_error"] < 1e-5 and "ce_clean" not in res
@@ -228,7 +261,7 @@ def test_vit_embedding_cosine_replaces_only_trained_kind(vit_runs, name: str, ki
     from sae_core.protocols import AdapterRequest
 
     cache, run = vit_runs[name]
-    res = _downstream(run, heldout_frac="0.5")
+    res = _downstream(run, split="tail", heldout_frac="0.5")
     assert res["kind"] == "embedding_cosine" and res["tokens"] == kind and res["rows"] == [6, 12]
     assert 0 < res["embedding_cosine"] <= 1 + 1e-6 and res["cache_rel_error"] < 1e-5
     reader = open_reader(cache)
@@ -251,7 +284,7 @@ def test_clip_cosine_matches_manual_hooks_in_both_layouts(vit_runs) -> None:
     from sae_core.protocols import AdapterRequest
 
     cache, run = vit_runs["clip"]
-    res = _downstream(run, heldout_frac="0.5")
+    res = _downstream(run, split="tail", heldout_frac="0.5")
     (ckpt,) = find_checkpoints(run)
     sae = load_sae(ckpt)
     meta = open_reader(cache).meta

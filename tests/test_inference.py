@@ -49,7 +49,7 @@ def test_record_is_encode_of_cached_activations_on_the_tokens_trained_on(lm) -> 
     result = model.run(TEXTS, SAEHook(sae), output=False)
     inputs = result.inputs
     assert inputs.shape[1] == 16 and len(inputs.example) > 2 and set(inputs.example) == {0, 1}  # windows of 16
-    feats = result.features[sae.cfg["name"]]
+    feats = result.features[sae.cfg.name]
     rows, pos = np.nonzero(inputs.valid)
     assert feats.rows.tolist() == rows.tolist() and feats.positions.tolist() == pos.tolist()
     labels = {inputs.labels[r][p] for r, p in zip(rows, pos, strict=True)}
@@ -66,7 +66,7 @@ def test_no_edit_with_error_kept_changes_nothing_bit_for_bit(lm) -> None:
     inputs = model.inputs(TEXTS)
     clean = model.run(inputs).output.logits
     assert torch.equal(model.run(inputs, SAEHook(sae, splice=True, keep_error=True)).output.logits, clean)
-    f = model.run(inputs, SAEHook(sae), output=False).features[sae.cfg["name"]].dense()
+    f = model.run(inputs, SAEHook(sae), output=False).features[sae.cfg.name].dense()
     never = int(torch.nonzero(f.amax(0) == 0)[0])  # a feature that fires on none of these tokens
     ablated = model.run(inputs, SAEHook(sae, edits=[Ablate([never])])).output.logits
     assert torch.equal(ablated, clean)  # x + (f' − f) W_dec with f' = f: exactly x
@@ -157,7 +157,7 @@ def test_minilm_real_model(tmp_path_factory) -> None:
     result = model.run(inputs, SAEHook(sae))
     assert result.output.kind == "embedding" and result.output.embedding.shape == (2, 384)
     x = _cached_view(model, inputs)[torch.from_numpy(inputs.valid)]
-    assert torch.allclose(result.features[sae.cfg["name"]].dense(), sae.encode(x), atol=1e-6)
+    assert torch.allclose(result.features[sae.cfg.name].dense(), sae.encode(x), atol=1e-6)
     assert inputs.labels[0][0] == "[CLS]" and not inputs.valid[:, 0].any()
     assert torch.equal(model.run(inputs, SAEHook(sae, splice=True, keep_error=True)).output.embedding,
                        result.output.embedding)
@@ -178,8 +178,8 @@ def test_vit_record_splice_and_identity(tmp_path_factory, name: str) -> None:
     ds = open_dataset("samples", "image", n=12)
     images = [ds[i].data for i in (0, 5)]
     result = model.run(images, SAEHook(sae))
-    kind = sae.cfg["source"]["tokens"]
-    feats = result.features[sae.cfg["name"]]
+    kind = sae.cfg.source.tokens
+    feats = result.features[sae.cfg.name]
     kinds = np.array(result.inputs.kinds)
     assert set(kinds[feats.positions.numpy()]) == {kind} and len(feats.positions) == 2 * int((kinds == kind).sum())
     acts = model.adapter.forward_pixels(result.inputs.data)[:, 0]  # (b, T, d): what caching stores
@@ -245,7 +245,7 @@ def test_plugin_adapter_through_the_protocol(tmp_path: Path, run_cli) -> None:
     ds = open_dataset("gaussian:64", "vector")
     inputs = adapter.cached_inputs(index, ds)
     result = model.run(inputs, SAEHook(sae))
-    assert torch.allclose(result.features[sae.cfg["name"]].dense(), sae.encode(acts[:, 0, 0]), atol=1e-6)
+    assert torch.allclose(result.features[sae.cfg.name].dense(), sae.encode(acts[:, 0, 0]), atol=1e-6)
     assert torch.equal(model.run(inputs, SAEHook(sae, splice=True, keep_error=True)).output.embedding,
                        result.output.embedding)
     res = splice_metrics(adapter, sae, "hidden.0", index, acts[:, 0], kinds=["token"], tokens="all", dataset=ds, batch_rows=5)

@@ -83,7 +83,7 @@ def test_ablate_reports_ce_change_and_writes_ablation_json(lm_ckpt: Path, run_cl
     adapter = _adapter(lm_ckpt)
     from sae_core.stores import open_reader
 
-    reader = open_reader(sae.cfg["source"]["cache"])
+    reader = open_reader(sae.cfg.source.cache)
     acts, index = reader.read_examples(0, reader.n_examples, layers=[0])
     f = sae.encode(acts[:, 0][torch.from_numpy(index["valid"].astype(bool))])
     order = torch.argsort(f.gt(0).sum(0), descending=True)
@@ -91,7 +91,7 @@ def test_ablate_reports_ce_change_and_writes_ablation_json(lm_ckpt: Path, run_cl
     dead = int(torch.nonzero(f.amax(0) == 0)[0]) if (f.amax(0) == 0).any() else None  # never fires on the cache
     del adapter
     feats = f"{busy},{dead if dead is not None else int(order[1])}"
-    code, out, err = run_cli("ablate", str(lm_ckpt), "--features", feats, "--each", "--json")
+    code, out, err = run_cli("ablate", str(lm_ckpt), "--features", feats, "--each", "--split", "tail", "--json")
     assert code == 0, err
     doc = json.loads(out)
     assert doc["kind"] == "lm_ce" and [r["features"] for r in doc["results"]] == [[int(x)] for x in feats.split(",")]
@@ -104,8 +104,9 @@ def test_ablate_reports_ce_change_and_writes_ablation_json(lm_ckpt: Path, run_cl
     saved = json.loads((lm_ckpt / "ablation.json").read_text())
     assert saved["results"][-len(doc["results"]):] == doc["results"]
     assert r["ce_ablated_exact"] == pytest.approx(_exact_ablation_ce(lm_ckpt, r["rows"], busy), abs=1e-5)
+    assert r["split"] == "tail" and r["rows"][1] == open_reader(sae.cfg.source.cache).n_examples
     # the same rows and defaults as the downstream analysis: the clean and spliced CE agree
-    down = analyse_run(lm_ckpt, only=["downstream"], progress=False)[lm_ckpt.name]["downstream"]
+    down = analyse_run(lm_ckpt, only=["downstream"], options={"split": "tail"}, progress=False)[lm_ckpt.name]["downstream"]
     assert r["rows"] == down["rows"] and r["ce_clean"] == pytest.approx(down["ce_clean"], abs=1e-9)
     assert r["ce_spliced"] == pytest.approx(down["ce_spliced"], abs=1e-9)
     # joint ablation merges into the file, keeping the single-feature results
@@ -117,6 +118,11 @@ def test_ablate_reports_ce_change_and_writes_ablation_json(lm_ckpt: Path, run_cl
     assert sorted(tuple(x["features"]) for x in saved["results"]) == sorted([(ids[0],), (ids[1],), tuple(sorted(ids))])
     joint = saved["results"][-1]
     assert 50 <= joint["n_tokens"] < 50 + 16  # the last held-out rows holding >= 50 tokens
+    # by default on the SAE's validation examples (cfg.json val), as the analyses
+    from sae_core.split import ExampleSplit, Selection
+
+    val = reader.rows(Selection(ExampleSplit(sae.cfg.val.fraction, sae.cfg.val.seed), "val"))
+    assert joint["split"] == "val" and joint["n_rows"] <= len(val) and joint["rows"][1] == int(val[-1]) + 1
 
 
 def _exact_ablation_ce(ckpt: Path, rows: list[int], feature: int) -> float:
@@ -126,7 +132,7 @@ def _exact_ablation_ce(ckpt: Path, rows: list[int], feature: int) -> float:
 
     sae = load_sae(ckpt)
     adapter = _adapter(ckpt)
-    _, index = open_reader(sae.cfg["source"]["cache"]).read_examples(*rows, layers=[0])
+    _, index = open_reader(sae.cfg.source.cache).read_examples(*rows, layers=[0])
     tokens = torch.from_numpy(index["token"].astype(np.int64))
     valid = torch.from_numpy(index["valid"].astype(bool))
 
@@ -207,6 +213,7 @@ def test_errors_before_any_model_loads(lm_ckpt: Path, tmp_path_factory, run_cli,
         (("ablate", ckpt, "--features", "1,x"), "--features expects comma-separated feature ids"),
         (("ablate", ckpt, "--features", "3,99"), "feature id(s) [99] out of range: the SAE has 64 features"),
         (("ablate", ckpt, "--features", "3", "--tokens", "0"), "--tokens must be >= 1"),
+        (("ablate", ckpt, "--features", "3", "--split", "test"), "--split must be val, all or tail, got 'test'"),
         (("features", str(lm_ckpt.parent / "nope"), "--text", "a"), "is not an SAE checkpoint"),
     ]
     vit = str(find_checkpoints(shared_runs.vit_runs(tmp_path_factory)["clip"][1])[0])

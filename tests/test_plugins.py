@@ -1,7 +1,8 @@
 """The plugin system: built-ins, entry-point plugins, restriction, duplicates, broken plugins.
 
-Every hook of ``sae_core.hookspecs`` is exercised here (register_adapters, register_stores,
-register_architectures, register_analyses, register_datasets, register_commands).
+Every hook of ``sae_core.hookspecs`` is exercised here or by the example plugin (register_adapters,
+register_stores, register_architectures, register_analyses, register_datasets, register_exporters,
+register_commands).
 """
 
 from __future__ import annotations
@@ -42,12 +43,17 @@ def test_example_plugin_loads_through_entry_point() -> None:
     assert eps.get("example") == "sae_example_plugin.plugin"
     manager = PluginManager()
     info = manager.infos["example"]
-    assert not info.builtin and info.version == "0.3.1"
-    assert set(info.hooks) == {"register_adapters", "register_analyses", "register_commands", "register_datasets"}
+    assert not info.builtin and info.version == "0.4.0"
+    assert set(info.hooks) == {f"register_{k}" for k in ("adapters", "analyses", "architectures", "commands", "datasets",
+                                                       "exporters", "stores")}
     assert manager.components("example") == {
-        "adapter": ["mlp"],
-        "analysis": ["decoder-norms"],
-        "dataset": ["vector/gaussian"],
+        "adapter": ["mlp", "patches"],
+        "store": ["npz"],
+        "architecture": ["signed-topk"],
+        "analysis": ["decoder-norms", "sign-balance"],
+        "dataset": ["image/shapes", "vector/gaussian"],
+        "exporter": ["npz"],
+        "command": ["example-hello"],
     }
 
 
@@ -57,7 +63,7 @@ def test_sae_plugins_all_lists_builtin_and_example(run_cli) -> None:
     data = json.loads(out)
     by_name = {p["name"]: p for p in data["plugins"]}
     assert by_name["sae_core.stores.local.plugin"]["components"] == {"store": ["local"]}
-    assert by_name["example"]["components"]["adapter"] == ["mlp"]
+    assert by_name["example"]["components"]["adapter"] == ["mlp", "patches"]
     code, out, _ = run_cli("plugins")
     names = {p["name"] for p in json.loads(out)["plugins"]}
     assert "example" in names and "sae_core.stores.local.plugin" not in names
@@ -168,7 +174,7 @@ def test_plugin_command_and_unknown_adapter_cli(run_cli) -> None:
 
 def test_every_hook_documented_and_tested() -> None:
     hooks = [name for name in vars(hookspecs.SAEHookSpecs) if name.startswith("register_")]
-    assert len(hooks) == 6
+    assert len(hooks) == 7
     docs = (ROOT / "docs" / "plugins.md").read_text()
     this_file = Path(__file__).read_text()
     for hook in hooks:

@@ -18,8 +18,8 @@ def test_quickstart_end_to_end(run_cli, tmp_path: Path) -> None:
     assert all(s["d_sae"] == 8 * 384 for s in sweep["saes"])
     for ckpt in find_checkpoints(run):
         sae = load_sae(ckpt)
-        assert sae.cfg["source"]["model"] == "sentence-transformers/all-MiniLM-L6-v2"
-        assert sae.cfg["source"]["layer"] == "blocks.3.hook_resid_post"
+        assert sae.cfg.source.model == "sentence-transformers/all-MiniLM-L6-v2"
+        assert sae.cfg.source.layer == "blocks.3.hook_resid_post"
         assert (ckpt / "metrics.jsonl").read_text().strip()
         for name in ("feature_stats.safetensors", "top_examples.safetensors", "reconstruction.json", "downstream.json"):
             assert (ckpt / name).is_file(), name

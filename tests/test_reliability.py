@@ -204,11 +204,13 @@ def test_lock_is_released_when_the_holder_is_killed(tmp_path: Path) -> None:
 # -- 4. data is checked ------------------------------------------------------------------------------
 def _batch_of(cache: Path, row: int, *, seed: int, batches: int) -> int | None:
     """Which batch of epoch 0 of the tiny sweep's stream holds ``row`` (None: none of the first ``batches``)."""
+    from sae_core.split import ExampleSplit, Selection
     from sae_core.stores import open_reader
 
     reader = open_reader(cache)
+    train = Selection(ExampleSplit(0.02), "train")  # training reads the train side of the default split
     for b in range(batches):
-        if row in reader.batch_sample_ids(128, layers=[1], seed=seed, epoch=0, batch=b):
+        if row in reader.batch_sample_ids(128, layers=[1], seed=seed, epoch=0, batch=b, select=train):
             return b
     return None
 
@@ -216,7 +218,8 @@ def _batch_of(cache: Path, row: int, *, seed: int, batches: int) -> int | None:
 def test_nan_in_cache_stops_training_naming_step_and_shard(run_cli, tmp_path: Path) -> None:
     # a row the initialisation sample (side stream, seed 7919, 8 batches) does not read
     probe = small_cache(tmp_path / "probe")
-    row = next(r for r in range(1000, 1500) if _batch_of(probe, r, seed=7919, batches=8) is None)
+    row = next(r for r in range(1000, 1500) if _batch_of(probe, r, seed=7919, batches=8) is None
+               and _batch_of(probe, r, seed=0, batches=15) is not None)
     cache = small_cache(tmp_path / "c", poison={row: math.nan})
     step = _batch_of(cache, row, seed=0, batches=15) + 1  # epoch 0: batch b is step b + 1
     code, _, err = run_cli(*train_args(cache, tmp_path / "run"))

@@ -71,7 +71,7 @@ def test_ce_recovered_and_kl_match_saelens_evals(tmp_path: Path, run_cli) -> Non
                            "--exp-factor", "2", "--steps", "30", "--batch-size", "64", "-q")
     assert code == 0, err
     code, out, err = run_cli("analyze", str(tmp_path / "run"), "--only", "downstream", "-q",
-                             "--option", "heldout_frac=0.5", "--option", "downstream_batch=4")
+                             "--option", "split=tail", "--option", "heldout_frac=0.5", "--option", "downstream_batch=4")
     assert code == 0, err
     (ckpt,) = find_checkpoints(tmp_path / "run")
     ours = json.loads((ckpt / "downstream.json").read_text())

@@ -102,7 +102,7 @@ def test_cli_bad_inputs(run_cli, tmp_path: Path) -> None:
     cache = gaussian_cache(tmp_path / "c")
     out = tmp_path / "r"
     cases = [
-        (["--arch", "nope"], "unknown architecture 'nope'; installed: batchtopk, gated, jumprelu, matryoshka, relu, topk"),
+        (["--arch", "nope"], "unknown architecture 'nope'; installed: batchtopk, gated, jumprelu, matryoshka, relu, signed-topk, topk"),
         (["--arch", "topk", "--k", "500", "--exp-factor", "2"], "k=500 must be between 1 and d_sae=32"),
         (["--layer", "7"], "layer index 7 is out of range"),
         (["--layer", "resid"], "layer 'resid' is not in cache"),

@@ -131,3 +131,17 @@ def test_jumprelu_target_mode_reaches_its_target_and_penalty_mode_is_sparse(tmp_
     assert 6.0 <= l0_target <= 10.0, l0_target
     assert fvu_target < 0.5, fvu_target
     assert l0_penalty < 0.1 * 384, l0_penalty
+
+
+def test_learning_rate_follows_warmup_then_linear_decay(tmp_path: Path) -> None:
+    """The lr each step used (metrics.jsonl `lr`): linear warmup over lr_warmup_steps, constant,
+    then linear decay to 0 over the last lr_decay_frac of the steps."""
+    from sae_core.train import expand, run_training
+
+    cache = gaussian_cache(tmp_path / "c")
+    cfg = expand(str(cache), 16, {"batch_size": 100}, {"arch": "topk", "k": 2, "exp_factor": 2, "lr": 1e-2},
+                 {"steps": 20, "log_every": 1, "lr_warmup_steps": 4, "lr_decay_frac": 0.25}, str(tmp_path / "run"))
+    run_training(cfg, progress=False)
+    log = [json.loads(x) for x in (tmp_path / "run" / "topk-k2" / "metrics.jsonl").read_text().splitlines()]
+    expected = [1e-2 * min(1.0, (s + 1) / 4, (20 - s) / 5) for s in range(20)]  # step s (0-based), 5 decay steps
+    assert [r["lr"] for r in log] == pytest.approx(expected)

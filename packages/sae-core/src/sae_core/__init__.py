@@ -1,7 +1,341 @@
-"""sae-core: plugin system, activation store, SAE architectures, multi-SAE trainer, ``sae`` CLI."""
+"""sae-core: plugin system, activation store, SAE architectures, multi-SAE trainer, ``sae`` CLI.
 
-from sae_core.errors import SAEError
-from sae_core.hookspecs import hookimpl
+The names in ``__all__`` are the public API — what users, plugins, the quickstart and the viewer
+import, and what stays stable across versions; ``sae_core.<module>`` internals may change.
+They load lazily (PEP 562), so ``import sae_core`` is cheap and imports torch only when a name
+that needs it (an architecture's ``Bank``, ``load_sae``, ...) is first used::
+
+    from sae_core import Architecture, Bank, TrainOutput, hookimpl, load_sae, open_reader
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["SAEError", "__version__", "hookimpl"]
+
+#: public name -> the module that defines it
+_WHERE: dict[str, str] = {
+    # plugins
+    "hookimpl": "sae_core.hookspecs",
+    "Register": "sae_core.hookspecs",
+    "get_registry": "sae_core.plugins",
+    "get_component": "sae_core.plugins",
+    # errors
+    "SAEError": "sae_core.errors",
+    "ConfigError": "sae_core.errors",
+    "DataError": "sae_core.errors",
+    "StoreError": "sae_core.errors",
+    "CheckpointError": "sae_core.errors",
+    "ExportError": "sae_core.errors",
+    "PluginError": "sae_core.errors",
+    "UnknownComponentError": "sae_core.errors",
+    # protocols: what a plugin implements
+    "ModelAdapter": "sae_core.protocols.adapter",
+    "AdapterRequest": "sae_core.protocols.adapter",
+    "ActivationSpec": "sae_core.protocols.adapter",
+    "ActivationBatch": "sae_core.protocols.adapter",
+    "ImageGeometry": "sae_core.protocols.geometry",
+    "Dataset": "sae_core.protocols.dataset",
+    "Example": "sae_core.protocols.dataset",
+    "ActivationStore": "sae_core.protocols.store",
+    "ActivationReader": "sae_core.protocols.store",
+    "ActivationWriter": "sae_core.protocols.store",
+    "CacheMetadata": "sae_core.protocols.store",
+    "INDEX_DTYPE": "sae_core.protocols.store",
+    "Architecture": "sae_core.protocols.architecture",
+    "Bank": "sae_core.protocols.architecture",
+    "BatchComm": "sae_core.protocols.architecture",
+    "TrainContext": "sae_core.protocols.architecture",
+    "TrainOutput": "sae_core.protocols.architecture",
+    "firing_stats": "sae_core.protocols.architecture",
+    "Analysis": "sae_core.protocols.analysis",
+    "AnalysisContext": "sae_core.protocols.analysis",
+    "Exporter": "sae_core.protocols.exporter",
+    # what an adapter exchanges when it runs its model with hooks (ModelAdapter.run_with_hooks)
+    "ModelInputs": "sae_core.protocols.running",
+    "ModelOutput": "sae_core.protocols.running",
+    "LayerHook": "sae_core.protocols.running",
+    "Generation": "sae_core.protocols.running",
+    # helpers for architectures; the firing rule
+    "sparse_decode": "sae_core.archs.base",
+    "mse_per_sae": "sae_core.archs.base",
+    "firing": "sae_core.codes",
+    "magnitude": "sae_core.codes",
+    # checkpoints and their layout
+    "SAE": "sae_core.sae_module",
+    "build_sae": "sae_core.sae_module",
+    "load_sae": "sae_core.checkpoint",
+    "save_sae": "sae_core.checkpoint",
+    "find_checkpoints": "sae_core.layout",
+    "load_weights": "sae_core.weights",
+    "save_weights": "sae_core.weights",
+    "SAECheckpointConfig": "sae_core.layout",
+    "Normalization": "sae_core.layout",
+    "SourceInfo": "sae_core.layout",
+    "TrainInfo": "sae_core.layout",
+    "read_cfg": "sae_core.layout",
+    "CFG_FILE": "sae_core.layout",
+    "WEIGHTS_FILE": "sae_core.layout",
+    "METRICS_FILE": "sae_core.layout",
+    "SWEEP_FILE": "sae_core.layout",
+    "RUN_CONFIG_FILE": "sae_core.layout",
+    "layout": "sae_core.layout",  # the module: every file name of checkpoints, runs and analyses
+    # the main jobs
+    "open_reader": "sae_core.stores",
+    "open_writer": "sae_core.stores",
+    "open_dataset": "sae_core.datasets",
+    "cache_activations": "sae_core.caching",
+    "run_training": "sae_core.train.trainer",
+    "expand_sweep": "sae_core.train.config",
+    "load_sweep": "sae_core.train.config",
+    "TrainConfig": "sae_core.train.config",
+    "SAEConfig": "sae_core.train.config",
+    "DataConfig": "sae_core.train.config",
+    "TrainSettings": "sae_core.train.config",
+    "analyse_run": "sae_core.analyses.runner",
+    "export_checkpoints": "sae_core.interop.export",
+    # using SAEs inside their model (docs/using-saes.md)
+    "HookedModel": "sae_core.inference.model",
+    "RunResult": "sae_core.inference.model",
+    "SAEHook": "sae_core.inference.hook",
+    "FeatureActs": "sae_core.inference.records",
+    "Edit": "sae_core.inference.edits",
+    "Ablate": "sae_core.inference.edits",
+    "Clamp": "sae_core.inference.edits",
+    "Scale": "sae_core.inference.edits",
+    "Steer": "sae_core.inference.edits",
+    "record_features": "sae_core.inference.features",
+    "token_features": "sae_core.inference.features",
+    "top_features": "sae_core.inference.features",
+    "heatmap_overlay": "sae_core.inference.heatmap",
+    "open_target": "sae_core.inference.target",
+    "ablation_study": "sae_core.inference.ablation",
+    "build_app": "sae_core.cli",
+    "from_dict": "sae_core.config",
+    # durable writes (temporary name, fsync, rename, fsync of the directory)
+    "atomic_write_bytes": "sae_core.io",
+    "atomic_write_text": "sae_core.io",
+    "atomic_write_json": "sae_core.io",
+    "atomic_path": "sae_core.io",
+    "atomic_open": "sae_core.io",
+    "staged_dir": "sae_core.io",
+    "append_line": "sae_core.io",
+    "fsync_dir": "sae_core.io",
+}
+
+#: public names bound to another name in their module
+_ALIASES = {"cache_activations": "run_cache", "expand_sweep": "expand", "record_features": "record",
+            "token_features": "token_table"}
+
+__all__ = [
+    "CFG_FILE",
+    "INDEX_DTYPE",
+    "METRICS_FILE",
+    "RUN_CONFIG_FILE",
+    "SAE",
+    "SWEEP_FILE",
+    "WEIGHTS_FILE",
+    "Ablate",
+    "ActivationBatch",
+    "ActivationReader",
+    "ActivationSpec",
+    "ActivationStore",
+    "ActivationWriter",
+    "AdapterRequest",
+    "Analysis",
+    "AnalysisContext",
+    "Architecture",
+    "Bank",
+    "BatchComm",
+    "CacheMetadata",
+    "CheckpointError",
+    "Clamp",
+    "ConfigError",
+    "DataConfig",
+    "DataError",
+    "Dataset",
+    "Edit",
+    "Example",
+    "ExportError",
+    "Exporter",
+    "FeatureActs",
+    "Generation",
+    "HookedModel",
+    "ImageGeometry",
+    "LayerHook",
+    "ModelAdapter",
+    "ModelInputs",
+    "ModelOutput",
+    "Normalization",
+    "PluginError",
+    "Register",
+    "RunResult",
+    "SAECheckpointConfig",
+    "SAEConfig",
+    "SAEError",
+    "SAEHook",
+    "Scale",
+    "SourceInfo",
+    "Steer",
+    "StoreError",
+    "TrainConfig",
+    "TrainContext",
+    "TrainInfo",
+    "TrainOutput",
+    "TrainSettings",
+    "UnknownComponentError",
+    "__version__",
+    "ablation_study",
+    "analyse_run",
+    "append_line",
+    "atomic_open",
+    "atomic_path",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "atomic_write_text",
+    "build_app",
+    "build_sae",
+    "cache_activations",
+    "expand_sweep",
+    "export_checkpoints",
+    "find_checkpoints",
+    "firing",
+    "firing_stats",
+    "from_dict",
+    "fsync_dir",
+    "get_component",
+    "get_registry",
+    "heatmap_overlay",
+    "hookimpl",
+    "layout",
+    "load_sae",
+    "load_sweep",
+    "load_weights",
+    "magnitude",
+    "mse_per_sae",
+    "open_dataset",
+    "open_reader",
+    "open_target",
+    "open_writer",
+    "read_cfg",
+    "record_features",
+    "run_training",
+    "save_sae",
+    "save_weights",
+    "sparse_decode",
+    "staged_dir",
+    "token_features",
+    "top_features",
+]
+
+if TYPE_CHECKING:
+    from sae_core import layout
+    from sae_core.analyses.runner import analyse_run
+    from sae_core.archs.base import mse_per_sae, sparse_decode
+    from sae_core.caching import run_cache as cache_activations
+    from sae_core.checkpoint import load_sae, save_sae
+    from sae_core.cli import build_app
+    from sae_core.codes import firing, magnitude
+    from sae_core.config import from_dict
+    from sae_core.datasets import open_dataset
+    from sae_core.errors import (
+        CheckpointError,
+        ConfigError,
+        DataError,
+        ExportError,
+        PluginError,
+        SAEError,
+        StoreError,
+        UnknownComponentError,
+    )
+    from sae_core.hookspecs import Register, hookimpl
+    from sae_core.inference.ablation import ablation_study
+    from sae_core.inference.edits import Ablate, Clamp, Edit, Scale, Steer
+    from sae_core.inference.features import record as record_features
+    from sae_core.inference.features import token_table as token_features
+    from sae_core.inference.features import top_features
+    from sae_core.inference.heatmap import heatmap_overlay
+    from sae_core.inference.hook import SAEHook
+    from sae_core.inference.model import HookedModel, RunResult
+    from sae_core.inference.records import FeatureActs
+    from sae_core.inference.target import open_target
+    from sae_core.interop.export import export_checkpoints
+    from sae_core.io import (
+        append_line,
+        atomic_open,
+        atomic_path,
+        atomic_write_bytes,
+        atomic_write_json,
+        atomic_write_text,
+        fsync_dir,
+        staged_dir,
+    )
+    from sae_core.layout import (
+        CFG_FILE,
+        METRICS_FILE,
+        RUN_CONFIG_FILE,
+        SWEEP_FILE,
+        WEIGHTS_FILE,
+        Normalization,
+        SAECheckpointConfig,
+        SourceInfo,
+        TrainInfo,
+        find_checkpoints,
+        read_cfg,
+    )
+    from sae_core.plugins import get_component, get_registry
+    from sae_core.protocols import (
+        INDEX_DTYPE,
+        ActivationBatch,
+        ActivationReader,
+        ActivationSpec,
+        ActivationStore,
+        ActivationWriter,
+        AdapterRequest,
+        Analysis,
+        AnalysisContext,
+        Architecture,
+        Bank,
+        BatchComm,
+        CacheMetadata,
+        Dataset,
+        Example,
+        Exporter,
+        Generation,
+        ImageGeometry,
+        LayerHook,
+        ModelAdapter,
+        ModelInputs,
+        ModelOutput,
+        TrainContext,
+        TrainOutput,
+        firing_stats,
+    )
+    from sae_core.sae_module import SAE, build_sae
+    from sae_core.stores import open_reader, open_writer
+    from sae_core.train.config import (
+        DataConfig,
+        SAEConfig,
+        TrainConfig,
+        TrainSettings,
+        load_sweep,
+    )
+    from sae_core.train.config import expand as expand_sweep
+    from sae_core.train.trainer import run_training
+    from sae_core.weights import load_weights, save_weights
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sae_core' has no attribute {name!r}")
+    imported = importlib.import_module(module)
+    value = imported if module == f"sae_core.{name}" else getattr(imported, _ALIASES.get(name, name))
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

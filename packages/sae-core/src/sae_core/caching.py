@@ -97,6 +97,7 @@ def run_cache(
     if n_total == 0:
         raise SAEError(f"dataset {data!r} has no examples; point --data at a non-empty source")
     spec = model_adapter.spec()
+    _check_spec(spec)
     meta = CacheMetadata(
         adapter=spec.adapter,
         model=spec.model,
@@ -125,6 +126,21 @@ def run_cache(
         print(f"warning: {dataset.skipped} example(s) of {data!r} could not be read and were skipped "
               f"(counted in {path / 'cache_runs.jsonl'})", file=sys.stderr)
     return path
+
+
+def _check_spec(spec: Any) -> None:
+    """An adapter's spec must be consistent before anything is written: one token kind per
+    position, and image geometry (if any) the viewer can use (see ImageGeometry)."""
+    from sae_core.protocols.geometry import ImageGeometry
+
+    if len(spec.token_kinds) != spec.tokens_per_example:
+        raise SAEError(f"adapter {spec.adapter!r} declares {spec.tokens_per_example} tokens per example but "
+                       f"{len(spec.token_kinds)} token kinds; its spec() must give one kind per position")
+    if ImageGeometry.present(spec.extra):
+        try:
+            ImageGeometry.from_extra(spec.extra, n_patches=spec.token_kinds.count("patch"))
+        except SAEError as e:
+            raise SAEError(f"adapter {spec.adapter!r}: {e}") from None
 
 
 def _check_options(request: AdapterRequest, out: Path, *, dtype: str, batch_size: int, num_workers: int,
@@ -159,8 +175,7 @@ def _write(model_adapter: ModelAdapter, dataset: Any, meta: CacheMetadata, out: 
     except ParallelCacheInProgress:  # started by torchrun ranks: finish it block by block, alone
         return _cache_blocks(model_adapter, dataset, meta, out, store, writer_opts, dist,
                              batch_size=batch_size, num_workers=num_workers, progress=progress, request=request)
-    if hasattr(model_adapter, "write_extras"):
-        model_adapter.write_extras(writer.path)
+    model_adapter.write_extras(writer.path)
     start = writer.n_done
     if start >= n_total:
         return writer.close()
@@ -203,7 +218,7 @@ def _cache_blocks(
     backend = get_component("store", store).build()
     path = Path(out) / meta.fingerprint()
     blocks = backend.plan_blocks(out, meta, len(dataset), dist.world) if dist.is_main else None
-    if dist.is_main and hasattr(adapter, "write_extras"):
+    if dist.is_main:
         adapter.write_extras(path)
     blocks = dist.all_gather_object(blocks)[0]  # everyone waits for rank 0's plan
     if blocks is None:  # already complete

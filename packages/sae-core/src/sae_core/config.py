@@ -24,8 +24,9 @@ def _suggest(key: str, valid: list[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def _coerce(value: Any, tp: Any, where: str) -> Any:
-    """Coerce ``value`` to annotation ``tp`` for the simple types config files use."""
+def _coerce(value: Any, tp: Any, where: str, strict: bool = True) -> Any:
+    """Coerce ``value`` to annotation ``tp`` for the simple types config files use; nested
+    dataclasses are read with the same ``strict`` as their parent."""
     origin = typing.get_origin(tp)
     if tp is Any:
         return value
@@ -38,7 +39,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             if arg is type(None):
                 continue
             try:
-                return _coerce(value, arg, where)
+                return _coerce(value, arg, where, strict)
             except ConfigError as e:
                 errors.append(str(e))
         raise ConfigError(errors[0] if errors else f"{where}: invalid value {value!r}")
@@ -51,7 +52,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if not isinstance(value, list | tuple):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
         (arg,) = typing.get_args(tp)[:1] or (Any,)
-        return [_coerce(v, arg, f"{where}[{i}]") for i, v in enumerate(value)]
+        return [_coerce(v, arg, f"{where}[{i}]", strict) for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a table/dict, got {value!r}")
@@ -83,8 +84,12 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if not isinstance(value, str | int | float):
             raise ConfigError(f"{where}: expected a string, got {value!r}")
         return str(value)
-    if dataclasses.is_dataclass(tp) and isinstance(value, dict):
-        return from_dict(tp, value, where=where)
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a table/dict, got {value!r}")
+        return from_dict(tp, value, strict=strict, where=where)
     return value
 
 
@@ -105,7 +110,7 @@ def from_dict(cls: type[T], data: dict[str, Any], *, strict: bool = True, where:
         raise ConfigError(
             f"{where}: unknown key {k!r}{_suggest(k, list(fields))}; valid keys: {', '.join(sorted(fields))}"
         )
-    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in data.items() if k in fields}
+    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}", strict) for k, v in data.items() if k in fields}
     missing = [
         n
         for n, f in fields.items()

@@ -75,3 +75,7 @@ def os_error_message(e: OSError) -> str | None:
         reason = "read-only file system" if e.errno == errno.EROFS else "permission denied"
         return f"cannot write{where}: {reason}; use a writable location (e.g. copy the run or cache there)"
     return None
+
+
+class ExportError(SAEError):
+    """An SAE cannot be written in the requested format (no equivalent architecture, ...)."""

@@ -59,8 +59,9 @@ class SAEHookSpecs:
     def register_architectures(self, register: Register) -> None:
         """Register SAE architectures (``sae train --arch NAME``).
 
-        ``factory`` is an :class:`~sae_core.protocols.architecture.Architecture` subclass. The
-        name is written into every checkpoint's ``cfg.json``, so it must never change.
+        ``factory`` is an :class:`~sae_core.protocols.architecture.Architecture` subclass (with its
+        ``Hyper`` dataclass and ``Bank`` subclass). The name is written into every checkpoint's
+        ``cfg.json``, so it must never change.
         """
 
     @hookspec
@@ -77,6 +78,15 @@ class SAEHookSpecs:
 
         ``factory(arg: str | None, **options) -> Dataset``. Pass ``modality="image"`` or
         ``"text"``: names are unique per modality (``hf`` exists for both images and text).
+        """
+
+    @hookspec
+    def register_exporters(self, register: Register) -> None:
+        """Register export formats (``sae export --format NAME``).
+
+        ``factory() -> Exporter`` (see :mod:`sae_core.protocols.exporter`); usually the class.
+        ``saelens`` is built in; an architecture that maps onto a SAELens architecture says so
+        on its class (``Architecture.saelens_architecture`` or ``saelens_export``) instead.
         """
 
     @hookspec

@@ -15,15 +15,24 @@ from pathlib import Path
 from typing import Any
 
 from sae_core.errors import SAEError
+from sae_core.io import atomic_write_text
+from sae_core.layout import (
+    CFG_FILE,
+    RUN_CONFIG_FILE,
+    SWEEP_FILE,
+    SAECheckpointConfig,
+    is_checkpoint,
+    read_cfg,
+)
 
 LIBRARY_NAME = "sae"
 SKIP = {"state"}  # resumable training state stays local
 
 
-def model_card(repo: str, saes: list[dict[str, Any]], run_config: dict[str, Any] | None) -> str:
+def model_card(repo: str, saes: list[SAECheckpointConfig], run_config: dict[str, Any] | None) -> str:
     """README.md for the repo: front matter, a table of SAEs with final metrics, how to load."""
-    archs = sorted({s["architecture"] for s in saes})
-    models = sorted({str(s.get("source", {}).get("model")) for s in saes if s.get("source", {}).get("model")})
+    archs = sorted({s.architecture for s in saes})
+    models = sorted({str(s.source.model) for s in saes if s.source.model})
     lines = ["---", f"library_name: {LIBRARY_NAME}", "tags:", "- sparse-autoencoder", "- interpretability"]
     lines += [f"- {a}" for a in archs]
     if models and "/" in models[0] and not models[0].startswith(("/", "config:")):
@@ -32,15 +41,15 @@ def model_card(repo: str, saes: list[dict[str, Any]], run_config: dict[str, Any]
     lines += ["", "| SAE | architecture | model | layer | d_in | d_sae | k | FVU | L0 | dead |",
               "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for s in saes:
-        m, src = s.get("metrics", {}), s.get("source", {})
+        m, src = s.metrics, s.source
         fvu = f"{m['fvu']:.4f}" if "fvu" in m else "-"
         l0 = f"{m['l0']:.1f}" if "l0" in m else "-"
         dead = f"{m['dead_frac']:.1%}" if "dead_frac" in m else "-"
-        lines.append(f"| `{s['name']}` | {s['architecture']} | {src.get('model', '-')} | {src.get('layer', '-')} | "
-                     f"{s['d_in']} | {s['d_sae']} | {s.get('hyper', {}).get('k', '-')} | {fvu} | {l0} | {dead} |")
-    first = saes[0]["name"]
+        lines.append(f"| `{s.name}` | {s.architecture} | {src.model or '-'} | {src.layer or '-'} | "
+                     f"{s.d_in} | {s.d_sae} | {s.hyper.get('k', '-')} | {fvu} | {l0} | {dead} |")
+    first = saes[0].name
     lines += ["", "## Use", "", "```bash", f"sae download {repo} --sae {first} --out saes/", "```", "",
-              "```python", "from sae_core.checkpoint import load_sae", f"sae = load_sae('saes/{first}')",
+              "```python", "from sae_core import load_sae", f"sae = load_sae('saes/{first}')",
               "latents = sae.encode(activations)  # (..., d_sae)", "```"]
     if run_config:
         lines += ["", "## Training configuration", "", "```json", json.dumps(run_config.get("train", run_config), indent=2), "```"]
@@ -137,7 +146,7 @@ def upload(path: str | Path, repo: str, *, private: bool = False, revision: str 
         raise SAEError(f"--repo must look like user/name, got {repo!r}")
     path = Path(path)
     ckpts = find_checkpoints(path)
-    extra = [path / "sweep.json"] if (path / "sweep.json").exists() else []
+    extra = [path / SWEEP_FILE] if (path / SWEEP_FILE).exists() else []
     leaving = _outside_links(path, ckpts + extra)
     if leaving:
         link, target = leaving[0]
@@ -145,15 +154,15 @@ def upload(path: str | Path, repo: str, *, private: bool = False, revision: str 
         raise SAEError(f"{link} is a symlink to {target}, outside {path}{more}; sae upload never sends files from "
                        "outside the run: replace the link with a copy of the file, or remove it")
     api = _api(token, endpoint)
-    cfgs = [_read_json(c / "cfg.json") for c in ckpts]
-    run_config = _read_json(path / "config.json") if (path / "config.json").is_file() else None
+    cfgs = [_read_cfg(c) for c in ckpts]
+    run_config = _read_json(path / RUN_CONFIG_FILE) if (path / RUN_CONFIG_FILE).is_file() else None
     with tempfile.TemporaryDirectory(prefix="sae-upload-") as tmp:
         staging = Path(tmp)
         for ckpt in ckpts:
             shutil.copytree(ckpt, staging / ckpt.name, ignore=lambda d, names: [n for n in names if n in SKIP or n.endswith(".tmp")])
-        if (path / "sweep.json").is_file():
-            shutil.copy(path / "sweep.json", staging / "sweep.json")
-        (staging / "README.md").write_text(model_card(repo, cfgs, run_config))
+        if (path / SWEEP_FILE).is_file():
+            shutil.copy(path / SWEEP_FILE, staging / SWEEP_FILE)
+        atomic_write_text(staging / "README.md", model_card(repo, cfgs, run_config))
         try:
             url = api.create_repo(repo, private=private, exist_ok=True, repo_type="model")
             api.upload_folder(folder_path=str(staging), repo_id=repo, repo_type="model", revision=revision,
@@ -170,6 +179,11 @@ def _read_json(path: Path) -> Any:
         raise SAEError(f"{path} is corrupt ({e}); fix or re-create it before uploading") from None
 
 
+def _read_cfg(checkpoint: Path) -> SAECheckpointConfig:
+    _read_json(checkpoint / CFG_FILE)  # a corrupt file gets this module's message
+    return read_cfg(checkpoint)
+
+
 def download(repo: str, out: str | Path, *, sae: str | None = None, revision: str | None = None,
              token: str | None = None, endpoint: str | None = None) -> Path:
     """Download ``repo`` (or one SAE folder of it) into ``out``; returns ``out``."""
@@ -178,13 +192,13 @@ def download(repo: str, out: str | Path, *, sae: str | None = None, revision: st
     from sae_core.validate import check_output_dir
 
     out = check_output_dir(out)
-    patterns = [f"{sae}/*", "README.md", "sweep.json"] if sae else None
+    patterns = [f"{sae}/*", "README.md", SWEEP_FILE] if sae else None
     try:
         snapshot_download(repo_id=repo, repo_type="model", revision=revision, local_dir=str(out),
                           allow_patterns=patterns, token=token, endpoint=endpoint)
     except Exception as e:
         raise _hub_error(e, repo, revision) from None
-    if sae and not (out / sae / "cfg.json").is_file():
-        names = sorted(p.name for p in out.iterdir() if (p / "cfg.json").is_file()) if out.is_dir() else []
+    if sae and not is_checkpoint(out / sae):
+        names = sorted(p.name for p in out.iterdir() if is_checkpoint(p)) if out.is_dir() else []
         raise SAEError(f"repo {repo!r} has no SAE {sae!r}" + (f"; it has: {', '.join(names)}" if names else ""))
     return out

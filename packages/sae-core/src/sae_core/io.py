@@ -18,6 +18,7 @@ Leftover ``*.tmp`` files (from a killed process) are never read and may be delet
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 from collections.abc import Iterable, Iterator
@@ -124,6 +125,45 @@ def atomic_write_json(path: str | Path, doc: Any, *, indent: int = 2, sort_keys:
                       default: Any = str) -> None:
     """Write ``doc`` as JSON durably to ``path`` (``default`` converts what JSON cannot hold)."""
     atomic_write_text(path, json.dumps(doc, indent=indent, sort_keys=sort_keys, default=default))
+
+
+@contextlib.contextmanager
+def staged_dir(path: str | Path, *, replace: bool = False) -> Iterator[Path]:
+    """Yield a new empty directory beside ``path``; when the block succeeds it is renamed to
+    ``path`` in one step, so ``path`` never holds a partial result (an export of a run: every
+    SAE or none). On failure the staging directory is removed and ``path`` is untouched.
+
+    An existing empty ``path`` is replaced; a non-empty one only with ``replace=True`` (the old
+    one is moved aside, the new one renamed in, then the old one deleted). Files inside should be
+    written with the durable helpers above; the renames are made durable with the parent.
+    """
+    import shutil
+
+    path = Path(path)
+    parent = path.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir() and any(path.iterdir()) and not replace:
+        raise FileExistsError(errno.EEXIST, "exists and is not empty", str(path))
+    stage = parent / f".{path.name}.staging-{os.getpid()}"
+    if stage.exists():  # left by a killed run of this pid number
+        shutil.rmtree(stage)
+    stage.mkdir()
+    try:
+        yield stage
+        fsync_dir(stage)
+        old = None
+        if path.exists() and any(path.iterdir()):
+            old = parent / f".{path.name}.replaced-{os.getpid()}"
+            os.replace(path, old)
+        elif path.exists():
+            path.rmdir()
+        os.replace(stage, path)
+        fsync_dir(parent)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
 
 
 def append_line(path: str | Path, line: str, *, sync: bool = False) -> None:

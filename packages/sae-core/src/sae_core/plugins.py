@@ -32,6 +32,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "sae_core.stores.local.plugin",
     "sae_core.archs.plugin",
     "sae_core.analyses.plugin",
+    "sae_core.interop.plugin",
     "sae_core.commands.plugin",
 )
 
@@ -41,6 +42,7 @@ CATALOGUE_HOOKS: dict[str, str] = {
     "register_architectures": "architecture",
     "register_analyses": "analysis",
     "register_datasets": "dataset",
+    "register_exporters": "exporter",
 }
 
 
@@ -71,6 +73,7 @@ class PluginManager:
         for obj in extra or []:
             self._register(getattr(obj, "__name__", repr(obj)), obj, None, builtin=False)
         self._registry: Registry | None = None
+        self._commands: dict[str, list[str]] | None = None  # plugin -> commands, once add_commands ran
 
     def _register(self, name: str, obj: Any, version: str | None, *, builtin: bool) -> None:
         if self.pm.has_plugin(name) or self.pm.is_registered(obj):
@@ -125,17 +128,43 @@ class PluginManager:
         return registry
 
     def add_commands(self, app: Any) -> None:
-        """Let every plugin add its sub-commands to the Typer ``app``."""
-        self.pm.hook.register_commands(app=app)
+        """Let every plugin add its sub-commands to the Typer ``app`` (in pluggy's call order),
+        recording which plugin added which command for ``sae plugins``."""
+        commands: dict[str, list[str]] = {}
+        for impl in reversed(self.pm.hook.register_commands.get_hookimpls()):
+            before = _command_names(app)
+            impl.function(app=app)
+            added = [n for n in _command_names(app) if n not in before]
+            if added:
+                commands[impl.plugin_name] = sorted(added)
+        self._commands = commands
+
+    def commands(self, plugin: str) -> list[str]:
+        """Names of the ``sae`` sub-commands ``plugin`` adds."""
+        if self._commands is None:
+            import typer
+
+            self.add_commands(typer.Typer())
+        return (self._commands or {}).get(plugin, [])
 
     def components(self, plugin: str) -> dict[str, list[str]]:
-        """Component keys registered by ``plugin``, grouped by kind."""
+        """Component keys registered by ``plugin``, grouped by kind (``command``: its CLI commands)."""
         out: dict[str, list[str]] = {}
         for kind in KINDS:
             keys = [c.key for c in self.registry.all(kind) if c.plugin == plugin]
             if keys:
                 out[kind] = keys
+        commands = self.commands(plugin)
+        if commands:
+            out["command"] = commands
         return out
+
+
+def _command_names(app: Any) -> list[str]:
+    """The sub-command (and sub-group) names of a Typer app, as the CLI spells them."""
+    names = [c.name or c.callback.__name__.replace("_", "-") for c in app.registered_commands if c.callback]
+    names += [g.name or g.typer_instance.info.name for g in app.registered_groups]
+    return [n for n in names if n]
 
 
 def _make_register(registry: Registry, kind: str, plugin: str) -> Callable[..., None]:

@@ -8,7 +8,9 @@ from typing import Any
 
 from sae_core.errors import PluginError, UnknownComponentError
 
-KINDS = ("adapter", "store", "architecture", "analysis", "dataset")
+KINDS = ("adapter", "store", "architecture", "analysis", "dataset", "exporter")
+#: how messages name a kind where its key is not plain English
+LABELS = {"exporter": "export format"}
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,7 @@ class Registry:
         if len(candidates) == 1 and modality is None:
             return candidates[0]
         installed = self.names(kind, modality=modality)
-        what = f"{modality} {kind}" if modality else kind
+        label = LABELS.get(kind, kind)
+        what = f"{modality} {label}" if modality else label
         hint = ", ".join(installed) if installed else "none (install a plugin that provides one)"
         raise UnknownComponentError(f"unknown {what} {name!r}; installed: {hint}")

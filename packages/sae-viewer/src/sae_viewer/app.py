@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import streamlit as st
+from sae_core import SAEError
 
 from sae_viewer import data, live
 
@@ -41,12 +42,12 @@ def _saes(path: str) -> list[data.SAEFiles]:
 
 @st.cache_data(show_spinner=False)
 def _features(path: str) -> dict[str, np.ndarray] | None:
-    return data.feature_table(data.SAEFiles(Path(path).name, Path(path), {}))
+    return data.feature_table(data.SAEFiles(Path(path).name, Path(path)))
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def _top(path: str, latent: int) -> dict | None:
-    return data.top_examples(data.SAEFiles(Path(path).name, Path(path), {}), latent)
+    return data.top_examples(data.SAEFiles(Path(path).name, Path(path)), latent)
 
 
 @st.cache_data(show_spinner=False)
@@ -79,7 +80,7 @@ def overview(saes: list[data.SAEFiles]) -> None:
 
 def latent_list(sae: data.SAEFiles) -> int:
     feats = _features(str(sae.path))
-    d_sae = int(sae.cfg.get("d_sae", 0))
+    d_sae = sae.cfg.d_sae if sae.cfg is not None else 0
     if feats is None:
         st.info(f"No analyses for {sae.name} yet: run `sae analyze {sae.path}` to browse its features.")
         return int(st.number_input("latent", 0, max(d_sae - 1, 0), 0))
@@ -100,25 +101,29 @@ def latent_list(sae: data.SAEFiles) -> int:
 
 
 def highlighted(pieces: list[tuple[str, float, str]], peak: float) -> str:
-    """HTML of tokens shaded by activation: (text, activation, hover title) each."""
+    """HTML of tokens shaded by |activation| relative to ``peak`` (orange: positive, blue:
+    negative codes): (text, activation, hover title) each."""
     spans = []
     for text, act, title in pieces:
-        alpha = min(1.0, act / peak) if peak > 0 else 0.0
-        spans.append(f'<span class="tok" title="{html.escape(title)}" style="background: rgba(255,80,0,{alpha:.2f})">'
+        alpha = min(1.0, abs(act) / peak) if peak > 0 else 0.0
+        rgb = "0,90,255" if act < 0 else "255,80,0"
+        spans.append(f'<span class="tok" title="{html.escape(title)}" style="background: rgba({rgb},{alpha:.2f})">'
                      f'{html.escape(text)}</span>')
     return f'<div class="ctx">{"".join(spans)}</div>'
 
 
 def text_contexts(top: dict, vocab: list[str] | None) -> None:
-    peak = float(top["values"].max()) if len(top["values"]) else 1.0
+    """Top text windows with every token shaded by |code| (orange: positive, blue: negative)."""
+    peak = float(top["values"].max()) if len(top["values"]) else 1.0  # values are magnitudes
     for value, tokens, acts in zip(top["values"], top["token_ids"], top["token_acts"], strict=True):
         spans = []
         for tok, act in zip(tokens, acts.astype(np.float32), strict=True):
             if tok < 0 or vocab is None or tok >= len(vocab) or vocab[tok] in ("[PAD]", "[CLS]", "[SEP]", "<pad>"):
                 continue
-            alpha = min(1.0, float(act) / peak) if peak > 0 else 0.0
+            alpha = min(1.0, abs(float(act)) / peak) if peak > 0 else 0.0
+            rgb = "0,90,255" if act < 0 else "255,80,0"
             text = html.escape(data.detokenize(vocab[tok]))
-            spans.append(f'<span class="tok" title="{act:.3f}" style="background: rgba(255,80,0,{alpha:.2f})">{text}</span>')
+            spans.append(f'<span class="tok" title="{act:.3f}" style="background: rgba({rgb},{alpha:.2f})">{text}</span>')
         st.markdown(f'<div class="ctx"><b>{value:.3f}</b> &nbsp;{"".join(spans)}</div>', unsafe_allow_html=True)
 
 
@@ -133,8 +138,12 @@ def image_grid(top: dict) -> None:
         except Exception as e:  # the dataset moved or its plugin is missing: say so, keep going
             cols[i % 4].warning(f"image {example}: {e}")
             continue
-        overlay = data.heatmap_overlay(image, acts.astype(np.float32)[patch_pos], meta.get("extra", {}))
-        cols[i % 4].image(overlay, caption=f"#{example}  act {value:.3f}", width="stretch")
+        try:
+            overlay = data.heatmap_overlay(image, acts.astype(np.float32)[patch_pos], meta.get("extra", {}))
+        except SAEError as e:  # the adapter's image metadata is unusable: show the image, say why
+            cols[i % 4].warning(f"no heatmap: {e}")
+            overlay = image
+        cols[i % 4].image(overlay, caption=f"#{example}  |act| {value:.3f}", width="stretch")
 
 
 def features(saes: list[data.SAEFiles]) -> None:
@@ -168,8 +177,12 @@ def features(saes: list[data.SAEFiles]) -> None:
         st.write("This latent never fired on the analysed data (dead).")
     elif top["meta"]["modality"] == "text":
         text_contexts(top, _vocab(top["meta"]["cache"]))
-    else:
+    elif top["meta"]["modality"] == "image":
         image_grid(top)
+    else:  # another modality: which examples, and how strongly
+        import pandas as pd
+
+        st.dataframe(pd.DataFrame({"example": top["examples"], "|act|": top["values"]}), hide_index=True)
 
 
 def your_input(saes: list[data.SAEFiles]) -> None:
@@ -218,7 +231,7 @@ def your_input(saes: list[data.SAEFiles]) -> None:
     if kind == "text":
         pieces = [(data.detokenize(t.get("token", "?")), float(a),
                    " ".join(f"{i}:{v:.3f}" for i, v in t["features"])) for t, a in zip(doc["tokens"], column, strict=True)]
-        st.markdown(highlighted(pieces, float(column.max()) if len(column) else 0.0), unsafe_allow_html=True)
+        st.markdown(highlighted(pieces, float(np.abs(column).max()) if len(column) else 0.0), unsafe_allow_html=True)
     elif doc.get("patch_acts") is not None:
         st.image(data.heatmap_overlay(doc["image"], doc["patch_acts"][:, choice], doc["extra"]),
                  caption=f"feature {choice} on your image")

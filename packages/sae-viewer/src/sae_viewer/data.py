@@ -12,13 +12,27 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sae_core import (
+    CFG_FILE,
+    METRICS_FILE,
+    SAECheckpointConfig,
+    layout,
+    open_dataset,
+    read_cfg,
+)
+
+RECONSTRUCTION, DOWNSTREAM, ABLATION = layout.RECONSTRUCTION_FILE, layout.DOWNSTREAM_FILE, layout.ABLATION_FILE
+FEATURE_STATS, TOP_EXAMPLES, TOP_EXAMPLES_META = (layout.FEATURE_STATS_FILE, layout.TOP_EXAMPLES_FILE,
+                                                  layout.TOP_EXAMPLES_META_FILE)
+#: written by text adapters' write_extras into the cache directory: token id -> piece
+VOCAB = "vocab.json"
 
 
 @dataclass
 class SAEFiles:
     name: str
     path: Path
-    cfg: dict[str, Any]
+    cfg: SAECheckpointConfig | None = None  # None where only the analysis files are read
 
     def has(self, filename: str) -> bool:
         return (self.path / filename).is_file()
@@ -26,28 +40,29 @@ class SAEFiles:
 
 def find_saes(run: Path) -> list[SAEFiles]:
     """SAE checkpoint directories of a run (or the run itself if it is one checkpoint)."""
-    dirs = [run] if (run / "cfg.json").is_file() else sorted(p for p in run.iterdir() if (p / "cfg.json").is_file())
-    return [SAEFiles(d.name, d, json.loads((d / "cfg.json").read_text())) for d in dirs]
+    dirs = [run] if (run / CFG_FILE).is_file() else sorted(p for p in run.iterdir() if (p / CFG_FILE).is_file())
+    return [SAEFiles(d.name, d, read_cfg(d)) for d in dirs]
 
 
 def sweep_rows(saes: list[SAEFiles]) -> list[dict[str, Any]]:
     rows = []
     for s in saes:
-        m = s.cfg.get("metrics", {})
+        cfg = s.cfg if s.cfg is not None else read_cfg(s.path)
+        m = cfg.metrics
         row = {
             "name": s.name,
-            "arch": s.cfg.get("architecture"),
-            "d_sae": s.cfg.get("d_sae"),
-            "k": s.cfg.get("hyper", {}).get("k"),
-            "lr": s.cfg.get("train", {}).get("lr"),
-            "layer": s.cfg.get("source", {}).get("layer"),
+            "arch": cfg.architecture,
+            "d_sae": cfg.d_sae,
+            "k": cfg.hyper.get("k"),
+            "lr": cfg.train.lr,
+            "layer": cfg.source.layer,
             "fvu": m.get("fvu"),
             "l0": m.get("l0"),
             "dead": m.get("dead_frac"),
             "dense": m.get("dense_frac"),
         }
-        if s.has("reconstruction.json"):
-            rec = json.loads((s.path / "reconstruction.json").read_text())
+        if s.has(RECONSTRUCTION):
+            rec = json.loads((s.path / RECONSTRUCTION).read_text())
             row["held-out fvu"] = rec.get("fvu")
             row["cosine"] = rec.get("cosine")
         down = downstream(s)
@@ -62,7 +77,7 @@ def sweep_rows(saes: list[SAEFiles]) -> list[dict[str, Any]]:
 
 def downstream(s: SAEFiles) -> dict[str, Any] | None:
     """``downstream.json`` (the SAE spliced into the model), as written by ``sae analyze``."""
-    return json.loads((s.path / "downstream.json").read_text()) if s.has("downstream.json") else None
+    return json.loads((s.path / DOWNSTREAM).read_text()) if s.has(DOWNSTREAM) else None
 
 
 def downstream_line(result: dict[str, Any]) -> str:
@@ -96,10 +111,10 @@ def downstream_line(result: dict[str, Any]) -> str:
 
 def ablation(s: SAEFiles) -> dict[str, Any] | None:
     """``ablation.json`` (``sae ablate``), or None."""
-    if not s.has("ablation.json"):
+    if not s.has(ABLATION):
         return None
     try:
-        doc = json.loads((s.path / "ablation.json").read_text())
+        doc = json.loads((s.path / ABLATION).read_text())
     except ValueError:
         return None
     return doc if isinstance(doc, dict) else None
@@ -138,39 +153,45 @@ def _ablation_line(kind: str | None, r: dict[str, Any], latent: int) -> str:
 
 
 def metrics(s: SAEFiles) -> list[dict[str, Any]]:
-    if not s.has("metrics.jsonl"):
+    if not s.has(METRICS_FILE):
         return []
-    return [json.loads(x) for x in (s.path / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    records = []
+    for line in (s.path / METRICS_FILE).read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except ValueError:  # a partial last line of a run still training (or killed mid-write)
+            continue
+    return records
 
 
 def feature_table(s: SAEFiles) -> dict[str, np.ndarray] | None:
     """frequency / mean / max activation of every latent (three d_sae vectors)."""
-    if not s.has("feature_stats.safetensors"):
+    if not s.has(FEATURE_STATS):
         return None
     from safetensors.numpy import load_file
 
-    t = load_file(str(s.path / "feature_stats.safetensors"))
+    t = load_file(str(s.path / FEATURE_STATS))
     return {k: t[k] for k in ("frequency", "mean_activation", "max_activation")}
 
 
 def latent_histogram(s: SAEFiles, latent: int) -> tuple[np.ndarray, np.ndarray] | None:
-    if not s.has("feature_stats.safetensors"):
+    if not s.has(FEATURE_STATS):
         return None
     from safetensors import safe_open
 
-    with safe_open(str(s.path / "feature_stats.safetensors"), "np") as f:
+    with safe_open(str(s.path / FEATURE_STATS), "np") as f:
         return f.get_slice("act_hist_counts")[latent : latent + 1][0], f.get_tensor("act_hist_edges")
 
 
 def top_examples(s: SAEFiles, latent: int) -> dict[str, Any] | None:
     """The top examples of one latent, read by slicing (d_sae, k, ...) tensors."""
-    if not s.has("top_examples.safetensors"):
+    if not s.has(TOP_EXAMPLES):
         return None
     from safetensors import safe_open
 
-    meta = json.loads((s.path / "top_examples.json").read_text())
+    meta = json.loads((s.path / TOP_EXAMPLES_META).read_text())
     out: dict[str, Any] = {"meta": meta}
-    with safe_open(str(s.path / "top_examples.safetensors"), "np") as f:
+    with safe_open(str(s.path / TOP_EXAMPLES), "np") as f:
         for key in f.keys():  # noqa: SIM118 (safe_open has no __iter__)
             out[key] = f.get_slice(key)[latent : latent + 1][0]
     keep = out["rows"] >= 0
@@ -181,7 +202,7 @@ def top_examples(s: SAEFiles, latent: int) -> dict[str, Any] | None:
 
 
 def vocab(cache: str) -> list[str] | None:
-    path = Path(cache) / "vocab.json"
+    path = Path(cache) / VOCAB
     return json.loads(path.read_text()) if path.is_file() else None
 
 
@@ -194,15 +215,24 @@ def detokenize(tok: str) -> str:
 
 def open_image(meta: dict[str, Any], example_id: int) -> Any:
     """The original image of a dataset example, through the dataset plugin that cached it."""
-    from sae_core.datasets import open_dataset
-
     dataset = meta.get("dataset", {})
-    ds = open_dataset(dataset["spec"], "image", **dataset.get("options", {}))
+    ds = open_dataset(dataset["spec"], dataset.get("modality") or "image", **dataset.get("options", {}))
     return ds[int(example_id)].data
 
 
+def signed(meta: dict[str, Any]) -> bool:
+    """Whether the SAE's codes may be negative (top_examples.json, written by ``sae analyze``)."""
+    return not meta.get("non_negative_codes", True)
+
+
 def heatmap_overlay(image: Any, patch_acts: np.ndarray, extra: dict[str, Any], size: int = 224) -> Any:
-    """Overlay per-patch activations on the image region the model saw (resize + center crop)."""
-    from sae_core.inference.heatmap import heatmap_overlay as overlay
+    """Overlay per-patch activations on the image region the model saw (resize + center crop).
+
+    ``extra`` is the cache's adapter metadata, read as an :class:`ImageGeometry` (a bad or
+    missing key is a ``DataError`` naming it). Red marks positive codes, blue negative ones;
+    opacity is |code| relative to the strongest patch (``sae_core.heatmap_overlay``, shared with
+    ``sae features --image``).
+    """
+    from sae_core import heatmap_overlay as overlay
 
     return overlay(image, patch_acts, extra, size)

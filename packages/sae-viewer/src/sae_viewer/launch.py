@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from sae_core.errors import SAEError
+from sae_core import SAEError
 
 APP = Path(__file__).with_name("app.py")
 
@@ -19,7 +19,7 @@ def view(
     headless: Annotated[bool, typer.Option("--headless", help="Do not open a browser.")] = False,
 ) -> None:
     """Browse a run's SAEs and their features in the Streamlit viewer."""
-    from sae_core.checkpoint import find_checkpoints
+    from sae_core import find_checkpoints
 
     if not run.is_dir():
         raise SAEError(f"{run} is not a directory; pass the --out of `sae train`")

@@ -2,23 +2,26 @@
 
 The only part of the viewer that runs a model: nothing here is called at page load, only when
 the user submits a text or an image; the app caches the loaded model per SAE
-(``st.cache_resource``). Everything goes through the public API of ``sae_core.inference``.
+(``st.cache_resource``). Everything goes through the public API of ``sae_core`` (its
+``sae_core.inference`` names).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+if TYPE_CHECKING:
+    from sae_core import SAECheckpointConfig
 
-def modality(cfg: dict[str, Any]) -> str | None:
+
+def modality(cfg: SAECheckpointConfig | None) -> str | None:
     """What the SAE's model reads ("text", "image", ...), from its adapter plugin; None if unknown."""
-    from sae_core.errors import SAEError
-    from sae_core.plugins import get_component
+    from sae_core import SAEError, get_component
 
-    adapter = (cfg.get("source") or {}).get("adapter")
+    adapter = cfg.source.adapter if cfg is not None else None
     if not adapter:
         return None
     try:
@@ -29,7 +32,7 @@ def modality(cfg: dict[str, Any]) -> str | None:
 
 def load(checkpoint: str | Path) -> tuple[Any, Any]:
     """The SAE's model (re-created from its cache's metadata, slow) and the SAE."""
-    from sae_core.inference import HookedModel
+    from sae_core import HookedModel
 
     return HookedModel.from_checkpoint(checkpoint)
 
@@ -37,13 +40,13 @@ def load(checkpoint: str | Path) -> tuple[Any, Any]:
 def run(model: Any, sae: Any, example: Any, top: int) -> dict[str, Any]:
     """Per token / patch top features of one text or image, its top features overall, and the
     dense activations (tokens, d_sae) for highlighting any of them."""
-    from sae_core.inference.features import record, token_table, top_features
+    from sae_core import record_features, token_features, top_features
 
-    result, hook = record(model, sae, [example])
+    result, hook = record_features(model, sae, [example])
     acts = result.features.get(hook.name)
     extra = image_extra(model)
     doc: dict[str, Any] = {"layer": hook.layer, "tokens_kind": hook.tokens, "extra": extra,
-                           "tokens": token_table(result, hook, top, extra.get("grid")),
+                           "tokens": token_features(result, hook, top, extra.get("grid")),
                            "top_features": top_features(result, hook, max(top, 10)),  # max over its tokens
                            "acts": acts.dense().numpy() if acts is not None else np.zeros((0, sae.d_sae), np.float32)}
     if model.modality == "image":

@@ -1,25 +1,26 @@
-"""The components registered by the example plugin."""
+"""The example plugin's ``vector`` modality: a ``gaussian`` dataset, an ``mlp`` adapter and a
+``decoder-norms`` analysis (the smallest of each kind; the tutorial's files are beside it)."""
 
 from __future__ import annotations
 
 import itertools
-import json
 import os
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from sae_core.errors import DataError, SAEError
-from sae_core.protocols import (
+from sae_core import (
     ActivationBatch,
     ActivationSpec,
     AdapterRequest,
     Analysis,
     AnalysisContext,
+    DataError,
     Dataset,
     Example,
     ModelAdapter,
+    SAEError,
 )
 
 D_INPUT = 16
@@ -112,5 +113,5 @@ class DecoderNorms(Analysis):
     def run(self, ctx: AnalysisContext) -> dict[str, Any]:
         norms = ctx.sae.W_dec.detach().norm(dim=-1)  # (d_sae,)
         out = {"mean": float(norms.mean()), "min": float(norms.min()), "max": float(norms.max())}
-        (ctx.checkpoint / "decoder_norms.json").write_text(json.dumps(out))
+        ctx.write_json("decoder_norms.json", out)
         return out

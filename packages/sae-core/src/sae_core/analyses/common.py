@@ -13,14 +13,38 @@ from sae_core.protocols.analysis import AnalysisContext
 
 def layer_and_positions(ctx: AnalysisContext) -> tuple[int, np.ndarray]:
     """The cache layer the SAE was trained on and the token positions it saw."""
-    source = ctx.sae.cfg.get("source", {})
-    layer = source.get("layer", source.get("layer_index", 0))
-    return ctx.reader.layer_index(layer), ctx.reader.positions(source.get("tokens", "all"))
+    source = ctx.sae.cfg.source
+    layer = source.layer if source.layer is not None else (source.layer_index or 0)
+    return ctx.reader.layer_index(layer), ctx.reader.positions(source.tokens)
 
 
-def row_range(ctx: AnalysisContext) -> tuple[int, int]:
-    n = ctx.reader.n_examples
-    return 0, n if ctx.max_examples is None else min(n, ctx.max_examples)
+def sae_split(ctx: AnalysisContext) -> Any:
+    """The validation split the SAE was trained with (its cfg.json ``val``), or None."""
+    from sae_core.inference.heldout import sae_split as split_of
+
+    return split_of(ctx.sae.cfg)
+
+
+def analysis_rows(ctx: AnalysisContext, legacy: str = "all") -> np.ndarray:
+    """Cache rows an analysis reads (ascending), chosen by ``--option split=``
+    (:func:`sae_core.inference.heldout.select_rows`, shared with ``sae ablate``):
+
+    - ``val`` (default): the SAE's validation examples — whole examples its training never read;
+    - ``all``: every row; ``tail``: the last ``heldout_frac`` (10%) of rows.
+
+    SAEs trained without a validation split (older runs, ``--val-fraction 0``) default to
+    ``legacy``: ``all`` for the descriptive analyses, ``tail`` for the metrics, as before. At most
+    ``--max-examples`` rows are read (the first ones of the selection).
+    """
+    from sae_core.inference.heldout import DEFAULT_FRAC, select_rows
+
+    split = sae_split(ctx)
+    side = str(option(ctx, "split", "val" if split is not None else legacy, str))
+    frac = option(ctx, "heldout_frac", DEFAULT_FRAC, float, "fraction") if side == "tail" else DEFAULT_FRAC
+    rows = select_rows(ctx.reader, split, side, frac=frac, what=f"SAE {ctx.checkpoint}")
+    if ctx.max_examples is not None:
+        rows = rows[: ctx.max_examples]
+    return rows
 
 
 def option(ctx: AnalysisContext, name: str, default: Any, cast: Callable[[Any], Any], check: str = "") -> Any:
@@ -42,22 +66,29 @@ def option(ctx: AnalysisContext, name: str, default: Any, cast: Callable[[Any], 
     return value
 
 
-def heldout_rows(ctx: AnalysisContext) -> tuple[int, int]:
-    """The held-out rows of the analysed rows (:func:`sae_core.inference.heldout.heldout_rows`:
-    the last ``heldout_frac``, default 10%, at least one)."""
-    from sae_core.inference.heldout import heldout_rows as rows
-
-    _, hi = row_range(ctx)
-    return rows(ctx.reader, frac=option(ctx, "heldout_frac", 0.1, float, "fraction"), limit=hi)
+def heldout_rows(ctx: AnalysisContext) -> np.ndarray:
+    """Rows the metrics analyses (reconstruction, downstream) read: see :func:`analysis_rows`."""
+    return analysis_rows(ctx, legacy="tail")
 
 
-def iter_rows(ctx: AnalysisContext, start: int, stop: int, rows_per_chunk: int) -> Iterator[tuple[int, torch.Tensor, np.ndarray]]:
-    """(first row, acts (n, T, d) of the SAE's layer, index records (n, T)) in row order."""
+def read_rows(ctx: AnalysisContext, rows: np.ndarray, layer: int) -> tuple[torch.Tensor, np.ndarray]:
+    """Acts ``(n, 1, T, d)`` and index ``(n, T)`` of the given ascending rows (contiguous runs read
+    at once)."""
+    from sae_core.inference.heldout import runs
+
+    parts = [ctx.reader.read_examples(int(run[0]), int(run[-1]) + 1, layers=[layer]) for run in runs(rows)]
+    if len(parts) == 1:
+        return parts[0]
+    return torch.cat([a for a, _ in parts]), np.concatenate([i for _, i in parts])
+
+
+def iter_rows(ctx: AnalysisContext, rows: np.ndarray, rows_per_chunk: int) -> Iterator[tuple[np.ndarray, torch.Tensor, np.ndarray]]:
+    """(row numbers (n,), acts (n, T, d) of the SAE's layer, index records (n, T)) in row order."""
     li, _ = layer_and_positions(ctx)
-    for lo in range(start, stop, rows_per_chunk):
-        hi = min(stop, lo + rows_per_chunk)
-        acts, index = ctx.reader.read_examples(lo, hi, layers=[li])
-        yield lo, acts[:, 0].to(ctx.device), index
+    for lo in range(0, len(rows), rows_per_chunk):
+        chunk = rows[lo : lo + rows_per_chunk]
+        acts, index = read_rows(ctx, chunk, li)
+        yield chunk, acts[:, 0].to(ctx.device), index
 
 
 def selected_mask(ctx: AnalysisContext, index: np.ndarray) -> torch.Tensor:
@@ -73,7 +104,8 @@ def rows_per_chunk(ctx: AnalysisContext) -> int:
 
 
 def encode_tokens(ctx: AnalysisContext, x: torch.Tensor) -> torch.Tensor:
-    """(n, T, d) -> (n, T, d_sae) latents."""
+    """(n, T, d) -> (n, T, d_sae) codes (signed if the SAE's architecture says so: a latent fires
+    where its code is non-zero, see :mod:`sae_core.codes`)."""
     n, t, d = x.shape
     with torch.no_grad():
         return ctx.sae.encode(x.reshape(n * t, d)).view(n, t, -1)
@@ -81,12 +113,9 @@ def encode_tokens(ctx: AnalysisContext, x: torch.Tensor) -> torch.Tensor:
 
 def save_safetensors(path, tensors: dict[str, torch.Tensor], meta: dict[str, str] | None = None) -> None:
     """Durably write an analysis's tensors (see :mod:`sae_core.io`)."""
-    from safetensors.torch import save_file
+    from sae_core.weights import save_weights
 
-    from sae_core.io import atomic_path
-
-    with atomic_path(path) as tmp:
-        save_file({k: v.contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=meta)
+    save_weights(path, tensors, metadata=meta)
 
 
 def save_json(path, doc) -> None:

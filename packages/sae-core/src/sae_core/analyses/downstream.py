@@ -2,9 +2,11 @@
 
 The model is re-created from the cache metadata through its adapter plugin (``AdapterRequest``
 with the cache's ``model``, ``layers`` and the ``checkpoint``, ``context_size`` and ``options`` the
-adapter recorded in ``extra``), and run on held-out rows (:mod:`sae_core.inference.heldout`): the
-last rows of the held-out part, as many as hold ``downstream_tokens`` (8192) tokens the SAE reads,
-at most ``downstream_rows`` (512). At the SAE's layer, on the tokens it was trained on (valid
+adapter recorded in ``extra``), and run on held-out rows (``--option split=``, see
+:func:`sae_core.analyses.common.analysis_rows`: the SAE's validation examples by default, the last
+``heldout_frac`` of the cache for SAEs trained without a validation split): the last of those
+rows, as many as hold ``downstream_tokens`` (8192) tokens the SAE reads, at most
+``downstream_rows`` (512). At the SAE's layer, on the tokens it was trained on (valid
 tokens of its token kind), the activations are replaced by the SAE's reconstruction, or by zeros
 for the baseline, and the model runs on:
 
@@ -18,11 +20,12 @@ Every number has a standard error over rows (``*_se``). The activations the live
 at the layer are checked against the cache (``cache_rel_error``): a large value means the
 re-created model is not the one that was cached.
 
-Adapters opt in by implementing ``run_with_hooks`` (:mod:`sae_core.protocols.running`; the
+Adapters opt in by implementing ``run_with_hooks`` and ``cached_inputs``
+(:class:`~sae_core.protocols.ModelAdapter`, types in :mod:`sae_core.protocols.running`; the
 metrics are computed here, :mod:`sae_core.inference.splice_eval`); plugins that implement only
-the older ``splice_eval(index, mask, layer, replace, *, dataset=None, batch_rows=8) -> dict``
-still work. When the adapter plugin is not installed, implements neither, or the model or
-dataset cannot be re-created here, ``downstream.json`` records ``skipped`` with the reason
+the older ``ModelAdapter.splice_eval(index, mask, layer, replace, *, dataset=None, batch_rows=8)
+-> dict`` still work. When the adapter plugin is not installed, implements neither, or the model
+or dataset cannot be re-created here, ``downstream.json`` records ``skipped`` with the reason
 instead of failing the other analyses. Writes ``downstream.json``.
 """
 
@@ -34,9 +37,17 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from sae_core.analyses.common import heldout_rows, layer_and_positions, option, save_json
+from sae_core.analyses.common import (
+    heldout_rows,
+    layer_and_positions,
+    option,
+    read_rows,
+    sae_split,
+    save_json,
+)
 from sae_core.errors import SAEError, UnknownComponentError
-from sae_core.inference.heldout import last_rows_with
+from sae_core.inference.heldout import last_rows_with, rows_span
+from sae_core.layout import DOWNSTREAM_FILE
 from sae_core.protocols.analysis import Analysis, AnalysisContext
 
 MISMATCH = 0.05  # cache_rel_error above this: the re-created model does not reproduce the cache
@@ -45,17 +56,17 @@ MISMATCH = 0.05  # cache_rel_error above this: the re-created model does not rep
 _CANNOT = "adapter {!r} cannot run its model with SAEs attached (it implements neither run_with_hooks nor splice_eval)"
 
 
-def _runs(cls: type) -> bool:
-    """Whether adapter class ``cls`` can run its model with hooks (new or older protocol)."""
-    can = getattr(cls, "can_run", None)
-    return bool(can and can()) or callable(getattr(cls, "splice_eval", None))
+def _side(ctx: AnalysisContext) -> str:
+    """Which rows were read: ``--option split=``, default val (tail for SAEs without a split)."""
+    return str(ctx.options.get("split", "val" if sae_split(ctx) is not None else "tail"))
 
 
 class Downstream(Analysis):
     """Model output with the SAE spliced in: LM CE loss recovered, or embedding cosine."""
 
     name: ClassVar[str] = "downstream"
-    options: ClassVar[tuple[str, ...]] = ("downstream_tokens", "downstream_rows", "downstream_batch", "heldout_frac")
+    options: ClassVar[tuple[str, ...]] = ("downstream_tokens", "downstream_rows", "downstream_batch", "split",
+                                          "heldout_frac")
 
     def __init__(self) -> None:
         self._adapters: dict[str, Any] = {}  # one model per cache and device, shared by the SAEs of a run
@@ -69,26 +80,25 @@ class Downstream(Analysis):
         meta = ctx.reader.meta
         li, positions = layer_and_positions(ctx)
         layer = meta.layers[li]
-        tokens = ctx.sae.cfg.get("source", {}).get("tokens", "all")
+        tokens = ctx.sae.cfg.source.tokens
         head = {"adapter": meta.adapter, "model": meta.model, "layer": layer, "tokens": tokens}
         try:
             component = get_component("adapter", meta.adapter)
         except UnknownComponentError as e:
             return self._skip(ctx, head, f"the adapter plugin that made the cache is not installed: {e}")
-        if isinstance(component.factory, type) and not _runs(component.factory):
+        if _cannot_run(component.factory):
             return self._skip(ctx, head, _CANNOT.format(meta.adapter))  # known without a model
         allowed = np.zeros(meta.tokens_per_example, dtype=bool)
         allowed[positions] = True
-        start_h, stop = heldout_rows(ctx)
-        start = last_rows_with(ctx.reader, start_h, stop, lambda ix: (ix["valid"].astype(bool) & allowed).sum(1),
-                               tokens=n_tokens, max_rows=n_rows)
-        acts, index = ctx.reader.read_examples(start, stop, layers=[li])
+        rows = last_rows_with(ctx.reader, heldout_rows(ctx), lambda ix: (ix["valid"].astype(bool) & allowed).sum(1),
+                              tokens=n_tokens, max_rows=n_rows)
+        acts, index = read_rows(ctx, rows, li)
         mask = index["valid"].astype(bool) & allowed[None, :]
         if not mask.any():
-            raise SAEError(f"no held-out tokens of kind {tokens!r} in {ctx.reader.path} rows {start}:{stop}; cache more data")
+            raise SAEError(f"no held-out tokens of kind {tokens!r} in {len(rows)} rows of {ctx.reader.path}; cache more data")
         try:
             adapter = self._adapter(component, meta, ctx.device)
-            if not _runs(type(adapter)):
+            if _cannot_run(type(adapter)):
                 return self._skip(ctx, head, _CANNOT.format(meta.adapter))
             dataset = None
             if adapter.modality != "text":  # text adapters read the tokens from the index
@@ -98,7 +108,7 @@ class Downstream(Analysis):
         except (SAEError, OSError) as e:
             return self._skip(ctx, head, f"cannot re-create the model or dataset of the cache here: {e}")
 
-        if type(adapter).can_run():
+        if _runs_with_hooks(type(adapter)):
             from sae_core.inference.splice_eval import splice_metrics
 
             result = splice_metrics(adapter, ctx.sae, layer, index, acts[:, 0], kinds=list(meta.token_kinds),
@@ -106,12 +116,12 @@ class Downstream(Analysis):
         else:
             result = self._legacy(adapter, ctx, index, mask, layer, acts, dataset, batch_rows)
         rel = result.pop("cache_rel_error", None)
-        result = {**head, "rows": [start, stop], "n_rows": stop - start, "n_spliced_tokens": int(mask.sum()),
-                  **result, "cache_rel_error": rel}
+        result = {**head, "split": _side(ctx), "rows": rows_span(rows), "n_rows": len(rows),
+                  "n_spliced_tokens": int(mask.sum()), **result, "cache_rel_error": rel}
         if rel is not None and rel > MISMATCH:
             result["warning"] = (f"the re-created model's activations differ from the cache by {rel:.1%}: "
                                  "it is not the model that was cached, so these numbers do not describe it")
-        save_json(ctx.checkpoint / "downstream.json", result)
+        save_json(ctx.checkpoint / DOWNSTREAM_FILE, result)
         return result
 
     def _legacy(self, adapter: Any, ctx: AnalysisContext, index: np.ndarray, mask: np.ndarray, layer: str,
@@ -146,5 +156,27 @@ class Downstream(Analysis):
 
     def _skip(self, ctx: AnalysisContext, head: dict[str, Any], why: str) -> dict[str, Any]:
         result = {**head, "skipped": why}
-        save_json(ctx.checkpoint / "downstream.json", result)
+        save_json(ctx.checkpoint / DOWNSTREAM_FILE, result)
         return result
+
+
+def _runs_with_hooks(cls: type) -> bool:
+    """Whether adapter class ``cls`` implements ``run_with_hooks`` (the current protocol)."""
+    from sae_core.protocols.adapter import ModelAdapter
+
+    if issubclass(cls, ModelAdapter):
+        return cls.supports("run_with_hooks")
+    return callable(getattr(cls, "run_with_hooks", None))
+
+
+def _cannot_run(factory: Any) -> bool:
+    """Whether an adapter class can run its model with an SAE spliced in by neither
+    ``run_with_hooks`` nor the older ``splice_eval`` (False for a factory that is not a class:
+    unknown until built)."""
+    from sae_core.protocols.adapter import ModelAdapter
+
+    if not isinstance(factory, type):
+        return False
+    if issubclass(factory, ModelAdapter):
+        return not (factory.supports("run_with_hooks") or factory.supports("splice_eval"))
+    return not (callable(getattr(factory, "run_with_hooks", None)) or callable(getattr(factory, "splice_eval", None)))

@@ -1,9 +1,12 @@
 """``feature-stats``: firing frequency, mean/max activation and activation histograms per latent.
 
-One streaming pass; memory is O(d_sae · bins). Writes ``feature_stats.safetensors``
-(frequency, mean_activation (over firing tokens), max_activation, act_hist_counts [d_sae, bins]
-of log10(activation), act_hist_edges) and ``feature_stats.json`` (n_tokens, dead/dense fractions,
-log-density histogram: how many latents fire at each log10 frequency).
+A latent fires where its code is non-zero, whatever its sign (:mod:`sae_core.codes`); strengths
+are magnitudes |code|, so signed architectures are measured like non-negative ones. One streaming
+pass; memory is O(d_sae · bins). Writes ``feature_stats.safetensors`` (frequency,
+mean_activation (mean |code| over firing tokens), max_activation (max |code|), positive_fraction
+(of firings with a positive code; 1 for non-negative codes), act_hist_counts [d_sae, bins] of
+log10|code|, act_hist_edges) and ``feature_stats.json`` (n_tokens, mean L0, dead/dense fractions,
+log-density histogram: how many latents fire at each log10 frequency, non_negative_codes).
 """
 
 from __future__ import annotations
@@ -13,14 +16,16 @@ from typing import Any, ClassVar
 import torch
 
 from sae_core.analyses.common import (
+    analysis_rows,
     encode_tokens,
     iter_rows,
-    row_range,
     rows_per_chunk,
     save_json,
     save_safetensors,
     selected_mask,
 )
+from sae_core.codes import firing, magnitude
+from sae_core.layout import FEATURE_STATS_FILE, FEATURE_STATS_SUMMARY_FILE
 from sae_core.protocols.analysis import Analysis, AnalysisContext
 
 N_BINS = 40
@@ -32,34 +37,38 @@ class FeatureStats(Analysis):
     """Firing frequency, mean/max activation and log-activation histograms of every latent."""
 
     name: ClassVar[str] = "feature-stats"
+    options: ClassVar[tuple[str, ...]] = ("split",)
 
     def run(self, ctx: AnalysisContext) -> dict[str, Any]:
         d_sae = ctx.sae.d_sae
         dev = ctx.device
         count = torch.zeros(d_sae, device=dev, dtype=torch.float64)
         total = torch.zeros(d_sae, device=dev, dtype=torch.float64)
+        positive = torch.zeros(d_sae, device=dev, dtype=torch.float64)
         peak = torch.zeros(d_sae, device=dev)
         hist = torch.zeros(d_sae * N_BINS, device=dev, dtype=torch.int64)
         edges = torch.linspace(LOG_MIN, LOG_MAX, N_BINS + 1, device=dev)
         n_tokens = 0
-        start, stop = row_range(ctx)
-        for _, x, index in iter_rows(ctx, start, stop, rows_per_chunk(ctx)):
+        for _, x, index in iter_rows(ctx, analysis_rows(ctx), rows_per_chunk(ctx)):
             keep = selected_mask(ctx, index)  # (n, T)
-            f = encode_tokens(ctx, x)[keep]  # (m, d_sae)
+            f = encode_tokens(ctx, x)[keep]  # (m, d_sae) codes
+            mag = magnitude(f)  # (m, d_sae)
             n_tokens += f.shape[0]
-            active = f > 0
+            active = firing(f)
             count += active.sum(0)
-            total += f.sum(0, dtype=torch.float64)
-            peak = torch.maximum(peak, f.max(0).values if len(f) else peak)
+            positive += (f > 0).sum(0)
+            total += mag.sum(0, dtype=torch.float64)
+            peak = torch.maximum(peak, mag.max(0).values if len(f) else peak)
             tok, lat = active.nonzero(as_tuple=True)
-            bins = torch.bucketize(f[tok, lat].log10().clamp(LOG_MIN, LOG_MAX - 1e-6), edges[1:-1])
+            bins = torch.bucketize(mag[tok, lat].log10().clamp(LOG_MIN, LOG_MAX - 1e-6), edges[1:-1])
             hist.index_add_(0, lat * N_BINS + bins, torch.ones_like(bins))
         freq = (count / max(n_tokens, 1)).float()
         mean = (total / count.clamp_min(1)).float()
-        save_safetensors(ctx.checkpoint / "feature_stats.safetensors", {
+        save_safetensors(ctx.checkpoint / FEATURE_STATS_FILE, {
             "frequency": freq,
             "mean_activation": mean,
             "max_activation": peak,
+            "positive_fraction": (positive / count.clamp_min(1)).float(),
             "act_hist_counts": hist.view(d_sae, N_BINS).int(),
             "act_hist_edges": edges,
         })
@@ -71,7 +80,8 @@ class FeatureStats(Analysis):
             "dead_frac": float((count == 0).float().mean()),
             "dense_frac": float((freq > DENSE).float().mean()),
             "mean_l0": float(count.sum() / max(n_tokens, 1)),
+            "non_negative_codes": bool(getattr(ctx.sae, "non_negative_codes", True)),
             "log_freq_hist": {"edges": lf_edges.tolist(), "counts": lf_counts.int().tolist()},
         }
-        save_json(ctx.checkpoint / "feature_stats.json", summary)
+        save_json(ctx.checkpoint / FEATURE_STATS_SUMMARY_FILE, summary)
         return {k: v for k, v in summary.items() if k != "log_freq_hist"}

@@ -2,7 +2,8 @@
 
 Training reads the whole cache, so "held-out" means the last 10% of the cache's rows by default
 (``--option heldout_frac=...``); in a shuffled cache they are a fair sample of the same
-distribution. Reports FVU (SSE / SSE around the mean), L0, dead and dense fractions, mean cosine
+distribution. Reports FVU (SSE / SSE around the mean), L0 (latents with a non-zero code per
+token), dead and dense fractions, mean cosine
 similarity between x and x̂, and the relative size of the decoder bias (||b_dec|| / mean ||x||).
 """
 
@@ -12,7 +13,16 @@ from typing import Any, ClassVar
 
 import torch
 
-from sae_core.analyses.common import heldout_rows, iter_rows, rows_per_chunk, save_json, selected_mask
+from sae_core.analyses.common import (
+    heldout_rows,
+    iter_rows,
+    rows_per_chunk,
+    sae_split,
+    save_json,
+    selected_mask,
+)
+from sae_core.codes import firing
+from sae_core.layout import RECONSTRUCTION_FILE
 from sae_core.protocols.analysis import Analysis, AnalysisContext
 
 
@@ -20,14 +30,14 @@ class Reconstruction(Analysis):
     """Held-out FVU, L0, dead/dense fractions, cosine similarity, relative bias."""
 
     name: ClassVar[str] = "reconstruction"
-    options: ClassVar[tuple[str, ...]] = ("heldout_frac",)
+    options: ClassVar[tuple[str, ...]] = ("split", "heldout_frac")
 
     def run(self, ctx: AnalysisContext) -> dict[str, Any]:
-        start, hi_all = heldout_rows(ctx)
+        rows = heldout_rows(ctx)
         sse = sum_x = sum_x2 = cos = norm = l0 = 0.0
         n = 0
         fired = torch.zeros(ctx.sae.d_sae, device=ctx.device)
-        for _, x, index in iter_rows(ctx, start, hi_all, rows_per_chunk(ctx)):
+        for _, x, index in iter_rows(ctx, rows, rows_per_chunk(ctx)):
             x = x[selected_mask(ctx, index)]  # (m, d)
             if not len(x):
                 continue
@@ -39,16 +49,18 @@ class Reconstruction(Analysis):
             sum_x2 += float((x.double() ** 2).sum())
             cos += float(torch.nn.functional.cosine_similarity(x, recon, dim=-1).sum())
             norm += float(x.norm(dim=-1).sum())
-            l0 += float((f > 0).sum())
-            fired += (f > 0).sum(0)
+            active = firing(f)  # (m, d_sae): code != 0, whatever its sign
+            l0 += float(active.sum())
+            fired += active.sum(0)
             n += len(x)
         if n == 0:
             from sae_core.errors import SAEError
 
-            raise SAEError(f"no held-out tokens in {ctx.reader.path} rows {start}:{hi_all}; cache more data")
+            raise SAEError(f"no held-out tokens in the {len(rows)} held-out rows of {ctx.reader.path}; cache more data")
         total_var = sum_x2 - float((sum_x**2).sum()) / n
         result = {
-            "heldout_rows": [start, hi_all],
+            "split": ctx.options.get("split", "val" if sae_split(ctx) is not None else "tail"),
+            "n_rows": len(rows),
             "n_tokens": n,
             "fvu": sse / max(total_var, 1e-12),
             "mse": sse / n,
@@ -58,5 +70,5 @@ class Reconstruction(Analysis):
             "cosine": cos / n,
             "relative_bias": float(ctx.sae.b_dec.detach().norm()) / (norm / n),
         }
-        save_json(ctx.checkpoint / "reconstruction.json", result)
+        save_json(ctx.checkpoint / RECONSTRUCTION_FILE, result)
         return result

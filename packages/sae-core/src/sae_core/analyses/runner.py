@@ -5,9 +5,12 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sae_core.errors import SAEError
+
+if TYPE_CHECKING:
+    from sae_core.layout import SAECheckpointConfig
 
 
 def analyse_run(
@@ -80,21 +83,23 @@ def analyse_run(
     return out
 
 
-def _recorded_cache(ckpt: Path, cfg: dict[str, Any]) -> str:
+def _recorded_cache(ckpt: Path, cfg: SAECheckpointConfig) -> str:
     """The cache a checkpoint was trained on: through its run's ``config.json`` (relative to the
     run, so a moved run with its cache works), else the absolute path in ``cfg.json``."""
     import json
 
-    from sae_core.train.rundir import CONFIG, resolve_cache
+    from sae_core.layout import RUN_CONFIG_FILE
+    from sae_core.train.rundir import resolve_cache
 
-    source = cfg.get("source", {})
-    run_cfg = ckpt.parent / CONFIG
+    source = cfg.source
+    run_cfg = ckpt.parent / RUN_CONFIG_FILE
     if run_cfg.is_file():
         try:
             doc = json.loads(run_cfg.read_text())
         except ValueError:
             doc = {}
-        if isinstance(doc, dict) and doc.get("cache_fingerprint") == source.get("cache_fingerprint"):
+        if isinstance(doc, dict) and doc.get("cache_fingerprint") == source.cache_fingerprint:
             with contextlib.suppress(SAEError):
                 return resolve_cache(doc, ckpt.parent, f"SAE {ckpt}")
-    return resolve_cache(source, ckpt, f"SAE {ckpt}")
+    record = {"cache": source.cache, "cache_fingerprint": source.cache_fingerprint}
+    return resolve_cache(record, ckpt, f"SAE {ckpt}")

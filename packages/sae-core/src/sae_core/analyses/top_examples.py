@@ -1,6 +1,7 @@
 """``top-examples``: the k examples (images / text windows) on which each latent fires most.
 
-One streaming pass with bounded memory: a running top-k per latent over examples, scored by the
+"Most" is by magnitude: an example's score is the latent's largest |code| over its tokens
+(``values``); ``token_acts`` keep the codes' signs. One streaming pass with bounded memory: a running top-k per latent over examples, scored by the
 latent's maximum over the example's tokens, merged chunk by chunk with ``torch.topk``; the
 per-token activations of the current winners ride along, so no second pass is needed. Memory is
 O(d_sae · k · tokens), independent of the cache size. Writes ``top_examples.safetensors`` (rows,
@@ -15,14 +16,16 @@ import numpy as np
 import torch
 
 from sae_core.analyses.common import (
+    analysis_rows,
     encode_tokens,
     iter_rows,
     option,
-    row_range,
     save_json,
     save_safetensors,
     selected_mask,
 )
+from sae_core.codes import firing, magnitude
+from sae_core.layout import TOP_EXAMPLES_FILE, TOP_EXAMPLES_META_FILE
 from sae_core.protocols.analysis import Analysis, AnalysisContext
 
 
@@ -30,7 +33,7 @@ class TopExamples(Analysis):
     """Top-k activating examples per latent with their per-token/per-patch activations."""
 
     name: ClassVar[str] = "top-examples"
-    options: ClassVar[tuple[str, ...]] = ("k",)
+    options: ClassVar[tuple[str, ...]] = ("k", "split")
 
     def run(self, ctx: AnalysisContext) -> dict[str, Any]:
         k = option(ctx, "k", 16, int, "positive")
@@ -42,12 +45,11 @@ class TopExamples(Analysis):
         examples = torch.full((d_sae, k), -1, dtype=torch.long, device=dev)
         token_acts = torch.zeros(d_sae, k, t, dtype=torch.float16, device=dev)
         token_ids = torch.full((d_sae, k, t), -1, dtype=torch.int32, device=dev)
-        start, stop = row_range(ctx)
         chunk_rows = max(1, min(256, 2**22 // max(t * d_sae, 1)))
-        for lo, x, index in iter_rows(ctx, start, stop, chunk_rows):
+        for row_ids, x, index in iter_rows(ctx, analysis_rows(ctx), chunk_rows):
             keep = selected_mask(ctx, index)  # (n, T)
-            f = encode_tokens(ctx, x) * keep[..., None]  # (n, T, d_sae)
-            score = f.amax(dim=1).T  # (d_sae, n)
+            f = encode_tokens(ctx, x) * keep[..., None]  # (n, T, d_sae) codes
+            score = magnitude(f).amax(dim=1).T  # (d_sae, n): strongest firing, whatever its sign
 
             values, pick = torch.cat([values, score], dim=1).topk(k, dim=1)  # (d_sae, k)
             from_chunk = pick >= k
@@ -55,23 +57,24 @@ class TopExamples(Analysis):
             i = pick.clamp_max(k - 1)  # index into the buffer where it was kept
             chunk_ex = torch.from_numpy(np.ascontiguousarray(index["example"][:, 0])).to(dev)  # (n,)
             chunk_tok = torch.from_numpy(np.ascontiguousarray(index["token"], dtype=np.int32)).to(dev)  # (n, T)
-            rows = torch.where(from_chunk, lo + j, rows.gather(1, i))
+            rows = torch.where(from_chunk, torch.from_numpy(row_ids).to(dev)[j], rows.gather(1, i))
             examples = torch.where(from_chunk, chunk_ex[j], examples.gather(1, i))
             jt, it = j[..., None].expand(d_sae, k, t), i[..., None].expand(d_sae, k, t)
             token_acts = torch.where(
                 from_chunk[..., None], f.permute(2, 0, 1).half().gather(1, jt), token_acts.gather(1, it)
             )
             token_ids = torch.where(from_chunk[..., None], chunk_tok[j], token_ids.gather(1, it))
-        empty = values <= 0  # fewer than k firing examples: unfilled slots
+        empty = ~firing(values)  # fewer than k firing examples: unfilled slots
         rows[empty], examples[empty], values[empty] = -1, -1, 0.0
         token_acts[empty] = 0
         tensors = {"rows": rows, "examples": examples, "values": values.float(), "token_acts": token_acts}
         if "token" in meta.token_kinds:
             tensors["token_ids"] = token_ids
-        save_safetensors(ctx.checkpoint / "top_examples.safetensors", tensors)
-        modality = "text" if "token" in meta.token_kinds else "image"
-        save_json(ctx.checkpoint / "top_examples.json", {
+        save_safetensors(ctx.checkpoint / TOP_EXAMPLES_FILE, tensors)
+        modality = meta.dataset.get("modality") or ("text" if "token" in meta.token_kinds else "image")
+        save_json(ctx.checkpoint / TOP_EXAMPLES_META_FILE, {
             "k": k, "tokens_per_example": t, "token_kinds": meta.token_kinds, "modality": modality,
             "cache": str(ctx.reader.path), "dataset": meta.dataset, "extra": meta.extra,
+            "non_negative_codes": bool(getattr(ctx.sae, "non_negative_codes", True)),
         })
         return {"k": k, "latents_with_examples": int((rows[:, 0] >= 0).sum())}

@@ -110,3 +110,4 @@ class BatchTopK(BankArchitecture):
     name = "batchtopk"
     Hyper = BatchTopKHyper
     bank_cls = BatchTopKBank
+    saelens_architecture = "jumprelu"  # inference is a JumpReLU with the learned threshold

@@ -81,3 +81,4 @@ class Gated(BankArchitecture):
     name = "gated"
     Hyper = GatedHyper
     bank_cls = GatedBank
+    saelens_architecture = "gated"

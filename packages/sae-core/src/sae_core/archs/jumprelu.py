@@ -176,3 +176,4 @@ class JumpReLU(BankArchitecture):
     name = "jumprelu"
     Hyper = JumpReLUHyper
     bank_cls = JumpReLUBank
+    saelens_architecture = "jumprelu"

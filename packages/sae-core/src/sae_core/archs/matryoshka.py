@@ -108,3 +108,8 @@ class Matryoshka(BankArchitecture):
     @classmethod
     def bank_key(cls, hyper: MatryoshkaHyper) -> tuple:
         return (hyper.base,)
+
+    @classmethod
+    def saelens_target(cls, hyper: dict) -> str | None:
+        """Inference is the base encoder's: TopK, or BatchTopK's JumpReLU threshold."""
+        return "topk" if hyper.get("base") == "topk" else "jumprelu"

@@ -60,3 +60,4 @@ class ReLU(BankArchitecture):
     name = "relu"
     Hyper = ReLUHyper
     bank_cls = ReLUBank
+    saelens_architecture = "standard"

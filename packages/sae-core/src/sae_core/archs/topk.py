@@ -147,3 +147,4 @@ class TopK(BankArchitecture):
     name = "topk"
     Hyper = TopKHyper
     bank_cls = TopKBank
+    saelens_architecture = "topk"  # SAELens topk without decoder-norm rescaling

@@ -8,11 +8,13 @@ from typing import Annotated
 
 import typer
 
+from sae_core.commands.dynamic_help import RegistryHelpCommand
+
 
 def analyze(
     path: Annotated[Path, typer.Argument(help="A run directory or one SAE checkpoint.")],
     data: Annotated[Path | None, typer.Option(help="Cache directory (default: the one each SAE was trained on).")] = None,
-    only: Annotated[list[str] | None, typer.Option(help="Run only this analysis (repeatable).")] = None,
+    only: Annotated[list[str] | None, typer.Option(help="Run only this analysis (repeatable), one of the installed: {analysis}.")] = None,
     max_examples: Annotated[int | None, typer.Option(help="Use at most this many cache rows.")] = None,
     batch_size: Annotated[int, typer.Option(help="Tokens per encode batch.")] = 4096,
     k: Annotated[int, typer.Option(help="Top examples kept per latent.")] = 16,
@@ -38,4 +40,4 @@ def analyze(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("analyze")(analyze)
+    app.command("analyze", cls=RegistryHelpCommand)(analyze)

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from sae_core.commands.dynamic_help import RegistryHelpCommand
 from sae_core.errors import SAEError
 
 
@@ -22,7 +23,7 @@ def parse_kv(pairs: list[str] | None, flag: str) -> dict[str, str]:
 
 
 def cache(
-    adapter: Annotated[str, typer.Option(help="Model adapter plugin, e.g. clip, timm, tlens (see `sae plugins`).")],
+    adapter: Annotated[str, typer.Option(help="Model adapter, one of the installed: {adapter}.")],
     model: Annotated[str, typer.Option(help="Model name for the adapter, e.g. ViT-B-32/openai, gpt2, minilm.")],
     data: Annotated[str, typer.Option(help="Dataset spec NAME:ARG, e.g. folder:/imgs, samples, pydocs, text:a.txt.")],
     out: Annotated[Path, typer.Option(help="Store root; the cache goes into a content-addressed subdirectory.")],
@@ -43,7 +44,7 @@ def cache(
     num_workers: Annotated[int, typer.Option(help="Data-loading worker processes.")] = 0,
     device: Annotated[str, typer.Option(help="Torch device for the model: cpu, cuda, cuda:1, ...")] = "cpu",
     opt: Annotated[list[str] | None, typer.Option(help="Adapter-specific option KEY=VALUE (repeatable).")] = None,
-    store: Annotated[str, typer.Option(help="Activation store plugin.")] = "local",
+    store: Annotated[str, typer.Option(help="Activation store, one of the installed: {store}.")] = "local",
     shard_examples: Annotated[int | None, typer.Option(help="Examples per shard (default: ~256 MB shards).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
@@ -86,4 +87,4 @@ def cache(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("cache")(cache)
+    app.command("cache", cls=RegistryHelpCommand)(cache)

@@ -1,4 +1,4 @@
-"""``sae export``: write SAEs in another library's format (SAELens)."""
+"""``sae export``: write SAEs in another library's format (SAELens, or a plugin's format)."""
 
 from __future__ import annotations
 
@@ -7,27 +7,24 @@ from typing import Annotated
 
 import typer
 
-from sae_core.errors import SAEError
+from sae_core.commands.dynamic_help import RegistryHelpCommand
 
 
 def export(
     path: Annotated[Path, typer.Argument(help="One SAE checkpoint or a run directory.")],
     out: Annotated[Path, typer.Option(help="Output directory (one subdirectory per SAE for a run).")],
-    format: Annotated[str, typer.Option("--format", help="Target format: saelens.")] = "saelens",
+    format: Annotated[str, typer.Option("--format", help="Target format, one of: {exporter}.")] = "saelens",
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a non-empty --out.")] = False,
 ) -> None:
-    """Export SAEs so other libraries can load them (SAELens: SAE.load_from_disk(DIR))."""
-    from sae_core.checkpoint import find_checkpoints
-    from sae_core.interop.saelens import export_saelens
+    """Export SAEs so other libraries can load them (SAELens: SAE.load_from_disk(DIR)). Every SAE
+    is checked first; a run is written completely or not at all."""
+    from sae_core.interop.export import export_checkpoints
     from sae_core.validate import check_output_dir
 
-    if format != "saelens":
-        raise SAEError(f"unknown export format {format!r}; supported: saelens")
     check_output_dir(out)
-    ckpts = find_checkpoints(path)
-    for ckpt in ckpts:
-        target = out if len(ckpts) == 1 and (path / "cfg.json").is_file() else out / ckpt.name
-        typer.echo(str(export_saelens(ckpt, target)))
+    for written in export_checkpoints(path, out, format=format, overwrite=overwrite):
+        typer.echo(str(written))
 
 
 def register(app: typer.Typer) -> None:
-    app.command("export")(export)
+    app.command("export", cls=RegistryHelpCommand)(export)

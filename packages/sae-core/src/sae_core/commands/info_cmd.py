@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from sae_core.errors import SAEError
+from sae_core.layout import CFG_FILE, SAELENS_WEIGHTS_FILE, SWEEP_FILE, WEIGHTS_FILE
 
 
 def _read_json(path: Path) -> Any:
@@ -22,9 +23,11 @@ def describe(path: Path) -> dict[str, Any]:
     """A JSON-able description of whatever sae artefact lives at ``path``."""
     if not path.exists():
         raise SAEError(f"{path} does not exist; pass a cache directory, an SAE checkpoint or a run directory")
-    if (path / "metadata.json").is_file():
-        meta = _read_json(path / "metadata.json")
-        shards = _read_json(path / "shards.json") if (path / "shards.json").is_file() else {"shards": []}
+    from sae_core.stores.local.format import METADATA, SHARDS
+
+    if (path / METADATA).is_file():  # the local store's layout
+        meta = _read_json(path / METADATA)
+        shards = _read_json(path / SHARDS) if (path / SHARDS).is_file() else {"shards": []}
         shard_list = shards.get("shards", [])
         n_written = sum(int(s.get("n_examples", 0)) for s in shard_list)
         size = sum((path / s["file"]).stat().st_size for s in shard_list if (path / s["file"]).exists())
@@ -36,33 +39,51 @@ def describe(path: Path) -> dict[str, Any]:
             "examples_written": n_written,
             "bytes": size,
         }
-    if (path / "cfg.json").is_file():
-        from sae_core.checkpoint import WEIGHTS, safetensors_problem
+    if (path / CFG_FILE).is_file():
         from sae_core.errors import CheckpointError
+        from sae_core.weights import safetensors_problem
 
-        cfg = _read_json(path / "cfg.json")
+        cfg = _read_json(path / CFG_FILE)
         files = sorted(p.name for p in path.iterdir() if p.is_file())
-        kind = "saelens-checkpoint" if (path / "sae_weights.safetensors").exists() else "checkpoint"
-        weights = path / ("sae_weights.safetensors" if kind == "saelens-checkpoint" else WEIGHTS)
+        kind = "saelens-checkpoint" if (path / SAELENS_WEIGHTS_FILE).exists() else "checkpoint"
+        weights = path / (SAELENS_WEIGHTS_FILE if kind == "saelens-checkpoint" else WEIGHTS_FILE)
         if weights.exists() and (problem := safetensors_problem(weights)):
             raise CheckpointError(f"checkpoint {path}: {problem}; train or download that SAE again")
         return {"kind": kind, "path": str(path), "cfg": cfg, "files": files}
-    if (path / "sweep.json").is_file():
-        return {"kind": "run", "path": str(path), "sweep": _read_json(path / "sweep.json")}
-    children = [p for p in sorted(path.iterdir()) if p.is_dir() and (p / "metadata.json").is_file()] if path.is_dir() else []
+    if (path / SWEEP_FILE).is_file():
+        return {"kind": "run", "path": str(path), "sweep": _read_json(path / SWEEP_FILE)}
+    other = _other_store_cache(path)
+    if other is not None:
+        return other
+    children = [p for p in sorted(path.iterdir()) if p.is_dir() and (p / METADATA).is_file()] if path.is_dir() else []
     if children:
         return {"kind": "store-root", "path": str(path), "caches": [describe(c) for c in children]}
     raise SAEError(
-        f"{path} is not a cache (no metadata.json), a checkpoint (no cfg.json) or a run (no sweep.json)"
+        f"{path} is not a cache (no metadata.json), a checkpoint (no {CFG_FILE}) or a run (no {SWEEP_FILE})"
     )
+
+
+def _other_store_cache(path: Path) -> dict[str, Any] | None:
+    """A cache of a store other than ``local`` (a plugin's), described through its reader."""
+    import dataclasses
+
+    from sae_core.plugins import get_registry
+
+    for component in get_registry().all("store"):
+        backend = component.build()
+        if component.name != "local" and backend.detect(path):
+            reader = backend.open_reader(path)
+            return {"kind": "cache", "store": component.name, "path": str(path),
+                    "metadata": dataclasses.asdict(reader.meta), "examples_written": reader.n_examples}
+    return None
 
 
 def verify_cache(path: Path, progress: bool) -> dict[str, Any]:
     """Read the whole cache: shard checksums and non-finite values; an error if any is bad."""
     from sae_core.errors import StoreError
-    from sae_core.stores.local.reader import LocalReader
+    from sae_core.stores import open_reader
 
-    report = LocalReader(path).verify(progress=progress)
+    report = open_reader(path).verify(progress=progress)
     problems = []
     if report["damaged"]:
         problems.append(f"{len(report['damaged'])} file(s) do not match their checksum ({', '.join(report['damaged'][:3])})")

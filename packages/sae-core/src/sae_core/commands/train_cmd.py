@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
+from sae_core.commands.dynamic_help import RegistryHelpCommand
 from sae_core.errors import SAEError
 
 
@@ -24,7 +25,7 @@ def train(
     ] = False,
     layer: Annotated[str | None, typer.Option(help="Layer index (negative allowed) or name in the cache.")] = None,
     tokens: Annotated[str | None, typer.Option(help="Token filter: all, cls, patch, register, token.")] = None,
-    arch: Annotated[str | None, typer.Option(help="Architecture: relu, topk, batchtopk, jumprelu, gated, matryoshka.")] = None,
+    arch: Annotated[str | None, typer.Option(help="Architecture (default topk), one of the installed: {architecture}.")] = None,
     k: Annotated[int | None, typer.Option(help="Active latents per token (topk family).")] = None,
     exp_factor: Annotated[float | None, typer.Option(help="d_sae = exp_factor * d_in.")] = None,
     d_sae: Annotated[int | None, typer.Option(help="Dictionary size (overrides --exp-factor).")] = None,
@@ -43,6 +44,14 @@ def train(
     log_every: Annotated[int | None, typer.Option(help="Steps between metric lines.")] = None,
     checkpoint_every: Annotated[int | None, typer.Option(help="Steps between resumable states.")] = None,
     normalize: Annotated[bool | None, typer.Option("--normalize/--no-normalize", help="Scale inputs to E||x||=sqrt(d).")] = None,
+    val_fraction: Annotated[
+        float | None,
+        typer.Option(help="Fraction of whole examples held out for validation (default 0.02; 0: none)."),
+    ] = None,
+    eval_every: Annotated[int | None, typer.Option(help="Steps between validation metrics (default: --log-every).")] = None,
+    keep_best: Annotated[
+        bool, typer.Option("--keep-best", help="Also keep each SAE's checkpoint of lowest validation FVU (<sae>/best).")
+    ] = False,
     wandb: Annotated[bool, typer.Option("--wandb", help="Also log to Weights & Biases.")] = False,
     parallel: Annotated[
         str | None,
@@ -80,10 +89,12 @@ def train(
     if data is None:
         raise SAEError("--data is required: the cache directory printed by `sae cache`")
     tables: dict[str, dict[str, Any]] = load_sweep(sweep) if sweep else {"data": {}, "train": {}, "sae": {}}
-    flags_data = {"layer": layer, "tokens": tokens, "batch_size": batch_size, "normalize": normalize}
+    flags_data = {"layer": layer, "tokens": tokens, "batch_size": batch_size, "normalize": normalize,
+                  "val_fraction": val_fraction}
     flags_sae = {"arch": arch, "k": k, "exp_factor": exp_factor, "d_sae": d_sae, "lr": lr, "l1_coeff": l1_coeff,
                  "l0_coeff": l0_coeff, "target_l0": target_l0}
     flags_train = {"steps": steps, "seed": seed, "device": device, "log_every": log_every,
+                   "eval_every": eval_every, "keep_best": keep_best or None,
                    "checkpoint_every": checkpoint_every, "wandb": wandb or None, "parallel": parallel}
     flags_sae.update(parse_hypers(hyper))
     for table, flags in (("data", flags_data), ("sae", flags_sae), ("train", flags_train)):
@@ -118,4 +129,4 @@ def parse_hypers(pairs: list[str] | None) -> dict[str, Any]:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("train")(train)
+    app.command("train", cls=RegistryHelpCommand)(train)

@@ -5,7 +5,7 @@ and plugins implementing ``run_with_hooks``).
     from sae_core.inference import Ablate, HookedModel, SAEHook, Steer
     model, sae = HookedModel.from_checkpoint("runs/demo/run/topk-k16")
     result = model.run(["The quick brown fox."], SAEHook(sae))
-    values, ids = result.features[sae.cfg["name"]].top(5)        # (tokens, 5) per token
+    values, ids = result.features[sae.cfg.name].top(5)        # (tokens, 5) per token
 
 See ``docs/using-saes.md``.
 """

@@ -1,7 +1,9 @@
 """The ablation study: what removing chosen features does to the model's output on held-out data.
 
-For a feature set F, on the held-out rows (:mod:`sae_core.inference.heldout`), at the SAE's
-layer and on the tokens it reads, the model runs:
+For a feature set F, on held-out rows (:mod:`sae_core.inference.heldout`: the SAE's validation
+examples, or the last 10% of the cache for SAEs trained without a validation split; the last of
+them, as many as hold ``tokens`` tokens the SAE reads), at the SAE's layer and on the tokens it
+reads, the model runs:
 
 - *spliced*: x ← x̂, the SAE's reconstruction (the baseline of an SAE-internal ablation);
 - *ablated*: x ← x̂ with f_i = 0 for i ∈ F (the SAELens-fork guide's ablation study);
@@ -23,25 +25,39 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from sae_core.codes import firing
 from sae_core.errors import SAEError
 from sae_core.inference.compare import compare
 from sae_core.inference.edits import Ablate
-from sae_core.inference.heldout import DEFAULT_FRAC, heldout_rows, last_rows_with, read_index
+from sae_core.inference.heldout import (
+    DEFAULT_FRAC,
+    default_side,
+    last_rows_with,
+    read_index,
+    rows_span,
+    sae_split,
+    select_rows,
+)
 from sae_core.inference.hook import SAEHook, layer_hook
+from sae_core.layout import ABLATION_FILE
 
 if TYPE_CHECKING:
     from sae_core.inference.target import SAETarget
     from sae_core.protocols.running import LayerHook, ModelInputs
 
-FILE = "ablation.json"
+FILE = ABLATION_FILE
 
 
 def ablation_study(
     target: SAETarget, feature_sets: list[list[int]], *, tokens: int = 8192, max_rows: int = 512, batch_rows: int = 8,
-    frac: float = DEFAULT_FRAC, write: bool = True,
+    split: str | None = None, frac: float = DEFAULT_FRAC, write: bool = True,
 ) -> dict[str, Any]:
     """Ablate each of ``feature_sets`` (each set together) on held-out rows; returns the
-    ``ablation.json`` document of this study (and merges it into the file when ``write``)."""
+    ``ablation.json`` document of this study (and merges it into the file when ``write``).
+
+    ``split``: which rows (:func:`~sae_core.inference.heldout.select_rows`): ``val`` (default
+    for SAEs trained with a validation split), ``tail`` (the last ``frac`` of the cache; default
+    otherwise) or ``all``."""
     sae, reader = target.sae, target.reader
     for fs in feature_sets:
         Ablate(tuple(fs)).check(sae.d_sae)
@@ -49,13 +65,15 @@ def ablation_study(
     kinds = list(reader.meta.token_kinds)
     allowed = np.zeros(reader.meta.tokens_per_example, dtype=bool)
     allowed[reader.positions(kind)] = True
-    start_h, stop = heldout_rows(reader, frac=frac)
-    start = last_rows_with(reader, start_h, stop, lambda ix: (ix["valid"].astype(bool) & allowed).sum(1),
-                           tokens=tokens, max_rows=max_rows)
-    index = read_index(reader, start, stop)
+    val = sae_split(sae.cfg)
+    side = split or default_side(val)
+    candidates = select_rows(reader, val, side, frac=frac, what=f"SAE {target.checkpoint}", flag="--split")
+    rows = last_rows_with(reader, candidates, lambda ix: (ix["valid"].astype(bool) & allowed).sum(1),
+                          tokens=tokens, max_rows=max_rows)
+    index = read_index(reader, rows)
     n_tokens = int((index["valid"].astype(bool) & allowed[None, :]).sum())
     if n_tokens == 0:
-        raise SAEError(f"no held-out tokens of kind {kind!r} in {reader.path} rows {start}:{stop}; cache more data")
+        raise SAEError(f"no held-out tokens of kind {kind!r} in {len(rows)} {side} rows of {reader.path}; cache more data")
     model = target.model()
     dataset = None
     if model.modality != "text":
@@ -74,7 +92,7 @@ def ablation_study(
         def fn(acts: torch.Tensor, valid: torch.Tensor) -> torch.Tensor | None:
             out = inner(acts, valid)
             f = records["s"].pop()[2]  # (M, d_sae)
-            fired.add_((f[:, feats] > 0).sum(0).double().cpu())
+            fired.add_(firing(f[:, feats]).sum(0).double().cpu())  # code != 0: signed codes fire too
             return out
 
         return {layer: fn}
@@ -97,7 +115,8 @@ def ablation_study(
     s = result.summary()
     fired_frac = dict(zip(feats, (fired / n_tokens).tolist(), strict=True))
     head = {"checkpoint": target.checkpoint.name, "adapter": reader.meta.adapter, "model": reader.meta.model,
-            "layer": layer, "tokens": kind, "rows": [start, stop], "n_rows": stop - start, "n_tokens": n_tokens}
+            "layer": layer, "tokens": kind, "split": side, "rows": rows_span(rows), "n_rows": len(rows),
+            "n_tokens": n_tokens}
     lm = result.kind == "lm"
     if lm:
         base = {k: s[k] for k in ("ce_clean", "ce_clean_se", "ce_spliced", "ce_spliced_se", "n_targets")}

@@ -13,11 +13,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from sae_core.codes import firing, magnitude
 from sae_core.inference.hook import SAEHook
 
 if TYPE_CHECKING:
-    from sae_core.checkpoint import SAE
     from sae_core.inference.model import HookedModel, RunResult
+    from sae_core.sae_module import SAE
 
 
 def record(model: HookedModel, sae: SAE, examples: list[Any]) -> tuple[RunResult, SAEHook]:
@@ -28,7 +29,7 @@ def record(model: HookedModel, sae: SAE, examples: list[Any]) -> tuple[RunResult
 
 def token_table(result: RunResult, hook: SAEHook, top: int, grid: list[int] | None = None) -> list[dict[str, Any]]:
     """One entry per recorded token, in input order: where it is, what it is, and its ``top``
-    features as [[id, value], ...] (only features that fired, largest first)."""
+    features as [[id, value], ...] (only features that fired, strongest first: by magnitude)."""
     acts = result.features.get(hook.name)
     if acts is None:
         return []
@@ -46,23 +47,26 @@ def token_table(result: RunResult, hook: SAEHook, top: int, grid: list[int] | No
         if kinds[p] == "patch" and first_patch is not None and grid:
             i = p - first_patch
             entry["patch"] = [i // grid[1], i % grid[1]]
-        entry["features"] = [[int(f), float(v)] for v, f in zip(values[j].tolist(), ids[j].tolist(), strict=True) if v > 0]
+        entry["features"] = [[int(f), float(v)] for v, f in zip(values[j].tolist(), ids[j].tolist(), strict=True)
+                             if firing(v)]
         rows.append(entry)
     return rows
 
 
 def top_features(result: RunResult, hook: SAEHook, n: int, row: int | None = None) -> list[tuple[int, float]]:
-    """The ``n`` features with the largest activation on any recorded token (of batch row
-    ``row``, or of all rows: a long text spans several windows)."""
+    """The ``n`` features with the strongest activation (by magnitude) on any recorded token (of
+    batch row ``row``, or of all rows: a long text spans several windows), with that activation
+    (signed, for architectures with signed codes)."""
     acts = result.features.get(hook.name)
     if acts is None:
         return []
     dense = acts.dense() if row is None else acts.dense()[acts.rows == row]  # (tokens, d_sae)
     if not len(dense):
         return []
-    peak = dense.max(0).values  # (d_sae,)
-    vals, ids = torch.topk(peak, min(n, len(peak)))
-    return [(int(i), float(v)) for v, i in zip(vals.tolist(), ids.tolist(), strict=True) if v > 0]
+    at = magnitude(dense).argmax(0)  # (d_sae,): the token where each feature is strongest
+    peak = dense.gather(0, at[None, :])[0]  # (d_sae,) signed
+    ids = torch.topk(magnitude(peak), min(n, len(peak))).indices
+    return [(int(i), float(peak[i])) for i in ids.tolist() if firing(float(peak[i]))]
 
 
 def write_heatmaps(result: RunResult, hook: SAEHook, features: list[tuple[int, float]], extra: dict[str, Any],

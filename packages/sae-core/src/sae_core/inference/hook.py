@@ -26,8 +26,8 @@ from sae_core.inference.edits import Edit, edited_features
 from sae_core.inference.records import FeatureActs
 
 if TYPE_CHECKING:
-    from sae_core.checkpoint import SAE
     from sae_core.protocols.running import LayerHook
+    from sae_core.sae_module import SAE
 
 KINDS = ("all", "cls", "register", "patch", "token")
 
@@ -46,17 +46,17 @@ class SAEHook:
     name: str = field(default="")  # key in RunResult.features; default: the SAE's name
 
     def __post_init__(self) -> None:
-        source = self.sae.cfg.get("source", {}) or {}
+        source = self.sae.cfg.source
         if self.layer is None:
-            if not source.get("layer"):
+            if not source.layer:
                 raise SAEError("this SAE's cfg.json does not name its layer; pass SAEHook(sae, layer=NAME)")
-            object.__setattr__(self, "layer", str(source["layer"]))
+            object.__setattr__(self, "layer", str(source.layer))
         if self.tokens is None:
-            object.__setattr__(self, "tokens", str(source.get("tokens") or "all"))
+            object.__setattr__(self, "tokens", str(source.tokens or "all"))
         if self.tokens not in KINDS:
             raise SAEError(f"unknown token kind {self.tokens!r}; use one of {', '.join(KINDS)}")
         if not self.name:
-            object.__setattr__(self, "name", str(self.sae.cfg.get("name") or self.layer))
+            object.__setattr__(self, "name", str(self.sae.cfg.name or self.layer))
         object.__setattr__(self, "edits", tuple(self.edits))
         for e in self.edits:
             e.check(self.sae.d_sae)

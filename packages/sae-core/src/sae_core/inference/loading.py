@@ -8,20 +8,21 @@ model, the layers and what the adapter needs to build the same model again (``ch
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from sae_core.errors import SAEError
 
 if TYPE_CHECKING:
+    from sae_core.layout import SAECheckpointConfig
     from sae_core.protocols.adapter import AdapterRequest, ModelAdapter
     from sae_core.protocols.store import CacheMetadata
 
 
-def cache_path(checkpoint: Path, cfg: dict[str, Any], data: str | Path | None = None) -> str:
+def cache_path(checkpoint: Path, cfg: SAECheckpointConfig, data: str | Path | None = None) -> str:
     """The cache the SAE was trained on (as ``sae analyze`` finds it), or ``data``."""
     from sae_core.analyses.runner import _recorded_cache
 
-    if data is None and not (cfg.get("source") or {}).get("cache"):
+    if data is None and not cfg.source.cache:
         raise SAEError(f"{checkpoint} does not record the cache it was trained on (imported SAE?); "
                        "pass --data CACHE, a cache of the model and layer it reads")
     try:

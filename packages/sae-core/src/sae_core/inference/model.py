@@ -3,7 +3,7 @@
     from sae_core.inference import Ablate, HookedModel, SAEHook, Steer
     model, sae = HookedModel.from_checkpoint("runs/demo/run/topk-k16")
     result = model.run(["The quick brown fox."], [SAEHook(sae)])          # record
-    values, ids = result.features[sae.cfg["name"]].top(5)                  # per token
+    values, ids = result.features[sae.cfg.name].top(5)                  # per token
     spliced = model.run(texts, [SAEHook(sae, splice=True)])               # reconstruction in
     ablated = model.run(texts, [SAEHook(sae, edits=[Ablate([3, 7])])])     # exact edit
     model.generate("Once upon", [SAEHook(sae, edits=[Steer(12, 8.0)])])   # causal LMs
@@ -25,9 +25,9 @@ from sae_core.inference.hook import SAEHook, collect, layer_hook
 from sae_core.inference.records import FeatureActs
 
 if TYPE_CHECKING:
-    from sae_core.checkpoint import SAE
     from sae_core.protocols.adapter import ModelAdapter
     from sae_core.protocols.running import Generation, LayerHook, ModelInputs, ModelOutput
+    from sae_core.sae_module import SAE
 
 
 @dataclass
@@ -43,7 +43,9 @@ class HookedModel:
     """Wraps a :class:`~sae_core.protocols.ModelAdapter` that implements ``run_with_hooks``."""
 
     def __init__(self, adapter: ModelAdapter) -> None:
-        if not type(adapter).can_run():
+        from sae_core.inference.target import _can_run
+
+        if not _can_run(type(adapter)):
             raise SAEError(f"adapter {adapter.name!r} cannot run its model with SAEs attached (it does not "
                            "implement run_with_hooks); use tlens, clip or timm, or add it to the plugin")
         self.adapter = adapter

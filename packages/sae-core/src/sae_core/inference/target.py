@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING
 from sae_core.errors import SAEError
 
 if TYPE_CHECKING:
-    from sae_core.checkpoint import SAE
     from sae_core.inference.model import HookedModel
     from sae_core.protocols.store import ActivationReader, CacheMetadata
+    from sae_core.sae_module import SAE
 
 
 @dataclass
@@ -33,15 +33,15 @@ class SAETarget:
 
     @property
     def name(self) -> str:
-        return str(self.sae.cfg.get("name") or self.checkpoint.name)
+        return str(self.sae.cfg.name or self.checkpoint.name)
 
     @property
     def layer(self) -> str:
-        return str(self.sae.cfg.get("source", {}).get("layer") or self.meta.layers[0])
+        return str(self.sae.cfg.source.layer or self.meta.layers[0])
 
     @property
     def tokens(self) -> str:
-        return str(self.sae.cfg.get("source", {}).get("tokens") or "all")
+        return str(self.sae.cfg.source.tokens or "all")
 
     def model(self) -> HookedModel:
         """Load the model through its adapter plugin (slow)."""
@@ -76,7 +76,16 @@ def open_target(checkpoint: str | Path, *, data: str | Path | None = None, devic
                        "pass the cache it was trained on with --data")
     component = get_component("adapter", meta.adapter)
     factory = component.factory
-    if isinstance(factory, type) and not (callable(getattr(factory, "can_run", None)) and factory.can_run()):
+    if isinstance(factory, type) and not _can_run(factory):
         raise SAEError(f"adapter {meta.adapter!r} cannot run its model with SAEs attached (it does not implement "
                        "run_with_hooks); use tlens, clip or timm, or add it to the plugin")
     return SAETarget(checkpoint, sae, reader, str(component.attrs.get("modality") or ""), device)
+
+
+def _can_run(cls: type) -> bool:
+    """Whether adapter class ``cls`` implements ``run_with_hooks``."""
+    from sae_core.protocols.adapter import ModelAdapter
+
+    if issubclass(cls, ModelAdapter):
+        return cls.supports("run_with_hooks")
+    return callable(getattr(cls, "run_with_hooks", None))

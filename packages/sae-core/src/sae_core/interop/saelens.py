@@ -1,10 +1,13 @@
 """SAELens interop: its on-disk format is ``cfg.json`` + ``sae_weights.safetensors``.
 
 Export maps our inference equations onto SAELens architectures (checked in the tests by loading
-the export with the real ``sae_lens`` package and comparing encode/decode):
-relu → ``standard``; topk → ``topk`` (no decoder-norm rescaling); jumprelu and batchtopk (its
-inference is a JumpReLU with the learned threshold) → ``jumprelu``; gated → ``gated``;
-matryoshka → the architecture of its base encoder.
+the export with the real ``sae_lens`` package and comparing encode/decode). Each architecture
+says which SAELens architecture it equals (``Architecture.saelens_architecture``, or its own
+``saelens_export``): relu → ``standard``; topk → ``topk`` (no decoder-norm rescaling); jumprelu
+and batchtopk (its inference is a JumpReLU with the learned threshold) → ``jumprelu``; gated →
+``gated``; matryoshka → the architecture of its base encoder. :func:`saelens_mapping` holds the
+tensor mapping of each target.
+
 Import accepts those architectures and folds SAELens-only options into the weights:
 ``apply_b_dec_to_input=false`` (b_enc absorbs b_dec·W_enc) and ``rescale_acts_by_decoder_norm``
 (W_enc, b_enc scaled by ||W_dec_i||, W_dec rows divided by it).
@@ -14,41 +17,36 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
-from sae_core.errors import CheckpointError
-from sae_core.io import atomic_path, atomic_write_json
+from sae_core.errors import CheckpointError, ExportError
+from sae_core.io import atomic_write_json
+from sae_core.layout import (
+    CFG_FILE,
+    SAELENS_WEIGHTS_FILE,
+    WEIGHTS_FILE,
+    SAECheckpointConfig,
+    SourceInfo,
+    read_cfg,
+)
+from sae_core.protocols.exporter import Exporter
+from sae_core.weights import load_weights, save_weights
 
-SAELENS_CFG = "cfg.json"
-SAELENS_WEIGHTS = "sae_weights.safetensors"
+TARGETS = ("standard", "topk", "jumprelu", "gated")
 SAELENS_FORMAT = "6.0.0"  # the SAELens version whose cfg.json layout export writes
 
 
-def _export_arch(cfg: dict[str, Any]) -> str:
-    arch = cfg["architecture"]
-    if arch == "matryoshka":
-        return "topk" if cfg.get("hyper", {}).get("base") == "topk" else "jumprelu"
-    mapping = {"relu": "standard", "topk": "topk", "batchtopk": "jumprelu", "jumprelu": "jumprelu", "gated": "gated"}
-    if arch not in mapping:
-        raise CheckpointError(f"architecture {arch!r} has no SAELens equivalent; supported: {', '.join(mapping)}, matryoshka")
-    return mapping[arch]
-
-
-def export_saelens(checkpoint: str | Path, out: str | Path) -> Path:
-    """Write ``checkpoint`` (ours) as a SAELens checkpoint directory ``out``."""
-    from safetensors.torch import save_file
-
-    from sae_core.checkpoint import load_weights
-
-    checkpoint, out = Path(checkpoint), Path(out)
-    try:
-        cfg = json.loads((checkpoint / "cfg.json").read_text())
-    except ValueError as e:
-        raise CheckpointError(f"{checkpoint / 'cfg.json'} is corrupt ({e}); train or download that SAE again") from None
-    tensors = load_weights(checkpoint / "sae.safetensors")
-    target = _export_arch(cfg)
+def saelens_mapping(target: str, cfg: SAECheckpointConfig, tensors: dict[str, torch.Tensor]
+                    ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """SAELens cfg and weights of a checkpoint whose inference equals SAELens's ``target``."""
+    if target not in TARGETS:
+        raise ExportError(f"SAELens architecture {target!r} is not supported; supported: {', '.join(TARGETS)}")
+    need = ["W_enc", "W_dec", "b_dec", "b_enc", *{"gated": ["b_mag", "r_mag"], "jumprelu": ["threshold"]}.get(target, [])]
+    missing = [k for k in need if k not in tensors]
+    if missing:
+        raise ExportError(f"SAE {cfg.name!r} lacks tensor(s) {', '.join(missing)} that SAELens {target!r} needs")
     weights = {k: tensors[k] for k in ("W_enc", "W_dec", "b_dec")}
     if target == "gated":
         weights.update(b_gate=tensors["b_enc"], b_mag=tensors["b_mag"], r_mag=tensors["r_mag"])
@@ -56,11 +54,10 @@ def export_saelens(checkpoint: str | Path, out: str | Path) -> Path:
         weights["b_enc"] = tensors["b_enc"]
     if target == "jumprelu":
         weights["threshold"] = tensors["threshold"]
-    source = cfg.get("source", {})
     sl_cfg: dict[str, Any] = {
         "architecture": target,
-        "d_in": cfg["d_in"],
-        "d_sae": cfg["d_sae"],
+        "d_in": cfg.d_in,
+        "d_sae": cfg.d_sae,
         "dtype": "float32",
         "device": "cpu",
         "apply_b_dec_to_input": True,
@@ -70,32 +67,59 @@ def export_saelens(checkpoint: str | Path, out: str | Path) -> Path:
         # pre-6 config and drops the metadata, so sae_lens.evals would not find the hook
         "metadata": {
             "sae_lens_version": SAELENS_FORMAT,
-            "model_name": source.get("model"),
-            "hook_name": source.get("layer"),
+            "model_name": cfg.source.model,
+            "hook_name": cfg.source.layer,
             "exported_by": "sae",
-            "sae_architecture": cfg["architecture"],
+            "sae_architecture": cfg.architecture,
         },
     }
     if target == "topk":
-        sl_cfg["k"] = int(cfg["hyper"]["k"])
+        if "k" not in cfg.hyper:
+            raise ExportError(f"SAE {cfg.name!r}: SAELens topk needs k, and its cfg.json hyper has none")
+        sl_cfg["k"] = int(cfg.hyper["k"])
         sl_cfg["rescale_acts_by_decoder_norm"] = False
+    return sl_cfg, {k: v.contiguous().float() for k, v in weights.items()}
+
+
+def _convert(checkpoint: Path, cfg: SAECheckpointConfig) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    from sae_core.plugins import get_component
+
+    arch = get_component("architecture", cfg.architecture).factory
+    return arch.saelens_export(cfg, load_weights(checkpoint / WEIGHTS_FILE))
+
+
+class SAELensExporter(Exporter):
+    """SAELens's format (``SAE.load_from_disk(DIR)``), mapped by each architecture."""
+
+    name: ClassVar[str] = "saelens"
+
+    def check(self, checkpoint: Path, cfg: SAECheckpointConfig) -> None:
+        _convert(checkpoint, cfg)  # the mapping itself: it raises what would fail in write
+
+    def write(self, checkpoint: Path, cfg: SAECheckpointConfig, out: Path) -> None:
+        sl_cfg, weights = _convert(checkpoint, cfg)
+        save_weights(out / SAELENS_WEIGHTS_FILE, weights)
+        atomic_write_json(out / CFG_FILE, sl_cfg)
+
+
+def export_saelens(checkpoint: str | Path, out: str | Path) -> Path:
+    """Write ``checkpoint`` (ours) as a SAELens checkpoint directory ``out``."""
+    checkpoint, out = Path(checkpoint), Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out / SAELENS_WEIGHTS) as tmp:
-        save_file({k: v.contiguous().float() for k, v in weights.items()}, str(tmp))
-    atomic_write_json(out / SAELENS_CFG, sl_cfg)
+    SAELensExporter().write(checkpoint, read_cfg(checkpoint), out)
     return out
 
 
 def load_saelens(path: str | Path, device: str | torch.device = "cpu") -> Any:
-    """A SAELens checkpoint directory as our :class:`~sae_core.checkpoint.SAE`."""
-    from sae_core.checkpoint import build_sae, load_weights
+    """A SAELens checkpoint directory as our :class:`~sae_core.sae_module.SAE`."""
+    from sae_core.sae_module import build_sae
 
     path = Path(path)
     try:
-        sl = json.loads((path / SAELENS_CFG).read_text())
+        sl = json.loads((path / CFG_FILE).read_text())
     except ValueError as e:
-        raise CheckpointError(f"{path / SAELENS_CFG} is corrupt ({e}); download that SAE again") from None
-    w = {k: v.float() for k, v in load_weights(path / SAELENS_WEIGHTS).items()}
+        raise CheckpointError(f"{path / CFG_FILE} is corrupt ({e}); download that SAE again") from None
+    w = {k: v.float() for k, v in load_weights(path / SAELENS_WEIGHTS_FILE).items()}
     arch = sl.get("architecture", "standard")
     if sl.get("normalize_activations", "none") not in ("none", None):
         raise CheckpointError(
@@ -123,13 +147,8 @@ def load_saelens(path: str | Path, device: str | torch.device = "cpu") -> Any:
         tensors.update(r_mag=w["r_mag"], b_mag=w["b_mag"])
     hyper = {"k": int(sl["k"])} if arch == "topk" else {}
     meta = sl.get("metadata") or {}
-    cfg = {
-        "name": path.name,
-        "architecture": mapping[arch],
-        "d_in": int(sl["d_in"]),
-        "d_sae": int(sl["d_sae"]),
-        "hyper": hyper,
-        "normalization": {"folded": True, "scale": 1.0},
-        "source": {"model": meta.get("model_name"), "layer": meta.get("hook_name"), "imported_from": "saelens"},
-    }
+    cfg = SAECheckpointConfig(
+        name=path.name, architecture=mapping[arch], d_in=int(sl["d_in"]), d_sae=int(sl["d_sae"]), hyper=hyper,
+        source=SourceInfo(model=meta.get("model_name"), layer=meta.get("hook_name"), imported_from="saelens"),
+    )
     return build_sae(cfg, tensors, device)

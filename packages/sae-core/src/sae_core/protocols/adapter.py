@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -38,7 +39,10 @@ class ActivationSpec:
     d_model: int
     tokens_per_example: int
     token_kinds: list[str]  # per position: "cls" | "patch" | "register" | "token"
-    extra: dict[str, Any] = field(default_factory=dict)  # patch grid, context size, weights hash, ...
+    #: JSON-able; becomes the cache metadata's ``extra`` (part of its fingerprint). Keys read by sae:
+    #: ``checkpoint``, ``context_size``, ``options`` (re-creating the model for ``downstream``),
+    #: ``example_unit`` (progress bar unit), and for images ImageGeometry.to_extra()'s keys.
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -51,9 +55,31 @@ class ActivationBatch:
     valid: np.ndarray | None = None  # (batch, tokens) bool: False for padding / BOS / special tokens
     positions: np.ndarray | None = None  # (batch, tokens) int32: position in the source example
 
+    def index_records(self) -> np.ndarray:
+        """The batch's ``INDEX_DTYPE`` records (batch, tokens), as every store writes them: example
+        id per row, position (default: 0..T-1), token id (default -1), valid (default True)."""
+        from sae_core.protocols.store import INDEX_DTYPE
+
+        n, t = int(self.acts.shape[0]), int(self.acts.shape[2])
+        ids = np.asarray(self.example_ids, dtype=np.int64).reshape(-1)
+        index = np.zeros((n, t), dtype=INDEX_DTYPE)
+        index["example"] = ids[:, None]
+        index["position"] = np.arange(t, dtype=np.int32) if self.positions is None else self.positions
+        index["token"] = -1 if self.token_ids is None else self.token_ids
+        index["valid"] = 1 if self.valid is None else np.asarray(self.valid, dtype=np.uint8)
+        return index
+
 
 class ModelAdapter(ABC):
-    """Wraps one model. Construct with an :class:`AdapterRequest`; heavy imports happen here."""
+    """Wraps one model. Construct with an :class:`AdapterRequest`; heavy imports happen here.
+
+    Required: :meth:`spec` and :meth:`iter_batches`. Optional, with defaults: :meth:`write_extras`
+    (files for the viewer); running the model with SAEs attached — :meth:`run_with_hooks`,
+    :meth:`cached_inputs`, :meth:`make_inputs`, :meth:`generate` (``sae_core.inference``,
+    ``sae features|steer|ablate``, the ``downstream`` analysis) — or, for ``downstream`` only, the
+    older :meth:`splice_eval`; callers ask :meth:`supports` whether an optional method is
+    implemented. Image adapters describe their patch grid with :class:`~sae_core.protocols.geometry.ImageGeometry` in ``spec().extra``.
+    """
 
     name: ClassVar[str]
     modality: ClassVar[str]  # which datasets it consumes: "image" | "text"
@@ -72,39 +98,86 @@ class ModelAdapter(ABC):
         """Activations for ``dataset[start:]`` in order. Must be deterministic: the writer's
         resume relies on example ``i`` always producing the same row."""
 
+    # -- optional ---------------------------------------------------------------------------------
+    @classmethod
+    def supports(cls, method: str) -> bool:
+        """Whether this adapter implements the optional method ``method`` (e.g.
+        ``"run_with_hooks"``) rather than inheriting the default; known without building the model."""
+        return getattr(cls, method, None) is not getattr(ModelAdapter, method, None)
+
+    def write_extras(self, path: Path) -> None:  # noqa: B027 (optional: empty default)
+        """Write files the viewer needs into the cache directory ``path`` (e.g. a text adapter's
+        ``vocab.json``), before the first batch is cached. Use ``sae_core.atomic_write_*``.
+        Default: nothing."""
+
     # -- running the model with hooks (optional) --------------------------------------------------
-    # Used by sae_core.inference (record / splice / edit SAE features), `sae features|steer|ablate`
-    # and the `downstream` analysis; types in sae_core.protocols.running. The defaults say the
-    # adapter cannot, as one line naming what is missing.
+    # Used by sae_core.inference (record / splice / edit SAE features), `sae features|steer|ablate`,
+    # the viewer's "Your input" page and the `downstream` analysis; the types are in
+    # sae_core.protocols.running. An adapter opts in by implementing run_with_hooks and
+    # cached_inputs (make_inputs for raw inputs, generate for causal LMs); the SAE math and the
+    # metrics live in sae-core. The defaults raise a one-line SAEError naming what is missing.
     def make_inputs(self, examples: Sequence[Any]) -> ModelInputs:
-        """Model inputs for raw examples (texts, images), prepared exactly as caching does
-        (same windows, specials and ``valid`` rule), so SAEs read what they were trained on."""
+        """Model inputs for raw examples (texts, images), prepared exactly as caching prepares
+        them (same windows, specials and ``valid`` rule), so SAEs read what they were trained on.
+        Used by ``sae features|steer`` and the viewer's "Your input" page."""
         raise _cannot(self, "make_inputs")
 
     def cached_inputs(self, index: np.ndarray, dataset: Dataset | None = None) -> ModelInputs:
-        """Model inputs for cache rows (``index``: their index records (n, T)); text adapters
-        read the tokens from the index, others the examples from ``dataset``."""
+        """Model inputs for cache rows: ``index`` is their ``INDEX_DTYPE`` records (n, T); text
+        adapters read the tokens from ``index["token"]``, others the examples
+        ``dataset[index["example"][i, 0]]``. Used by ``sae ablate`` and ``downstream``."""
         raise _cannot(self, "cached_inputs")
 
     def run_with_hooks(
         self, inputs: ModelInputs, hooks: Mapping[str, LayerHook], *, output: bool = True
     ) -> ModelOutput:
         """Run the model on ``inputs`` with ``hooks[layer](acts, valid)`` called on each named
-        layer's output (batch first) and its return value, if not None, used instead.
-        ``output=False``: only the hooks matter (the adapter may stop after the last one)."""
+        layer's output (batch first, ``(batch, tokens, d_model)``; ``layer`` a canonical name of
+        ``spec().layers``) and its return value, if not None, used instead. Return the model's
+        output (:class:`~sae_core.protocols.running.ModelOutput`: next-token logits for causal LMs,
+        a final embedding otherwise). ``output=False``: only the hooks matter (the adapter may stop
+        after the last hooked layer and return ``ModelOutput()``)."""
         raise _cannot(self, "run_with_hooks")
 
     def generate(
         self, prompt: str, hooks: Mapping[str, LayerHook], *, max_new_tokens: int = 20
     ) -> Generation:
         """Greedy (deterministic) continuation of ``prompt`` with ``hooks`` on at every step
-        (causal language models only)."""
+        (causal language models only; ``sae steer``)."""
         raise _cannot(self, "generate")
 
     @classmethod
     def can_run(cls) -> bool:
-        """Whether this adapter implements :meth:`run_with_hooks`."""
-        return cls.run_with_hooks is not ModelAdapter.run_with_hooks
+        """Whether this adapter can run its model with SAEs attached (implements
+        :meth:`run_with_hooks`)."""
+        return cls.supports("run_with_hooks")
+
+    def splice_eval(
+        self,
+        index: np.ndarray,
+        mask: np.ndarray,
+        layer: str,
+        replace: Callable[[torch.Tensor], torch.Tensor],
+        *,
+        dataset: Dataset | None = None,
+        batch_rows: int = 8,
+    ) -> dict[str, Any]:
+        """The ``downstream`` analysis's older entry point, for adapters that do not implement
+        :meth:`run_with_hooks` (which is preferred: with it sae-core computes CE, KL, cosines and
+        their standard errors itself, and ``sae features|steer|ablate`` work too).
+
+        Run the model on cached rows with an SAE spliced in. ``index``: the cache's
+        ``INDEX_DTYPE`` records (n, T) of the rows; ``mask`` (n, T) bool: the positions to
+        replace; ``layer``: a canonical layer name of ``spec()``. Run the model on those rows
+        (text: tokens from ``index["token"]``; other modalities: ``dataset[index["example"][i, 0]]``)
+        with the layer's activations at ``mask`` replaced by ``replace(acts[mask])`` — call it once
+        per chunk of rows, in row order — and return JSON-able metrics: ``kind`` plus numbers
+        (``lm_ce`` with ``ce_loss_recovered`` etc., or ``embedding_cosine``; see
+        docs/analyses.md). The analysis re-creates the adapter from the cache's metadata:
+        ``AdapterRequest(model=spec.model, layers=spec.layers, checkpoint=extra["checkpoint"],
+        context_size=extra["context_size"], options=extra["options"])``. Default: not implemented
+        (``downstream`` records a skip)."""
+        raise NotImplementedError(f"adapter {self.name!r} does not implement splice_eval")
 
 
 def _cannot(adapter: ModelAdapter, method: str) -> Exception:

@@ -1,14 +1,25 @@
-"""Analyses: read a checkpoint and a cache, write results beside the checkpoint."""
+"""Analyses: read a checkpoint and a cache, write results beside the checkpoint.
+
+An analysis gets an :class:`AnalysisContext` per checkpoint. Its methods are the ones the
+built-in analyses use — the SAE's own layer and token kind, its inputs streamed from the cache
+in row order, its codes, and durable result files — so a plugin analysis reads the data exactly
+as they do.
+"""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
     from sae_core.protocols.store import ActivationReader
+    from sae_core.sae_module import SAE
 
 
 @dataclass
@@ -16,18 +27,91 @@ class AnalysisContext:
     """Everything an analysis needs; built once by ``sae analyze`` per checkpoint."""
 
     checkpoint: Path  # the SAE's directory: results are written here
-    sae: Any  # the loaded SAE module
-    reader: ActivationReader
+    sae: SAE  # the loaded SAE (``sae.cfg``: its cfg.json; ``sae.non_negative_codes``)
+    reader: ActivationReader  # the cache it was trained on
     device: str = "cpu"
-    batch_size: int = 4096
-    max_examples: int | None = None
-    options: dict[str, Any] = field(default_factory=dict)
+    batch_size: int = 4096  # tokens per encode batch
+    max_examples: int | None = None  # analyse at most this many cache rows
+    options: dict[str, Any] = field(default_factory=dict)  # --option KEY=VALUE (strings)
+
+    def layer_and_positions(self) -> tuple[int, np.ndarray]:
+        """The cache layer the SAE was trained on and the token positions of its token kind."""
+        from sae_core.analyses.common import layer_and_positions
+
+        return layer_and_positions(self)
+
+    def rows(self, legacy: str = "all") -> np.ndarray:
+        """The cache rows to analyse (ascending), as the built-in analyses choose them:
+        ``--option split=`` (default ``val``: the SAE's validation examples, whole examples its
+        training never read; ``legacy`` for SAEs trained without a validation split), at most
+        ``max_examples``. See :func:`sae_core.analyses.common.analysis_rows`."""
+        from sae_core.analyses.common import analysis_rows
+
+        return analysis_rows(self, legacy)
+
+    def row_range(self) -> tuple[int, int]:
+        """Every row, ignoring the validation split: ``[0, min(n_examples, max_examples))``
+        (prefer :meth:`rows`)."""
+        n = self.reader.n_examples
+        return 0, n if self.max_examples is None else min(n, self.max_examples)
+
+    def iter_rows(self, rows: np.ndarray | int, stop: int | None = None, rows_per_chunk: int | None = None
+                  ) -> Iterator[tuple[np.ndarray, torch.Tensor, np.ndarray]]:
+        """(row numbers (n,), acts (n, T, d_in) of the SAE's layer on ``device``, index records
+        (n, T)) for ``rows`` (ascending row numbers, e.g. :meth:`rows`; or ``start, stop`` for
+        rows ``[start, stop)``) in order; default chunks hold about ``batch_size`` tokens."""
+        import numpy as np
+
+        from sae_core.analyses.common import iter_rows
+        from sae_core.analyses.common import rows_per_chunk as default_rows
+
+        if stop is not None:
+            rows = np.arange(int(rows), int(stop), dtype=np.int64)  # type: ignore[arg-type]
+        return iter_rows(self, np.asarray(rows, dtype=np.int64), rows_per_chunk or default_rows(self))
+
+    def selected_mask(self, index: np.ndarray) -> torch.Tensor:
+        """(n, T) bool: the tokens the SAE is meant for (valid, and of its token kind)."""
+        from sae_core.analyses.common import selected_mask
+
+        return selected_mask(self, index)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Codes (..., d_sae) of inputs (..., d_in), without gradients. A latent fires where its
+        code is non-zero (``sae_core.codes.firing``); codes are signed when
+        ``self.sae.non_negative_codes`` is False."""
+        import torch
+
+        with torch.no_grad():
+            return self.sae.encode(x)
+
+    def option(self, name: str, default: Any, cast: Callable[[Any], Any], check: str = "") -> Any:
+        """``--option name=VALUE`` cast with ``cast`` (declare ``name`` in ``Analysis.options``);
+        a bad value is a one-line error. ``check``: ``"positive"`` or ``"fraction"``."""
+        from sae_core.analyses.common import option
+
+        return option(self, name, default, cast, check)
+
+    def write_json(self, filename: str, doc: Any) -> Path:
+        """Durably write ``doc`` as JSON into the checkpoint directory; returns the path."""
+        from sae_core.analyses.common import save_json
+
+        save_json(self.checkpoint / filename, doc)
+        return self.checkpoint / filename
+
+    def write_tensors(self, filename: str, tensors: dict[str, torch.Tensor]) -> Path:
+        """Durably write ``tensors`` as safetensors into the checkpoint directory."""
+        from sae_core.analyses.common import save_safetensors
+
+        save_safetensors(self.checkpoint / filename, tensors)
+        return self.checkpoint / filename
 
 
 class Analysis(ABC):
     """One analysis; ``requires`` names analyses whose outputs it reads; ``options`` names the
     ``sae analyze --option KEY=VALUE`` keys it reads from ``ctx.options`` (values arrive as
-    strings; keys no installed analysis declares are rejected)."""
+    strings; keys no installed analysis declares are rejected). Register with ``default=False``
+    to run only when asked for (``sae analyze --only NAME``). One instance analyses every
+    checkpoint of a run, so it may keep caches (a model) across calls."""
 
     name: ClassVar[str]
     requires: ClassVar[tuple[str, ...]] = ()

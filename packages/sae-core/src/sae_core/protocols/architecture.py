@@ -1,28 +1,306 @@
-"""SAE architectures. The trainer stacks SAEs of one architecture and shape into a *bank*."""
+"""SAE architectures: everything the trainer, the checkpoint loader and the exporters call.
+
+An architecture is an :class:`Architecture` subclass (registered under its ``name``) naming a
+hyperparameter dataclass ``Hyper`` and a :class:`Bank` subclass. A *bank* holds ``n`` SAEs of one
+architecture and shape with every parameter stacked on a leading ``n_saes`` dimension
+(``W_enc: (n, d_in, d_sae)``), so all SAEs of a sweep group train with batched matmuls on the
+batch they share. Per-SAE hyperparameters (k, L1 coefficient, ...) become ``(n,)`` tensors
+through :meth:`Bank.hyper_tensor`.
+
+What a bank must implement is :meth:`Bank.encode` (inference codes) and :meth:`Bank.train_forward`
+(reconstruction, per-SAE loss and firing counts); the rest has working defaults: decoding,
+unit-norm decoder rows with the radial gradient projected out, b_dec initialisation, exporting
+one SAE to the checkpoint layout (with the input normalisation folded in) and loading it back.
+
+Codes are zero where a latent is inactive. Non-negative codes are the default; an architecture
+whose codes may be negative sets ``non_negative_codes = False`` and every consumer treats firing
+as ``code != 0`` (:mod:`sae_core.codes`).
+
+Notation used in the architecture docstrings: x ∈ R^d_in, pre = (x − b_dec) W_enc + b_enc,
+x̂ = f W_dec + b_dec, SSE = ||x − x̂||².
+"""
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any, ClassVar
+import dataclasses
+from abc import ABCMeta, abstractmethod
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
-if TYPE_CHECKING:
-    import torch
+import torch
+from torch import nn
+
+from sae_core.codes import firing
+from sae_core.errors import ConfigError, ExportError, PluginError
 
 
-class Architecture(ABC):
-    """An SAE architecture: its hyperparameters and how to build a bank of ``n`` SAEs.
+class BatchComm:
+    """How a bank reaches the rest of its batch when data-parallel ranks each hold a slice.
 
-    A bank holds parameters with a leading ``n_saes`` dimension (``W_enc: (n, d_in, d_sae)``) so
-    that every SAE of a sweep group runs in one batched matmul on a shared input batch.
+    Losses that are means over the batch need nothing (the trainer averages gradients over
+    ranks). Only batch-coupled terms use this: a nonlinear function of a batch mean (JumpReLU's
+    target-L0 penalty) takes :meth:`mean`, and BatchTopK's threshold over the whole batch takes
+    :meth:`gather`. This default is a single process: the local batch is the whole batch.
     """
 
-    name: ClassVar[str]
-    #: dataclass of this architecture's hyperparameters (k, l1_coeff, bandwidth, ...)
+    world: int = 1
+
+    def mean(self, t: torch.Tensor) -> torch.Tensor:
+        """Differentiable average over ranks of a per-rank batch mean."""
+        return t
+
+    def gather(self, t: torch.Tensor, dim: int = -1) -> torch.Tensor:
+        """Every rank's ``t`` concatenated along ``dim`` (no gradient)."""
+        return t
+
+
+@dataclass
+class TrainContext:
+    """Per-step information a bank's loss needs."""
+
+    step: int
+    sparsity_scale: float = 1.0  # sparsity-coefficient warmup factor in [0, 1]
+    dead: torch.Tensor | None = None  # (n, d_sae) bool: latents considered dead (AuxK)
+    comm: BatchComm = field(default_factory=BatchComm)  # the rest of the batch on other ranks
+
+
+@dataclass
+class TrainOutput:
+    """What :meth:`Bank.train_forward` returns for one batch; the trainer back-propagates
+    ``loss.sum()`` and tracks dead latents with ``fired`` (a latent fires where its code != 0)."""
+
+    recon: torch.Tensor  # (n, batch, d_in)
+    loss: torch.Tensor  # (n,): each SAE's loss; their sum is back-propagated
+    fired: torch.Tensor  # (n, d_sae): number of tokens of the batch each latent fired on
+    l0: torch.Tensor  # (n,): mean number of latents firing per token
+    terms: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> (n,), logged
+
+
+def firing_stats(codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``fired`` (n, d_sae) and ``l0`` (n,) of dense codes (n, batch, d_sae), by the one firing
+    rule (code != 0): the two firing fields of a :class:`TrainOutput`."""
+    active = firing(codes).float()  # (n, batch, d_sae)
+    return active.sum(1), active.sum(-1).mean(-1)
+
+
+class Bank(nn.Module, metaclass=ABCMeta):
+    """``n`` SAEs of one architecture and shape, parameters stacked on a leading ``n_saes`` dim.
+
+    The trainer calls, in order: the constructor (``generator`` seeds the init), :meth:`init_b_dec`
+    and :meth:`init_from_data` on a normalised sample, then per step :meth:`train_forward`,
+    :meth:`project_decoder_grad` after backward, :meth:`post_step` after the optimizer; after the
+    last step :meth:`calibrate`, :meth:`encode`/:meth:`decode` for the final metrics and
+    :meth:`export` for each checkpoint. Resumable state is ``state_dict()`` (register buffers for
+    non-parameter state). The loader calls the constructor with one hyper and :meth:`load_single`.
+    """
+
+    #: the architecture's name, for messages
+    name: ClassVar[str] = ""
+    #: the architecture's hyperparameter dataclass (informative; the trainer uses Architecture.Hyper)
     Hyper: ClassVar[type]
+    #: decoder rows kept at unit norm, with the radial gradient component removed
+    unit_norm_decoder: ClassVar[bool] = True
+    #: scale of decoder rows at init (unit-norm banks ignore it)
+    init_decoder_norm: ClassVar[float] = 1.0
+    #: the encoder starts as the decoder's transpose times this
+    init_encoder_scale: ClassVar[float] = 1.0
+    #: extra per-SAE tensors exported to the checkpoint beside W_enc/b_enc/W_dec/b_dec; each is an
+    #: attribute (parameter or buffer) of shape (n, ...) whose row i is SAE i's tensor
+    extra_tensors: ClassVar[tuple[str, ...]] = ()
+    #: train_forward's reconstruction is what encode/decode give (False: the trainer also
+    #: measures inference mode, e.g. BatchTopK's batch-level top-k vs its learned threshold)
+    train_matches_inference: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        d_in: int,
+        d_sae: int,
+        hypers: list[Any],
+        *,
+        generator: torch.Generator | Sequence[torch.Generator] | None = None,
+    ):
+        """``generator``: one for the whole bank, or one per SAE — then each SAE's init is
+        independent of which other SAEs share its bank (how the trainer seeds, so a sweep split
+        over ranks trains the same SAEs as one process)."""
+        super().__init__()
+        n = len(hypers)
+        self.d_in, self.d_sae, self.n = d_in, d_sae, n
+        self.hypers = list(hypers)
+        if isinstance(generator, Sequence):
+            if len(generator) != n:
+                raise ValueError(f"{len(generator)} generators for a bank of {n} SAEs")
+            w = torch.stack([torch.randn(d_sae, d_in, generator=g) for g in generator]) if n else torch.empty(0, d_sae, d_in)
+        else:
+            gen = generator if generator is not None else torch.Generator().manual_seed(0)
+            w = torch.randn(n, d_sae, d_in, generator=gen)
+        w = w / w.norm(dim=-1, keepdim=True) * self.init_decoder_norm  # (n, d_sae, d_in)
+        self.W_dec = nn.Parameter(w)
+        self.W_enc = nn.Parameter(w.transpose(1, 2) * self.init_encoder_scale)  # (n, d_in, d_sae), tied init
+        self.b_enc = nn.Parameter(torch.zeros(n, d_sae))
+        self.b_dec = nn.Parameter(torch.zeros(n, d_in))
+
+    # -- hyperparameters ------------------------------------------------------------------------
+    def hyper_tensor(self, name: str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Per-SAE hyperparameter ``name`` as an (n,) tensor on the bank's device."""
+        return torch.tensor([getattr(h, name) for h in self.hypers], dtype=dtype, device=self.W_enc.device)
+
+    # -- forward pieces -------------------------------------------------------------------------
+    def pre_acts(self, x: torch.Tensor) -> torch.Tensor:
+        """(x − b_dec) W_enc + b_enc for every SAE. x: (batch, d_in) or (n, batch, d_in)."""
+        xc = (x if x.dim() == 3 else x.unsqueeze(0)) - self.b_dec[:, None, :]  # (n, batch, d_in)
+        return torch.baddbmm(self.b_enc[:, None, :], xc, self.W_enc)  # (n, batch, d_sae)
+
+    def decode(self, f: torch.Tensor) -> torch.Tensor:
+        """Dense decode: f (n, batch, d_sae) -> (n, batch, d_in)."""
+        return torch.baddbmm(self.b_dec[:, None, :], f, self.W_dec)
+
+    @abstractmethod
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Inference-time codes (n, batch, d_sae) of x (batch, d_in): zero where a latent is
+        inactive, and non-negative unless the architecture sets ``non_negative_codes = False``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x))
+
+    @abstractmethod
+    def train_forward(self, x: torch.Tensor, ctx: TrainContext) -> TrainOutput:
+        """One training batch x (batch, d_in): reconstruction, per-SAE loss and firing counts.
+        Each SAE's loss must depend on its own parameters only (the sum is back-propagated)."""
+
+    # -- constraints ----------------------------------------------------------------------------
+    @torch.no_grad()
+    def normalize_decoder(self) -> None:
+        """Rescale decoder rows to unit norm (if :attr:`unit_norm_decoder`)."""
+        if self.unit_norm_decoder:
+            self.W_dec.div_(self.W_dec.norm(dim=-1, keepdim=True).clamp_min(1e-8))
+
+    @torch.no_grad()
+    def post_step(self) -> None:
+        """Constraints applied after every optimizer step (unit-norm decoder rows, ...)."""
+        self.normalize_decoder()
+
+    @torch.no_grad()
+    def project_decoder_grad(self) -> None:
+        """Remove the gradient component parallel to each (unit) decoder row, so Adam's step
+        does not fight the renormalisation."""
+        if self.unit_norm_decoder and self.W_dec.grad is not None:
+            w, g = self.W_dec, self.W_dec.grad
+            g.sub_((g * w).sum(-1, keepdim=True) * w)
+
+    @torch.no_grad()
+    def init_b_dec(self, b: torch.Tensor) -> None:
+        """Set every SAE's decoder bias to ``b`` (d_in,), e.g. the data's geometric median."""
+        self.b_dec.copy_(b.to(self.b_dec).expand_as(self.b_dec))
+
+    @torch.no_grad()
+    def init_from_data(self, x: torch.Tensor) -> None:
+        """Data-dependent init after b_dec is set; x: (m, d_in) normalised sample. Default: none."""
+
+    @torch.no_grad()
+    def calibrate(self, batches: Iterable[torch.Tensor], comm: BatchComm | None = None) -> None:
+        """Fix inference-only state from a few batches after the last step (default: nothing).
+        ``batches``: (batch, d_in) normalised inputs the bank was not trained on at that point."""
+
+    # -- export / import --------------------------------------------------------------------------
+    def export(self, i: int, scale: float = 1.0) -> dict[str, torch.Tensor]:
+        """SAE ``i`` in checkpoint layout, with input normalisation ``x' = scale·x`` folded in.
+
+        (s·x − b) W = (x − b/s)(s·W) and (f W_dec + b)/s = f (W_dec/s) + b/s, so the folded
+        SAE takes and returns raw activations and its pre-activations are unchanged.
+        """
+        out = {
+            "W_enc": self.W_enc[i].detach() * scale,
+            "b_enc": self.b_enc[i].detach().clone(),
+            "W_dec": self.W_dec[i].detach() / scale,
+            "b_dec": self.b_dec[i].detach() / scale,
+        }
+        for name in self.extra_tensors:
+            out[name] = self._export_extra(name, i)
+        return {k: v.contiguous().float().cpu() for k, v in out.items()}
+
+    def _export_extra(self, name: str, i: int) -> torch.Tensor:
+        return getattr(self, name)[i].detach().clone()
+
+    @torch.no_grad()
+    def load_single(self, i: int, tensors: dict[str, torch.Tensor]) -> None:
+        """Inverse of :meth:`export` (with scale 1) for SAE ``i``."""
+        for name in ("W_enc", "b_enc", "W_dec", "b_dec", *self.extra_tensors):
+            if name not in tensors:
+                raise ConfigError(f"{self.name or type(self).__name__} checkpoint is missing tensor {name!r}")
+            self._import_tensor(name, i, tensors[name])
+
+    def _import_tensor(self, name: str, i: int, value: torch.Tensor) -> None:
+        getattr(self, name)[i].copy_(value)
+
+
+class Architecture:
+    """An SAE architecture: its hyperparameters, its bank, and how it maps onto other formats.
+
+    Subclasses set :attr:`name`, :attr:`Hyper` and :attr:`bank_cls`; everything else has a
+    default. The class itself is registered (``register(name, MyArch)``) and never instantiated.
+    """
+
+    #: registry name, written into every checkpoint's cfg.json: never change it
+    name: ClassVar[str]
+    #: dataclass of one SAE's hyperparameters (k, l1_coeff, ...); may define ``validate(d_sae)``
+    Hyper: ClassVar[type]
+    #: the :class:`Bank` subclass that :meth:`build_bank` instantiates
+    bank_cls: ClassVar[type[Bank]]
+    #: False if codes may be negative; consumers then read firing as code != 0 and show signs
+    non_negative_codes: ClassVar[bool] = True
+    #: the SAELens architecture whose inference equals this one's ("standard", "topk",
+    #: "jumprelu", "gated"), or None: then ``sae export --format saelens`` refuses it
+    saelens_architecture: ClassVar[str | None] = None
 
     @classmethod
-    @abstractmethod
-    def build_bank(
-        cls, d_in: int, d_sae: int, hypers: list[Any], *, device: str | torch.device = "cpu"
-    ) -> torch.nn.Module:
-        """A module holding ``len(hypers)`` SAEs of this architecture and shape."""
+    def hyper_fields(cls) -> list[str]:
+        """Hyperparameter names accepted in sweep files and ``--hyper`` (the Hyper's fields)."""
+        return [f.name for f in dataclasses.fields(cls.Hyper)]
+
+    @classmethod
+    def make_hyper(cls, values: dict[str, Any], d_sae: int, *, strict: bool = True) -> Any:
+        """One SAE's hyperparameters from ``values``, validated for ``d_sae``. ``strict``: unknown
+        keys are errors (user input); lenient for cfg.json files written by other versions."""
+        from sae_core.config import from_dict
+
+        where = f"{cls.name} hyperparameters" if strict else "cfg.json hyper"
+        hyper = from_dict(cls.Hyper, values, strict=strict, where=where)
+        if hasattr(hyper, "validate"):
+            hyper.validate(d_sae)
+        return hyper
+
+    @classmethod
+    def bank_key(cls, hyper: Any) -> tuple:
+        """SAEs share a bank only if their keys are equal: the hyperparameters that change the
+        bank's structure rather than a per-SAE value (e.g. Matryoshka's base encoder)."""
+        return ()
+
+    @classmethod
+    def build_bank(cls, d_in: int, d_sae: int, hypers: list[Any], *, device: str | torch.device = "cpu",
+                   generator: torch.Generator | Sequence[torch.Generator] | None = None) -> Bank:
+        """A bank of ``len(hypers)`` SAEs of this architecture and shape on ``device``."""
+        bank_cls = getattr(cls, "bank_cls", None)
+        if bank_cls is None:
+            raise PluginError(f"architecture {cls.__name__} sets no bank_cls; set it to its Bank subclass")
+        return bank_cls(d_in, d_sae, hypers, generator=generator).to(device)
+
+    @classmethod
+    def saelens_target(cls, hyper: dict[str, Any]) -> str | None:
+        """The SAELens architecture of an SAE with these hyperparameters (default: the class's
+        :attr:`saelens_architecture`; Matryoshka's depends on its base encoder)."""
+        return cls.saelens_architecture
+
+    @classmethod
+    def saelens_export(cls, cfg: Any, tensors: dict[str, torch.Tensor]) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+        """SAELens ``cfg.json`` and weights of one checkpoint (``cfg``: its SAECheckpointConfig,
+        ``tensors``: its sae.safetensors). The default maps :meth:`saelens_target`'s equations;
+        override for anything else. Raise :class:`ExportError` when there is no equivalent."""
+        target = cls.saelens_target(cfg.hyper)
+        if target is None:
+            signed = "" if cls.non_negative_codes else " (its codes are signed; SAELens codes are not)"
+            raise ExportError(f"architecture {cls.name!r} has no SAELens equivalent{signed}; export it in "
+                              "another format (`sae export --help` lists them)")
+        from sae_core.interop.saelens import saelens_mapping
+
+        return saelens_mapping(target, cfg, tensors)

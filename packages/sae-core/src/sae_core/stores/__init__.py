@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sae_core.errors import StoreError
-from sae_core.protocols.store import ActivationReader, ActivationWriter, CacheMetadata
+
+if TYPE_CHECKING:  # the CLI imports this package (its plugin modules) to start: keep numpy out
+    from sae_core.protocols.store import ActivationReader, ActivationWriter, CacheMetadata
 
 
 def open_writer(root: str | Path, meta: CacheMetadata, *, store: str = "local", **options: Any) -> ActivationWriter:

@@ -53,7 +53,8 @@ class NonFiniteWatch:
 
 
 def nonfinite_error(watch: NonFiniteWatch, step: int, *, reader: Any, layer: int, tokens: str, batch_size: int,
-                    seed: int, names: list[list[str]], lrs: list[list[float]], saved_step: int | None) -> NonFiniteError:
+                    seed: int, names: list[list[str]], lrs: list[list[float]], saved_step: int | None,
+                    select: Any = None) -> NonFiniteError:
     """The error for a non-finite loss at ``step``: bad inputs (with their shard and example) or
     a diverged SAE (with its learning rate)."""
     saved = (f"the last saved state (step {saved_step}) is intact" if saved_step is not None
@@ -61,7 +62,7 @@ def nonfinite_error(watch: NonFiniteWatch, step: int, *, reader: Any, layer: int
     epoch, batch = watch.positions.get(step, (None, None))
     if epoch is not None:
         where = locate_nonfinite(reader, layer=layer, tokens=tokens, batch_size=batch_size, seed=seed,
-                                 epoch=epoch, batch=batch)
+                                 epoch=epoch, batch=batch, select=select)
         if where is not None:
             return NonFiniteError(
                 f"cache {reader.path} holds non-finite (NaN/Inf) values, met at training step {step + 1}: {where}; "
@@ -76,27 +77,29 @@ def nonfinite_error(watch: NonFiniteWatch, step: int, *, reader: Any, layer: int
 
 
 def locate_nonfinite(reader: Any, *, layer: int, tokens: str, batch_size: int, seed: int, epoch: int,
-                     batch: int) -> str | None:
-    """Re-read one batch of the training stream; describe its non-finite inputs (None if none)."""
+                     batch: int, select: Any = None) -> str | None:
+    """Re-read one batch of the training stream (``select``: its side of the validation split);
+    describe its non-finite inputs (None if none)."""
     x = next(iter(reader.batches(batch_size, layers=[layer], tokens=tokens, seed=seed, epoch=epoch,
-                                 start_batch=batch)))[:, 0]  # (batch, d_in)
+                                 start_batch=batch, select=select)))[:, 0]  # (batch, d_in)
     bad = ~torch.isfinite(x)
     if not bool(bad.any()):
         return None
     rows = torch.nonzero(bad.any(-1)).flatten().tolist()
     what = f"{int(bad.sum())} value(s) in {len(rows)} of the {len(x)} samples of that batch"
-    if not hasattr(reader, "batch_sample_ids"):
-        return what
-    ids = reader.batch_sample_ids(batch_size, layers=[layer], tokens=tokens, seed=seed, epoch=epoch, batch=batch)
+    ids = reader.batch_sample_ids(batch_size, layers=[layer], tokens=tokens, seed=seed, epoch=epoch, batch=batch,
+                                  select=select)
     sources = [reader.sample_source(int(ids[r])) for r in rows]
     first = sources[0]
-    shards = sorted({s["shard"] for s in sources})
-    return (f"{what}, first in shard {first['shard']} (dataset example {first['example']}, token position "
-            f"{first['position']}); shard(s): {', '.join(shards[:5])}{' ...' if len(shards) > 5 else ''}")
+    shards = sorted({str(s["shard"]) for s in sources if s.get("shard")})
+    where = f"shard {first['shard']}" if first.get("shard") else f"cache row {first['row']}"
+    listed = f"; shard(s): {', '.join(shards[:5])}{' ...' if len(shards) > 5 else ''}" if shards else ""
+    return (f"{what}, first in {where} (dataset example {first['example']}, token position "
+            f"{first['position']}){listed}")
 
 
 def check_sample(sample: torch.Tensor, reader: Any, *, layer: int, tokens: str, batch_size: int, seed: int,
-                 n_batches: int) -> None:
+                 n_batches: int, select: Any = None) -> None:
     """The ``n_batches`` batches of the side stream ``seed`` read to initialise the SAEs
     (normalisation, b_dec) must be finite; else an error locating the first bad input."""
     if bool(torch.isfinite(sample).all()):
@@ -104,7 +107,7 @@ def check_sample(sample: torch.Tensor, reader: Any, *, layer: int, tokens: str, 
     where = None
     for batch in range(n_batches):
         where = locate_nonfinite(reader, layer=layer, tokens=tokens, batch_size=batch_size, seed=seed, epoch=0,
-                                 batch=batch)
+                                 batch=batch, select=select)
         if where is not None:
             break
     raise NonFiniteError(

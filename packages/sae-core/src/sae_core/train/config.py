@@ -8,6 +8,7 @@ over every list in [data] and [sae]):
     tokens = "all"    # all | cls | patch | register | token
     batch_size = 4096
     normalize = true  # scale inputs to E||x|| = sqrt(d_in), folded back at save
+    val_fraction = 0.02 # whole examples held out for validation metrics (0: none)
 
     [train]           # shared by every SAE
     steps = 10000
@@ -39,10 +40,19 @@ class DataConfig:
     tokens: str = "all"
     batch_size: int = 4096
     normalize: bool = True
+    val_fraction: float = 0.02  # whole examples held out for validation (sae_core.split)
+    val_seed: int = 0  # which examples: fixed by default, so every run of a cache shares its split
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        self.split()  # validates val_fraction
+
+    def split(self):
+        """The validation split of this stream (fraction 0: no split, training reads everything)."""
+        from sae_core.split import ExampleSplit
+
+        return ExampleSplit(self.val_fraction, self.val_seed)
 
 
 @dataclass
@@ -60,6 +70,9 @@ class TrainSettings:
     adam_beta2: float = 0.999
     norm_batches: int = 8  # batches used to estimate the normalisation scale / b_dec
     final_batches: int = 4  # batches after the last step: calibrate inference thresholds, final metrics
+    eval_every: int = 0  # steps between validation metrics (0: every log step)
+    val_tokens: int = 65_536  # at most this many validation tokens are evaluated
+    keep_best: bool = False  # also keep each SAE's checkpoint of lowest validation FVU (<sae>/best/)
     wandb: bool = False
     wandb_project: str = "sae"
     parallel: str = "data"  # under torchrun: "data" (split batches) or "sae" (split the sweep)
@@ -71,6 +84,8 @@ class TrainSettings:
             raise ConfigError(f"steps must be >= 1, got {self.steps}")
         if self.final_batches < 1:
             raise ConfigError(f"final_batches must be >= 1, got {self.final_batches}")
+        if self.eval_every < 0 or self.val_tokens < 1:
+            raise ConfigError("eval_every must be >= 0 (0: every log step) and val_tokens >= 1")
         if self.log_every < 1 or self.checkpoint_every < 1:
             raise ConfigError("log_every and checkpoint_every must be >= 1")
         if not 0 <= self.lr_decay_frac <= 1:
@@ -116,8 +131,10 @@ class TrainConfig:
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> TrainConfig:
+        # runs written before validation splits existed trained on every example: keep them so
         saes = [
-            SAEConfig(**{**s, "data": from_dict(DataConfig, s["data"], strict=False)}) for s in doc["saes"]
+            SAEConfig(**{**s, "data": from_dict(DataConfig, {"val_fraction": 0.0, **s["data"]}, strict=False)})
+            for s in doc["saes"]
         ]
         return cls(cache=doc["cache"], saes=saes, train=from_dict(TrainSettings, doc["train"], strict=False), out=doc["out"])
 
@@ -180,9 +197,7 @@ def expand(
                 raise ConfigError(
                     f"[sae]: unknown key {key!r} for arch {arch_name!r}; valid keys: {', '.join(sorted(valid))}"
                 )
-            from sae_core.archs.base import make_hyper
-
-            hyper = make_hyper(arch.Hyper, arch_name, s, int(d_sae))
+            hyper = arch.make_hyper(s, int(d_sae))
             if name is None:
                 parts = [arch_name]
                 for key, val in [("layer", dcfg.layer), ("tokens", dcfg.tokens), ("batch_size", dcfg.batch_size),

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from sae_core.archs.base import Bank, BatchComm
+from sae_core.protocols.architecture import Bank, BatchComm
 
 if TYPE_CHECKING:
     from sae_core.dist import Dist

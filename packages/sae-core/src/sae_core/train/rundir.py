@@ -21,11 +21,10 @@ from typing import Any
 
 from sae_core.errors import ConfigError, SAEError, StoreError
 from sae_core.io import atomic_write_json, fsync_dir
+from sae_core.layout import METRICS_FILE, RUN_CONFIG_FILE, STATE_DIR, SWEEP_FILE, is_checkpoint
 from sae_core.train.config import TrainConfig
 
-CONFIG = "config.json"
-SWEEP = "sweep.json"
-STATE = "state"
+CONFIG, SWEEP, STATE = RUN_CONFIG_FILE, SWEEP_FILE, STATE_DIR  # this module's former names
 
 
 def run_artefacts(out: Path) -> list[Path]:
@@ -35,7 +34,7 @@ def run_artefacts(out: Path) -> list[Path]:
         return []
     found = [out / n for n in (CONFIG, SWEEP, STATE) if (out / n).exists()]
     found += sorted(p for p in out.iterdir() if p.is_dir() and p.name != STATE
-                    and ((p / "cfg.json").exists() or (p / "metrics.jsonl").exists()))
+                    and (is_checkpoint(p) or (p / METRICS_FILE).exists()))
     return found
 
 

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from sae_core.errors import CheckpointError
-from sae_core.io import atomic_path, atomic_write_json, fsync_dir
+from sae_core.io import atomic_write_json, fsync_dir
 
 FORMAT = 2
 STATE = "state.json"
@@ -38,12 +38,11 @@ def tensors_name(step: int, rank: int) -> str:
 
 def save_tensors(dirpath: Path, step: int, rank: int, tensors: dict[str, torch.Tensor]) -> str:
     """One rank's part of the state at ``step``, written durably; returns its file name."""
-    from safetensors.torch import save_file
+    from sae_core.weights import save_weights
 
     dirpath.mkdir(parents=True, exist_ok=True)
     name = tensors_name(step, rank)
-    with atomic_path(dirpath / name) as tmp:
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp))
+    save_weights(dirpath / name, tensors)  # temporary name, fsync, rename, fsync of the directory
     return name
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from sae_core.archs.base import Bank, TrainContext, TrainOutput
+from sae_core.protocols.architecture import Bank, TrainContext, TrainOutput
 from sae_core.train.optim import BankAdam
 
 

@@ -15,17 +15,18 @@ float summation order) at any world size, and resumes at any other.
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from sae_core.archs.base import Bank, BatchComm, TrainContext
 from sae_core.checkpoint import save_sae
 from sae_core.dist import Dist
 from sae_core.errors import CheckpointError, ConfigError, RunInterrupted, SAEError
+from sae_core.layout import METRICS_FILE, SWEEP_FILE, SAECheckpointConfig, is_checkpoint, read_cfg
+from sae_core.protocols.architecture import Bank, BatchComm, TrainContext, firing_stats
+from sae_core.split import Selection
 from sae_core.train.checks import NonFiniteWatch, check_sample, nonfinite_error
 from sae_core.train.config import DataConfig, SAEConfig, TrainConfig
 from sae_core.train.init import geometric_median, norm_scale
@@ -36,6 +37,7 @@ from sae_core.train.schedule import lr_factor, sparsity_factor
 from sae_core.train.signals import StopRequest
 from sae_core.train.state import commit, load_state, save_tensors, tensors_name
 from sae_core.train.step import bank_step
+from sae_core.train.validation import Validation
 
 DENSE_FREQ = 0.1  # a latent firing on more than 10% of tokens counts as dense
 
@@ -60,12 +62,21 @@ class GroupTrainer:
         self.device = torch.device(dist.device(s.device))
         self.layer = reader.layer_index(data.layer)
         self.d_in = reader.meta.d_model
-        n_samples = reader.n_tokens(data.tokens)
+        split = data.split()
+        #: training reads the train side of the validation split (None: no split, every example)
+        self.select = Selection(split, "train") if split.active else None
+        n_samples = reader.n_tokens(data.tokens, select=self.select)
         if n_samples < data.batch_size:
+            held = f" outside the validation split ({split.fraction:g} of examples)" if split.active else ""
             raise SAEError(
-                f"cache {reader.path} has {n_samples} {data.tokens!r} samples, fewer than one batch "
+                f"cache {reader.path} has {n_samples} {data.tokens!r} samples{held}, fewer than one batch "
                 f"({data.batch_size}); lower --batch-size or cache more data"
             )
+        self.val = Validation(reader, layer=self.layer, tokens=data.tokens, max_tokens=s.val_tokens,
+                              select=Selection(split, "val") if split.active else None,
+                              batch_size=data.batch_size, device=self.device)
+        self.eval_every = s.eval_every or s.log_every
+        self.best_val: dict[str, float] = {}  # keep_best: lowest validation FVU so far, per SAE
         self.shard_saes = dist.active and s.parallel == "sae"
         owner = owners(saes, dist.world) if self.shard_saes else [0] * len(saes)
         mine = [m for m, o in zip(saes, owner, strict=True) if o == dist.rank] if self.shard_saes else saes
@@ -75,14 +86,13 @@ class GroupTrainer:
         self.comm = DistBatchComm(dist) if dist.active and not self.shard_saes else BatchComm()
         self.banks: list[Bank] = []
         self.members: list[list[SAEConfig]] = []
-        from sae_core.archs.base import make_hyper
         from sae_core.plugins import get_component
 
         # one bank per architecture, shape and structural key (e.g. Matryoshka's base encoder)
         by_bank: dict[tuple[Any, ...], list[tuple[SAEConfig, Any]]] = {}
         for sae in mine:
             arch = get_component("architecture", sae.arch).factory
-            hyper = make_hyper(arch.Hyper, sae.arch, sae.hyper, sae.d_sae)
+            hyper = arch.make_hyper(sae.hyper, sae.d_sae)
             by_bank.setdefault((sae.arch, sae.d_sae, arch.bank_key(hyper)), []).append((sae, hyper))
         seeds = sae_seeds(s.seed, saes)
         for (arch_name, d_sae, _), pairs in by_bank.items():
@@ -119,6 +129,7 @@ class GroupTrainer:
             for x in self.reader.batches(
                 self.data.batch_size, layers=[self.layer], tokens=self.data.tokens, seed=s.seed,
                 epoch=self.epoch, start_batch=self.batch_in_epoch, device=self.device, part=(dist.rank, dist.world),
+                select=self.select,
             ):
                 self.batch_in_epoch += 1
                 x = x[:, 0]  # (batch / world, d_in): this rank's slice
@@ -132,13 +143,14 @@ class GroupTrainer:
         """Normalisation scale and geometric-median b_dec from a few batches of a side stream."""
         s = self.cfg.train
         xs = []
-        for i, x in enumerate(self.reader.batches(self.data.batch_size, layers=[self.layer], tokens=self.data.tokens, seed=s.seed + 7919)):
+        for i, x in enumerate(self.reader.batches(self.data.batch_size, layers=[self.layer], tokens=self.data.tokens,
+                                                  seed=s.seed + 7919, select=self.select)):
             xs.append(x[:, 0])
             if i + 1 >= s.norm_batches:
                 break
         sample = torch.cat(xs)  # (m, d_in)
         check_sample(sample, self.reader, layer=self.layer, tokens=self.data.tokens, batch_size=self.data.batch_size,
-                     seed=s.seed + 7919, n_batches=len(xs))
+                     seed=s.seed + 7919, n_batches=len(xs), select=self.select)
         scale = norm_scale(sample) if self.data.normalize else 1.0
         median = geometric_median(sample[:8192] * scale).float()  # (d_in,)
         # every rank computes the same; rank 0's copy is authoritative (no drift across GPUs)
@@ -174,7 +186,7 @@ class GroupTrainer:
             commit(self.state_dir, [tensors_name(self.step, r) for r in self.writer_ranks], {
                 "step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
                 "scale": self.scale, "tokens_window": self.tokens_window, "d_in": self.d_in,
-                "saes": [m.name for m in self.saes],
+                "saes": [m.name for m in self.saes], "best_val": self.best_val,
             })
         self.dist.barrier()  # nobody writes the next state while rank 0 prunes files
         self.saved_step = self.step
@@ -212,6 +224,7 @@ class GroupTrainer:
             self.fired_window[bi].copy_(stacked("", ["fired_window"])["fired_window"])
         self.step, self.epoch, self.batch_in_epoch = int(doc["step"]), int(doc["epoch"]), int(doc["batch_in_epoch"])
         self.scale, self.tokens_window = float(doc["scale"]), int(doc["tokens_window"])
+        self.best_val = {k: float(v) for k, v in doc.get("best_val", {}).items()}
         self.saved_step = self.step
         return True
 
@@ -222,8 +235,14 @@ class GroupTrainer:
         resumed = self.load() if resume else False
         if not resumed:
             self._init_from_data()
+        if dist.is_main and self.data.val_fraction > 0 and not self.val.n_tokens:
+            import sys
+
+            print(f"warning: the validation split ({self.data.val_fraction:g} of examples) of cache "
+                  f"{self.reader.path} holds no {self.data.tokens!r} token; training without validation "
+                  "metrics (raise --val-fraction, or cache more examples)", file=sys.stderr)
         self.logs = logs = {
-            m.name: MetricsLog(self.out / m.name / "metrics.jsonl", resume_step=self.step if resumed else None)
+            m.name: MetricsLog(self.out / m.name / METRICS_FILE, resume_step=self.step if resumed else None)
             for m in self.saes
         } if dist.is_main else {}
         autocast = (
@@ -259,7 +278,8 @@ class GroupTrainer:
                 watch.note(step, self.epoch, self.batch_in_epoch - 1)
                 lr_f = lr_factor(step, s.steps, self.warmup, s.lr_decay_frac)
                 ctx_sparsity = sparsity_factor(step, self.sparsity_warmup)
-                log_now = (step + 1) % s.log_every == 0 or step + 1 == s.steps
+                eval_now = self.val.n_tokens > 0 and ((step + 1) % self.eval_every == 0 or step + 1 == s.steps)
+                log_now = (step + 1) % s.log_every == 0 or step + 1 == s.steps or eval_now
                 records: list[dict[str, Any]] = []
                 for bi, bank in enumerate(self.banks):
                     dead = self.since_fired[bi] >= s.dead_tokens
@@ -278,7 +298,8 @@ class GroupTrainer:
                         self.since_fired[bi].add_(batch).masked_fill_(fired > 0, 0)
                         self.fired_window[bi].add_(fired)
                     if log_now:
-                        records += self._records(bi, out, x, lr_f, samples_last, t_last, infer)
+                        val = self.val.metrics(bank, self.scale) if eval_now else None
+                        records += self._records(bi, out, x, lr_f, samples_last, t_last, infer, val)
                 self.tokens_window += batch
                 samples_last += batch
                 self.step += 1
@@ -291,6 +312,8 @@ class GroupTrainer:
                     self._check_finite(watch)  # before anything of this step is written
                 if log_now:
                     self._write_records(records, logs, wandb_run)
+                    if eval_now and s.keep_best:
+                        self._keep_best(records)
                     self.tokens_window = 0
                     for fw in self.fired_window:
                         fw.zero_()
@@ -320,14 +343,14 @@ class GroupTrainer:
                 watch, step, reader=self.reader, layer=self.layer, tokens=self.data.tokens,
                 batch_size=self.data.batch_size, seed=self.cfg.train.seed,
                 names=[[m.name for m in ms] for ms in self.members], lrs=[[m.lr for m in ms] for ms in self.members],
-                saved_step=self.saved_step)
+                saved_step=self.saved_step, select=self.select)
 
     @torch.no_grad()
     def _infer(self, bank: Bank, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Inference-mode (encode/decode) SSE sum (n,) and mean L0 (n,) of ``bank`` on ``x``."""
         f = bank.encode(x)  # (n, batch, d_sae)
         sse = (bank.decode(f).float() - x).pow(2).sum((-1, -2))
-        return sse, (f != 0).float().sum(-1).mean(-1)
+        return sse, firing_stats(f)[1]
 
     @torch.no_grad()
     def _finalize(self, stream: Any) -> None:
@@ -352,13 +375,16 @@ class GroupTrainer:
             if self.comm.world > 1:
                 self.dist.all_reduce_(rows)
             fvu = fvu_from_sums(rows[0], xs[:-1], xs[-1], n_tok)
+            val = self.val.metrics(bank, self.scale) if self.val.n_tokens else {}
             for i, m in enumerate(self.members[bi]):
                 last = self.last_metrics.setdefault(m.name, {})
                 last.update(fvu=float(fvu[i]), l0=float(rows[1, i] / n_tok), final_tokens=n_tok)
+                last.update({k: float(v[i]) for k, v in val.items()})
 
     @torch.no_grad()
     def _records(self, bi: int, out: Any, x: torch.Tensor, lr_f: float, samples: int, t0: float,
-                 infer: tuple[torch.Tensor, torch.Tensor] | None = None) -> list[dict[str, Any]]:
+                 infer: tuple[torch.Tensor, torch.Tensor] | None = None,
+                 val: dict[str, torch.Tensor] | None = None) -> list[dict[str, Any]]:
         """Metric records of bank ``bi``'s SAEs over the whole (global) batch.
 
         ``fvu`` and ``l0`` are always inference mode (what a checkpoint of these weights does);
@@ -399,6 +425,7 @@ class GroupTrainer:
                 "loss": float(rows[2, i]),
                 **({} if infer is None else {"train_fvu": float(f_train[i]), "train_l0": float(rows[4, i])}),
                 **{k: float(rows[5 + j, i]) for j, k in enumerate(names)},
+                **({k: float(v[i]) for k, v in val.items()} if val is not None else {}),
                 "samples_per_s": (samples + batch) / elapsed,
             })
         return recs
@@ -418,47 +445,72 @@ class GroupTrainer:
                 wandb_run.log({f"{name}/{k}": v for k, v in body.items() if k != "step"}, step=body["step"])
 
     def _export(self) -> None:
-        meta = self.reader.meta
         for bi, bank in enumerate(self.banks):
             for i, m in enumerate(self.members[bi]):
-                if m.name not in self.owned:
-                    continue
-                cfg = {
-                    "name": m.name,
-                    "architecture": m.arch,
-                    "d_in": self.d_in,
-                    "d_sae": m.d_sae,
-                    "hyper": m.hyper,
-                    "normalization": {"folded": True, "scale": self.scale},
-                    "source": {
-                        "cache": str(Path(self.cfg.cache).resolve()),
-                        "cache_fingerprint": Path(self.cfg.cache).resolve().name,
-                        "adapter": meta.adapter,
-                        "model": meta.model,
-                        "layer": meta.layers[self.layer],
-                        "layer_index": self.layer,
-                        "tokens": self.data.tokens,
-                        "d_model": meta.d_model,
-                        "dataset": meta.dataset.get("spec"),
-                    },
-                    "train": {
-                        "lr": m.lr,
-                        "steps": self.cfg.train.steps,
-                        "batch_size": self.data.batch_size,
-                        "seed": self.cfg.train.seed,
-                        "lr_warmup_steps": self.warmup,
-                        "lr_decay_frac": self.cfg.train.lr_decay_frac,
-                        "sparsity_warmup_steps": self.sparsity_warmup,
-                        "normalize": self.data.normalize,
-                        "world_size": self.dist.world,
-                        "parallel": self.cfg.train.parallel if self.dist.active else None,
-                    },
-                    # fvu/l0: inference mode on the batches after the last step (see _finalize)
-                    "metrics": {k: v for k, v in self.last_metrics.get(m.name, {}).items() if k != "samples_per_s"},
-                }
-                save_sae(self.out / m.name, bank.export(i, self.scale), cfg)
+                if m.name in self.owned:
+                    save_sae(self.out / m.name, bank.export(i, self.scale), self._cfg(m))
         self.dist.barrier()  # every checkpoint exists before anyone reads the run
 
+    def _keep_best(self, records: list[dict[str, Any]]) -> None:
+        """Export every owned SAE whose validation FVU is its lowest so far to ``<sae>/best/``
+        (inference state as it is now: BatchTopK's running threshold, as validation measured)."""
+        where = {m.name: (bi, i) for bi, ms in enumerate(self.members) for i, m in enumerate(ms)}
+        for rec in records:
+            name, v = rec["sae"], rec.get("val_fvu")
+            if v is None or name not in self.owned or v >= self.best_val.get(name, float("inf")):
+                continue
+            self.best_val[name] = v
+            bi, i = where[name]
+            m = self.members[bi][i]
+            cfg = self._cfg(m)
+            cfg.metrics = {k: val for k, val in rec.items() if k not in ("sae", "samples_per_s")}
+            cfg.best = {"step": rec["step"], "val_fvu": v}
+            save_sae(self.out / m.name / "best", self.banks[bi].export(i, self.scale), cfg)
+
+    def _cfg(self, m: SAEConfig) -> SAECheckpointConfig:
+        """The checkpoint's cfg.json for SAE ``m`` as trained so far."""
+        from sae_core.layout import Normalization, SourceInfo, TrainInfo, ValInfo
+        from sae_core.plugins import get_component
+
+        meta = self.reader.meta
+        split = self.data.split()
+        return SAECheckpointConfig(
+            name=m.name,
+            architecture=m.arch,
+            d_in=self.d_in,
+            d_sae=m.d_sae,
+            hyper=m.hyper,
+            non_negative_codes=bool(get_component("architecture", m.arch).factory.non_negative_codes),
+            normalization=Normalization(folded=True, scale=self.scale),
+            source=SourceInfo(
+                cache=str(Path(self.cfg.cache).resolve()),
+                cache_fingerprint=meta.fingerprint(),
+                adapter=meta.adapter,
+                model=meta.model,
+                layer=meta.layers[self.layer],
+                layer_index=self.layer,
+                tokens=self.data.tokens,
+                d_model=meta.d_model,
+                dataset=meta.dataset.get("spec"),
+            ),
+            train=TrainInfo(
+                lr=m.lr,
+                steps=self.cfg.train.steps,
+                batch_size=self.data.batch_size,
+                seed=self.cfg.train.seed,
+                lr_warmup_steps=self.warmup,
+                lr_decay_frac=self.cfg.train.lr_decay_frac,
+                sparsity_warmup_steps=self.sparsity_warmup,
+                normalize=self.data.normalize,
+                world_size=self.dist.world,
+                parallel=self.cfg.train.parallel if self.dist.active else None,
+            ),
+            # examples held out of training (analyses read them by default)
+            val=ValInfo(fraction=split.fraction, seed=split.seed, tokens=self.val.n_tokens),
+            # fvu/l0: inference mode on the batches after the last step; val_*: on the
+            # validation tokens (see _finalize)
+            metrics={k: v for k, v in self.last_metrics.get(m.name, {}).items() if k != "samples_per_s"},
+        )
 
 def run_training(
     config: TrainConfig, *, progress: bool = True, resume: bool = False, stop_after: int | None = None,
@@ -509,7 +561,7 @@ def run_training(
         for gi, (data, saes) in enumerate(groups.items()):
             trainer = GroupTrainer(config, reader, data, saes, out, gi, dist)
             trainer.stop = stop
-            finished = all((out / m.name / "cfg.json").exists() for m in saes)
+            finished = all(is_checkpoint(out / m.name) for m in saes)
             if resume and finished and trainer.load() and trainer.step >= config.train.steps:
                 continue  # this group finished before the interruption
             try:
@@ -537,7 +589,7 @@ def _write_sweep(out: Path, config: TrainConfig, reader: Any) -> None:
 
     saes = []
     for sae in config.saes:
-        cfg = json.loads((out / sae.name / "cfg.json").read_text())
+        cfg = read_cfg(out / sae.name)
         saes.append({
             "name": sae.name,
             "path": sae.name,
@@ -545,10 +597,10 @@ def _write_sweep(out: Path, config: TrainConfig, reader: Any) -> None:
             "d_sae": sae.d_sae,
             "hyper": sae.hyper,
             "lr": sae.lr,
-            "layer": cfg["source"]["layer"],
+            "layer": cfg.source.layer,
             "tokens": sae.data.tokens,
             "batch_size": sae.data.batch_size,
-            "final": cfg["metrics"],
+            "final": cfg.metrics,
         })
-    atomic_write_json(out / "sweep.json", {**cache_record(config.cache, out, reader), "steps": config.train.steps,
-                                           "saes": saes})
+    atomic_write_json(out / SWEEP_FILE, {**cache_record(config.cache, out, reader), "steps": config.train.steps,
+                                         "saes": saes})

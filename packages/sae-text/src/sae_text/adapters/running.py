@@ -15,9 +15,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from sae_core.errors import SAEError
-from sae_core.protocols import Dataset
-from sae_core.protocols.running import Generation, LayerHook, ModelInputs, ModelOutput
+from sae_core import Dataset, Generation, LayerHook, ModelInputs, ModelOutput, SAEError
 
 from sae_text.adapters.windows import document_windows
 

@@ -50,7 +50,7 @@ class ClipAdapter(ViTAdapter):
             raise SAEError(f"{name!r} is not a ViT image tower (no transformer blocks); use a ViT-* model")
         self.model = visual
         scale = getattr(model, "logit_scale", None)  # CLIP's temperature: zero-shot-style logits in metrics
-        self.logit_scale = float(scale.exp()) if isinstance(scale, torch.Tensor) else None
+        self.logit_scale = float(scale.detach().exp()) if isinstance(scale, torch.Tensor) else None
         self.blocks = visual.transformer.resblocks
         self.transform = preprocess
         self.model_id = name

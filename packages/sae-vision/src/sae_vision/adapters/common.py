@@ -16,8 +16,15 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from sae_core.errors import SAEError
-from sae_core.protocols import ActivationBatch, ActivationSpec, AdapterRequest, Dataset, ModelAdapter
+from sae_core import (
+    ActivationBatch,
+    ActivationSpec,
+    AdapterRequest,
+    Dataset,
+    ImageGeometry,
+    ModelAdapter,
+    SAEError,
+)
 from torch import nn
 
 from sae_vision.adapters.running import ViTRunning
@@ -106,19 +113,16 @@ class ViTAdapter(ViTRunning, ModelAdapter):
             tokens_per_example=self.n_tokens,
             token_kinds=kinds,
             extra={
-                "grid": list(self.grid),
-                "patch_size": self.patch_size,
-                "image_size": list(self.image_size),
-                "preprocess": self.preprocess_info(),
+                **self.geometry().to_extra(),  # grid, patch_size, image_size, preprocess: the viewer's heatmaps
                 "checkpoint": self.request.checkpoint,
                 "options": dict(self.request.options),
                 "example_unit": "img",
             },
         )
 
-    def preprocess_info(self) -> dict[str, Any]:
-        """How an original image maps onto the model input (for heatmaps): resize of the
-        shorter side, then a center crop, as in both libraries' eval transforms."""
+    def geometry(self) -> ImageGeometry:
+        """How an original image maps onto the patch grid (for heatmaps): resize of the shorter
+        side, then a center crop, as in both libraries' eval transforms."""
         resize, crop = None, None
         for t in getattr(self.transform, "transforms", []):
             name = type(t).__name__
@@ -126,8 +130,9 @@ class ViTAdapter(ViTRunning, ModelAdapter):
                 size = getattr(t, "size", None)
                 resize = size if isinstance(size, int) else (min(size) if size else None)
             if name == "CenterCrop":
-                crop = list(t.size) if isinstance(t.size, tuple | list) else [t.size, t.size]
-        return {"resize_shorter": resize, "center_crop": crop or list(self.image_size)}
+                crop = tuple(t.size) if isinstance(t.size, tuple | list) else (t.size, t.size)
+        return ImageGeometry(grid=tuple(self.grid), image_size=tuple(self.image_size), resize_shorter=resize,
+                             center_crop=crop or tuple(self.image_size), patch_size=self.patch_size)
 
     @torch.inference_mode()
     def forward_pixels(self, pixels: torch.Tensor) -> torch.Tensor:

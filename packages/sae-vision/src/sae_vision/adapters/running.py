@@ -17,9 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from sae_core.errors import SAEError
-from sae_core.protocols import Dataset
-from sae_core.protocols.running import LayerHook, ModelInputs, ModelOutput
+from sae_core import Dataset, LayerHook, ModelInputs, ModelOutput, SAEError
 from torch import nn
 
 

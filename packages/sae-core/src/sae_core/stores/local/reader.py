@@ -24,13 +24,19 @@ import torch
 
 from sae_core.config import from_dict
 from sae_core.errors import StoreError
-from sae_core.protocols.store import INDEX_DTYPE, ActivationReader, CacheMetadata
+from sae_core.protocols.store import (  # noqa: F401 (TOKEN_FILTERS re-exported)
+    INDEX_DTYPE,
+    TOKEN_FILTERS,
+    ActivationReader,
+    CacheMetadata,
+    check_batching,
+)
+from sae_core.split import Selection
 from sae_core.stores.local import format as fmt
 from sae_core.stores.local.shuffle import Chunk, group_windows
 
 VERIFY_ON_OPEN_BYTES = 32 * 2**20  # caches up to this size are checksummed whenever they are opened
 MADV_POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ", 22)  # Linux >= 5.14: populate page tables
-TOKEN_FILTERS = ("all", "cls", "patch", "register", "token")
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -146,47 +152,29 @@ class LocalReader(ActivationReader):
         """Rows in finished shards (images or text windows)."""
         return int(self._starts[-1])
 
-    @property
-    def d_model(self) -> int:
-        return self.meta.d_model
-
-    def layer_index(self, layer: int | str) -> int:
-        """Index into the cache's layers of ``layer`` (an int, negative allowed, or a name)."""
-        names = self.meta.layers
-        if isinstance(layer, str) and layer in names:
-            return names.index(layer)
-        try:
-            i = int(layer)
-        except (TypeError, ValueError):
-            raise StoreError(
-                f"layer {layer!r} is not in cache {self.path}; its layers are {names} (or indices 0..{len(names) - 1})"
-            ) from None
-        if not -len(names) <= i < len(names):
-            raise StoreError(
-                f"layer index {i} is out of range for cache {self.path}, which holds {len(names)} layer(s): {names}"
-            )
-        return i % len(names)
-
-    def positions(self, tokens: str = "all") -> np.ndarray:
-        """Token positions selected by the ``tokens`` filter."""
-        if tokens not in TOKEN_FILTERS:
-            raise StoreError(f"unknown token filter {tokens!r}; use one of {', '.join(TOKEN_FILTERS)}")
-        kinds = self.meta.token_kinds
-        pos = np.array([i for i, k in enumerate(kinds) if tokens == "all" or k == tokens], dtype=np.int64)
-        if len(pos) == 0:
-            raise StoreError(f"cache {self.path} has no {tokens!r} tokens; its token kinds are {sorted(set(kinds))}")
-        return pos
-
-    def n_tokens(self, tokens: str = "all") -> int:
-        """Number of samples one epoch yields with this filter (valid tokens only)."""
+    def n_tokens(self, tokens: str = "all", *, select: Selection | None = None) -> int:
+        """Number of samples one epoch yields with this filter (valid tokens only), of the
+        selected examples (``select``: one side of a validation split; None: all)."""
         pos = self.positions(tokens)
         total = 0
         for shard, index in zip(self.shards, self._index, strict=True):
+            if select is not None and select.side != "all":
+                keep = select.rows(index["example"][:, 0])
+                total += int(index[keep]["valid"][:, pos].astype(bool).sum())
+                continue
             counts = shard.get("valid_per_position")
             if counts is None:
                 counts = index["valid"].astype(bool).sum(axis=0)
             total += int(np.asarray(counts)[pos].sum())
         return total
+
+    def rows(self, select: Selection | None = None) -> np.ndarray:
+        """Global row numbers (ascending) of the selected examples' rows."""
+        if select is None or select.side == "all":
+            return np.arange(self.n_examples, dtype=np.int64)
+        parts = [np.flatnonzero(select.rows(index["example"][:, 0])) + int(self._starts[s])
+                 for s, index in enumerate(self._index)]
+        return np.concatenate(parts).astype(np.int64) if parts else np.empty(0, np.int64)
 
     # -- reading ------------------------------------------------------------------------------
     def _read_rows(
@@ -218,11 +206,14 @@ class LocalReader(ActivationReader):
             return acts_parts[0], index_parts[0]
         return np.concatenate(acts_parts), np.concatenate(index_parts)
 
-    def _chunk_samples(self, chunk: Chunk, positions: np.ndarray) -> np.ndarray:
+    def _chunk_samples(self, chunk: Chunk, positions: np.ndarray, select: Selection | None = None) -> np.ndarray:
         """Global (row * T + position) ids of the selected valid tokens of a chunk, in order."""
         s = int(np.searchsorted(self._starts, chunk.start, side="right")) - 1
         lo = chunk.start - int(self._starts[s])
-        valid = self._index[s][lo : lo + chunk.stop - chunk.start]["valid"][:, positions].astype(bool)  # (rows, P)
+        index = self._index[s][lo : lo + chunk.stop - chunk.start]
+        valid = index["valid"][:, positions].astype(bool)  # (rows, P)
+        if select is not None and select.side != "all":
+            valid &= select.rows(index["example"][:, 0])[:, None]  # whole examples in or out
         rows, pos = np.nonzero(valid)
         t = self.meta.tokens_per_example
         return (rows + chunk.start).astype(np.int64) * t + positions[pos]
@@ -283,6 +274,7 @@ class LocalReader(ActivationReader):
         part: tuple[int, int] = (0, 1),
         buffer_bytes: int = 256 * 2**20,
         chunk_bytes: int = 8 * 2**20,
+        select: Selection | None = None,
     ) -> Iterator[torch.Tensor]:
         """One epoch of ``(batch, len(layers), d_model)`` tensors; see ActivationReader.batches.
 
@@ -292,27 +284,19 @@ class LocalReader(ActivationReader):
         ``r``-th of ``world`` equal slices of each batch's sorted sample ids, so the ranks read
         disjoint samples, concatenating their slices in rank order gives exactly the batch a
         single process reads, and results do not depend on the number of ranks.
+        ``select`` keeps only one side of a validation split (whole examples; see
+        :mod:`sae_core.split`): training reads ``train``, evaluation ``val``.
         """
-        if batch_size < 1:
-            raise StoreError(f"batch size must be >= 1, got {batch_size}")
-        rank, world = part
-        if not 0 <= rank < world:
-            raise StoreError(f"part {part} is not (rank, world) with 0 <= rank < world")
-        if world > 1 and batch_size % world:
-            raise StoreError(
-                f"batch size {batch_size} does not split evenly over {world} ranks; use a multiple of {world}"
-            )
         layer_ids = self._resolve_layers(layers)
         positions = self.positions(tokens)
-        if self.n_examples == 0:
-            raise StoreError(f"cache {self.path} holds no finished shards; run (or finish) `sae cache` first")
+        rank, world = check_batching(self, batch_size, part)
         out_dtype = dtype or torch.float32
         device = torch.device(device)
 
         def batch_ids(pool: ThreadPoolExecutor) -> Iterator[np.ndarray]:
             return self._plan(batch_size, positions, len(layer_ids), seed=seed, epoch=epoch, shuffle=shuffle,
                               drop_last=drop_last, buffer_bytes=buffer_bytes, chunk_bytes=chunk_bytes,
-                              prefetch=lambda c: pool.submit(self._prefetch, c))
+                              prefetch=lambda c: pool.submit(self._prefetch, c), select=select)
 
         def load(ids: np.ndarray) -> torch.Tensor:
             if world > 1:  # this rank's contiguous slice of the sorted ids (np.array_split: a short tail too)
@@ -335,7 +319,7 @@ class LocalReader(ActivationReader):
     def _plan(
         self, batch_size: int, positions: np.ndarray, n_layers: int, *, seed: int, epoch: int, shuffle: bool,
         drop_last: bool, buffer_bytes: int = 256 * 2**20, chunk_bytes: int = 8 * 2**20,
-        prefetch: Callable[[Chunk], Any] | None = None,
+        prefetch: Callable[[Chunk], Any] | None = None, select: Selection | None = None,
     ) -> Iterator[np.ndarray]:
         """The sample ids of every batch of one epoch, in order (see :meth:`batches`).
 
@@ -354,7 +338,7 @@ class LocalReader(ActivationReader):
                 for ahead in windows[w : w + 2] if w == 0 else windows[w + 1 : w + 2]:
                     for c in ahead:  # I/O threads map the next window while this one is gathered
                         prefetch(c)
-            ids = np.concatenate([carry, *(self._chunk_samples(c, positions) for c in window)])
+            ids = np.concatenate([carry, *(self._chunk_samples(c, positions, select) for c in window)])
             if rng is not None:
                 ids = ids[rng.permutation(len(ids))]
             full = len(ids) - len(ids) % batch_size
@@ -366,7 +350,7 @@ class LocalReader(ActivationReader):
 
     def batch_sample_ids(
         self, batch_size: int, *, layers: list[int] | None = None, tokens: str = "all", seed: int = 0,
-        epoch: int = 0, batch: int = 0, shuffle: bool = True,
+        epoch: int = 0, batch: int = 0, shuffle: bool = True, select: Selection | None = None,
     ) -> np.ndarray:
         """Sorted global sample ids (``row * tokens_per_example + position``) of batch ``batch``
         of an epoch: row ``i`` of that batch as :meth:`batches` yields it is sample ``ids[i]``.
@@ -374,7 +358,7 @@ class LocalReader(ActivationReader):
         positions = self.positions(tokens)
         n_layers = len(self._resolve_layers(layers))
         for i, ids in enumerate(self._plan(batch_size, positions, n_layers, seed=seed, epoch=epoch,
-                                           shuffle=shuffle, drop_last=True)):
+                                           shuffle=shuffle, drop_last=True, select=select)):
             if i == batch:
                 return np.sort(ids)
         raise StoreError(f"epoch {epoch} of cache {self.path} has no batch {batch} of size {batch_size}")
@@ -414,6 +398,17 @@ class LocalReader(ActivationReader):
         """Chunks never straddle shards, so a chunk is one contiguous region of one file."""
         lo, hi = int(self._starts[s]), int(self._starts[s + 1])
         return [Chunk(a, min(a + chunk_rows, hi)) for a in range(lo, hi, chunk_rows)]
+
+    def read_index(self, start: int, stop: int) -> np.ndarray:
+        """Index records ``(n, T)`` of rows ``[start, stop)``, without reading activations."""
+        if not 0 <= start <= stop <= self.n_examples:
+            raise StoreError(f"rows {start}:{stop} are outside cache {self.path} (0..{self.n_examples})")
+        parts, s = [], int(np.searchsorted(self._starts, start, side="right")) - 1
+        while s < len(self._index) and self._starts[s] < stop:
+            lo, hi = max(start, int(self._starts[s])), min(stop, int(self._starts[s + 1]))
+            parts.append(np.asarray(self._index[s][lo - int(self._starts[s]) : hi - int(self._starts[s])]))
+            s += 1
+        return np.concatenate(parts) if parts else np.empty((0, self.meta.tokens_per_example), INDEX_DTYPE)
 
     def read_examples(
         self, start: int, stop: int, *, layers: list[int] | None = None, dtype: torch.dtype | None = torch.float32

@@ -185,15 +185,11 @@ class LocalWriter(ActivationWriter):
                 f"(batch, {m.n_layers}, {m.tokens_per_example}, {m.d_model}) from its metadata; "
                 "the adapter's spec() and iter_batches() disagree"
             )
-        n, t = acts.shape[0], m.tokens_per_example
+        n = acts.shape[0]
         ids = np.asarray(batch.example_ids, dtype=np.int64).reshape(-1)
         if len(ids) != n:
             raise StoreError(f"batch has {n} rows but {len(ids)} example ids")
-        index = np.zeros((n, t), dtype=INDEX_DTYPE)
-        index["example"] = ids[:, None]
-        index["position"] = np.arange(t, dtype=np.int32) if batch.positions is None else batch.positions
-        index["token"] = -1 if batch.token_ids is None else batch.token_ids
-        index["valid"] = 1 if batch.valid is None else np.asarray(batch.valid, dtype=np.uint8)
+        index = batch.index_records()  # (n, t)
         self._acts.append(acts)
         self._index.append(index)
         self._buffered += n

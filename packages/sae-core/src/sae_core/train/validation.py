@@ -1,0 +1,64 @@
+"""Validation during training: inference-mode metrics of every SAE on held-out examples.
+
+The examples come from the data group's validation split (:mod:`sae_core.split`), which the
+training stream never reads. At most ``val_tokens`` of their tokens are loaded once (a fixed,
+seeded sample), normalised like the training stream, and every ``eval_every`` steps each bank's
+SAEs encode and decode them exactly as a saved checkpoint would: FVU, L0 (non-zero codes per
+token) and the fraction of latents that fire on none of them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from sae_core.split import Selection
+from sae_core.train.metrics import fvu_from_sums
+
+SAMPLE_SEED = 104_729  # fixed: the same validation tokens whatever the run's seed
+
+
+class Validation:
+    """The validation tokens of one data group (possibly none)."""
+
+    def __init__(self, reader: Any, *, layer: int, tokens: str, select: Selection | None, max_tokens: int,
+                 batch_size: int, device: torch.device) -> None:
+        self.x = torch.empty(0, reader.meta.d_model)
+        self.batch_size = batch_size
+        if select is None:
+            return
+        n_val = reader.n_tokens(tokens, select=select)
+        if n_val == 0:
+            return
+        parts, have = [], 0
+        for b in reader.batches(min(batch_size, n_val), layers=[layer], tokens=tokens, seed=SAMPLE_SEED, select=select,
+                                drop_last=False):
+            parts.append(b[:, 0])
+            have += b.shape[0]
+            if have >= max_tokens:
+                break
+        self.x = torch.cat(parts)[:max_tokens].to(device)  # (n_val, d_in), raw
+        self.scale = 1.0
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.x.shape[0])
+
+    @torch.no_grad()
+    def metrics(self, bank: Any, scale: float) -> dict[str, torch.Tensor]:
+        """``val_fvu``, ``val_l0``, ``val_dead_frac``: (n,) each, for bank's SAEs."""
+        n = self.n_tokens
+        sse = torch.zeros(bank.n, dtype=torch.float64, device=self.x.device)
+        l0 = torch.zeros_like(sse)
+        fired = torch.zeros(bank.n, bank.d_sae, dtype=torch.bool, device=self.x.device)
+        xs = self.x.double() * scale
+        for lo in range(0, n, self.batch_size):
+            x = (self.x[lo : lo + self.batch_size] * scale).float()  # (b, d_in)
+            f = bank.encode(x)  # (n_saes, b, d_sae)
+            active = f != 0
+            sse += (bank.decode(f).float() - x).pow(2).sum((-1, -2)).double()
+            l0 += active.sum((-1, -2)).double()
+            fired |= active.any(1)
+        fvu = fvu_from_sums(sse, xs.sum(0), xs.pow(2).sum(), n)
+        return {"val_fvu": fvu, "val_l0": l0 / n, "val_dead_frac": (~fired).double().mean(-1)}
