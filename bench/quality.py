@@ -312,8 +312,22 @@ def main() -> None:
         a.docs, a.steps, a.batch_size, a.d_sae, a.lrs = 40, 20, 128, 256, [3e-3]
     cache, heldout = build_caches(a.dir / f"docs{a.docs}", a.docs)
     archs = a.archs.split(",")
-    per_arch = {arch: {lib: best_per_level(measure(a, lib, arch, cache, heldout)) for lib in ("sae", "saelens")}
-                for arch in archs}
+    # every (arch, library) result is kept in a partial file as soon as it is measured, so an
+    # interrupted run (hours on 2 cores) resumes where it stopped; the key holds the settings
+    partial_path = a.dir / "quality.partial.json"
+    key = json.dumps([a.docs, a.steps, a.batch_size, a.d_sae, a.lrs, a.seed, a.device])
+    partial = json.loads(partial_path.read_text()) if partial_path.is_file() else {}
+    done = partial.setdefault(key, {})
+    per_arch: dict[str, dict[str, Any]] = {}
+    for arch in archs:
+        per_arch[arch] = {}
+        for lib in ("sae", "saelens"):
+            if f"{arch}/{lib}" not in done:
+                done[f"{arch}/{lib}"] = measure(a, lib, arch, cache, heldout)
+                tmp = partial_path.with_suffix(".tmp")
+                tmp.write_text(json.dumps(partial))
+                tmp.replace(partial_path)
+            per_arch[arch][lib] = best_per_level(done[f"{arch}/{lib}"])
     comparisons = [c for arch in archs for c in compare(arch, per_arch[arch]["sae"], per_arch[arch]["saelens"])]
     a.out.mkdir(parents=True, exist_ok=True)
     setting = (f"MiniLM layer 3, {a.docs} pydocs documents (10% of windows held out), d_sae={a.d_sae}, "

@@ -144,7 +144,7 @@ def _exact_ablation_ce(ckpt: Path, rows: list[int], feature: int) -> float:
 
     with torch.no_grad():
         logits = adapter.model.run_with_hooks(tokens, fwd_hooks=[("blocks.0.hook_resid_post", hook)],
-                                              attention_mask=torch.from_numpy(adapter._attention(index)).long())
+                                              attention_mask=torch.from_numpy(adapter.attention_from_index(index)).long())
     target = torch.from_numpy(index["position"][:, 1:] >= 0)
     return float(torch.nn.functional.cross_entropy(logits[:, :-1][target], tokens[:, 1:][target]))
 

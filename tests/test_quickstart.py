@@ -19,8 +19,11 @@ def test_quickstart_end_to_end(run_cli, tmp_path: Path) -> None:
     for ckpt in find_checkpoints(run):
         sae = load_sae(ckpt)
         assert sae.cfg.source.model == "sentence-transformers/all-MiniLM-L6-v2"
-        assert sae.cfg.source.layer == "blocks.3.hook_resid_post"
+        assert sae.cfg.source.layer == "encoder.layer.3"  # the hf adapter: a module path
         assert (ckpt / "metrics.jsonl").read_text().strip()
         for name in ("feature_stats.safetensors", "top_examples.safetensors", "reconstruction.json", "downstream.json"):
             assert (ckpt / name).is_file(), name
-        assert 0 < json.loads((ckpt / "downstream.json").read_text())["embedding_cosine"] <= 1 + 1e-6
+        down = json.loads((ckpt / "downstream.json").read_text())
+        assert 0 < down["embedding_cosine"] <= 1 + 1e-6 and down["cache_rel_error"] < 1e-4  # the hf model re-created
+    cache_meta = json.loads(next((tmp_path / "demo" / "cache").glob("*/metadata.json")).read_text())
+    assert cache_meta["adapter"] == "hf"

@@ -86,9 +86,11 @@ def test_minilm_real_model(run_cli, tmp_path: Path, corpus: Path) -> None:
     """The embedded offline default, for real: cache == a direct TransformerBridge forward."""
     from transformer_lens.model_bridge import TransformerBridge
 
-    path = _cache(run_cli, tmp_path, "minilm", corpus, "--layers", "3", "--max-examples", "3")
+    path = _cache(run_cli, tmp_path, "minilm", corpus, "--layers", "3", "--hook", "blocks.3.attn.hook_z",
+                  "--max-examples", "3")
     reader = open_reader(path)
     assert reader.meta.d_model == 384 and reader.meta.model == "sentence-transformers/all-MiniLM-L6-v2"
+    assert reader.meta.layers == ["blocks.3.hook_resid_post", "blocks.3.attn.hook_z"]
     acts, index = reader.read_examples(0, reader.n_examples)
     bridge = TransformerBridge.boot_transformers(str(minilm_dir()), device="cpu")
     tokens = torch.from_numpy(index["token"].astype(np.int64))
@@ -96,6 +98,8 @@ def test_minilm_real_model(run_cli, tmp_path: Path, corpus: Path) -> None:
     _, cache = bridge.run_with_cache(tokens, attention_mask=mask)
     keep = torch.from_numpy(index["valid"].astype(bool))
     torch.testing.assert_close(acts[:, 0][keep], cache["blocks.3.hook_resid_post"][keep], rtol=1e-4, atol=1e-4)
+    hook_z = cache["blocks.3.attn.hook_z"].reshape(*tokens.shape, -1)  # (batch, pos, 12 heads * 32) on the bridge
+    torch.testing.assert_close(acts[:, 1][keep], hook_z[keep], rtol=1e-4, atol=1e-4)
     assert set(index["example"][:, 0]) == {0, 1, 2}
 
 
@@ -178,3 +182,62 @@ def test_bad_model_errors(tmp_path: Path) -> None:
 
     with pytest.raises(SAEError, match="does not exist"):
         TLensAdapter(AdapterRequest(model=f"config:{tmp_path / 'nope.json'}", layers=["0"]))
+
+
+def test_tlens_any_hook_point_hook_z_flattened(run_cli, tmp_path: Path, corpus: Path, tiny_config: Path) -> None:
+    """hook_z (batch, pos, heads, d_head) is cached as n_heads * d_head per token and equals
+    run_with_cache's values reshaped; several hooks of one width share a cache."""
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+    from transformers import AutoTokenizer
+
+    hooks = ["blocks.1.attn.hook_z", "blocks.0.attn.hook_q", "blocks.0.hook_resid_mid"]
+    path = _cache(run_cli, tmp_path, f"config:{tiny_config}", corpus, *[a for h in hooks for a in ("--hook", h)],
+                  "--opt", f"tokenizer={minilm_dir()}", "--opt", "seed=3")
+    reader = open_reader(path)
+    assert reader.meta.layers == hooks and reader.meta.d_model == TINY_CFG["n_heads"] * TINY_CFG["d_head"]
+    acts, index = reader.read_examples(0, reader.n_examples)
+    torch.manual_seed(3)
+    model = HookedTransformer(HookedTransformerConfig(**TINY_CFG), tokenizer=AutoTokenizer.from_pretrained(minilm_dir()))
+    tokens = torch.from_numpy(index["token"].astype(np.int64))
+    _, cache = model.run_with_cache(tokens, attention_mask=(tokens != model.tokenizer.pad_token_id).long())
+    keep = torch.from_numpy(index["valid"].astype(bool))
+    for li, name in enumerate(hooks):
+        ref = cache[name].reshape(*tokens.shape, -1)  # (batch, pos, n_heads * d_head) for hook_z / hook_q
+        torch.testing.assert_close(acts[:, li][keep], ref[keep], rtol=1e-4, atol=1e-4)
+
+
+def test_tlens_hook_widths_and_refusals(tmp_path: Path, tiny_config: Path) -> None:
+    from sae_core.protocols import AdapterRequest
+    from sae_text.adapters.tlens import TLensAdapter
+
+    opts = {"tokenizer": str(minilm_dir())}
+    model = f"config:{tiny_config}"
+    mlp = TLensAdapter(AdapterRequest(model=model, layers=["blocks.0.mlp.hook_post"], options=opts))
+    assert mlp.spec().d_model == TINY_CFG["d_mlp"] and mlp.stop_at == 1
+    result = TLensAdapter(AdapterRequest(model=model, layers=["blocks.1.attn.hook_result"], options=opts))
+    assert result.d_model == TINY_CFG["n_heads"] * TINY_CFG["d_model"]  # the flag hook_result needs was switched on
+    with pytest.raises(SAEError, match=r"'blocks\.0\.attn\.hook_pattern' does not give one vector per token"):
+        TLensAdapter(AdapterRequest(model=model, layers=["blocks.0.attn.hook_pattern"], options=opts))
+    with pytest.raises(SAEError, match=r"did you mean 'blocks\.1\.attn\.hook_z'"):
+        TLensAdapter(AdapterRequest(model=model, layers=["blocks.1.attn.hook_zz"], options=opts))
+    with pytest.raises(SAEError, match="hooks of different widths cannot share a cache"):
+        TLensAdapter(AdapterRequest(model=model, layers=["0", "blocks.0.mlp.hook_post"], options=opts))
+    with pytest.raises(SAEError, match="unknown --opt 'tokeniser'"):
+        TLensAdapter(AdapterRequest(model=model, layers=["0"], options={"tokeniser": "x"}))
+    names = TLensAdapter(AdapterRequest(model=model, layers=[], options=opts)).hook_names()
+    assert {"blocks.0.attn.hook_z", "blocks.1.mlp.hook_post", "blocks.1.hook_resid_post", "hook_embed"} <= set(names)
+    assert not any(n.endswith(("hook_pattern", "hook_attn_scores")) for n in names)
+
+
+def test_bridge_hook_list_and_unsupported_flags() -> None:
+    """TransformerBridge (MiniLM): `sae hooks` lists its per-token hook points, with the
+    flag-gated ones this model can turn on, and a hook whose flag it cannot support is refused."""
+    from sae_core.protocols import AdapterRequest
+    from sae_text.adapters.tlens import TLensAdapter
+
+    adapter = TLensAdapter(AdapterRequest(model="minilm", layers=[]))
+    names = adapter.hook_names()
+    assert {"blocks.0.attn.hook_z", "blocks.5.mlp.hook_post", "blocks.2.hook_resid_post", "blocks.0.hook_mlp_in"} <= set(names)
+    assert not any(n.endswith(("hook_pattern", "hook_attn_scores", "attn.hook_result")) for n in names)
+    with pytest.raises(SAEError, match=r"needs set_use_attn_result\(True\), which this model does not support"):
+        adapter._resolve_hook("blocks.0.attn.hook_result")

@@ -88,10 +88,12 @@ def run_cache(
     options = dict(data_options or {})
     if max_examples is not None:
         options["limit"] = max_examples
+    # the dataset opens first when the adapter's modality is registered: a bad --data fails in
+    # a second, not after loading the model
     modality = get_component("adapter", adapter).attrs.get("modality")
     dataset = open_dataset(data, modality, **options) if modality else None
     model_adapter = build_adapter(adapter, request)
-    if dataset is None:
+    if dataset is None or model_adapter.modality != modality:
         dataset = open_dataset(data, model_adapter.modality, **options)
     n_total = len(dataset)
     if n_total == 0:

@@ -6,6 +6,7 @@ the modality of the adapter that will consume the examples.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from sae_core.errors import DataError
@@ -68,6 +69,10 @@ class DatasetHead(Dataset):
         if not 0 <= index < self.stop:
             raise IndexError(index)
         return self.inner[index]
+
+    def iter_from(self, start: int = 0) -> Iterator[Any]:
+        for _, example in zip(range(start, self.stop), self.inner.iter_from(start), strict=False):
+            yield example
 
     def describe(self) -> dict[str, Any]:
         return self.inner.describe()

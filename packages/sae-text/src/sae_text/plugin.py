@@ -1,4 +1,4 @@
-"""The sae-text plugin (entry point ``text``): the ``tlens`` adapter, text datasets, quickstart."""
+"""The sae-text plugin (entry point ``text``): the ``hf`` and ``tlens`` adapters, text datasets, quickstart."""
 
 from __future__ import annotations
 
@@ -13,10 +13,18 @@ def _adapter(request: Any) -> Any:
     return TLensAdapter(request)
 
 
+def _hf_adapter(request: Any) -> Any:
+    from sae_text.adapters.hf import HFAdapter
+
+    return HFAdapter(request)
+
+
 @hookimpl
 def register_adapters(register: Any) -> None:
     register("tlens", _adapter, modality="text",
              description="Language models via transformer_lens (HookedTransformer, TransformerBridge, MiniLM)")
+    register("hf", _hf_adapter, modality="text",
+             description="Any Hugging Face transformers model (MiniLM, local or Hub): forward hooks on module paths")
 
 
 def _lazy(module: str, func: str) -> Any:

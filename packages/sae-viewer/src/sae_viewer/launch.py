@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -27,7 +28,27 @@ def view(
     cmd = [sys.executable, "-m", "streamlit", "run", str(APP), "--server.port", str(port),
            "--server.headless", "true" if headless else "false", "--browser.gatherUsageStats", "false",
            "--", str(run.resolve())]
-    raise SystemExit(subprocess.call(cmd))
+    raise SystemExit(_serve(cmd))
+
+
+def _serve(cmd: list[str]) -> int:
+    """Run the Streamlit server as a child and pass SIGTERM/SIGINT/SIGHUP on to it, so stopping
+    `sae view` (a service manager, a test, Ctrl-C) stops the server too instead of orphaning it."""
+    proc = subprocess.Popen(cmd)
+
+    def forward(signum: int, _frame: object) -> None:
+        proc.send_signal(signum)
+
+    caught = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+    previous = {s: signal.signal(s, forward) for s in caught}
+    try:
+        return proc.wait()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(timeout=30)
 
 
 def main() -> None:

@@ -52,15 +52,15 @@ class FeatureStats(Analysis):
         for _, x, index in iter_rows(ctx, analysis_rows(ctx), rows_per_chunk(ctx)):
             keep = selected_mask(ctx, index)  # (n, T)
             f = encode_tokens(ctx, x)[keep]  # (m, d_sae) codes
-            mag = magnitude(f)  # (m, d_sae)
             n_tokens += f.shape[0]
-            active = firing(f)
-            count += active.sum(0)
-            positive += (f > 0).sum(0)
-            total += mag.sum(0, dtype=torch.float64)
-            peak = torch.maximum(peak, mag.max(0).values if len(f) else peak)
-            tok, lat = active.nonzero(as_tuple=True)
-            bins = torch.bucketize(mag[tok, lat].log10().clamp(LOG_MIN, LOG_MAX - 1e-6), edges[1:-1])
+            tok, lat = firing(f).nonzero(as_tuple=True)  # sparse: every statistic reads only the firing entries
+            vals = f[tok, lat]  # (nnz,) signed codes
+            mag = magnitude(vals)  # (nnz,)
+            count += torch.bincount(lat, minlength=d_sae)
+            positive += torch.bincount(lat[vals > 0], minlength=d_sae)
+            total.index_add_(0, lat, mag.double())
+            peak.scatter_reduce_(0, lat, mag.to(peak.dtype), reduce="amax")
+            bins = torch.bucketize(mag.log10().clamp(LOG_MIN, LOG_MAX - 1e-6), edges[1:-1])
             hist.index_add_(0, lat * N_BINS + bins, torch.ones_like(bins))
         freq = (count / max(n_tokens, 1)).float()
         mean = (total / count.clamp_min(1)).float()

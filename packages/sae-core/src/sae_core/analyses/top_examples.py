@@ -45,7 +45,9 @@ class TopExamples(Analysis):
         examples = torch.full((d_sae, k), -1, dtype=torch.long, device=dev)
         token_acts = torch.zeros(d_sae, k, t, dtype=torch.float16, device=dev)
         token_ids = torch.full((d_sae, k, t), -1, dtype=torch.int32, device=dev)
-        chunk_rows = max(1, min(256, 2**22 // max(t * d_sae, 1)))
+        # the merge costs O(d_sae * k * T) per chunk whatever its size: big chunks (2**24 latent
+        # values, 64 MB) amortise it; small ones spent more time merging than encoding
+        chunk_rows = max(1, min(256, 2**24 // max(t * d_sae, 1)))
         for row_ids, x, index in iter_rows(ctx, analysis_rows(ctx), chunk_rows):
             keep = selected_mask(ctx, index)  # (n, T)
             f = encode_tokens(ctx, x) * keep[..., None]  # (n, T, d_sae) codes

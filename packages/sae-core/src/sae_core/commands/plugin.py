@@ -15,6 +15,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "sae_core.commands.plugins_cmd",
     "sae_core.commands.info_cmd",
     "sae_core.commands.cache_cmd",
+    "sae_core.commands.hooks_cmd",
     "sae_core.commands.train_cmd",
     "sae_core.commands.analyze_cmd",
     "sae_core.commands.export_cmd",

@@ -1,5 +1,5 @@
 """Use SAEs inside the model: record which features fire, splice the reconstruction in, ablate,
-clamp, scale or steer features — for every adapter that can run its model (tlens, clip, timm,
+clamp, scale or steer features — for every adapter that can run its model (hf, tlens, clip, timm,
 and plugins implementing ``run_with_hooks``).
 
     from sae_core.inference import Ablate, HookedModel, SAEHook, Steer

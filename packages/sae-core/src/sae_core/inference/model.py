@@ -47,7 +47,7 @@ class HookedModel:
 
         if not _can_run(type(adapter)):
             raise SAEError(f"adapter {adapter.name!r} cannot run its model with SAEs attached (it does not "
-                           "implement run_with_hooks); use tlens, clip or timm, or add it to the plugin")
+                           "implement run_with_hooks); use hf, tlens, clip or timm, or add it to the plugin")
         self.adapter = adapter
 
     @classmethod

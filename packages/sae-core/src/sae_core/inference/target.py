@@ -78,7 +78,7 @@ def open_target(checkpoint: str | Path, *, data: str | Path | None = None, devic
     factory = component.factory
     if isinstance(factory, type) and not _can_run(factory):
         raise SAEError(f"adapter {meta.adapter!r} cannot run its model with SAEs attached (it does not implement "
-                       "run_with_hooks); use tlens, clip or timm, or add it to the plugin")
+                       "run_with_hooks); use hf, tlens, clip or timm, or add it to the plugin")
     return SAETarget(checkpoint, sae, reader, str(component.attrs.get("modality") or ""), device)
 
 

@@ -91,6 +91,14 @@ class ModelAdapter(ABC):
     def spec(self) -> ActivationSpec:
         """Describe the activations (valid before any forward pass)."""
 
+    def hook_names(self) -> list[str]:
+        """Optional: the layer/hook names this model offers (``sae hooks``), each usable as
+        ``--hook NAME``. Called on an adapter built with ``layers=[]``, so adapters that list
+        hooks must accept an empty layer list (and refuse it only in :meth:`spec`/caching)."""
+        from sae_core.errors import SAEError
+
+        raise SAEError(f"adapter {self.name!r} cannot list its hooks; see its documentation (`sae plugins --all`)")
+
     @abstractmethod
     def iter_batches(
         self, dataset: Dataset, *, start: int = 0, batch_size: int = 64, num_workers: int = 0
@@ -184,4 +192,4 @@ def _cannot(adapter: ModelAdapter, method: str) -> Exception:
     from sae_core.errors import SAEError
 
     return SAEError(f"adapter {adapter.name!r} cannot run its model with SAEs attached (it does not implement "
-                    f"{method}); use an adapter that does (tlens, clip, timm) or add it to the plugin")
+                    f"{method}); use an adapter that does (hf, tlens, clip, timm) or add it to the plugin")

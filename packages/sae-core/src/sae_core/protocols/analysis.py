@@ -40,34 +40,24 @@ class AnalysisContext:
 
         return layer_and_positions(self)
 
-    def rows(self, legacy: str = "all") -> np.ndarray:
-        """The cache rows to analyse (ascending), as the built-in analyses choose them:
-        ``--option split=`` (default ``val``: the SAE's validation examples, whole examples its
-        training never read; ``legacy`` for SAEs trained without a validation split), at most
-        ``max_examples``. See :func:`sae_core.analyses.common.analysis_rows`."""
+    def rows(self, *, metrics: bool = False) -> np.ndarray:
+        """The cache rows to analyse (ascending), as ``--option split=`` chooses: by default the
+        SAE's validation examples (whole examples its training never read); ``all``; ``tail``
+        (the last 10%). SAEs trained without a validation split read every row (``metrics``:
+        the tail, as held-out numbers should). At most ``max_examples`` rows."""
         from sae_core.analyses.common import analysis_rows
 
-        return analysis_rows(self, legacy)
+        return analysis_rows(self, legacy="tail" if metrics else "all")
 
-    def row_range(self) -> tuple[int, int]:
-        """Every row, ignoring the validation split: ``[0, min(n_examples, max_examples))``
-        (prefer :meth:`rows`)."""
-        n = self.reader.n_examples
-        return 0, n if self.max_examples is None else min(n, self.max_examples)
-
-    def iter_rows(self, rows: np.ndarray | int, stop: int | None = None, rows_per_chunk: int | None = None
+    def iter_rows(self, rows: np.ndarray | None = None, rows_per_chunk: int | None = None
                   ) -> Iterator[tuple[np.ndarray, torch.Tensor, np.ndarray]]:
         """(row numbers (n,), acts (n, T, d_in) of the SAE's layer on ``device``, index records
-        (n, T)) for ``rows`` (ascending row numbers, e.g. :meth:`rows`; or ``start, stop`` for
-        rows ``[start, stop)``) in order; default chunks hold about ``batch_size`` tokens."""
-        import numpy as np
-
+        (n, T)) for ``rows`` (default :meth:`rows`) in order; default chunks hold about
+        ``batch_size`` tokens."""
         from sae_core.analyses.common import iter_rows
         from sae_core.analyses.common import rows_per_chunk as default_rows
 
-        if stop is not None:
-            rows = np.arange(int(rows), int(stop), dtype=np.int64)  # type: ignore[arg-type]
-        return iter_rows(self, np.asarray(rows, dtype=np.int64), rows_per_chunk or default_rows(self))
+        return iter_rows(self, self.rows() if rows is None else rows, rows_per_chunk or default_rows(self))
 
     def selected_mask(self, index: np.ndarray) -> torch.Tensor:
         """(n, T) bool: the tokens the SAE is meant for (valid, and of its token kind)."""

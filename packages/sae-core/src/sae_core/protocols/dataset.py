@@ -2,7 +2,8 @@
 
 Random access (``dataset[i]``) is required, not just iteration: a resumed ``sae cache`` seeks past
 finished shards without re-running the model, and the viewer fetches the image or text of a top
-example by its id.
+example by its id. Adapters that read a dataset front to back call :meth:`Dataset.iter_from`,
+which a dataset streamed from the Hub or from large files overrides to read sequentially.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -41,6 +43,18 @@ class Dataset(ABC):
     @abstractmethod
     def __getitem__(self, index: int) -> Example:
         """The example at ``index``; raise ``IndexError`` past the end."""
+
+    def iter_from(self, start: int = 0) -> Iterator[Example]:
+        """Examples ``start, start + 1, ...`` in order, to the end (or the first ``IndexError``).
+
+        The default indexes; a streamed dataset (no cheap random access) overrides it with one
+        sequential read that skips ``start`` examples, which is how a resumed cache continues.
+        """
+        for i in range(start, len(self)):
+            try:
+                yield self[i]
+            except IndexError:
+                return
 
     def describe(self) -> dict[str, Any]:
         """JSON-able description written into cache metadata (spec, size, options)."""

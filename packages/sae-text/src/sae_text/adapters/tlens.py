@@ -9,37 +9,66 @@ Model resolution (``--model``):
   (seeded; tokenizer from ``--opt tokenizer=DIR``) — tests and random baselines;
 - a name transformer_lens knows (``gpt2``, ``pythia-70m``, ...): ``HookedTransformer.from_pretrained``;
 - any other name: a Hugging Face model id through ``TransformerBridge.boot_transformers``.
-``--layers 3`` means ``blocks.3.hook_resid_post``; ``--hook NAME`` takes any hook point.
+``--layers 3`` means ``blocks.3.hook_resid_post``; ``--hook NAME`` takes any hook point of the
+model's own hook list (``model.hook_dict``: ``blocks.3.attn.hook_z``, ``blocks.3.mlp.hook_post``,
+``blocks.3.attn.hook_q``, ...), with a close-match suggestion for typos. Hooks with per-head dims
+(``hook_z``, ``hook_q/k/v``: (batch, pos, n_heads, d_head)) are flattened to ``n_heads * d_head``
+per token; hooks that are not one vector per token (``hook_pattern``, ``hook_attn_scores``:
+(batch, heads, pos, pos)) are refused. Hooks that a HookedTransformer only runs when a flag is on
+(``hook_result``, ``hook_q_input``, ``hook_attn_in``, ``hook_mlp_in``) switch their flag on.
 BOS/CLS/SEP and padding are excluded from training by the index's ``valid`` flag (``--opt
 include_special=true`` keeps special tokens).
 
-Running the model with SAEs attached (``run_with_hooks``, ``generate``: the ``downstream``
-analysis, ``sae features|steer|ablate``) is in :mod:`sae_text.adapters.running`.
+Running the model with SAEs attached (``run_with_hooks``, ``make_inputs``, ``cached_inputs``,
+``generate``: ``sae_core.inference``, ``sae features|steer|ablate``, the ``downstream`` analysis)
+is :class:`~sae_text.adapters.running.TLensRunning`: next-token logits for causal LMs, the
+mean-pooled sentence embedding for encoders (BERT-style, MiniLM).
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
-import numpy as np
 import torch
 from sae_core.errors import SAEError
-from sae_core.io import atomic_write_json
-from sae_core.protocols import ActivationBatch, ActivationSpec, AdapterRequest, Dataset, ModelAdapter
+from sae_core.protocols import ActivationSpec, AdapterRequest
 
+from sae_text.adapters.options import WINDOW_OPTIONS, WindowOptions, check_known
 from sae_text.adapters.running import TLensRunning
-from sae_text.adapters.windows import SpecialTokens, Window, document_windows
+from sae_text.adapters.text_base import (
+    PROBE_BATCH,
+    PROBE_LENGTHS,
+    TextAdapter,
+    common_width,
+    not_per_token_message,
+    per_token_layout,
+)
+from sae_text.adapters.windows import SpecialTokens, body_size
 from sae_text.minilm import ALIASES, MODEL_ID, minilm_dir
 
-HOOK_KINDS = ("hook_resid_pre", "hook_resid_mid", "hook_resid_post", "hook_mlp_out", "hook_attn_out")
+TLENS_OPTIONS: dict[str, str] = {
+    **WINDOW_OPTIONS,
+    "tokenizer": "local tokenizer directory (config: models)",
+    "bridge": "true: load names transformer_lens knows through TransformerBridge instead of HookedTransformer",
+}
+
+#: hooks a HookedTransformer only runs with a flag on, and the setter that turns it on
+FLAGGED_HOOKS = {
+    "attn.hook_result": "set_use_attn_result",
+    "hook_q_input": "set_use_split_qkv_input",
+    "hook_k_input": "set_use_split_qkv_input",
+    "hook_v_input": "set_use_split_qkv_input",
+    "hook_attn_in": "set_use_attn_in",
+    "hook_mlp_in": "set_use_hook_mlp_in",
+}
 
 
 def _truthy(v: str | None) -> bool:
-    return str(v).lower() in ("1", "true", "yes")
+    return str(v).lower() in ("1", "true", "yes", "on")
 
 
 def load_model(request: AdapterRequest) -> tuple[Any, str, str]:
@@ -114,34 +143,37 @@ def _from_config(path: Path, request: AdapterRequest) -> Any:
     return model.to(request.device, print_details=False)
 
 
-class TLensAdapter(TLensRunning, ModelAdapter):
+class TLensAdapter(TLensRunning, TextAdapter):
     """Hooks of a transformer_lens HookedTransformer or TransformerBridge."""
 
     name: ClassVar[str] = "tlens"
-    modality: ClassVar[str] = "text"
 
     def __init__(self, request: AdapterRequest) -> None:
-        super().__init__(request)
+        check_known("tlens", request.options, TLENS_OPTIONS)  # before the model loads
+        window_options = WindowOptions.parse(request.options)
+        super().__init__(request, window_options)
         self.model, self.kind, self.model_id = load_model(request)
         self.model.eval()
         self.cfg = self.model.cfg
         self.tokenizer = self.model.tokenizer
         if self.tokenizer is None:
             raise SAEError("the model has no tokenizer; pass --opt tokenizer=DIR (a local tokenizer directory)")
-        self.hooks = [self._resolve_hook(h) for h in request.layers]
         n_ctx = int(getattr(self.cfg, "n_ctx", 512) or 512)
         self.context = int(request.context_size) if request.context_size is not None else min(128, n_ctx)
         if not 4 <= self.context <= n_ctx:
             raise SAEError(f"--context-size must be between 4 and the model's n_ctx={n_ctx}, got {self.context}")
-        self.include_special = _truthy(request.options.get("include_special") or request.options.get("include_bos"))
-        mw = request.options.get("max_windows_per_doc")
-        self.max_windows = int(mw) if mw else None
         self.special = self._special_tokens()
-        self.stop_at = max(int(h.split(".")[1]) for h in self.hooks) + 1
+        body_size(self.context, self.special)
+        self.vocab_size = int(self.cfg.d_vocab)
+        self.hooks = [self._resolve_hook(h) for h in request.layers]
+        self.layer_names = list(self.hooks)
+        self.stop_at = self._stop_at(self.hooks)
+        self.seq_first: dict[str, bool] = {}
+        self.d_model = self._probe(self.hooks) if self.hooks else int(self.cfg.d_model)
 
     # -- setup ----------------------------------------------------------------------------------
     def _valid_hooks(self) -> list[str]:
-        return [f"blocks.{i}.{k}" for i in range(self.cfg.n_layers) for k in HOOK_KINDS]
+        return list(self.model.hook_dict)
 
     def _resolve_hook(self, raw: str) -> str:
         n = self.cfg.n_layers
@@ -155,11 +187,74 @@ class TLensAdapter(TLensRunning, ModelAdapter):
             return f"blocks.{i % n}.hook_resid_post"
         valid = self._valid_hooks()
         if raw not in valid:
-            sample = ", ".join(valid[: len(HOOK_KINDS)])
-            raise SAEError(
-                f"unknown hook {raw!r}; valid hooks are blocks.<0..{n - 1}>.<{'|'.join(HOOK_KINDS)}>, e.g. {sample}"
-            )
+            import difflib
+
+            close = difflib.get_close_matches(raw, valid, n=3, cutoff=0.6)
+            hint = f"did you mean {' or '.join(repr(c) for c in close)}?" if close else "e.g. blocks.0.hook_resid_post"
+            raise SAEError(f"unknown hook {raw!r}: {hint} (`sae hooks --adapter tlens --model M` lists the "
+                           f"{len(valid)} hook points of this model)")
+        for suffix, setter in FLAGGED_HOOKS.items():
+            if raw.endswith(suffix) and not self._switch_on(setter):
+                raise SAEError(f"hook {raw!r} needs {setter}(True), which this model does not support; pick another hook")
         return raw
+
+    def _switch_on(self, setter: str) -> bool:
+        """Turn a hook flag on (``set_use_attn_result`` ...); False when the model cannot."""
+        try:
+            getattr(self.model, setter)(True)
+        except (AttributeError, NotImplementedError, ValueError, AssertionError):
+            return False
+        return True
+
+    def _stop_at(self, hooks: list[str]) -> int | None:
+        """Blocks to run: up to the last hooked block; hooks outside the blocks need the full forward."""
+        stops = []
+        for h in hooks:
+            parts = h.split(".")
+            stops.append(int(parts[1]) + 1 if parts[0] == "blocks" and len(parts) > 2 and parts[1].isdigit() else None)
+        return None if not stops or None in stops else max(stops)
+
+    def _probe_tokens(self, length: int) -> torch.Tensor:
+        body = [(7 + 13 * i) % self.vocab_size for i in range(length - len(self.special.prefix))]
+        return torch.tensor([(self.special.prefix + body)[:length]] * PROBE_BATCH, device=self.request.device)
+
+    @torch.inference_mode()
+    def _probe_shapes(self, hooks: list[str], stop_at: int | None) -> dict[str, list[tuple[int, ...]]]:
+        shapes: dict[str, list[tuple[int, ...]]] = {h: [] for h in hooks}
+        for length in PROBE_LENGTHS:
+            tokens = self._probe_tokens(length)
+            captured: dict[str, torch.Tensor] = {}
+            try:
+                self.model.run_with_hooks(tokens, fwd_hooks=[(h, _keyed(h, captured)) for h in hooks],
+                                          return_type=None, stop_at_layer=stop_at)
+            except (ValueError, AssertionError) as e:  # a hook the model refuses (a flag it cannot turn on)
+                raise SAEError(f"transformer_lens refused a hook: {str(e).strip().splitlines()[0]}") from None
+            for h in hooks:
+                if h in captured:
+                    shapes[h].append(tuple(captured[h].shape))
+        return shapes
+
+    def _probe(self, hooks: list[str]) -> int:
+        """Two short forwards: every hook must fire and be one vector per token; returns the width."""
+        widths = {}
+        for h, s in self._probe_shapes(list(dict.fromkeys(hooks)), self.stop_at).items():
+            if len(s) < len(PROBE_LENGTHS):
+                raise SAEError(f"hook {h!r} does not run in a forward of this model (a flag such as use_attn_result "
+                               "may be off); pick another hook")
+            layout = per_token_layout(h, s)
+            if layout is None:
+                raise SAEError(not_per_token_message(h, s))
+            self.seq_first[h], widths[h] = layout
+        return common_width(widths)
+
+    def hook_names(self) -> list[str]:
+        """Hook points of the model's own hook list that give one vector per token in a forward
+        (with every flag-gated hook switched on, as requesting one does)."""
+        unsupported = {setter for setter in dict.fromkeys(FLAGGED_HOOKS.values()) if not self._switch_on(setter)}
+        names = [h for h in self._valid_hooks()
+                 if not any(h.endswith(suffix) and setter in unsupported for suffix, setter in FLAGGED_HOOKS.items())]
+        shapes = self._probe_shapes(names, None)
+        return [h for h in names if len(shapes[h]) == len(PROBE_LENGTHS) and per_token_layout(h, shapes[h]) is not None]
 
     def _special_tokens(self) -> SpecialTokens:
         tok = self.tokenizer
@@ -170,82 +265,38 @@ class TLensAdapter(TLensRunning, ModelAdapter):
         return SpecialTokens([tok.bos_token_id] if prepend else [], [], pad)
 
     def spec(self) -> ActivationSpec:
+        if not self.hooks:
+            raise SAEError("no layers given; pass --layers 3 (a block index) or --hook NAME")
         return ActivationSpec(
             adapter=self.name,
             model=self.model_id,
             layers=list(self.hooks),
-            d_model=int(self.cfg.d_model),
+            d_model=self.d_model,
             tokens_per_example=self.context,
             token_kinds=["token"] * self.context,
-            extra={
-                "context_size": self.context,
-                "loader": self.kind,
-                "checkpoint": self.request.checkpoint,
-                "options": dict(self.request.options),
-                "include_special": self.include_special,
-                "max_windows_per_doc": self.max_windows,
-                "special_token_ids": sorted(set(self.special.prefix + self.special.suffix)),
-                "pad_token_id": self.special.pad,
-                "example_unit": "doc",
-            },
+            extra={**self.spec_extra(), "loader": self.kind},
         )
 
-    def write_extras(self, cache_dir: Path) -> None:
-        """``vocab.json``: token strings by id, so viewers show text without the model."""
-        path = Path(cache_dir) / "vocab.json"
-        if path.exists():
-            return
-        vocab = self.tokenizer.convert_ids_to_tokens(list(range(len(self.tokenizer))))
-        atomic_write_json(path, vocab, indent=None)
-
     # -- activations ----------------------------------------------------------------------------
-    def windows(self, dataset: Dataset, start: int) -> Iterator[Window]:
-        for doc in range(start, len(dataset)):
-            ids = self.tokenizer(dataset[doc].data, add_special_tokens=False)["input_ids"]
-            yield from document_windows(doc, ids, self.context, self.special, self.max_windows)
-
     @torch.inference_mode()
     def forward_windows(self, tokens: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
-        """(batch, context) tokens -> (batch, n_hooks, context, d_model) activations."""
+        """(batch, length) tokens -> (batch, n_hooks, length, d_model) activations."""
         captured: dict[str, torch.Tensor] = {}
-
-        def saver(name: str) -> Any:
-            def save(act: torch.Tensor, hook: Any) -> None:
-                captured[name] = act  # keyed by the requested name: bridges report canonical names
-
-            return save
-
-        fwd_hooks = [(h, saver(h)) for h in self.hooks]
+        fwd_hooks = [(h, _keyed(h, captured)) for h in dict.fromkeys(self.hooks)]
         kwargs: dict[str, Any] = {"attention_mask": attention, "stop_at_layer": self.stop_at}
         self.model.run_with_hooks(tokens, fwd_hooks=fwd_hooks, return_type=None, **kwargs)
-        return torch.stack([captured[h] for h in self.hooks], dim=1)
+        acts = []
+        for h in self.hooks:
+            x = captured[h].transpose(0, 1) if self.seq_first[h] else captured[h]
+            acts.append(x.reshape(*x.shape[:2], -1))  # (batch, length, width): heads flattened
+        return torch.stack(acts, dim=1)
 
-    def iter_batches(
-        self, dataset: Dataset, *, start: int = 0, batch_size: int = 64, num_workers: int = 0
-    ) -> Iterator[ActivationBatch]:
-        device = torch.device(self.request.device)
-        buf: list[Window] = []
 
-        def flush() -> ActivationBatch:
-            tokens = torch.from_numpy(np.stack([w.tokens for w in buf])).to(device)
-            pad = np.stack([w.pad for w in buf])
-            special = np.stack([w.special for w in buf])
-            attention = torch.from_numpy(~pad).long().to(device)
-            acts = self.forward_windows(tokens, attention)
-            valid = ~pad & (self.include_special | ~special)
-            batch = ActivationBatch(
-                acts=acts,
-                example_ids=np.array([w.doc for w in buf], dtype=np.int64),
-                token_ids=tokens.cpu().numpy().astype(np.int32),
-                valid=valid,
-                positions=np.stack([w.positions for w in buf]),
-            )
-            buf.clear()
-            return batch
+def _keyed(key: str, captured: dict[str, torch.Tensor]) -> Callable[..., None]:
+    """A transformer_lens hook saving its activation under ``key`` (the requested name: bridges
+    report canonical names, not the aliases users type)."""
 
-        for window in self.windows(dataset, start):
-            buf.append(window)
-            if len(buf) == batch_size:
-                yield flush()
-        if buf:
-            yield flush()
+    def save(act: torch.Tensor, hook: Any) -> None:
+        captured[key] = act
+
+    return save

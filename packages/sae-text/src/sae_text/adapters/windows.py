@@ -5,6 +5,12 @@ special tokens added ([CLS] … [SEP] for BERT-style tokenizers, BOS for GPT-sty
 prepend one), fill ``context_size`` positions; the last chunk of a document is padded. Every
 window keeps its document id (the index's ``example``) and each token's offset in the document
 (``position``; -1 for special and padding tokens), so the viewer can show contexts.
+
+Random crops (``--opt random_crop=true``): a document's windows start at a seeded random offset
+instead of token 0, so the first token after BOS/CLS is not always a document's first token —
+the fix of the SAELens-fork guide for "position-0" features, which otherwise learn where
+documents begin. The offset depends only on ``(seed, document id)``: a resumed cache cuts the
+same windows.
 """
 
 from __future__ import annotations
@@ -31,11 +37,35 @@ class SpecialTokens:
     pad: int
 
 
-def document_windows(doc: int, ids: list[int], context: int, sp: SpecialTokens, max_windows: int | None) -> Iterator[Window]:
+def body_size(context: int, sp: SpecialTokens) -> int:
+    """Document tokens per window: the context minus the special tokens around them."""
     body = context - len(sp.prefix) - len(sp.suffix)
     if body < 1:
         raise ValueError(f"context size {context} leaves no room for tokens next to the special tokens")
-    for w, lo in enumerate(range(0, max(len(ids), 1), body)):
+    return body
+
+
+def crop_offset(doc: int, n_tokens: int, body: int, max_windows: int | None, seed: int) -> int:
+    """Where a random crop of document ``doc`` (``n_tokens`` long) starts.
+
+    With ``max_windows = k``: the start of ``k`` consecutive windows, uniform over the positions
+    that keep them inside the document (``k = 1``: a uniform random crop). Without a limit: a
+    shift in ``[0, body)`` of the window grid, so nearly all of the document is still cached.
+    """
+    span = body * max_windows if max_windows is not None else body
+    high = max(0, n_tokens - span) if max_windows is not None else min(body - 1, max(0, n_tokens - body))
+    if high == 0:
+        return 0
+    rng = np.random.default_rng([seed, doc])
+    return int(rng.integers(0, high + 1))
+
+
+def document_windows(
+    doc: int, ids: list[int], context: int, sp: SpecialTokens, max_windows: int | None, offset: int = 0
+) -> Iterator[Window]:
+    """The windows of one document, its tokens from ``offset`` on (0 unless randomly cropped)."""
+    body = body_size(context, sp)
+    for w, lo in enumerate(range(offset, max(len(ids), offset + 1), body)):
         if max_windows is not None and w >= max_windows:
             return
         chunk = ids[lo : lo + body]

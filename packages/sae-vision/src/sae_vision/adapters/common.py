@@ -103,6 +103,10 @@ class ViTAdapter(ViTRunning, ModelAdapter):
             self.layer_ids.append(i % n)
         self.n_tokens = self.n_cls + self.n_reg + self.grid[0] * self.grid[1]
 
+    def hook_names(self) -> list[str]:
+        """The residual stream after each block: ``blocks.0`` ... (``--layers`` takes the index)."""
+        return [f"blocks.{i}" for i in range(len(self.blocks))]
+
     def spec(self) -> ActivationSpec:
         kinds = ["cls"] * self.n_cls + ["register"] * self.n_reg + ["patch"] * (self.grid[0] * self.grid[1])
         return ActivationSpec(
