@@ -10,35 +10,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import shared_runs
 import torch
 from sae_core.analyses.runner import analyse_run
-from sae_core.checkpoint import SAE, find_checkpoints, load_sae
+from sae_core.checkpoint import find_checkpoints, load_sae
 from sae_core.stores import open_reader
 from sae_text.minilm import minilm_dir
-
-TINY_LM = {"n_layers": 2, "d_model": 32, "n_ctx": 64, "d_head": 8, "n_heads": 4, "d_mlp": 64,
-           "d_vocab": 30522, "act_fn": "gelu", "normalization_type": "LN", "default_prepend_bos": True}
-TINY_CLIP = {"embed_dim": 32, "vision_cfg": {"image_size": 64, "layers": 3, "width": 48, "patch_size": 16, "head_width": 16},
-             "text_cfg": {"context_length": 16, "vocab_size": 100, "width": 32, "heads": 2, "layers": 1}}
-TIMM_ARGS = ["--model", "vit_tiny_patch16_224", "--opt", "pretrained=false", "--opt", "img_size=64", "--opt", "depth=3"]
-WORDS = ["sparse", "autoencoders", "find", "features", "in", "the", "activations", "of", "language", "models", "layer", "after", "layer"]
+from shared_runs import TINY_LM, WORDS, cache_and_train
 
 
 def _cli():
-    from conftest import cli_runner
-
-    return cli_runner()
-
-
-def _cache_and_train(root: Path, cache_args: list[str], *train_args: str) -> tuple[Path, Path]:
-    run = _cli()
-    code, out, err = run("cache", "--out", str(root / "cache"), "-q", *cache_args)
-    assert code == 0, err
-    cache = Path(out.strip().splitlines()[-1])
-    code, _, err = run("train", "--data", str(cache), "--out", str(root / "run"), "--arch", "topk", "--exp-factor", "2",
-                       "--steps", "20", "-q", *train_args)
-    assert code == 0, err
-    return cache, root / "run"
+    return shared_runs.cli()
 
 
 def _downstream(run: Path, **options: str) -> dict:
@@ -48,20 +30,13 @@ def _downstream(run: Path, **options: str) -> dict:
 
 @pytest.fixture(scope="module")
 def lm_run(tmp_path_factory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("lm")
-    (root / "tiny.json").write_text(json.dumps(TINY_LM))
-    rng = np.random.default_rng(0)
-    (root / "docs.txt").write_text("\n\n".join(" ".join(rng.choice(WORDS, 30)) for _ in range(16)))
-    cache, run = _cache_and_train(
-        root, ["--adapter", "tlens", "--model", f"config:{root / 'tiny.json'}", "--layers", "0", "--opt", f"tokenizer={minilm_dir()}",
-               "--opt", "seed=3", "--data", f"text:{root / 'docs.txt'}", "--context-size", "16"],
-        "--k", "4", "--batch-size", "64")
-    return cache, run
+    return shared_runs.lm_run(tmp_path_factory)
 
 
 def test_lm_ce_matches_manual_hooks(lm_run) -> None:
-    """`sae analyze --only downstream` writes downstream.json whose CE numbers equal a manual
-    computation: hooks on the same held-out windows, targets = document tokens only."""
+    """`sae analyze --only downstream` writes downstream.json whose CE and KL numbers equal a
+    manual computation: hooks on the same held-out windows, CE targets = document tokens only, KL
+    at document-token positions; standard errors over windows."""
     from transformer_lens import HookedTransformer, HookedTransformerConfig
     from transformers import AutoTokenizer
 
@@ -89,6 +64,8 @@ def test_lm_ce_matches_manual_hooks(lm_run) -> None:
     sae = load_sae(ckpt)
     targets = tokens[:, 1:]
     scored = ~torch.isin(targets, torch.tensor([tok.cls_token_id, tok.sep_token_id, tok.pad_token_id]))
+    doc = ~torch.isin(tokens, torch.tensor([tok.cls_token_id, tok.sep_token_id, tok.pad_token_id]))
+    logp = {}
 
     def ce(mode: str) -> float:
         def hook(act, hook):
@@ -99,6 +76,7 @@ def test_lm_ce_matches_manual_hooks(lm_run) -> None:
         hooks = [] if mode == "clean" else [("blocks.0.hook_resid_post", hook)]
         with torch.no_grad():
             logits = model.run_with_hooks(tokens, fwd_hooks=hooks, attention_mask=attention)
+        logp[mode] = torch.log_softmax(logits, -1)
         return float(torch.nn.functional.cross_entropy(logits[:, :-1][scored], targets[scored]))
 
     ref = {m: ce(m) for m in ("clean", "spliced", "zero")}
@@ -107,13 +85,78 @@ def test_lm_ce_matches_manual_hooks(lm_run) -> None:
         assert abs(res[key] - ref[mode]) < 1e-4, (key, res[key], ref[mode])
     recovered = (ref["zero"] - ref["spliced"]) / (ref["zero"] - ref["clean"])
     assert abs(res["ce_loss_recovered"] - recovered) < 1e-3
+    for mode, key in (("spliced", "kl_spliced"), ("zero", "kl_zero_ablated")):
+        kl = torch.nn.functional.kl_div(logp[mode], logp["clean"], log_target=True, reduction="none").sum(-1)  # (n, T)
+        assert res[key] == pytest.approx(float(kl[doc].mean()), rel=1e-4), key
+    assert res["n_kl_positions"] == int(doc.sum())
+    # the standard error is over windows (tokens of a window are correlated): delete-one-window jackknife
+    nll = -logp["clean"][:, :-1].gather(-1, targets[..., None])[..., 0] * scored  # (n, T-1)
+    sums, counts = nll.sum(1).double(), scored.sum(1).double()
+    loo = (sums.sum() - sums) / (counts.sum() - counts)
+    m = len(sums)
+    assert res["ce_clean_se"] == pytest.approx(float(((m - 1) / m * ((loo - loo.mean()) ** 2).sum()).sqrt()), rel=1e-4)
 
 
-def test_perfect_reconstruction_recovers_all(lm_run, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_token_budget_picks_the_last_rows(lm_run) -> None:
+    """downstream_tokens: the shortest tail of the held-out rows holding that many tokens the SAE
+    reads; downstream_rows caps it."""
+    cache, run = lm_run
+    reader = open_reader(cache)
+    _, index = reader.read_examples(0, reader.n_examples, layers=[0])
+    per_row = index["valid"].sum(1)
+    res = _downstream(run, split="tail", downstream_tokens="40")
+    lo, hi = res["rows"]
+    assert hi == reader.n_examples and per_row[lo:].sum() >= 40 > per_row[lo + 1 :].sum()
+    assert res["n_spliced_tokens"] == per_row[lo:].sum() and res["ce_clean_se"] > 0
+    assert _downstream(run, split="tail", downstream_tokens="100000", downstream_rows="3")["rows"] == [hi - 3, hi]
+
+
+def test_default_rows_are_the_validation_examples(lm_run, tmp_path: Path) -> None:
+    """Without ``--option split=`` downstream reads the SAE's validation examples (cfg.json
+    ``val``): every window of those examples, not consecutive rows, read through read_rows; the
+    numbers are the splice metrics of exactly those rows."""
+    import shutil
+
+    from sae_core.inference.loading import adapter_for_cache
+    from sae_core.inference.splice_eval import splice_metrics
+    from sae_core.split import ExampleSplit, Selection
+
+    cache, run = lm_run
+    ckpt = tmp_path / "val30"
+    shutil.copytree(find_checkpoints(run)[0], ckpt)
+    cfg = json.loads((ckpt / "cfg.json").read_text())
+    cfg["val"] = {"fraction": 0.3, "seed": 0, "tokens": None}
+    (ckpt / "cfg.json").write_text(json.dumps(cfg))
+    reader = open_reader(cache)
+    val = reader.rows(Selection(ExampleSplit(0.3, 0), "val"))
+    assert len(val) > 2 and (np.diff(val) > 1).any()  # a real split: not one block of rows
+    res = analyse_run(ckpt, only=["downstream"], options={"downstream_tokens": "100000"}, progress=False)["val30"]["downstream"]
+    assert res["split"] == "val" and res["n_rows"] == len(val) and res["rows"] == [int(val[0]), int(val[-1]) + 1]
+    parts = [reader.read_examples(int(r), int(r) + 1, layers=[0]) for r in val]
+    acts, index = torch.cat([a for a, _ in parts]), np.concatenate([i for _, i in parts])
+    assert res["n_spliced_tokens"] == int(index["valid"].sum())
+    ref = splice_metrics(adapter_for_cache(reader.meta), load_sae(ckpt), res["layer"], index, acts[:, 0],
+                         kinds=list(reader.meta.token_kinds), tokens="all", batch_rows=8)
+    for key in ("ce_clean", "ce_spliced", "ce_zero_ablated", "kl_spliced", "ce_clean_se"):
+        assert res[key] == pytest.approx(ref[key], rel=1e-6), key
+    with_budget = analyse_run(ckpt, only=["downstream"], options={"downstream_tokens": "20"}, progress=False)
+    few = with_budget["val30"]["downstream"]
+    assert few["n_rows"] < len(val) and few["rows"][1] == int(val[-1]) + 1  # the last validation rows
+
+
+def _perfect_downstream(run: Path, tmp_path: Path, **options: str) -> dict:
+    """downstream.json of an SAE that reconstructs exactly, on the run's cache and layer."""
+    from inference_helpers import perfect_checkpoint
+
+    ckpt = perfect_checkpoint(find_checkpoints(run)[0], tmp_path / "perfect")
+    return analyse_run(ckpt, only=["downstream"], options=options, progress=False)["perfect"]["downstream"]
+
+
+def test_perfect_reconstruction_recovers_all(lm_run, tmp_path: Path) -> None:
     _, run = lm_run
-    monkeypatch.setattr(SAE, "forward", lambda self, x: x.clone())  # x̂ = x
-    res = _downstream(run, split="tail", heldout_frac="0.5")
+    res = _perfect_downstream(run, tmp_path, heldout_frac="0.5")
     assert res["ce_spliced"] == pytest.approx(res["ce_clean"], abs=1e-6)
+    assert res["kl_spliced"] == pytest.approx(0.0, abs=1e-7) and res["kl_zero_ablated"] > 1e-3
     assert res["ce_loss_recovered"] == pytest.approx(1.0, abs=1e-6)
     assert res["ce_zero_ablated"] != pytest.approx(res["ce_clean"], abs=1e-3)
 
@@ -128,7 +171,7 @@ def test_bridged_causal_lm_ce_matches_transformers(tmp_path: Path) -> None:
     AutoTokenizer.from_pretrained(minilm_dir()).save_pretrained(tmp_path / "gpt")
     rng = np.random.default_rng(1)
     (tmp_path / "docs.txt").write_text("\n\n".join(" ".join(rng.choice(WORDS, 20)) for _ in range(8)))
-    cache, run = _cache_and_train(tmp_path, ["--adapter", "tlens", "--model", str(tmp_path / "gpt"), "--layers", "0",
+    cache, run = cache_and_train(tmp_path, ["--adapter", "tlens", "--model", str(tmp_path / "gpt"), "--layers", "0",
                                              "--data", f"text:{tmp_path / 'docs.txt'}", "--context-size", "16"],
                                   "--k", "4", "--batch-size", "32")
     res = _downstream(run, split="tail", heldout_frac="0.5")
@@ -163,47 +206,30 @@ def test_bridged_causal_lm_ce_matches_transformers(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def minilm_run(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("minilm")
-    (root / "docs.txt").write_text("\n\n".join([
-        "Sparse autoencoders decompose activations into interpretable features.",
-        "The quick brown fox jumps over the lazy dog, again and again.",
-        "Residual streams carry information between transformer blocks, layer after layer.",
-        "A sentence encoder maps a text to one vector.",
-    ]))
-    _, run = _cache_and_train(root, ["--adapter", "tlens", "--model", "minilm", "--layers", "3",
-                                     "--data", f"text:{root / 'docs.txt'}", "--context-size", "16"],
-                              "--k", "16", "--batch-size", "32")
-    return run
+    return shared_runs.minilm_run(tmp_path_factory)[1]
 
 
-def test_minilm_sentence_embedding_cosine(minilm_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_minilm_sentence_embedding_cosine(minilm_run: Path, tmp_path: Path) -> None:
     """The real offline MiniLM (an encoder): the cache records its hub id, which re-creates the
     bundled model exactly; the result is the cosine of the mean-pooled sentence embeddings."""
     res = _downstream(minilm_run, split="tail", heldout_frac="1")
     assert res["kind"] == "embedding_cosine" and res["model"] == "sentence-transformers/all-MiniLM-L6-v2"
     assert 0 < res["embedding_cosine"] <= 1 + 1e-6 and -1 <= res["embedding_cosine_zero_ablated"] < 1
     assert res["cache_rel_error"] < 1e-5 and "ce_clean" not in res
-    monkeypatch.setattr(SAE, "forward", lambda self, x: x.clone())
-    assert _downstream(minilm_run, split="tail", heldout_frac="1")["embedding_cosine"] == pytest.approx(1.0, abs=1e-5)
+    assert _perfect_downstream(minilm_run, tmp_path, heldout_frac="1")["embedding_cosine"] == pytest.approx(1.0, abs=1e-6)
 
 
 @pytest.fixture(scope="module")
 def vit_runs(tmp_path_factory) -> dict[str, tuple[Path, Path]]:
-    root = tmp_path_factory.mktemp("vit")
-    cfg = root / "tiny_clip_downstream.json"
-    cfg.write_text(json.dumps(TINY_CLIP))
-    data = ["--data", "samples", "--data-opt", "n=12", "--layers", "1"]
-    return {
-        "clip": _cache_and_train(root / "clip", ["--adapter", "clip", "--model", f"config:{cfg}", *data],
-                                 "--tokens", "cls", "--k", "8", "--batch-size", "4"),
-        "timm": _cache_and_train(root / "timm", ["--adapter", "timm", *TIMM_ARGS, *data],
-                                 "--tokens", "patch", "--k", "8", "--batch-size", "32"),
-    }
+    return shared_runs.vit_runs(tmp_path_factory)
 
 
-def _spliced_positions(adapter, index: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """(n, T) bool: where the input of the block after the splice differs from the clean one,
-    with replace = x + 1."""
+def _spliced_positions(adapter, index: np.ndarray, tokens: str) -> np.ndarray:
+    """(n, T) bool: where the input of the block after an SAE at blocks.1 (reading ``tokens``)
+    differs from the clean one, when it adds a decoder row (an edit with the error term kept)."""
+    from inference_helpers import perfect_sae
+    from sae_core.inference import HookedModel, SAEHook, Steer
+
     seen: list[torch.Tensor] = []
 
     def grab(module, args):
@@ -211,12 +237,16 @@ def _spliced_positions(adapter, index: np.ndarray, mask: np.ndarray) -> np.ndarr
         seen.append((x if adapter._batch_first(x) else x.transpose(0, 1)).clone())
 
     handle = adapter.blocks[2].register_forward_pre_hook(grab)
+    model = HookedModel(adapter)
+    inputs = adapter.cached_inputs(index, _dataset())
+    sae = perfect_sae(adapter.d_model, "blocks.1", tokens)
     try:
-        adapter.splice_eval(index, mask, "blocks.1", lambda x: x + 1.0, dataset=_dataset(), batch_rows=len(index))
+        model.run(inputs)
+        model.run(inputs, SAEHook(sae, edits=[Steer(0, 1.0)]))
     finally:
         handle.remove()
-    clean, spliced = seen[0], seen[1]  # passes: clean, spliced, zero
-    return ((spliced - clean).abs().amax(-1) > 0).numpy()
+    clean, edited = seen
+    return ((edited - clean).abs().amax(-1) > 0).numpy()
 
 
 def _dataset():
@@ -242,11 +272,12 @@ def test_vit_embedding_cosine_replaces_only_trained_kind(vit_runs, name: str, ki
     assert res["n_spliced_tokens"] == int(mask.sum())
     adapter = build_adapter(meta.adapter, AdapterRequest(model=meta.model, layers=meta.layers,
                                                          options=dict(meta.extra["options"])))
-    assert np.array_equal(_spliced_positions(adapter, index, mask), mask)
+    assert np.array_equal(_spliced_positions(adapter, index, kind), mask)
 
 
 def test_clip_cosine_matches_manual_hooks_in_both_layouts(vit_runs) -> None:
-    """An independent open_clip forward with the cls position replaced gives the same cosine;
+    """An independent open_clip forward with the cls position replaced gives the same cosine and
+    zero-shot-style logits (the clean image embeddings of the rows as classes, CLIP's scale);
     replacing every position would not. Blocks run as (tokens, batch, d) give the same numbers."""
     import open_clip
     from sae_core.caching import build_adapter
@@ -265,7 +296,7 @@ def test_clip_cosine_matches_manual_hooks_in_both_layouts(vit_runs) -> None:
     ds = _dataset()
     pixels = torch.stack([preprocess(ds[i].data) for i in range(6, 12)])
 
-    def cosine(positions: slice) -> float:
+    def embeddings(positions: slice) -> tuple[torch.Tensor, torch.Tensor]:
         def hook(module, args, out):
             out = out.clone()
             out[:, positions] = sae(out[:, positions])
@@ -276,31 +307,47 @@ def test_clip_cosine_matches_manual_hooks_in_both_layouts(vit_runs) -> None:
             handle = visual.transformer.resblocks[1].register_forward_hook(hook)
             spliced = visual(pixels)
             handle.remove()
-        return float(torch.nn.functional.cosine_similarity(clean, spliced, dim=-1).mean())
+        return clean, spliced
+
+    def cosine(positions: slice) -> float:
+        return float(torch.nn.functional.cosine_similarity(*embeddings(positions), dim=-1).mean())
 
     assert res["embedding_cosine"] == pytest.approx(cosine(slice(0, 1)), abs=1e-5)
     assert abs(res["embedding_cosine"] - cosine(slice(None))) > 1e-4
+    clean, spliced = (torch.nn.functional.normalize(e.double(), dim=-1) for e in embeddings(slice(0, 1)))
+    scale = float(model.logit_scale.exp())
+    ref, logits = scale * clean @ clean.T, scale * spliced @ clean.T  # (6, 6): images vs clean images as classes
+    assert res["zeroshot_logit_scale"] == pytest.approx(scale) and res["zeroshot_classes"] == 6
+    assert res["zeroshot_logit_change_spliced"] == pytest.approx(float((logits - ref).abs().mean()), rel=1e-4)
+    kl = (ref.softmax(-1) * (ref.log_softmax(-1) - logits.log_softmax(-1))).sum(-1).mean()
+    assert res["zeroshot_kl_spliced"] == pytest.approx(float(kl), rel=1e-3, abs=1e-7)
+    assert res["zeroshot_top1_agreement_spliced"] == float((logits.argmax(-1) == ref.argmax(-1)).double().mean())
+    assert {"zeroshot_logit_change_zero_ablated", "zeroshot_logit_change_spliced_se"} <= set(res)
 
     adapter = build_adapter("clip", AdapterRequest(model=meta.model, layers=meta.layers))
-    _, index = open_reader(cache).read_examples(6, 12, layers=[0])
+    acts, index = open_reader(cache).read_examples(6, 12, layers=[0])
     mask = np.zeros(index.shape, dtype=bool)
     mask[:, 0] = True
 
-    def replace(x):
-        return sae(x.float())
+    def splice_eval():
+        from sae_core.inference.splice_eval import splice_metrics
 
-    first = adapter.splice_eval(index, mask, "blocks.1", replace, dataset=ds, batch_rows=4)
+        return splice_metrics(adapter, sae, "blocks.1", index, acts[:, 0], kinds=list(meta.token_kinds), tokens="cls",
+                              dataset=ds, batch_rows=4)
+
+    first = splice_eval()
     seq = open_clip.transformer.Transformer(48, 3, 3, batch_first=False)  # same weights, (tokens, batch, d) blocks
     seq.load_state_dict(adapter.model.transformer.state_dict())
     adapter.model.transformer = seq.eval()
     adapter.blocks = seq.resblocks
     shapes: list[tuple[int, ...]] = []
     seq.resblocks[1].register_forward_hook(lambda m, a, o: shapes.append(tuple(o.shape)))
-    second = adapter.splice_eval(index, mask, "blocks.1", replace, dataset=ds, batch_rows=4)
+    second = splice_eval()
     assert shapes[0] == (17, 4, 48)  # tokens first
     assert second["embedding_cosine"] == pytest.approx(first["embedding_cosine"], abs=1e-5)
     assert first["embedding_cosine"] == pytest.approx(res["embedding_cosine"], abs=1e-5)
-    assert np.array_equal(_spliced_positions(adapter, index, mask), mask)
+    assert second["cache_rel_error"] < 1e-5  # the (tokens, batch, d) blocks hand the same activations
+    assert np.array_equal(_spliced_positions(adapter, index, "cls"), mask)
 
 
 def test_skips_and_errors(tmp_path: Path, run_cli) -> None:
@@ -330,7 +377,8 @@ def test_skips_and_errors(tmp_path: Path, run_cli) -> None:
                            "topk", "--k", "2", "--exp-factor", "2", "--steps", "5", "--batch-size", "16", "-q")
     assert code == 0, err
     res = _downstream(tmp_path / "mlprun")
-    assert res["skipped"] == "adapter 'mlp' does not implement splice_eval"
+    assert res["skipped"] == ("adapter 'mlp' cannot run its model with SAEs attached (it implements neither "
+                              "run_with_hooks nor splice_eval)")
 
     code, _, err = run_cli("analyze", str(tmp_path / "run"), "--only", "downstream", "--option", "downstream_rows=many", "-q")
     assert code == 1 and "--option downstream_rows= expects int, got 'many'" in err and "Traceback" not in err

@@ -200,6 +200,74 @@ def test_splice_eval_identity_and_zero(tiny_gpt2: Path, tiny_bert: Path, corpus:
             assert result["embedding_cosine_zero_ablated"] < 0.999
 
 
+def test_hf_runs_with_saes_attached(tiny_gpt2: Path, tiny_bert: Path, corpus: Path, run_cli, tmp_path: Path) -> None:
+    """The hf adapter implements the running protocol: recording equals encode of the cached
+    activations on the SAE's tokens, no edit with the error kept is bit-exact, a steer moves the
+    block's output by exactly s·W_dec[i], and downstream through run_with_hooks (KL, standard
+    errors) gives the same CE / cosine as the adapter's own splice_eval."""
+    from sae_core import HookedModel, SAEHook, Steer, analyse_run, find_checkpoints
+    from sae_core.inference.splice_eval import splice_metrics
+    from sae_text.adapters.hf import HFAdapter
+    from sae_text.adapters.hf_model import find_blocks
+
+    for model, kind in ((tiny_gpt2, "lm_ce"), (tiny_bert, "embedding_cosine")):
+        path = _cache(run_cli, tmp_path / kind, str(model), corpus, "--layers", "1")
+        code, _, err = run_cli("train", "--data", str(path), "--out", str(tmp_path / kind / "run"), "--arch", "topk",
+                               "--k", "4", "--exp-factor", "2", "--steps", "10", "--batch-size", "16", "-q")
+        assert code == 0, err
+        (ckpt,) = find_checkpoints(tmp_path / kind / "run")
+        hooked, sae = HookedModel.from_checkpoint(ckpt)
+        adapter = hooked.adapter
+        assert isinstance(adapter, HFAdapter) and HFAdapter.supports("run_with_hooks")
+        reader = open_reader(path)
+        acts, index = reader.read_examples(0, reader.n_examples)
+        inputs = adapter.cached_inputs(index)
+        rec = hooked.run(inputs, SAEHook(sae))
+        keep = index["valid"].astype(bool)
+        torch.testing.assert_close(rec.features[sae.cfg.name].dense(), sae.encode(acts[:, 0][torch.from_numpy(keep)]),
+                                   rtol=1e-4, atol=1e-5)
+        same = hooked.run(inputs, SAEHook(sae, splice=True, keep_error=True), output=True).output
+        clean = rec.output
+        assert torch.equal(same.logits if kind == "lm_ce" else same.embedding,
+                           clean.logits if kind == "lm_ce" else clean.embedding)
+        seen: list[torch.Tensor] = []
+        _, blocks = find_blocks(adapter.model)
+        assert reader.meta.layers[0].endswith(".1")
+
+        def grab(m, args, kwargs, seen=seen):  # the input of block 2: block 1's output after the hooks
+            seen.append((args[0] if args else kwargs["hidden_states"]).clone())
+
+        handle = blocks[2].register_forward_pre_hook(grab, with_kwargs=True)
+        hooked.run(inputs, SAEHook(sae, record=False))
+        hooked.run(inputs, SAEHook(sae, edits=[Steer(3, 2.0)], record=False))
+        handle.remove()
+        delta = seen[1] - seen[0]  # (b, T, d): block 1's output, steered minus clean
+        torch.testing.assert_close(delta[torch.from_numpy(keep)], (2.0 * sae.W_dec[3]).expand(int(keep.sum()), -1),
+                                   rtol=1e-5, atol=1e-5)
+        assert delta[torch.from_numpy(~keep)].abs().max() == 0
+        res = analyse_run(ckpt, only=["downstream"], options={"split": "all"}, progress=False)[ckpt.name]["downstream"]
+        assert res["kind"] == kind and res["cache_rel_error"] < 1e-5 and res["n_rows"] == reader.n_examples
+
+        def replace(x: torch.Tensor, sae=sae) -> torch.Tensor:
+            with torch.no_grad():
+                return sae(x)
+
+        legacy = HFAdapter(AdapterRequest(model=str(model), layers=reader.meta.layers, context_size=16)).splice_eval(
+            index, keep, reader.meta.layers[0], replace, batch_rows=8)
+        if kind == "lm_ce":
+            for key in ("ce_clean", "ce_spliced", "ce_zero_ablated"):
+                assert res[key] == pytest.approx(legacy[key], rel=1e-5), key
+            assert res["kl_spliced"] > 0 and res["ce_clean_se"] > 0
+            gen = hooked.generate("the quick", SAEHook(sae, edits=[Steer(3, 50.0)]), max_new_tokens=4)
+            assert len(gen.token_ids) <= 4
+        else:
+            assert res["embedding_cosine"] == pytest.approx(legacy["embedding_cosine"], abs=1e-5)
+            assert res["embedding_cosine_se"] is not None
+        direct = splice_metrics(adapter, sae, reader.meta.layers[0], index, acts[:, 0], kinds=["token"] * index.shape[1],
+                                tokens="all", batch_rows=8)
+        assert direct["cache_rel_error"] < 1e-5
+
+
 def test_hook_errors_are_one_line_and_early(run_cli, tmp_path: Path, corpus: Path, tiny_bert: Path,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     base = ("cache", "--adapter", "hf", "--model", str(tiny_bert), "--data", f"text:{corpus}", "--out", str(tmp_path), "-q")

@@ -53,6 +53,11 @@ _WHERE: dict[str, str] = {
     "Analysis": "sae_core.protocols.analysis",
     "AnalysisContext": "sae_core.protocols.analysis",
     "Exporter": "sae_core.protocols.exporter",
+    # what an adapter exchanges when it runs its model with hooks (ModelAdapter.run_with_hooks)
+    "ModelInputs": "sae_core.protocols.running",
+    "ModelOutput": "sae_core.protocols.running",
+    "LayerHook": "sae_core.protocols.running",
+    "Generation": "sae_core.protocols.running",
     # helpers for architectures; the firing rule
     "sparse_decode": "sae_core.archs.base",
     "mse_per_sae": "sae_core.archs.base",
@@ -91,6 +96,22 @@ _WHERE: dict[str, str] = {
     "TrainSettings": "sae_core.train.config",
     "analyse_run": "sae_core.analyses.runner",
     "export_checkpoints": "sae_core.interop.export",
+    # using SAEs inside their model (docs/using-saes.md)
+    "HookedModel": "sae_core.inference.model",
+    "RunResult": "sae_core.inference.model",
+    "SAEHook": "sae_core.inference.hook",
+    "FeatureActs": "sae_core.inference.records",
+    "Edit": "sae_core.inference.edits",
+    "Ablate": "sae_core.inference.edits",
+    "Clamp": "sae_core.inference.edits",
+    "Scale": "sae_core.inference.edits",
+    "Steer": "sae_core.inference.edits",
+    "record_features": "sae_core.inference.features",
+    "token_features": "sae_core.inference.features",
+    "top_features": "sae_core.inference.features",
+    "heatmap_overlay": "sae_core.inference.heatmap",
+    "open_target": "sae_core.inference.target",
+    "ablation_study": "sae_core.inference.ablation",
     "build_app": "sae_core.cli",
     "from_dict": "sae_core.config",
     # durable writes (temporary name, fsync, rename, fsync of the directory)
@@ -105,7 +126,8 @@ _WHERE: dict[str, str] = {
 }
 
 #: public names bound to another name in their module
-_ALIASES = {"cache_activations": "run_cache", "expand_sweep": "expand"}
+_ALIASES = {"cache_activations": "run_cache", "expand_sweep": "expand", "record_features": "record",
+            "token_features": "token_table"}
 
 __all__ = [
     "CFG_FILE",
@@ -115,6 +137,7 @@ __all__ = [
     "SAE",
     "SWEEP_FILE",
     "WEIGHTS_FILE",
+    "Ablate",
     "ActivationBatch",
     "ActivationReader",
     "ActivationSpec",
@@ -128,22 +151,34 @@ __all__ = [
     "BatchComm",
     "CacheMetadata",
     "CheckpointError",
+    "Clamp",
     "ConfigError",
     "DataConfig",
     "DataError",
     "Dataset",
+    "Edit",
     "Example",
     "ExportError",
     "Exporter",
+    "FeatureActs",
+    "Generation",
+    "HookedModel",
     "ImageGeometry",
+    "LayerHook",
     "ModelAdapter",
+    "ModelInputs",
+    "ModelOutput",
     "Normalization",
     "PluginError",
     "Register",
+    "RunResult",
     "SAECheckpointConfig",
     "SAEConfig",
     "SAEError",
+    "SAEHook",
+    "Scale",
     "SourceInfo",
+    "Steer",
     "StoreError",
     "TrainConfig",
     "TrainContext",
@@ -152,6 +187,7 @@ __all__ = [
     "TrainSettings",
     "UnknownComponentError",
     "__version__",
+    "ablation_study",
     "analyse_run",
     "append_line",
     "atomic_open",
@@ -171,6 +207,7 @@ __all__ = [
     "fsync_dir",
     "get_component",
     "get_registry",
+    "heatmap_overlay",
     "hookimpl",
     "layout",
     "load_sae",
@@ -180,13 +217,17 @@ __all__ = [
     "mse_per_sae",
     "open_dataset",
     "open_reader",
+    "open_target",
     "open_writer",
     "read_cfg",
+    "record_features",
     "run_training",
     "save_sae",
     "save_weights",
     "sparse_decode",
     "staged_dir",
+    "token_features",
+    "top_features",
 ]
 
 if TYPE_CHECKING:
@@ -210,6 +251,16 @@ if TYPE_CHECKING:
         UnknownComponentError,
     )
     from sae_core.hookspecs import Register, hookimpl
+    from sae_core.inference.ablation import ablation_study
+    from sae_core.inference.edits import Ablate, Clamp, Edit, Scale, Steer
+    from sae_core.inference.features import record as record_features
+    from sae_core.inference.features import token_table as token_features
+    from sae_core.inference.features import top_features
+    from sae_core.inference.heatmap import heatmap_overlay
+    from sae_core.inference.hook import SAEHook
+    from sae_core.inference.model import HookedModel, RunResult
+    from sae_core.inference.records import FeatureActs
+    from sae_core.inference.target import open_target
     from sae_core.interop.export import export_checkpoints
     from sae_core.io import (
         append_line,
@@ -252,8 +303,12 @@ if TYPE_CHECKING:
         Dataset,
         Example,
         Exporter,
+        Generation,
         ImageGeometry,
+        LayerHook,
         ModelAdapter,
+        ModelInputs,
+        ModelOutput,
         TrainContext,
         TrainOutput,
         firing_stats,

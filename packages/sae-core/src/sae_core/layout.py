@@ -14,6 +14,7 @@ A checkpoint directory::
                         transcoder's W_dec and b_dec are [d_sae, d_out] and [d_out]
     metrics.jsonl       one JSON line per log step of training
     feature_stats.*, top_examples.*, reconstruction.json, downstream.json   (``sae analyze``)
+    ablation.json       ablation studies (``sae ablate``)
 
 A run directory holds one checkpoint directory per SAE, ``config.json`` (the TrainConfig, with
 the cache recorded by path and fingerprint), ``sweep.json`` (final metrics of every SAE) and
@@ -44,6 +45,8 @@ TOP_EXAMPLES_FILE = "top_examples.safetensors"
 TOP_EXAMPLES_META_FILE = "top_examples.json"
 RECONSTRUCTION_FILE = "reconstruction.json"
 DOWNSTREAM_FILE = "downstream.json"
+#: results of ``sae ablate`` (merged per feature set), written beside the checkpoint
+ABLATION_FILE = "ablation.json"
 
 #: SAELens's checkpoint layout (``cfg.json`` + this), recognised by :func:`sae_core.checkpoint.load_sae`
 SAELENS_WEIGHTS_FILE = "sae_weights.safetensors"

@@ -2,10 +2,12 @@
 ``streamlit run packages/sae-viewer/src/sae_viewer/app.py -- RUN_DIR``.
 
 Pages: run overview (sweep table with held-out and downstream metrics, FVU vs L0, training
-curves) and feature browser (the SAE's downstream result; latents sorted by frequency or max
-activation, paginated; per latent: statistics, activation histogram, top images with the latent's
-patch heatmap, or top text contexts with per-token highlighting). Reads only precomputed files;
-run `sae analyze` first for the feature pages.
+curves), feature browser (the SAE's downstream result; latents sorted by frequency or max
+activation, paginated; per latent: statistics, activation histogram, its effect when ablated if
+`sae ablate` ran, top images with the latent's patch heatmap, or top text contexts with per-token
+highlighting) and "Your input" (type a text or upload an image and see which features fire: the
+only page that runs a model, and only when asked). The other pages read precomputed files; run
+`sae analyze` first for the feature pages.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import numpy as np
 import streamlit as st
 from sae_core import SAEError
 
-from sae_viewer import data
+from sae_viewer import data, live
 
 PAGE_SIZE = 50
 
@@ -51,6 +53,11 @@ def _top(path: str, latent: int) -> dict | None:
 @st.cache_data(show_spinner=False)
 def _vocab(cache: str) -> list[str] | None:
     return data.vocab(cache)
+
+
+@st.cache_resource(show_spinner="loading the model…", max_entries=2)
+def _live_model(path: str):
+    return live.load(path)
 
 
 def overview(saes: list[data.SAEFiles]) -> None:
@@ -91,6 +98,18 @@ def latent_list(sae: data.SAEFiles) -> int:
     )
     default = int(ids[0]) if len(ids) else 0
     return int(st.number_input("latent", 0, max(d_sae - 1, 0), default, help="search by index"))
+
+
+def highlighted(pieces: list[tuple[str, float, str]], peak: float) -> str:
+    """HTML of tokens shaded by |activation| relative to ``peak`` (orange: positive, blue:
+    negative codes): (text, activation, hover title) each."""
+    spans = []
+    for text, act, title in pieces:
+        alpha = min(1.0, abs(act) / peak) if peak > 0 else 0.0
+        rgb = "0,90,255" if act < 0 else "255,80,0"
+        spans.append(f'<span class="tok" title="{html.escape(title)}" style="background: rgba({rgb},{alpha:.2f})">'
+                     f'{html.escape(text)}</span>')
+    return f'<div class="ctx">{"".join(spans)}</div>'
 
 
 def text_contexts(top: dict, vocab: list[str] | None) -> None:
@@ -135,6 +154,8 @@ def features(saes: list[data.SAEFiles]) -> None:
     if down is not None:
         st.markdown(data.downstream_line(down))
     latent = latent_list(sae)
+    for line in data.ablation_lines(data.ablation(sae), latent):
+        st.markdown(line)
     feats = _features(str(sae.path))
     if feats is not None:
         c1, c2, c3 = st.columns(3)
@@ -164,6 +185,63 @@ def features(saes: list[data.SAEFiles]) -> None:
         st.dataframe(pd.DataFrame({"example": top["examples"], "|act|": top["values"]}), hide_index=True)
 
 
+def your_input(saes: list[data.SAEFiles]) -> None:
+    """Type a text (or upload an image) and see which features fire; the model loads on submit."""
+    st.header("Your input")
+    names = [s.name for s in saes]
+    sae = saes[names.index(st.sidebar.selectbox("SAE", names, key="input_sae"))]
+    kind = live.modality(sae.cfg)
+    if kind not in ("text", "image"):
+        st.info(f"{sae.name} reads a {kind or 'unknown'} model; this page runs text and image models.")
+        return
+    with st.form("your_input"):
+        if kind == "text":
+            example = st.text_area("text", placeholder="Type a sentence to see which features fire on it")
+        else:
+            example = st.file_uploader("image", type=["png", "jpg", "jpeg", "webp", "bmp"])
+        top = int(st.number_input("features per token", 1, 50, 5))
+        submitted = st.form_submit_button("Show features")
+    st.caption("The model runs only when you press the button (the first time it loads, which can take a while).")
+    key = f"live:{sae.path}"
+    if submitted:
+        if not example:
+            st.warning("Type some text first." if kind == "text" else "Upload an image first.")
+            return
+        if kind == "image":
+            from PIL import Image
+
+            example = Image.open(example).convert("RGB")
+        try:
+            model, sae_model = _live_model(str(sae.path))
+            st.session_state[key] = live.run(model, sae_model, example, top)
+        except Exception as e:  # a model that cannot be re-created here: say why, keep the page
+            st.error(f"cannot run {sae.name}'s model here: {e}")
+            return
+    doc = st.session_state.get(key)
+    if doc is None:
+        return
+    tops = doc["top_features"]
+    if not tops:
+        st.write("No feature fires on this input.")
+        return
+    st.subheader(f"Features of {sae.name} at {doc['layer']} on your input")
+    choice = st.selectbox("highlight feature", [f for f, _ in tops],
+                          format_func=lambda f: f"{f} (max {dict(tops)[f]:.3f})", key=f"{key}:feature")
+    column = doc["acts"][:, choice] if len(doc["acts"]) else np.zeros(0)
+    if kind == "text":
+        pieces = [(data.detokenize(t.get("token", "?")), float(a),
+                   " ".join(f"{i}:{v:.3f}" for i, v in t["features"])) for t, a in zip(doc["tokens"], column, strict=True)]
+        st.markdown(highlighted(pieces, float(np.abs(column).max()) if len(column) else 0.0), unsafe_allow_html=True)
+    elif doc.get("patch_acts") is not None:
+        st.image(data.heatmap_overlay(doc["image"], doc["patch_acts"][:, choice], doc["extra"]),
+                 caption=f"feature {choice} on your image")
+    import pandas as pd
+
+    st.dataframe(pd.DataFrame([{"token": t.get("token", t.get("patch", t["kind"])),
+                                "top features": "  ".join(f"{i}:{v:.3f}" for i, v in t["features"])}
+                               for t in doc["tokens"]]), hide_index=True, width="stretch")
+
+
 def main() -> None:
     st.set_page_config(page_title="sae viewer", layout="wide")
     st.markdown("<style>.ctx{font-family:monospace;margin:4px 0;line-height:1.8}.tok{padding:1px 0}</style>",
@@ -178,8 +256,8 @@ def main() -> None:
         return
     st.sidebar.title("sae viewer")
     st.sidebar.caption(str(run))
-    page = st.sidebar.radio("page", ["Overview", "Features"])
-    overview(saes) if page == "Overview" else features(saes)
+    page = st.sidebar.radio("page", ["Overview", "Features", "Your input"])
+    {"Overview": overview, "Features": features, "Your input": your_input}[page](saes)
 
 
 main()

@@ -1,5 +1,6 @@
-"""Everything the viewer reads: only files written by `sae train` and `sae analyze` (and the
-dataset's images or the cache's vocab.json), never a model forward. Per-latent reads slice the
+"""Everything the viewer reads: only files written by `sae train`, `sae analyze` and `sae ablate`
+(and the dataset's images or the cache's vocab.json), never a model forward (the "Your input"
+page runs the model on demand, in :mod:`sae_viewer.live`). Per-latent reads slice the
 safetensors files (``safe_open(...).get_slice``), so a 65k-latent SAE opens as fast as a small one.
 """
 
@@ -14,16 +15,13 @@ import numpy as np
 from sae_core import (
     CFG_FILE,
     METRICS_FILE,
-    ImageGeometry,
     SAECheckpointConfig,
-    firing,
     layout,
-    magnitude,
     open_dataset,
     read_cfg,
 )
 
-RECONSTRUCTION, DOWNSTREAM = layout.RECONSTRUCTION_FILE, layout.DOWNSTREAM_FILE
+RECONSTRUCTION, DOWNSTREAM, ABLATION = layout.RECONSTRUCTION_FILE, layout.DOWNSTREAM_FILE, layout.ABLATION_FILE
 FEATURE_STATS, TOP_EXAMPLES, TOP_EXAMPLES_META = (layout.FEATURE_STATS_FILE, layout.TOP_EXAMPLES_FILE,
                                                   layout.TOP_EXAMPLES_META_FILE)
 #: written by text adapters' write_extras into the cache directory: token id -> piece
@@ -100,8 +98,12 @@ def downstream_line(result: dict[str, Any]) -> str:
     if result.get("kind") == "lm_ce":
         rec = result.get("ce_loss_recovered")
         rec_s = f"{rec:.1%}" if rec is not None else "n/a"
+        if rec is not None and result.get("ce_loss_recovered_se") is not None:
+            rec_s += f" ± {result['ce_loss_recovered_se']:.1%}"
         line = (f"Downstream (SAE spliced in at {where}; {held}): CE loss recovered **{rec_s}** — CE clean "
                 f"{result['ce_clean']:.4f}, spliced {result['ce_spliced']:.4f}, zero-ablated {result['ce_zero_ablated']:.4f}")
+        if result.get("kl_spliced") is not None:
+            line += f"; KL(clean ‖ spliced) {_pm(result['kl_spliced'], result.get('kl_spliced_se'), '.4f')}"
     elif "embedding_cosine" in result:
         zero = result.get("embedding_cosine_zero_ablated")
         line = (f"Downstream (SAE spliced in at {where}; {held}): cosine of the {result.get('embedding', 'embedding')} "
@@ -114,6 +116,49 @@ def downstream_line(result: dict[str, Any]) -> str:
     if result.get("warning"):
         line += f". Warning: {result['warning']}"
     return line
+
+
+def ablation(s: SAEFiles) -> dict[str, Any] | None:
+    """``ablation.json`` (``sae ablate``), or None."""
+    if not s.has(ABLATION):
+        return None
+    try:
+        doc = json.loads((s.path / ABLATION).read_text())
+    except ValueError:
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def ablation_lines(doc: dict[str, Any] | None, latent: int) -> list[str]:
+    """Sentences for a latent's page: its effect when ablated alone, then in the joint ablations
+    that include it (``sae ablate`` results; the numbers are ± one standard error)."""
+    if not doc:
+        return []
+    found = [r for r in doc.get("results", []) if latent in r.get("features", [])]
+    found.sort(key=lambda r: len(r["features"]))
+    return [_ablation_line(doc.get("kind"), r, latent) for r in found]
+
+
+def _pm(v: Any, se: Any, fmt: str = "+.4f") -> str:
+    if v is None:
+        return "n/a"
+    return f"{v:{fmt}}" + (f" ± {se:.4f}" if se is not None else "")
+
+
+def _ablation_line(kind: str | None, r: dict[str, Any], latent: int) -> str:
+    feats = r["features"]
+    what = f"Ablating latent {latent}" if feats == [latent] else f"Ablating latents {', '.join(map(str, feats))} together"
+    fired = ", ".join(f"{f:.1%}" for f in r.get("fired_frac", []))
+    where = f"{r.get('n_rows', '?')} held-out rows, fires on {fired} of their tokens"
+    if kind == "lm_ce":
+        return (f"{what} ({where}): CE **{_pm(r.get('ce_delta'), r.get('ce_delta_se'))}** vs the spliced SAE "
+                f"({r.get('ce_spliced', float('nan')):.4f} → {r.get('ce_ablated', float('nan')):.4f}); removed from the "
+                f"real activations: CE {_pm(r.get('ce_delta_exact'), r.get('ce_delta_exact_se'))} vs clean, "
+                f"KL {r.get('kl_ablated_exact', float('nan')):.2e}")
+    return (f"{what} ({where}): cosine of the {r.get('embedding', 'embedding')} with the clean one "
+            f"**{_pm(r.get('cos_ablated'), r.get('cos_ablated_se'), '.4f')}** (spliced without ablation: "
+            f"{_pm(r.get('cos_spliced'), r.get('cos_spliced_se'), '.4f')}); removed from the real activations: "
+            f"{_pm(r.get('cos_ablated_exact'), r.get('cos_ablated_exact_se'), '.4f')}")
 
 
 def metrics(s: SAEFiles) -> list[dict[str, Any]]:
@@ -194,24 +239,9 @@ def heatmap_overlay(image: Any, patch_acts: np.ndarray, extra: dict[str, Any], s
 
     ``extra`` is the cache's adapter metadata, read as an :class:`ImageGeometry` (a bad or
     missing key is a ``DataError`` naming it). Red marks positive codes, blue negative ones;
-    opacity is |code| relative to the strongest patch.
+    opacity is |code| relative to the strongest patch (``sae_core.heatmap_overlay``, shared with
+    ``sae features --image``).
     """
-    from PIL import Image
+    from sae_core import heatmap_overlay as overlay
 
-    geo = ImageGeometry.from_extra(extra, n_patches=len(patch_acts))
-    w, h = image.size
-    crop_h, crop_w = geo.crop or (min(w, h), min(w, h))
-    scale = (geo.resize_shorter / min(w, h)) if geo.resize_shorter else max(crop_w / w, crop_h / h)
-    cw, ch = crop_w / scale, crop_h / scale  # crop size in original pixels
-    left, top = (w - cw) / 2, (h - ch) / 2
-    view = image.crop((int(left), int(top), int(left + cw), int(top + ch))).resize((size, size)).convert("RGB")
-    grid = np.asarray(patch_acts, dtype=np.float32).reshape(geo.grid)  # (rows, cols)
-    peak = float(magnitude(grid).max()) or 1.0
-    out = view
-    for sign, colour in ((1, (255, 40, 0)), (-1, (0, 90, 255))):
-        part = np.where(firing(grid) & (np.sign(grid) == sign), magnitude(grid), 0.0)
-        if not part.any():
-            continue
-        heat = Image.fromarray(np.uint8(255 * np.clip(part / peak, 0, 1))).resize((size, size), Image.Resampling.NEAREST)
-        out = Image.composite(Image.new("RGB", (size, size), colour), out, heat.point(lambda v: int(v * 0.6)))
-    return out
+    return overlay(image, patch_acts, extra, size)

@@ -40,14 +40,14 @@ def target_layer(ctx: AnalysisContext) -> int | None:
 
 def sae_split(ctx: AnalysisContext) -> Any:
     """The validation split the SAE was trained with (its cfg.json ``val``), or None."""
-    from sae_core.split import ExampleSplit
+    from sae_core.inference.heldout import sae_split as split_of
 
-    val = ctx.sae.cfg.val
-    return ExampleSplit(float(val.fraction), int(val.seed)) if val.fraction > 0 else None
+    return split_of(ctx.sae.cfg)
 
 
 def analysis_rows(ctx: AnalysisContext, legacy: str = "all") -> np.ndarray:
-    """Cache rows an analysis reads (ascending), chosen by ``--option split=``:
+    """Cache rows an analysis reads (ascending), chosen by ``--option split=``
+    (:func:`sae_core.inference.heldout.select_rows`, shared with ``sae ablate``):
 
     - ``val`` (default): the SAE's validation examples — whole examples its training never read;
     - ``all``: every row; ``tail``: the last ``heldout_frac`` (10%) of rows.
@@ -56,28 +56,14 @@ def analysis_rows(ctx: AnalysisContext, legacy: str = "all") -> np.ndarray:
     ``legacy``: ``all`` for the descriptive analyses, ``tail`` for the metrics, as before. At most
     ``--max-examples`` rows are read (the first ones of the selection).
     """
-    from sae_core.errors import SAEError
-    from sae_core.split import Selection
+    from sae_core.inference.heldout import DEFAULT_FRAC, select_rows
 
     split = sae_split(ctx)
-    side = option(ctx, "split", "val" if split is not None else legacy, str)
-    if side not in ("val", "all", "tail"):
-        raise SAEError(f"--option split= must be val, all or tail, got {side!r}")
-    n = ctx.reader.n_examples
-    if side == "val":
-        if split is None:
-            raise SAEError(f"SAE {ctx.checkpoint} was trained without a validation split; use --option split=tail or all")
-        rows = ctx.reader.rows(Selection(split, "val"))
-    elif side == "tail":
-        frac = option(ctx, "heldout_frac", 0.1, float, "fraction")
-        rows = np.arange(n - max(1, int(n * frac)), n, dtype=np.int64)
-    else:
-        rows = np.arange(n, dtype=np.int64)
+    side = str(option(ctx, "split", "val" if split is not None else legacy, str))
+    frac = option(ctx, "heldout_frac", DEFAULT_FRAC, float, "fraction") if side == "tail" else DEFAULT_FRAC
+    rows = select_rows(ctx.reader, split, side, frac=frac, what=f"SAE {ctx.checkpoint}")
     if ctx.max_examples is not None:
         rows = rows[: ctx.max_examples]
-    if not len(rows):
-        raise SAEError(f"no {side} rows to analyse in cache {ctx.reader.path}; cache more data, or pick "
-                       "another --option split= (val, all, tail)")
     return rows
 
 
@@ -108,9 +94,10 @@ def heldout_rows(ctx: AnalysisContext) -> np.ndarray:
 def read_rows(ctx: AnalysisContext, rows: np.ndarray, layer: int | list[int]) -> tuple[torch.Tensor, np.ndarray]:
     """Acts ``(n, len(layers), T, d)`` and index ``(n, T)`` of the given ascending rows (contiguous
     runs read at once); ``layer``: one layer index or several."""
+    from sae_core.inference.heldout import runs
+
     layers = layer if isinstance(layer, list) else [layer]
-    breaks = np.flatnonzero(np.diff(rows) != 1) + 1
-    parts = [ctx.reader.read_examples(int(run[0]), int(run[-1]) + 1, layers=layers) for run in np.split(rows, breaks)]
+    parts = [ctx.reader.read_examples(int(run[0]), int(run[-1]) + 1, layers=layers) for run in runs(rows)]
     if len(parts) == 1:
         return parts[0]
     return torch.cat([a for a, _ in parts]), np.concatenate([i for _, i in parts])

@@ -2,31 +2,40 @@
 
 The model is re-created from the cache metadata through its adapter plugin (``AdapterRequest``
 with the cache's ``model``, ``layers`` and the ``checkpoint``, ``context_size`` and ``options`` the
-adapter recorded in ``extra``), and run on held-out rows: the last ``downstream_rows`` (32) rows of
-the held-out part that ``reconstruction`` uses (the last ``heldout_frac``, 10%, of the rows). At
-the SAE's layer, on the tokens it was trained on (valid tokens of its token kind), the activations
-are replaced by the SAE's reconstruction, or by zeros for the baseline, and the model runs on:
+adapter recorded in ``extra``), and run on held-out rows (``--option split=``, see
+:func:`sae_core.analyses.common.analysis_rows`: the SAE's validation examples by default, the last
+``heldout_frac`` of the cache for SAEs trained without a validation split): the last of those
+rows, as many as hold ``downstream_tokens`` (8192) tokens the SAE reads, at most
+``downstream_rows`` (512). At the SAE's layer, on the tokens it was trained on (valid
+tokens of its token kind), the activations are replaced by the SAE's reconstruction, or by zeros
+for the baseline, and the model runs on:
 
-- causal LMs: next-token cross-entropy clean / spliced / zero-ablated and
-  ``ce_loss_recovered = (CE_zero - CE_spliced) / (CE_zero - CE_clean)``;
+- causal LMs: next-token cross-entropy clean / spliced / zero-ablated,
+  ``ce_loss_recovered = (CE_zero - CE_spliced) / (CE_zero - CE_clean)``, and the KL divergence
+  of the next-token distributions (clean ‖ spliced, clean ‖ zero-ablated);
 - encoders (BERT-style sentence encoders, ViTs): cosine between the final embedding with and
-  without the splice (and with zero ablation).
+  without the splice (and with zero ablation); CLIP also zero-shot-style logits.
 
-The activations the live model produces at the layer are checked against the cache
-(``cache_rel_error``): a large value means the re-created model is not the one that was cached.
+Every number has a standard error over rows (``*_se``). The activations the live model produces
+at the layer are checked against the cache (``cache_rel_error``): a large value means the
+re-created model is not the one that was cached.
 
 Transcoders: the spliced layer is the transcoder's *output* layer, whose activations (at the same
 tokens) are replaced by the transcoder's prediction from its *input* layer in the same forward
 (``replace`` receives the input layer's activations; the cache check compares those). The
 zero-ablated baseline zeroes the output layer. This needs an adapter that can read one layer and
 replace another in one forward (``ModelAdapter.splice_sources``: the ``hf`` and ``tlens``
-adapters) and an input layer that runs before the output layer; otherwise ``downstream.json``
-records a skip with the reason.
+adapters' ``splice_eval(source=...)``) and an input layer that runs before the output layer;
+otherwise ``downstream.json`` records a skip with the reason. (Transcoders go through
+``splice_eval`` only, so their results have no KL or standard errors yet.)
 
-Adapters opt in by implementing ``ModelAdapter.splice_eval(index, mask, layer, replace, *,
-dataset=None, batch_rows=8) -> dict``. When the adapter plugin is not installed, does not implement it, or
-the model or dataset cannot be re-created here, ``downstream.json`` records ``skipped`` with the
-reason instead of failing the other analyses. Writes ``downstream.json``.
+Adapters opt in by implementing ``run_with_hooks`` and ``cached_inputs``
+(:class:`~sae_core.protocols.ModelAdapter`, types in :mod:`sae_core.protocols.running`; the
+metrics are computed here, :mod:`sae_core.inference.splice_eval`); plugins that implement only
+the older ``ModelAdapter.splice_eval(index, mask, layer, replace, *, dataset=None, batch_rows=8)
+-> dict`` still work. When the adapter plugin is not installed, implements neither, or the model
+or dataset cannot be re-created here, ``downstream.json`` records ``skipped`` with the reason
+instead of failing the other analyses. Writes ``downstream.json``.
 """
 
 from __future__ import annotations
@@ -42,21 +51,34 @@ from sae_core.analyses.common import (
     layer_and_positions,
     option,
     read_rows,
+    sae_split,
     save_json,
     target_layer,
 )
 from sae_core.errors import SAEError, UnknownComponentError
+from sae_core.inference.heldout import last_rows_with, rows_span
 from sae_core.layout import DOWNSTREAM_FILE
 from sae_core.protocols.analysis import Analysis, AnalysisContext
 
 MISMATCH = 0.05  # cache_rel_error above this: the re-created model does not reproduce the cache
 
 
+_CANNOT = "adapter {!r} cannot run its model with SAEs attached (it implements neither run_with_hooks nor splice_eval)"
+_NO_SOURCES = ("adapter {!r} cannot splice a transcoder (replace one layer by a function of another in one forward: "
+               "ModelAdapter.splice_sources)")
+
+
+def _side(ctx: AnalysisContext) -> str:
+    """Which rows were read: ``--option split=``, default val (tail for SAEs without a split)."""
+    return str(ctx.options.get("split", "val" if sae_split(ctx) is not None else "tail"))
+
+
 class Downstream(Analysis):
     """Model output with the SAE spliced in: LM CE loss recovered, or embedding cosine."""
 
     name: ClassVar[str] = "downstream"
-    options: ClassVar[tuple[str, ...]] = ("downstream_rows", "downstream_batch", "split", "heldout_frac")
+    options: ClassVar[tuple[str, ...]] = ("downstream_tokens", "downstream_rows", "downstream_batch", "split",
+                                          "heldout_frac")
 
     def __init__(self) -> None:
         self._adapters: dict[str, Any] = {}  # one model per cache and device, shared by the SAEs of a run
@@ -64,7 +86,8 @@ class Downstream(Analysis):
     def run(self, ctx: AnalysisContext) -> dict[str, Any]:
         from sae_core.plugins import get_component
 
-        n_rows = option(ctx, "downstream_rows", 32, int, "positive")
+        n_tokens = option(ctx, "downstream_tokens", 8192, int, "positive")
+        n_rows = option(ctx, "downstream_rows", 512, int, "positive")
         batch_rows = option(ctx, "downstream_batch", 8, int, "positive")
         meta = ctx.reader.meta
         li, positions = layer_and_positions(ctx)
@@ -79,25 +102,24 @@ class Downstream(Analysis):
             component = get_component("adapter", meta.adapter)
         except UnknownComponentError as e:
             return self._skip(ctx, head, f"the adapter plugin that made the cache is not installed: {e}")
-        if _lacks_splice(component.factory):  # known without building the model
-            return self._skip(ctx, head, f"adapter {meta.adapter!r} does not implement splice_eval")
+        if _cannot_run(component.factory, transcoder=lo is not None):
+            return self._skip(ctx, head, _CANNOT.format(meta.adapter))  # known without a model
         if lo is not None and _lacks_sources(component.factory):
-            return self._skip(ctx, head, f"adapter {meta.adapter!r} cannot splice a transcoder (replace one layer by a "
-                                         "function of another in one forward: ModelAdapter.splice_sources)")
-        rows = heldout_rows(ctx)[-n_rows:]
+            return self._skip(ctx, head, _NO_SOURCES.format(meta.adapter))
+        allowed = np.zeros(meta.tokens_per_example, dtype=bool)
+        allowed[positions] = True
+        rows = last_rows_with(ctx.reader, heldout_rows(ctx), lambda ix: (ix["valid"].astype(bool) & allowed).sum(1),
+                              tokens=n_tokens, max_rows=n_rows)
         acts, index = read_rows(ctx, rows, li)
-        allowed = np.zeros(index.shape, dtype=bool)
-        allowed[:, positions] = True
-        mask = index["valid"].astype(bool) & allowed
+        mask = index["valid"].astype(bool) & allowed[None, :]
         if not mask.any():
             raise SAEError(f"no held-out tokens of kind {tokens!r} in {len(rows)} rows of {ctx.reader.path}; cache more data")
         try:
             adapter = self._adapter(component, meta, ctx.device)
-            if _lacks_splice(type(adapter)):
-                return self._skip(ctx, head, f"adapter {meta.adapter!r} does not implement splice_eval")
+            if _cannot_run(type(adapter), transcoder=lo is not None):
+                return self._skip(ctx, head, _CANNOT.format(meta.adapter))
             if lo is not None and not getattr(adapter, "splice_sources", False):
-                return self._skip(ctx, head, f"adapter {meta.adapter!r} cannot splice a transcoder (replace one layer "
-                                             "by a function of another in one forward: ModelAdapter.splice_sources)")
+                return self._skip(ctx, head, _NO_SOURCES.format(meta.adapter))
             dataset = None
             if adapter.modality != "text":  # text adapters read the tokens from the index
                 from sae_core.datasets import open_dataset
@@ -106,6 +128,32 @@ class Downstream(Analysis):
         except (SAEError, OSError) as e:
             return self._skip(ctx, head, f"cannot re-create the model or dataset of the cache here: {e}")
 
+        if lo is None and _runs_with_hooks(type(adapter)):
+            from sae_core.inference.splice_eval import splice_metrics
+
+            result = splice_metrics(adapter, ctx.sae, layer, index, acts[:, 0], kinds=list(meta.token_kinds),
+                                    tokens=tokens, dataset=dataset, batch_rows=batch_rows)
+        else:
+            try:
+                result = self._legacy(adapter, ctx, index, mask, layer, acts, dataset, batch_rows, source_kw)
+            except SAEError as e:
+                if lo is None:
+                    raise
+                # e.g. the input hook runs after the output hook (a post-LN model's ln2): nothing to splice
+                return self._skip(ctx, head, f"cannot splice this transcoder into the model: {e}")
+        rel = result.pop("cache_rel_error", None)
+        result = {**head, "split": _side(ctx), "rows": rows_span(rows), "n_rows": len(rows),
+                  "n_spliced_tokens": int(mask.sum()), **result, "cache_rel_error": rel}
+        if rel is not None and rel > MISMATCH:
+            result["warning"] = (f"the re-created model's activations differ from the cache by {rel:.1%}: "
+                                 "it is not the model that was cached, so these numbers do not describe it")
+        save_json(ctx.checkpoint / DOWNSTREAM_FILE, result)
+        return result
+
+    def _legacy(self, adapter: Any, ctx: AnalysisContext, index: np.ndarray, mask: np.ndarray, layer: str,
+                acts: torch.Tensor, dataset: Any, batch_rows: int, source_kw: dict[str, Any]) -> dict[str, Any]:
+        """The adapter's own ``splice_eval`` (the protocol before ``run_with_hooks``; transcoders
+        with ``source=``)."""
         cached = acts[:, 0][torch.from_numpy(mask)]  # (M, d): the tokens splice_eval hands to replace, in order
         # (acts are of the SAE's input layer: a transcoder's replace receives its input layer's tokens)
         check = {"at": 0, "err": 0.0, "ref": 0.0}
@@ -120,30 +168,14 @@ class Downstream(Analysis):
             with torch.no_grad():
                 return sae(x.float())
 
-        try:
-            result = adapter.splice_eval(index, mask, layer, replace, dataset=dataset, batch_rows=batch_rows, **source_kw)
-        except SAEError as e:
-            if lo is None:
-                raise
-            # e.g. the input hook runs after the output hook (a post-LN model's ln2): nothing to splice
-            return self._skip(ctx, head, f"cannot splice this transcoder into the model: {e}")
+        result = adapter.splice_eval(index, mask, layer, replace, dataset=dataset, batch_rows=batch_rows, **source_kw)
         rel = (check["err"] / max(check["ref"], 1e-30)) ** 0.5 if check["at"] == len(cached) else None
-        result = {**head, "rows": [int(rows[0]), int(rows[-1]) + 1], "n_rows": len(rows), "n_spliced_tokens": int(mask.sum()),
-                  **result, "cache_rel_error": rel}
-        if rel is not None and rel > MISMATCH:
-            result["warning"] = (f"the re-created model's activations differ from the cache by {rel:.1%}: "
-                                 "it is not the model that was cached, so these numbers do not describe it")
-        save_json(ctx.checkpoint / DOWNSTREAM_FILE, result)
-        return result
+        return {**result, "cache_rel_error": rel}
 
     def _adapter(self, component: Any, meta: Any, device: str) -> Any:
-        from sae_core.protocols import AdapterRequest
+        from sae_core.inference.loading import request_for_cache
 
-        extra = meta.extra
-        request = AdapterRequest(
-            model=meta.model, layers=list(meta.layers), checkpoint=extra.get("checkpoint"), device=device,
-            context_size=extra.get("context_size"), options={k: str(v) for k, v in (extra.get("options") or {}).items()},
-        )
+        request = request_for_cache(meta, device)
         key = json.dumps([meta.adapter, request.__dict__], sort_keys=True, default=str)
         if key not in self._adapters:
             self._adapters.clear()  # keep one model in memory
@@ -163,8 +195,24 @@ def _lacks_sources(factory: Any) -> bool:
     return isinstance(factory, type) and issubclass(factory, ModelAdapter) and not factory.splice_sources
 
 
-def _lacks_splice(factory: Any) -> bool:
-    """Whether an adapter class (or a factory that is not one: unknown until built) lacks splice_eval."""
+def _runs_with_hooks(cls: type) -> bool:
+    """Whether adapter class ``cls`` implements ``run_with_hooks`` (the current protocol)."""
     from sae_core.protocols.adapter import ModelAdapter
 
-    return isinstance(factory, type) and issubclass(factory, ModelAdapter) and not factory.supports("splice_eval")
+    if issubclass(cls, ModelAdapter):
+        return cls.supports("run_with_hooks")
+    return callable(getattr(cls, "run_with_hooks", None))
+
+
+def _cannot_run(factory: Any, *, transcoder: bool = False) -> bool:
+    """Whether an adapter class can run its model with an SAE spliced in by neither
+    ``run_with_hooks`` nor the older ``splice_eval`` (transcoders: not by ``splice_eval``;
+    False for a factory that is not a class: unknown until built)."""
+    from sae_core.protocols.adapter import ModelAdapter
+
+    if not isinstance(factory, type):
+        return False
+    methods = ("splice_eval",) if transcoder else ("run_with_hooks", "splice_eval")
+    if issubclass(factory, ModelAdapter):
+        return not any(factory.supports(m) for m in methods)
+    return not any(callable(getattr(factory, m, None)) for m in methods)

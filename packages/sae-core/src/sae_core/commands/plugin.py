@@ -20,6 +20,9 @@ COMMAND_MODULES: tuple[str, ...] = (
     "sae_core.commands.analyze_cmd",
     "sae_core.commands.export_cmd",
     "sae_core.commands.hub_cmd",
+    "sae_core.commands.features_cmd",
+    "sae_core.commands.steer_cmd",
+    "sae_core.commands.ablate_cmd",
 )
 
 

@@ -43,7 +43,8 @@ from sae_core.weights import load_weights, save_weights
 TARGETS = ("standard", "topk", "jumprelu", "gated")
 #: the SAELens cfg.json layout we write (metadata nested, SAELens >= 6). SAELens reads the version
 #: from ``metadata.sae_lens_version``; without one it converts the file as a pre-6 config, which
-#: drops the nested metadata (hook names: a transcoder's output hook among them)
+#: drops the nested metadata (hook names: a transcoder's output hook among them), so
+#: ``sae_lens.evals`` would not find the hook
 SAELENS_CFG_VERSION = "6.0.0"
 #: SAELens's transcoder architecture for each inference our transcoders can have (None: none exists)
 TRANSCODER_TARGETS: dict[str, str | None] = {"standard": "transcoder", "jumprelu": "jumprelu_transcoder",
@@ -77,7 +78,7 @@ def saelens_mapping(target: str, cfg: SAECheckpointConfig, tensors: dict[str, to
         "apply_b_dec_to_input": True,
         "normalize_activations": "none",
         "reshape_activations": "none",
-        "metadata": {
+        "metadata": {  # the SAELens 6 layout: see SAELENS_CFG_VERSION
             "model_name": cfg.source.model,
             "hook_name": cfg.source.layer,
             "exported_by": "sae",

@@ -21,6 +21,7 @@ _WHERE = {
     "Exporter": "exporter",
     "INDEX_DTYPE": "store", "ActivationReader": "store", "ActivationStore": "store", "ActivationWriter": "store",
     "CacheMetadata": "store",
+    "Generation": "running", "LayerHook": "running", "ModelInputs": "running", "ModelOutput": "running",
 }
 
 __all__ = [
@@ -40,8 +41,12 @@ __all__ = [
     "Dataset",
     "Example",
     "Exporter",
+    "Generation",
     "ImageGeometry",
+    "LayerHook",
     "ModelAdapter",
+    "ModelInputs",
+    "ModelOutput",
     "TrainContext",
     "TrainOutput",
     "firing_stats",
@@ -61,6 +66,7 @@ if TYPE_CHECKING:
     from sae_core.protocols.dataset import Dataset, Example
     from sae_core.protocols.exporter import Exporter
     from sae_core.protocols.geometry import ImageGeometry
+    from sae_core.protocols.running import Generation, LayerHook, ModelInputs, ModelOutput
     from sae_core.protocols.store import (
         INDEX_DTYPE,
         ActivationReader,

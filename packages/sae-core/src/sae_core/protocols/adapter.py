@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     import torch
 
     from sae_core.protocols.dataset import Dataset
+    from sae_core.protocols.running import Generation, LayerHook, ModelInputs, ModelOutput
 
 
 @dataclass
@@ -73,10 +74,13 @@ class ModelAdapter(ABC):
     """Wraps one model. Construct with an :class:`AdapterRequest`; heavy imports happen here.
 
     Required: :meth:`spec` and :meth:`iter_batches`. Optional, with defaults: :meth:`write_extras`
-    (files for the viewer), :meth:`splice_eval` (the ``downstream`` analysis) and
-    :meth:`spliced_forward` (end-to-end training); callers ask :meth:`supports` whether an
-    optional method is implemented. Image adapters describe their
-    patch grid with :class:`~sae_core.protocols.geometry.ImageGeometry` in ``spec().extra``.
+    (files for the viewer); :meth:`spliced_forward` (end-to-end training); running the model with
+    SAEs attached — :meth:`run_with_hooks`, :meth:`cached_inputs`, :meth:`make_inputs`,
+    :meth:`generate` (``sae_core.inference``, ``sae features|steer|ablate``, the ``downstream``
+    analysis) — and the older :meth:`splice_eval` (``downstream`` only; still the route for
+    transcoders, see ``splice_sources``); callers ask :meth:`supports` whether an optional method
+    is implemented. Image adapters describe their patch grid with
+    :class:`~sae_core.protocols.geometry.ImageGeometry` in ``spec().extra``.
     """
 
     name: ClassVar[str]
@@ -109,14 +113,56 @@ class ModelAdapter(ABC):
     # -- optional ---------------------------------------------------------------------------------
     @classmethod
     def supports(cls, method: str) -> bool:
-        """Whether this adapter implements the optional method ``method`` (e.g. ``"splice_eval"``)
-        rather than inheriting the default; known without building the model."""
+        """Whether this adapter implements the optional method ``method`` (e.g.
+        ``"run_with_hooks"``) rather than inheriting the default; known without building the model."""
         return getattr(cls, method, None) is not getattr(ModelAdapter, method, None)
 
     def write_extras(self, path: Path) -> None:  # noqa: B027 (optional: empty default)
         """Write files the viewer needs into the cache directory ``path`` (e.g. a text adapter's
         ``vocab.json``), before the first batch is cached. Use ``sae_core.atomic_write_*``.
         Default: nothing."""
+
+    # -- running the model with hooks (optional) --------------------------------------------------
+    # Used by sae_core.inference (record / splice / edit SAE features), `sae features|steer|ablate`,
+    # the viewer's "Your input" page and the `downstream` analysis; the types are in
+    # sae_core.protocols.running. An adapter opts in by implementing run_with_hooks and
+    # cached_inputs (make_inputs for raw inputs, generate for causal LMs); the SAE math and the
+    # metrics live in sae-core. The defaults raise a one-line SAEError naming what is missing.
+    def make_inputs(self, examples: Sequence[Any]) -> ModelInputs:
+        """Model inputs for raw examples (texts, images), prepared exactly as caching prepares
+        them (same windows, specials and ``valid`` rule), so SAEs read what they were trained on.
+        Used by ``sae features|steer`` and the viewer's "Your input" page."""
+        raise _cannot(self, "make_inputs")
+
+    def cached_inputs(self, index: np.ndarray, dataset: Dataset | None = None) -> ModelInputs:
+        """Model inputs for cache rows: ``index`` is their ``INDEX_DTYPE`` records (n, T); text
+        adapters read the tokens from ``index["token"]``, others the examples
+        ``dataset[index["example"][i, 0]]``. Used by ``sae ablate`` and ``downstream``."""
+        raise _cannot(self, "cached_inputs")
+
+    def run_with_hooks(
+        self, inputs: ModelInputs, hooks: Mapping[str, LayerHook], *, output: bool = True
+    ) -> ModelOutput:
+        """Run the model on ``inputs`` with ``hooks[layer](acts, valid)`` called on each named
+        layer's output (batch first, ``(batch, tokens, d_model)``; ``layer`` a canonical name of
+        ``spec().layers``) and its return value, if not None, used instead. Return the model's
+        output (:class:`~sae_core.protocols.running.ModelOutput`: next-token logits for causal LMs,
+        a final embedding otherwise). ``output=False``: only the hooks matter (the adapter may stop
+        after the last hooked layer and return ``ModelOutput()``)."""
+        raise _cannot(self, "run_with_hooks")
+
+    def generate(
+        self, prompt: str, hooks: Mapping[str, LayerHook], *, max_new_tokens: int = 20
+    ) -> Generation:
+        """Greedy (deterministic) continuation of ``prompt`` with ``hooks`` on at every step
+        (causal language models only; ``sae steer``)."""
+        raise _cannot(self, "generate")
+
+    @classmethod
+    def can_run(cls) -> bool:
+        """Whether this adapter can run its model with SAEs attached (implements
+        :meth:`run_with_hooks`)."""
+        return cls.supports("run_with_hooks")
 
     def splice_eval(
         self,
@@ -128,25 +174,28 @@ class ModelAdapter(ABC):
         dataset: Dataset | None = None,
         batch_rows: int = 8,
     ) -> dict[str, Any]:
-        """Run the model on cached rows with an SAE spliced in (the ``downstream`` analysis).
+        """The ``downstream`` analysis's older entry point, for adapters that do not implement
+        :meth:`run_with_hooks` (which is preferred: with it sae-core computes CE, KL, cosines and
+        their standard errors itself, and ``sae features|steer|ablate`` work too).
 
-        ``index``: the cache's ``INDEX_DTYPE`` records (n, T) of the rows; ``mask`` (n, T) bool:
-        the positions to replace; ``layer``: a canonical layer name of ``spec()``. Run the model
-        on those rows (text: tokens from ``index["token"]``; other modalities:
-        ``dataset[index["example"][i, 0]]``) with the layer's activations at ``mask`` replaced by
-        ``replace(acts[mask])`` — call it once per chunk of rows, in row order — and return
-        JSON-able metrics: ``kind`` plus numbers (``lm_ce`` with ``ce_loss_recovered`` etc., or
-        ``embedding_cosine``; see docs/analyses.md). The analysis re-creates the adapter from the
-        cache's metadata: ``AdapterRequest(model=spec.model, layers=spec.layers,
-        checkpoint=extra["checkpoint"], context_size=extra["context_size"],
-        options=extra["options"])``. Default: not implemented (``downstream`` records a skip).
+        Run the model on cached rows with an SAE spliced in. ``index``: the cache's
+        ``INDEX_DTYPE`` records (n, T) of the rows; ``mask`` (n, T) bool: the positions to
+        replace; ``layer``: a canonical layer name of ``spec()``. Run the model on those rows
+        (text: tokens from ``index["token"]``; other modalities: ``dataset[index["example"][i, 0]]``)
+        with the layer's activations at ``mask`` replaced by ``replace(acts[mask])`` — call it once
+        per chunk of rows, in row order — and return JSON-able metrics: ``kind`` plus numbers
+        (``lm_ce`` with ``ce_loss_recovered`` etc., or ``embedding_cosine``; see
+        docs/analyses.md). The analysis re-creates the adapter from the cache's metadata:
+        ``AdapterRequest(model=spec.model, layers=spec.layers, checkpoint=extra["checkpoint"],
+        context_size=extra["context_size"], options=extra["options"])``. Default: not implemented
+        (``downstream`` records a skip).
 
         Transcoders: an adapter that sets ``splice_sources = True`` also accepts a keyword
         ``source`` (a canonical layer name of ``spec()``, or None): then ``replace`` receives
         the activations of layer ``source`` at ``mask``, taken from the same forward before
         ``layer`` runs, and its result replaces ``layer``'s activations at ``mask`` (the
         zero-ablated baseline still zeroes ``layer``). Raise :class:`SAEError` if ``source``
-        does not run before ``layer``."""
+        does not run before ``layer``. (``downstream`` splices transcoders only this way.)"""
         raise NotImplementedError(f"adapter {self.name!r} does not implement splice_eval")
 
     def spliced_forward(
@@ -168,3 +217,10 @@ class ModelAdapter(ABC):
         final hidden states. The model's own weights must not need gradients (the caller
         freezes them). Default: not implemented."""
         raise NotImplementedError(f"adapter {self.name!r} does not implement spliced_forward")
+
+
+def _cannot(adapter: ModelAdapter, method: str) -> Exception:
+    from sae_core.errors import SAEError
+
+    return SAEError(f"adapter {adapter.name!r} cannot run its model with SAEs attached (it does not implement "
+                    f"{method}); use an adapter that does (hf, tlens, clip, timm) or add it to the plugin")

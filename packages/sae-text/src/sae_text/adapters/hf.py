@@ -35,6 +35,7 @@ from sae_core.protocols import ActivationSpec, AdapterRequest, Dataset
 
 from sae_text.adapters.hf_model import DTYPES, find_blocks, load, max_positions, resolve_source
 from sae_text.adapters.options import WINDOW_OPTIONS, WindowOptions, check_known, parse_bool
+from sae_text.adapters.running import HFRunning
 from sae_text.adapters.splice import (
     MODES,
     SpliceScores,
@@ -83,8 +84,9 @@ def _parse_hf_options(options: dict[str, str]) -> dict[str, Any]:
     }
 
 
-class HFAdapter(TextAdapter):
-    """Forward hooks on module paths of a plain ``transformers`` model."""
+class HFAdapter(HFRunning, TextAdapter):
+    """Forward hooks on module paths of a plain ``transformers`` model; runs it with SAEs attached
+    through :class:`~sae_text.adapters.running.HFRunning`."""
 
     name: ClassVar[str] = "hf"
     splice_sources: ClassVar[bool] = True  # splice_eval(source=...): transcoders

@@ -19,8 +19,12 @@ per token; hooks that are not one vector per token (``hook_pattern``, ``hook_att
 BOS/CLS/SEP and padding are excluded from training by the index's ``valid`` flag (``--opt
 include_special=true`` keeps special tokens).
 
-``splice_eval`` (the ``downstream`` analysis): next-token CE with a layer's activations replaced
-for causal LMs, cosine of the mean-pooled sentence embedding for encoders (BERT-style, MiniLM).
+Running the model with SAEs attached (``run_with_hooks``, ``make_inputs``, ``cached_inputs``,
+``generate``: ``sae_core.inference``, ``sae features|steer|ablate``, the ``downstream`` analysis)
+is :class:`~sae_text.adapters.running.TLensRunning`: next-token logits for causal LMs, the
+mean-pooled sentence embedding for encoders (BERT-style, MiniLM). ``splice_eval`` (with
+``source=``) splices transcoders for the ``downstream`` analysis, ``spliced_forward`` is the
+differentiable forward of end-to-end training.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from sae_core.errors import SAEError
 from sae_core.protocols import ActivationSpec, AdapterRequest, Dataset
 
 from sae_text.adapters.options import WINDOW_OPTIONS, WindowOptions, check_known
+from sae_text.adapters.running import TLensRunning
 from sae_text.adapters.splice import (
     MODES,
     SpliceScores,
@@ -149,7 +154,7 @@ def _from_config(path: Path, request: AdapterRequest) -> Any:
     return model.to(request.device, print_details=False)
 
 
-class TLensAdapter(TextAdapter):
+class TLensAdapter(TLensRunning, TextAdapter):
     """Hooks of a transformer_lens HookedTransformer or TransformerBridge."""
 
     name: ClassVar[str] = "tlens"
@@ -298,16 +303,7 @@ class TLensAdapter(TextAdapter):
             acts.append(x.reshape(*x.shape[:2], -1))  # (batch, length, width): heads flattened
         return torch.stack(acts, dim=1)
 
-    # -- downstream (spliced) evaluation ---------------------------------------------------------
-    def is_causal_lm(self) -> bool:
-        """Next-token LM (CE is meaningful) vs encoder (BERT-style: compare sentence embeddings)."""
-        if self.kind == "hooked":
-            return getattr(self.cfg, "attention_dir", "causal") != "bidirectional"
-        hf = getattr(self.model, "original_model", None)
-        return bool(getattr(getattr(hf, "config", None), "is_decoder", False)) or type(hf).__name__.endswith(
-            ("ForCausalLM", "LMHeadModel")
-        )
-
+    # -- downstream of transcoders (SAEs: TLensRunning.run_with_hooks); end-to-end training --------
     @torch.inference_mode()
     def splice_eval(
         self,

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
+import torch
 from sae_core.errors import SAEError
 from sae_core.protocols import AdapterRequest
 
@@ -48,6 +49,8 @@ class ClipAdapter(ViTAdapter):
         if not hasattr(visual, "transformer"):
             raise SAEError(f"{name!r} is not a ViT image tower (no transformer blocks); use a ViT-* model")
         self.model = visual
+        scale = getattr(model, "logit_scale", None)  # CLIP's temperature: zero-shot-style logits in metrics
+        self.logit_scale = float(scale.detach().exp()) if isinstance(scale, torch.Tensor) else None
         self.blocks = visual.transformer.resblocks
         self.transform = preprocess
         self.model_id = name

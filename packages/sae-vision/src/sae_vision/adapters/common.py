@@ -5,8 +5,8 @@ chosen block a sentinel exception stops the forward, so caching block 6 of a 12-
 half a forward. Images are decoded and preprocessed (with the model's own transforms) in
 DataLoader workers; unreadable images are dropped and counted, keeping the other ids stable.
 
-``splice_eval`` (the ``downstream`` analysis) replaces a block's output on the token positions an
-SAE was trained on and compares the final image embedding with the clean one.
+Running the model with SAEs attached (``run_with_hooks``: the ``downstream`` analysis,
+``sae features|ablate``) is in :mod:`sae_vision.adapters.running`.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ from sae_core import (
     SAEError,
 )
 from torch import nn
+
+from sae_vision.adapters.running import ViTRunning
 
 
 class _Stop(Exception):
@@ -63,7 +65,7 @@ def parse_value(v: str) -> Any:
     return {"true": True, "false": False}.get(v.lower(), v)
 
 
-class ViTAdapter(ModelAdapter):
+class ViTAdapter(ViTRunning, ModelAdapter):
     """Base of the ViT adapters; subclasses load the model and describe its tokens."""
 
     modality: ClassVar[str] = "image"
@@ -172,59 +174,6 @@ class ViTAdapter(ModelAdapter):
         timm's pooled features."""
         out = self.model(pixels)
         return out[0] if isinstance(out, tuple) else out
-
-    def _batch_first(self, out: torch.Tensor) -> bool:
-        """Whether a block output is (batch, tokens, d); some ViTs run (tokens, batch, d) — the
-        same test as ``forward_pixels``."""
-        return not (out.shape[1] != self.n_tokens and out.shape[0] == self.n_tokens)
-
-    @torch.inference_mode()
-    def splice_eval(
-        self,
-        index: np.ndarray,
-        mask: np.ndarray,
-        layer: str,
-        replace: Callable[[torch.Tensor], torch.Tensor],
-        *,
-        dataset: Dataset | None = None,
-        batch_rows: int = 8,
-    ) -> dict[str, Any]:
-        """Cosine between the final image embedding of the cached images (``index["example"]``,
-        read from ``dataset``) with and without block ``layer``'s output replaced by
-        ``replace(out[mask])`` on the positions ``mask`` (n, T) — the token kinds the SAE was
-        trained on; the other positions keep the model's own output. Zero ablation of the same
-        positions is the baseline. ``replace`` is called once per chunk of rows, in row order."""
-        if dataset is None:
-            raise SAEError("splice_eval of a ViT needs the dataset the cache was made from")
-        name = layer[len("blocks.") :] if layer.startswith("blocks.") else layer
-        block = self.blocks[int(name) % len(self.blocks)]
-        cos = {"spliced": 0.0, "zero": 0.0}
-        n = 0
-        for lo in range(0, len(index), batch_rows):
-            ids = index["example"][lo : lo + batch_rows, 0]
-            pixels = torch.stack([self.transform(dataset[int(e)].data) for e in ids]).to(self.device)
-            m = torch.from_numpy(mask[lo : lo + batch_rows].astype(bool)).to(self.device)  # (b, T)
-
-            def hook(module: nn.Module, inputs: Any, output: Any, mode: str = "spliced", m: torch.Tensor = m) -> Any:
-                out = output[0] if isinstance(output, tuple) else output
-                first = self._batch_first(out)
-                x = out if first else out.transpose(0, 1)
-                new = x.clone()
-                new[m] = replace(x[m]).to(x.dtype) if mode == "spliced" else 0
-                new = new if first else new.transpose(0, 1)
-                return (new, *output[1:]) if isinstance(output, tuple) else new
-
-            clean = self.embed(pixels).float()
-            for mode in cos:
-                handle = block.register_forward_hook(lambda mod, a, o, mode=mode: hook(mod, a, o, mode))
-                try:
-                    spliced = self.embed(pixels).float()
-                finally:
-                    handle.remove()
-                cos[mode] += float(torch.nn.functional.cosine_similarity(clean.flatten(1), spliced.flatten(1), dim=-1).sum())
-            n += len(ids)
-        return {"kind": "embedding_cosine", "embedding": "final image embedding",
-                "embedding_cosine": cos["spliced"] / max(n, 1), "embedding_cosine_zero_ablated": cos["zero"] / max(n, 1)}
 
     def iter_batches(
         self, dataset: Dataset, *, start: int = 0, batch_size: int = 64, num_workers: int = 0

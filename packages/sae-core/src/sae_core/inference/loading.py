@@ -1,0 +1,51 @@
+"""Re-create the model an SAE was trained on, from the metadata of its cache.
+
+A checkpoint's ``cfg.json`` names its cache; the cache's metadata records the adapter, the
+model, the layers and what the adapter needs to build the same model again (``checkpoint``,
+``context_size``, ``options`` in ``extra``) — the same request ``sae cache`` made.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from sae_core.errors import SAEError
+
+if TYPE_CHECKING:
+    from sae_core.layout import SAECheckpointConfig
+    from sae_core.protocols.adapter import AdapterRequest, ModelAdapter
+    from sae_core.protocols.store import CacheMetadata
+
+
+def cache_path(checkpoint: Path, cfg: SAECheckpointConfig, data: str | Path | None = None) -> str:
+    """The cache the SAE was trained on (as ``sae analyze`` finds it), or ``data``."""
+    from sae_core.analyses.runner import _recorded_cache
+
+    if data is None and not cfg.source.cache:
+        raise SAEError(f"{checkpoint} does not record the cache it was trained on (imported SAE?); "
+                       "pass --data CACHE, a cache of the model and layer it reads")
+    try:
+        return str(data) if data is not None else _recorded_cache(checkpoint, cfg)
+    except SAEError as e:
+        raise SAEError(f"{e}; the model is re-created from that cache's metadata, so pass --data CACHE "
+                       "(any cache of the same model made by `sae cache`)") from None
+
+
+def request_for_cache(meta: CacheMetadata, device: str = "cpu") -> AdapterRequest:
+    """The :class:`AdapterRequest` that re-creates the model of a cache."""
+    from sae_core.protocols.adapter import AdapterRequest
+
+    extra = meta.extra
+    return AdapterRequest(
+        model=meta.model, layers=list(meta.layers), checkpoint=extra.get("checkpoint"), device=device,
+        context_size=extra.get("context_size"),
+        options={k: str(v) for k, v in (extra.get("options") or {}).items()},
+    )
+
+
+def adapter_for_cache(meta: CacheMetadata, device: str = "cpu") -> ModelAdapter:
+    """The cache's adapter plugin, built on its recorded request."""
+    from sae_core.caching import build_adapter
+
+    return build_adapter(meta.adapter, request_for_cache(meta, device))

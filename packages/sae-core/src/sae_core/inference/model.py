@@ -1,0 +1,105 @@
+"""A model loaded through its adapter, run with SAEs attached at their layers.
+
+    from sae_core.inference import Ablate, HookedModel, SAEHook, Steer
+    model, sae = HookedModel.from_checkpoint("runs/demo/run/topk-k16")
+    result = model.run(["The quick brown fox."], [SAEHook(sae)])          # record
+    values, ids = result.features[sae.cfg.name].top(5)                  # per token
+    spliced = model.run(texts, [SAEHook(sae, splice=True)])               # reconstruction in
+    ablated = model.run(texts, [SAEHook(sae, edits=[Ablate([3, 7])])])     # exact edit
+    model.generate("Once upon", [SAEHook(sae, edits=[Steer(12, 8.0)])])   # causal LMs
+
+Inputs are prepared by the adapter exactly as ``sae cache`` prepared them (same windows,
+special tokens and ``valid`` rule), so an SAE reads the kind of tokens it was trained on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sae_core.errors import SAEError
+from sae_core.inference.hook import SAEHook, collect, layer_hook
+from sae_core.inference.records import FeatureActs
+
+if TYPE_CHECKING:
+    from sae_core.protocols.adapter import ModelAdapter
+    from sae_core.protocols.running import Generation, LayerHook, ModelInputs, ModelOutput
+    from sae_core.sae_module import SAE
+
+
+@dataclass
+class RunResult:
+    """One run: the model's output, the inputs it ran on, and each recording hook's features."""
+
+    inputs: ModelInputs
+    output: ModelOutput
+    features: dict[str, FeatureActs] = field(default_factory=dict)
+
+
+class HookedModel:
+    """Wraps a :class:`~sae_core.protocols.ModelAdapter` that implements ``run_with_hooks``."""
+
+    def __init__(self, adapter: ModelAdapter) -> None:
+        from sae_core.inference.target import _can_run
+
+        if not _can_run(type(adapter)):
+            raise SAEError(f"adapter {adapter.name!r} cannot run its model with SAEs attached (it does not "
+                           "implement run_with_hooks); use hf, tlens, clip or timm, or add it to the plugin")
+        self.adapter = adapter
+
+    @classmethod
+    def from_checkpoint(
+        cls, checkpoint: str | Path, *, device: str = "cpu", data: str | Path | None = None
+    ) -> tuple[HookedModel, SAE]:
+        """The model an SAE was trained on (re-created from its cache's metadata) and the SAE.
+
+        ``data``: the cache to take the model from, if not the one the checkpoint records."""
+        from sae_core.inference.target import open_target
+
+        target = open_target(checkpoint, data=data, device=device)
+        return target.model(), target.sae
+
+    @property
+    def modality(self) -> str:
+        return self.adapter.modality
+
+    def inputs(self, examples: Sequence[Any]) -> ModelInputs:
+        """Model inputs for raw examples (texts for text models, PIL images for image models)."""
+        return self.adapter.make_inputs(list(examples))
+
+    def hooks(self, saes: Sequence[SAEHook], kinds: Sequence[str], records: dict[str, list[Any]]) -> dict[str, LayerHook]:
+        """Adapter callbacks for ``saes``, one per layer (SAEs at one layer apply in order)."""
+        names = [h.name for h in saes]
+        if len(set(names)) != len(names):
+            raise SAEError(f"two SAE hooks share the name(s) {sorted({n for n in names if names.count(n) > 1})}; "
+                           "pass SAEHook(..., name=...) to tell them apart")
+        by_layer: dict[str, list[SAEHook]] = {}
+        for h in saes:
+            by_layer.setdefault(str(h.layer), []).append(h)
+        return {layer: layer_hook(hs, kinds, records) for layer, hs in by_layer.items()}
+
+    def run(
+        self, inputs: ModelInputs | Sequence[Any], saes: SAEHook | Sequence[SAEHook] = (), *, output: bool = True
+    ) -> RunResult:
+        """Run the model with ``saes`` attached. ``inputs``: prepared :class:`ModelInputs` or raw
+        examples. ``output=False`` skips the model's output (record only: it may stop early)."""
+        from sae_core.protocols.running import ModelInputs
+
+        saes = [saes] if isinstance(saes, SAEHook) else list(saes)
+        prepared = inputs if isinstance(inputs, ModelInputs) else self.inputs(inputs)
+        records: dict[str, list[Any]] = {}
+        out = self.adapter.run_with_hooks(prepared, self.hooks(saes, prepared.kinds, records), output=output)
+        return RunResult(prepared, out, collect(records, saes))
+
+    def run_hooks(self, inputs: ModelInputs, hooks: Mapping[str, LayerHook], *, output: bool = True) -> ModelOutput:
+        """The adapter's ``run_with_hooks`` with raw layer callbacks (metrics, tests)."""
+        return self.adapter.run_with_hooks(inputs, hooks, output=output)
+
+    def generate(self, prompt: str, saes: SAEHook | Sequence[SAEHook] = (), *, max_new_tokens: int = 20) -> Generation:
+        """Greedy continuation of ``prompt`` with ``saes`` attached at every step (causal LMs)."""
+        saes = [saes] if isinstance(saes, SAEHook) else list(saes)
+        saes = [dataclasses.replace(h, record=False) for h in saes]  # nothing to record while generating
+        return self.adapter.generate(prompt, self.hooks(saes, ["token"], {}), max_new_tokens=max_new_tokens)
