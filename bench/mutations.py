@@ -25,7 +25,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 CORE = "packages/sae-core/src/sae_core"
-DEFAULT_TESTS = "tests/test_arch_reference.py tests/test_archs.py tests/test_train.py tests/test_interop.py"
+DEFAULT_TESTS = ("tests/test_arch_reference.py tests/test_archs.py tests/test_train.py tests/test_train_correctness.py "
+                 "tests/test_interop.py")
 
 
 @dataclass(frozen=True)
@@ -120,10 +121,10 @@ MUTATIONS = [
              "BatchTopK: calibrated threshold from one batch, not the mean"),
     # -- folding and reporting ----------------------------------------------------------------
     Mutation("fold-wdec-not-divided", f"{CORE}/protocols/architecture.py",
-             '"W_dec": self.W_dec[i].detach() / scale,', '"W_dec": self.W_dec[i].detach(),',
+             '"W_dec": self.W_dec[i].detach() / s_out,', '"W_dec": self.W_dec[i].detach(),',
              "export: decoder not divided by the normalisation scale"),
     Mutation("fold-bdec-not-divided", f"{CORE}/protocols/architecture.py",
-             '"b_dec": self.b_dec[i].detach() / scale,', '"b_dec": self.b_dec[i].detach(),',
+             '"b_dec": self.b_dec[i].detach() / s_out,', '"b_dec": self.b_dec[i].detach(),',
              "export: decoder bias not divided by the normalisation scale"),
     Mutation("report-training-mode", f"{CORE}/train/trainer.py",
              "sse, l0 = (sse_train, out.l0.float()) if infer is None else infer",
