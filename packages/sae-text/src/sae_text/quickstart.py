@@ -96,30 +96,54 @@ def quickstart(
 
 
 def _print_table(run: Path) -> None:
-    """Final and held-out FVU, L0, dead latents and the downstream score of every SAE."""
+    """Final and held-out FVU, L0, dead latents and the downstream score of every SAE, written
+    to ``<run>/quickstart.txt`` too (the README's table is that file's content).
+
+    Dead latents are counted twice, each on the tokens it names: in training (silent for the
+    last ``dead_window_tokens`` training tokens, the set AuxK revives) and by ``feature-stats``
+    (never fired on any analysed token)."""
     from sae_core import SWEEP_FILE, layout
 
     sweep = json.loads((run / SWEEP_FILE).read_text())
     rows, causal = [], False
     for s in sweep["saes"]:
-        recon = run / s["path"] / layout.RECONSTRUCTION_FILE
-        down_path = run / s["path"] / layout.DOWNSTREAM_FILE
-        down = json.loads(down_path.read_text()) if down_path.exists() else {}
+        ckpt = run / s["path"]
+        recon = ckpt / layout.RECONSTRUCTION_FILE
+        down = _read(ckpt / layout.DOWNSTREAM_FILE)
+        stats = _read(ckpt / layout.FEATURE_STATS_SUMMARY_FILE)
         causal = causal or "ce_loss_recovered" in down
         score = down.get("embedding_cosine", down.get("ce_loss_recovered"))
-        rows.append((s, json.loads(recon.read_text())["fvu"] if recon.exists() else None, score))
+        rows.append((s, json.loads(recon.read_text())["fvu"] if recon.exists() else None, score, stats))
     head = "CE recovered" if causal else "spliced cos"
-    typer.echo("")
-    typer.echo(f"{'SAE':24s} {'d_sae':>6s} {'FVU':>7s} {'held-out FVU':>13s} {'L0':>6s} {'dead':>6s} {head:>12s}")
-    for s, heldout, score in rows:
+    lines = [f"{'SAE':12s} {'d_sae':>6s} {'FVU':>7s} {'held-out FVU':>13s} {'L0':>6s} {'dead (train)':>13s} "
+             f"{'dead (analysed)':>15s} {head:>12s}"]
+    for s, heldout, score, stats in rows:
         f = s["final"]
         h = f"{heldout:13.3f}" if heldout is not None else f"{'-':>13s}"
         c = f"{score:12.3f}" if score is not None else f"{'-':>12s}"
-        typer.echo(f"{s['name']:24s} {s['d_sae']:6d} {f['fvu']:7.3f} {h} {f['l0']:6.1f} {f['dead_frac']:6.1%} {c}")
-    if any(score is not None for *_, score in rows):
+        d = f"{stats['dead_frac']:15.1%}" if "dead_frac" in stats else f"{'-':>15s}"
+        lines.append(f"{s['name']:12s} {s['d_sae']:6d} {f['fvu']:7.3f} {h} {f['l0']:6.1f} {f['dead_frac']:13.1%} {d} {c}")
+    window = rows[0][0]["final"].get("dead_window_tokens") if rows else None
+    analysed = rows[0][3] if rows else {}
+    if window:
+        lines.append(f"dead (train): silent for the last {window:,} training tokens (AuxK revives these)")
+    if analysed.get("n_tokens"):
+        split = analysed.get("split", "val")
+        lines.append(f"dead (analysed): never fired on the {analysed['n_tokens']:,} analysed tokens (split {split})")
+    if any(score is not None for *_, score, _ in rows):
         what = ("next-token CE loss recovered with the SAE spliced in" if causal
                 else "cosine of the sentence embedding with vs without the SAE spliced in")
-        typer.echo(f"      {head}: {what}")
+        lines.append(f"{head}: {what} (held-out documents)")
+    typer.echo("")
+    for line in lines:
+        typer.echo(line)
+    from sae_core import atomic_write_text
+
+    atomic_write_text(run / "quickstart.txt", "\n".join(lines) + "\n")
+
+
+def _read(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def _installed_commands() -> set[str]:

@@ -64,6 +64,11 @@ def train(
         bool, typer.Option("--keep-best", help="Also keep each SAE's checkpoint of lowest validation FVU (<sae>/best).")
     ] = False,
     wandb: Annotated[bool, typer.Option("--wandb", help="Also log to Weights & Biases.")] = False,
+    dead_tokens: Annotated[
+        int | None,
+        typer.Option(help="Training tokens a latent must stay silent to count as dead (AuxK, dead_frac); "
+                          "default: a tenth of the run's tokens, at most 1,000,000."),
+    ] = None,
     parallel: Annotated[
         str | None,
         typer.Option(help="Under torchrun: 'data' splits every batch over the ranks, 'sae' splits the sweep's SAEs."),
@@ -165,6 +170,7 @@ def train(
                    "eval_every": eval_every, "keep_best": keep_best or None,
                    "checkpoint_every": checkpoint_every, "wandb": wandb or None, "parallel": parallel,
                    "e2e": e2e, "e2e_coeff": e2e_coeff, "e2e_rows": e2e_rows}
+    flags_train["dead_tokens"] = dead_tokens
     flags_sae.update(parse_hypers(hyper))
     if layer is not None:
         tables["data"].pop("layer_in", None)  # the flag overrides the file, whichever spelling it used

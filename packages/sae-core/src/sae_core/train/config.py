@@ -101,7 +101,9 @@ class TrainSettings:
     lr_warmup_steps: int = 0  # default: 5% of steps
     lr_decay_frac: float = 0.2  # linear decay to 0 over the last fraction of steps
     sparsity_warmup_steps: int = 0  # default: 5% of steps
-    dead_tokens: int = 1_000_000  # a latent silent for this many tokens counts as dead
+    #: a latent silent for this many training tokens counts as dead (AuxK's revival set, the
+    #: logged ``dead_frac``); 0: :meth:`dead_window` picks it from the run's length
+    dead_tokens: int = 0
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
     norm_batches: int = 8  # batches used to estimate the normalisation scale / b_dec
@@ -118,7 +120,21 @@ class TrainSettings:
     e2e_coeff: float = 1.0  # weight of the end-to-end term in each SAE's loss
     e2e_rows: int = 4  # token windows per step the spliced model runs on (per SAE)
 
+    def dead_window(self, batch_size: int) -> int:
+        """Training tokens a latent must stay silent to count as dead.
+
+        ``dead_tokens`` when set; else a tenth of the run's training tokens, at least one batch
+        and at most 1,000,000 (the fixed window used before; sparsify uses 10M tokens, SAELens
+        1,000 steps). A fixed 1M window never fires in a short run — the quickstart trains on
+        256k tokens — so dead latents went uncounted and AuxK, which revives them, never ran.
+        """
+        if self.dead_tokens:
+            return self.dead_tokens
+        return min(1_000_000, max(batch_size, self.steps * batch_size // 10))
+
     def __post_init__(self) -> None:
+        if self.dead_tokens < 0:
+            raise ConfigError(f"dead_tokens must be >= 0 (0: a tenth of the run's tokens), got {self.dead_tokens}")
         if self.parallel not in ("data", "sae"):
             raise ConfigError(f"parallel must be 'data' or 'sae', got {self.parallel!r}")
         if self.e2e not in ("", "kl", "mse"):

@@ -135,6 +135,7 @@ class GroupTrainer:
         self.scale = 1.0
         self.state_dir = out / "state" / f"group-{gi}"
         self.warmup = s.lr_warmup_steps or max(1, s.steps // 20)
+        self.dead_window = s.dead_window(self.data.batch_size)  # tokens: see TrainSettings.dead_window
         self.sparsity_warmup = s.sparsity_warmup_steps or max(1, s.steps // 20)
         #: set by run_training: SIGINT/SIGTERM stop the loop at a step boundary
         self.stop: StopRequest | None = None
@@ -330,7 +331,7 @@ class GroupTrainer:
                 log_now = (step + 1) % s.log_every == 0 or step + 1 == s.steps or eval_now
                 records: list[dict[str, Any]] = []
                 for bi, bank in enumerate(self.banks):
-                    dead = self.since_fired[bi] >= s.dead_tokens
+                    dead = self.since_fired[bi] >= self.dead_window
                     ctx = TrainContext(step=step, sparsity_scale=ctx_sparsity, dead=dead, comm=self.comm,
                                        target=None if y is x else y)
                     infer = None  # what the checkpoint would do, same weights (only where training differs)
@@ -433,6 +434,8 @@ class GroupTrainer:
                 last = self.last_metrics.setdefault(m.name, {})
                 last.update(fvu=float(fvu[i]), l0=float(rows[1, i] / n_tok), final_tokens=n_tok)
                 last.update({k: float(v[i]) for k, v in val.items()})
+                if val:
+                    last["val_tokens"] = int(self.val.n_tokens)
 
     @torch.no_grad()
     def _records(self, bi: int, out: Any, x: torch.Tensor, lr_f: float, samples: int, t0: float,
@@ -444,7 +447,6 @@ class GroupTrainer:
         where training differs (``infer`` given), the training-mode values are ``train_fvu`` and
         ``train_l0``. ``x`` is what the SAEs reconstruct (a transcoder's target).
         """
-        s = self.cfg.train
         batch = self.data.batch_size
         names = list(out.terms)
         sse_train = (out.recon.float() - x).pow(2).sum((-1, -2))
@@ -461,7 +463,7 @@ class GroupTrainer:
         f = fvu_from_sums(rows[0], xs[:-1], xs[-1], batch)  # (n,)
         f_train = fvu_from_sums(rows[3], xs[:-1], xs[-1], batch)
         freq = self.fired_window[bi] / max(self.tokens_window + batch, 1)  # (n, d_sae)
-        dead = (self.since_fired[bi] >= s.dead_tokens).float().mean(-1)
+        dead = (self.since_fired[bi] >= self.dead_window).float().mean(-1)
         dense = (freq > DENSE_FREQ).float().mean(-1)
         elapsed = max(time.perf_counter() - t0, 1e-9)
         recs = []
@@ -472,7 +474,8 @@ class GroupTrainer:
                 "samples": (self.step + 1) * batch,
                 "fvu": float(f[i]),
                 "l0": float(rows[1, i]),
-                "dead_frac": float(dead[i]),
+                "dead_frac": float(dead[i]),  # silent for the last dead_window_tokens training tokens
+                "dead_window_tokens": self.dead_window,
                 "dense_frac": float(dense[i]),
                 "lr": float(self.lrs[bi][i]) * lr_f,
                 "loss": float(rows[2, i]),
