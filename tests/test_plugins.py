@@ -180,3 +180,28 @@ def test_every_hook_documented_and_tested() -> None:
     for hook in hooks:
         assert f"`{hook}" in docs, f"{hook} is not documented in docs/plugins.md"
         assert f"def {hook}(" in this_file or f"def {hook}(" in (ROOT / "tests/example_plugin/src/sae_example_plugin/plugin.py").read_text()
+
+
+def test_a_plain_install_lists_only_shipped_components() -> None:
+    """The example plugin is a test fixture (conftest puts it on the path): a user's install —
+    the workspace without the tests' path — lists only the components the packages ship."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    site, src = os.environ["SAE_TEST_PLUGIN_SITE"], str(Path(__file__).parent / "example_plugin" / "src")
+    path = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p not in (site, src)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
+    env.pop("SAE_LOAD_PLUGINS", None)
+    res = subprocess.run([sys.executable, "-m", "sae_core", "plugins"], capture_output=True, text=True, env=env,
+                         timeout=120)
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(res.stdout)
+    names = {p["name"] for p in doc["plugins"]}
+    assert "example" not in names and not doc["failed"], names
+    components = {c for p in doc["plugins"] for kind in p["components"].values() for c in kind}
+    assert not components & {"example-hello", "decoder-norms", "mlp", "patches", "npz", "signed-topk"}, components
+    helped = subprocess.run([sys.executable, "-m", "sae_core", "--help"], capture_output=True, text=True, env=env,
+                            timeout=120)
+    assert "example-hello" not in helped.stdout and "quickstart" in helped.stdout
