@@ -207,6 +207,30 @@ def case_train_data_is_a_file(made, tmp, mp, stack):
     return train_args(tmp / "f", tmp / "r"), ["is not an activation cache"]
 
 
+def case_info_of_another_tools_cache(made, tmp, mp, stack):
+    (tmp / "saev").mkdir()  # a saev-like cache: its own metadata.json
+    (tmp / "saev" / "metadata.json").write_text('{"model_family": "clip", "d_vit": 768, "n_imgs": 10}')
+    return ["info", str(tmp / "saev")], ["has a metadata.json but is not an activation cache this toolkit reads"]
+
+
+def case_info_of_another_tools_checkpoint(made, tmp, mp, stack):
+    (tmp / "sp").mkdir()  # a sparsify-like checkpoint: cfg.json without our keys
+    (tmp / "sp" / "cfg.json").write_text('{"d_in": 16, "expansion_factor": 4, "k": 8}')
+    return ["info", str(tmp / "sp")], ["has a cfg.json but is not an SAE checkpoint this toolkit reads"]
+
+
+def case_analyze_writes_not_into_another_tools_checkpoint(made, tmp, mp, stack):
+    from sae_core.checkpoint import find_checkpoints
+
+    ckpt = find_checkpoints(made["run"])[0]
+    shutil.copytree(ckpt, tmp / "foreign")
+    cfg = json.loads((tmp / "foreign" / "cfg.json").read_text())
+    cfg.pop("format")
+    (tmp / "foreign" / "sae_weights.safetensors").write_bytes((tmp / "foreign" / "sae.safetensors").read_bytes())
+    (tmp / "foreign" / "cfg.json").write_text(json.dumps(cfg))
+    return ["analyze", str(tmp / "foreign"), "-q"], ["written by another tool", "sae import"]
+
+
 CASES = {name[len("case_"):]: fn for name, fn in dict(globals()).items() if name.startswith("case_")}
 
 

@@ -222,3 +222,50 @@ def test_errors_before_any_model_loads(lm_ckpt: Path, tmp_path_factory, run_cli,
     for args, message in cases:
         code, _, err = run_cli(*args)
         assert code == 1 and message in err and err.count("\n") == 1, (args, err)
+
+
+START_PROBE = """
+import sys, time
+t0 = time.perf_counter()
+import sae_core.inference.loading as loading
+def reached(meta, device="cpu"):
+    print("model loading reached", round(time.perf_counter() - t0, 2), "torch imported:", "torch" in sys.modules)
+    raise SystemExit(3)
+loading.adapter_for_cache = reached
+from sae_core.cli import main
+try:
+    main(sys.argv[1:])
+except SystemExit as e:
+    print("exit", e.code, "torch imported:", "torch" in sys.modules)
+"""
+
+
+def test_commands_check_everything_before_importing_torch(lm_ckpt: Path, tmp_path: Path) -> None:
+    """Refusals come from the JSON files alone and the model is the first thing loaded: `sae steer`
+    on an encoder refuses, and `sae features` reaches model loading, without importing torch
+    (torch + transformers are most of a model-running command's start-up)."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    cfg = json.loads((lm_ckpt / "cfg.json").read_text())
+    cache = tmp_path / "encoder-cache"
+    shutil.copytree(cfg["source"]["cache"], cache)
+    meta = json.loads((cache / "metadata.json").read_text())
+    meta["extra"]["causal"] = False  # what the hf adapter records for an encoder (MiniLM, BERT)
+    (cache / "metadata.json").write_text(json.dumps(meta))
+
+    env = {**os.environ, "SAE_LOAD_PLUGINS": "text,vision,viewer"}  # the shipped plugins (the example one imports torch)
+
+    def probe(*args: str) -> str:
+        res = subprocess.run([sys.executable, "-c", START_PROBE, *args], capture_output=True, text=True, timeout=120,
+                             env=env)
+        return res.stdout + res.stderr
+
+    out = probe("steer", str(lm_ckpt), "--data", str(cache), "--prompt", "a", "--feature", "1", "--strength", "2")
+    assert "is an encoder, not a causal language model" in out and "exit 1 torch imported: False" in out, out
+    out = probe("features", str(lm_ckpt), "--text", "hello")
+    assert "model loading reached" in out and "torch imported: False" in out, out
+    out = probe("ablate", str(lm_ckpt), "--features", "3,99")
+    assert "out of range" in out and "exit 1 torch imported: False" in out, out

@@ -104,14 +104,20 @@ class PluginManager:
 
     @property
     def registry(self) -> Registry:
-        """The registry, built on first use by calling every catalogue hook once."""
+        """The registry; each kind is filled on its first lookup by calling its catalogue hook once."""
         if self._registry is None:
             self._registry = self._build_registry()
         return self._registry
 
     def _build_registry(self) -> Registry:
-        registry = Registry()
-        for hook_name, kind in CATALOGUE_HOOKS.items():
+        """A registry whose kinds are filled on first use, each by calling its catalogue hook."""
+        registry = Registry(loader=lambda kind: self._load_kind(registry, kind))
+        return registry
+
+    def _load_kind(self, registry: Registry, kind: str) -> None:
+        for hook_name, hook_kind in CATALOGUE_HOOKS.items():
+            if hook_kind != kind:
+                continue
             caller = getattr(self.pm.hook, hook_name)
             for impl in reversed(caller.get_hookimpls()):
                 plugin_name = impl.plugin_name
@@ -125,7 +131,6 @@ class PluginManager:
                         f"plugin {plugin_name!r} failed in {hook_name}: {type(e).__name__}: {e}; "
                         f"fix or uninstall it, or exclude it with {ENV_LOAD}"
                     ) from e
-        return registry
 
     def add_commands(self, app: Any) -> None:
         """Let every plugin add its sub-commands to the Typer ``app`` (in pluggy's call order),

@@ -35,15 +35,33 @@ class Component:
 
 
 class Registry:
-    """Components by kind and key; lookups of unknown names list what is installed."""
+    """Components by kind and key; lookups of unknown names list what is installed.
 
-    def __init__(self) -> None:
+    ``loader(kind)``, when given, fills one kind on its first lookup: asking for an adapter does
+    not import every architecture (and torch with them), so commands check their input fast.
+    """
+
+    def __init__(self, loader: Callable[[str], None] | None = None) -> None:
         self._items: dict[str, dict[str, Component]] = {k: {} for k in KINDS}
+        self._loader = loader
+        self._loaded: set[str] = set() if loader is not None else set(KINDS)
+
+    def _table(self, kind: str) -> dict[str, Component]:
+        if kind not in self._loaded and kind in self._items:
+            self._loaded.add(kind)
+            assert self._loader is not None
+            try:
+                self._loader(kind)
+            except BaseException:
+                self._loaded.discard(kind)
+                self._items[kind].clear()
+                raise
+        return self._items[kind]
 
     def add(self, component: Component) -> None:
         if component.kind not in self._items:
             raise PluginError(f"plugin {component.plugin!r}: unknown component kind {component.kind!r}")
-        table = self._items[component.kind]
+        table = self._items[component.kind]  # filled by the loader (or directly, without one)
         if component.key in table:
             other = table[component.key]
             raise PluginError(
@@ -54,7 +72,7 @@ class Registry:
         table[component.key] = component
 
     def all(self, kind: str) -> list[Component]:
-        return sorted(self._items[kind].values(), key=lambda c: c.key)
+        return sorted(self._table(kind).values(), key=lambda c: c.key)
 
     def names(self, kind: str, *, modality: str | None = None) -> list[str]:
         return [
@@ -65,7 +83,7 @@ class Registry:
 
     def get(self, kind: str, name: str, *, modality: str | None = None) -> Component:
         """The component ``name`` of ``kind``; for datasets, ``modality`` picks the variant."""
-        table = self._items[kind]
+        table = self._table(kind)
         if kind == "dataset" and modality is not None and f"{modality}/{name}" in table:
             return table[f"{modality}/{name}"]
         if name in table:

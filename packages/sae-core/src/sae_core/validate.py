@@ -17,6 +17,8 @@ DEVICE_TYPES = ("cpu", "cuda", "mps")
 
 def check_device(device: str, flag: str = "--device") -> str:
     """``device`` if torch can use it here: ``cpu``, ``cuda``, ``cuda:N`` (N < GPUs), ``mps``."""
+    if device == "cpu":
+        return device  # no torch import: commands validate their options before loading anything
     import torch
 
     try:

@@ -51,6 +51,7 @@ def analyse_run(
     readers: dict[str, Any] = {}
     ckpts = find_checkpoints(path)
     for ckpt in ckpts:
+        _refuse_foreign(ckpt)
         if not os.access(ckpt, os.W_OK | os.X_OK):
             raise SAEError(f"cannot write analysis results into {ckpt} (read-only or no permission); copy the run "
                            "to a writable place and analyse the copy")
@@ -81,6 +82,26 @@ def analyse_run(
     if bar is not None:
         bar.close()
     return out
+
+
+def _refuse_foreign(ckpt: Path) -> None:
+    """Results are written beside the checkpoint, so never into another tool's directory (a
+    SAELens export, a downloaded checkpoint of another format): those are converted first."""
+    import json
+
+    from sae_core.layout import CFG_FILE, SAELENS_WEIGHTS_FILE, WEIGHTS_FILE
+
+    try:
+        doc = json.loads((ckpt / CFG_FILE).read_text())
+    except (OSError, ValueError):
+        return  # load_sae gives the precise one-line error
+    ours = isinstance(doc, dict) and (doc.get("format") == "sae" or (
+        "format" not in doc and {"architecture", "d_in", "d_sae"} <= doc.keys()  # before cfg.json had "format"
+        and (ckpt / WEIGHTS_FILE).is_file() and not (ckpt / SAELENS_WEIGHTS_FILE).is_file()))
+    if isinstance(doc, dict) and not ours:
+        raise SAEError(f"{ckpt} is a checkpoint written by another tool; sae analyze writes its results beside "
+                       f"the checkpoint and never into another tool's directory: convert it first with "
+                       f"`sae import {ckpt} --out DIR` and analyse DIR")
 
 
 def _recorded_cache(ckpt: Path, cfg: SAECheckpointConfig) -> str:

@@ -25,10 +25,8 @@ def ablate(
 ) -> None:
     """Change in the model's loss when features are ablated, on held-out rows (writes ablation.json)."""
     from sae_core.errors import SAEError
-    from sae_core.inference.ablation import FILE, ablation_study
-    from sae_core.inference.edits import parse_feature_ids
     from sae_core.inference.heldout import SIDES
-    from sae_core.inference.target import open_target
+    from sae_core.inference.target import open_target, parse_feature_ids
     from sae_core.validate import check_output_dir, check_positive
 
     for value, flag in ((tokens, "--tokens"), (max_rows, "--max-rows"), (batch_rows, "--batch-rows")):
@@ -37,8 +35,10 @@ def ablate(
         raise SAEError(f"--split must be val, all or tail, got {split!r}")
     ids = parse_feature_ids(features)
     check_output_dir(checkpoint, "CHECKPOINT")  # ablation.json is written there
-    target = open_target(checkpoint, data=data, device=device)
-    parse_feature_ids(features, target.sae.d_sae)
+    target = open_target(checkpoint, data=data, device=device)  # JSON only: refusals come before loading
+    target.require_features(ids)
+    from sae_core.inference.ablation import FILE, ablation_study  # torch: only once the options are checked
+
     sets = [[i] for i in dict.fromkeys(ids)] if each else [sorted(set(ids))]
     doc = ablation_study(target, sets, tokens=tokens, max_rows=max_rows, batch_rows=batch_rows, split=split)
     if as_json:

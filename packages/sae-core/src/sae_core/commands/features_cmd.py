@@ -22,7 +22,6 @@ def features(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Per token (or patch): the SAE's top features on your own input, with their values."""
-    from sae_core.inference.features import record, token_table, top_features, write_heatmaps
     from sae_core.inference.target import open_target
     from sae_core.validate import check_input_file, check_output_dir, check_positive
 
@@ -36,9 +35,11 @@ def features(
         check_output_dir(out)
     if text is not None and not text.strip():
         raise SAEError("--text is empty; pass some text")
-    target = open_target(checkpoint, data=data, device=device)
+    target = open_target(checkpoint, data=data, device=device)  # JSON only: refusals come before loading
     target.require("text" if text is not None else "image", "--text" if text is not None else "--image")
-    model = target.model()
+    model = target.model()  # the model first: loading it is where the time goes
+    from sae_core.inference.features import record, token_table, top_features, write_heatmaps
+
     result, hook = record(model, target.sae, [text if text is not None else str(image)])
     grid = target.meta.extra.get("grid")
     doc: dict[str, Any] = {"checkpoint": str(checkpoint), "sae": target.name, "model": target.meta.model,

@@ -25,8 +25,7 @@ def describe(path: Path) -> dict[str, Any]:
         raise SAEError(f"{path} does not exist; pass a cache directory, an SAE checkpoint or a run directory")
     from sae_core.stores.local.format import METADATA, SHARDS
 
-    if (path / METADATA).is_file():  # the local store's layout
-        meta = _read_json(path / METADATA)
+    if (path / METADATA).is_file() and _is_local_cache(meta := _read_json(path / METADATA)):  # the local store's layout
         shards = _read_json(path / SHARDS) if (path / SHARDS).is_file() else {"shards": []}
         shard_list = shards.get("shards", [])
         n_written = sum(int(s.get("n_examples", 0)) for s in shard_list)
@@ -46,6 +45,10 @@ def describe(path: Path) -> dict[str, Any]:
         cfg = _read_json(path / CFG_FILE)
         files = sorted(p.name for p in path.iterdir() if p.is_file())
         kind = "saelens-checkpoint" if (path / SAELENS_WEIGHTS_FILE).exists() else "checkpoint"
+        missing = [k for k in ("architecture", "d_in", "d_sae") if not isinstance(cfg, dict) or k not in cfg]
+        if missing and kind == "checkpoint":
+            raise CheckpointError(f"{path} has a {CFG_FILE} but is not an SAE checkpoint this toolkit reads (it lacks "
+                                  f"{', '.join(missing)}); `sae import` converts other tools' checkpoints")
         weights = path / (SAELENS_WEIGHTS_FILE if kind == "saelens-checkpoint" else WEIGHTS_FILE)
         if weights.exists() and (problem := safetensors_problem(weights)):
             raise CheckpointError(f"checkpoint {path}: {problem}; train or download that SAE again")
@@ -66,9 +69,17 @@ def describe(path: Path) -> dict[str, Any]:
     children = [p for p in sorted(path.iterdir()) if p.is_dir() and (p / METADATA).is_file()] if path.is_dir() else []
     if children:
         return {"kind": "store-root", "path": str(path), "caches": [describe(c) for c in children]}
+    if (path / METADATA).is_file():
+        raise SAEError(f"{path} has a {METADATA} but is not an activation cache this toolkit reads (no adapter, model, "
+                       "layers, d_model in it); caches are made by `sae cache`")
     raise SAEError(
         f"{path} is not a cache (no metadata.json), a checkpoint (no {CFG_FILE}) or a run (no {SWEEP_FILE})"
     )
+
+
+def _is_local_cache(meta: Any) -> bool:
+    """Whether a metadata.json is our local store's (another tool's cache may use the same name)."""
+    return isinstance(meta, dict) and all(k in meta for k in ("adapter", "model", "layers", "d_model"))
 
 
 def _is_transcoder(cfg: dict[str, Any]) -> bool:

@@ -23,7 +23,6 @@ def steer(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Greedy generation with and without a feature added (strength × its decoder row), side by side."""
-    from sae_core.inference import SAEHook, Steer
     from sae_core.inference.target import open_target
     from sae_core.validate import check_positive
 
@@ -32,10 +31,13 @@ def steer(
         raise SAEError(f"--strength must be a finite number, got {strength}")
     if not prompt.strip():
         raise SAEError("--prompt is empty; pass the text to continue")
-    target = open_target(checkpoint, data=data, device=device)
-    target.require("text", "sae steer")
-    hook = SAEHook(target.sae, edits=[Steer((feature,), strength=strength)], record=False)  # checks the id
+    target = open_target(checkpoint, data=data, device=device)  # JSON only: every refusal comes before loading
+    target.require_generation("sae steer")
+    target.require_features([feature])
     model = target.model()
+    from sae_core.inference import SAEHook, Steer  # torch: only once the options are checked
+
+    hook = SAEHook(target.sae, edits=[Steer((feature,), strength=strength)], record=False)
     clean = model.generate(prompt, max_new_tokens=max_new_tokens)
     steered = model.generate(prompt, hook, max_new_tokens=max_new_tokens)
     doc = {"checkpoint": str(checkpoint), "sae": target.name, "model": target.meta.model, "layer": hook.layer,

@@ -10,9 +10,28 @@ and plugins implementing ``run_with_hooks``).
 See ``docs/using-saes.md``.
 """
 
-from sae_core.inference.edits import Ablate, Clamp, Edit, Scale, Steer
-from sae_core.inference.hook import SAEHook
-from sae_core.inference.model import HookedModel, RunResult
-from sae_core.inference.records import FeatureActs
+from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
+#: public name -> defining module; loaded on first use (PEP 562), so importing a submodule
+#: (``sae_core.inference.target``: the commands' cheap option checks) does not import torch
+_NAMES = {
+    "Ablate": "edits", "Clamp": "edits", "Edit": "edits", "Scale": "edits", "Steer": "edits",
+    "SAEHook": "hook", "HookedModel": "model", "RunResult": "model", "FeatureActs": "records",
+}
 __all__ = ["Ablate", "Clamp", "Edit", "FeatureActs", "HookedModel", "RunResult", "SAEHook", "Scale", "Steer"]
+
+if TYPE_CHECKING:
+    from sae_core.inference.edits import Ablate, Clamp, Edit, Scale, Steer
+    from sae_core.inference.hook import SAEHook
+    from sae_core.inference.model import HookedModel, RunResult
+    from sae_core.inference.records import FeatureActs
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _NAMES:
+        raise AttributeError(f"module 'sae_core.inference' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(f"sae_core.inference.{_NAMES[name]}"), name)

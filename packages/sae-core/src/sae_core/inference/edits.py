@@ -82,16 +82,3 @@ class Steer(Edit):
 def edited_features(edits: Sequence[Edit]) -> list[int]:
     """The latents any of ``edits`` touches, sorted (the only columns whose change matters)."""
     return sorted({i for e in edits for i in e.features})
-
-
-def parse_feature_ids(raw: str, d_sae: int | None = None) -> list[int]:
-    """``"3,17, 42"`` -> [3, 17, 42]; a one-line error for anything else (CLI ``--features``)."""
-    try:
-        ids = [int(x) for x in raw.replace(" ", "").split(",") if x]
-    except ValueError:
-        raise SAEError(f"--features expects comma-separated feature ids like 3,17,42, got {raw!r}") from None
-    if not ids:
-        raise SAEError("--features needs at least one feature id, e.g. --features 3,17")
-    if d_sae is not None:
-        Ablate(tuple(ids)).check(d_sae)
-    return ids

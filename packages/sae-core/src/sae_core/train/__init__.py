@@ -1,6 +1,27 @@
-"""The shared-batch multi-SAE trainer (see trainer.py)."""
+"""The shared-batch multi-SAE trainer (see trainer.py).
 
-from sae_core.train.config import DataConfig, SAEConfig, TrainConfig, TrainSettings, expand, load_sweep
-from sae_core.train.trainer import run_training
+Names load on first use (PEP 562): importing ``sae_core.train.config`` or ``.rundir`` (which the
+commands use to check a run before anything heavy) does not import torch.
+"""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+_NAMES = {
+    "DataConfig": "config", "SAEConfig": "config", "TrainConfig": "config", "TrainSettings": "config",
+    "expand": "config", "load_sweep": "config", "run_training": "trainer",
+}
 __all__ = ["DataConfig", "SAEConfig", "TrainConfig", "TrainSettings", "expand", "load_sweep", "run_training"]
+
+if TYPE_CHECKING:
+    from sae_core.train.config import DataConfig, SAEConfig, TrainConfig, TrainSettings, expand, load_sweep
+    from sae_core.train.trainer import run_training
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _NAMES:
+        raise AttributeError(f"module 'sae_core.train' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(f"sae_core.train.{_NAMES[name]}"), name)
