@@ -386,3 +386,29 @@ def test_skips_and_errors(tmp_path: Path, run_cli) -> None:
     assert code == 1 and "unknown analysis option(s) ['downstream_row']" in err and "downstream_rows" in err
     code, _, err = run_cli("analyze", str(tmp_path / "run"), "--option", "downstream_rows", "-q")
     assert code == 1 and "--option expects KEY=VALUE" in err
+
+
+def test_a_metric_that_cannot_move_is_reported_as_such(tmp_path: Path) -> None:
+    """Patch tokens at a timm ViT's last block never reach its CLS-pooled embedding: zero ablation
+    changes nothing, so the spliced cosine (1.0000) is reported as not measurable, not as 1."""
+    from shared_runs import TIMM_ARGS
+
+    _, run = cache_and_train(tmp_path, ["--adapter", "timm", *TIMM_ARGS, "--data", "samples", "--data-opt", "n=6",
+                                        "--layers", "2"], "--tokens", "patch", "--k", "4", "--batch-size", "32")
+    res = _downstream(run, split="all")
+    assert res["kind"] == "embedding_cosine" and "not_measurable" in res
+    assert res["embedding_cosine"] is None and res["embedding_cosine_zero_ablated"] is None
+    assert res["unmovable_raw"]["embedding_cosine_zero_ablated"] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_flag_unmovable_leaves_moving_metrics_alone() -> None:
+    from sae_core.analyses.downstream import flag_unmovable
+
+    moving = {"kind": "lm_ce", "ce_clean": 3.0, "ce_spliced": 3.1, "ce_zero_ablated": 3.5, "kl_zero_ablated": 0.2,
+              "ce_loss_recovered": 0.8}
+    assert flag_unmovable(moving) == moving
+    still = {**moving, "ce_zero_ablated": 3.0, "kl_zero_ablated": 0.0, "ce_spliced": 3.0, "ce_loss_recovered": None}
+    flagged = flag_unmovable(still)
+    assert flagged["ce_spliced"] is None and "not_measurable" in flagged and flagged["ce_clean"] == 3.0
+    cos = {"kind": "embedding_cosine", "embedding_cosine": 0.93, "embedding_cosine_zero_ablated": 0.5}
+    assert flag_unmovable(cos) == cos

@@ -142,6 +142,7 @@ class Downstream(Analysis):
                 # e.g. the input hook runs after the output hook (a post-LN model's ln2): nothing to splice
                 return self._skip(ctx, head, f"cannot splice this transcoder into the model: {e}")
         rel = result.pop("cache_rel_error", None)
+        result = flag_unmovable(result)
         result = {**head, "split": _side(ctx), "rows": rows_span(rows), "n_rows": len(rows),
                   "n_spliced_tokens": int(mask.sum()), **result, "cache_rel_error": rel}
         if rel is not None and rel > MISMATCH:
@@ -186,6 +187,40 @@ class Downstream(Analysis):
         result = {**head, "skipped": why}
         save_json(ctx.checkpoint / DOWNSTREAM_FILE, result)
         return result
+
+
+#: relative change below which zeroing the spliced positions "changes nothing" (float noise)
+UNMOVED = 1e-6
+
+
+def flag_unmovable(result: dict[str, Any]) -> dict[str, Any]:
+    """Mark a metric that cannot move: when zero-ablating the spliced positions leaves the model's
+    output unchanged (e.g. patch tokens at a ViT's last block, which its CLS-pooled embedding
+    never reads), a spliced cosine of 1.0000 or a CE delta of 0 says nothing about the SAE.
+    The headline numbers become null and ``not_measurable`` says why; the raw values stay
+    under ``unmovable_raw``."""
+    if result.get("kind") == "embedding_cosine":
+        zero, keys = result.get("embedding_cosine_zero_ablated"), ["embedding_cosine", "embedding_cosine_zero_ablated"]
+        unmoved = zero is not None and abs(1.0 - float(zero)) < UNMOVED
+    elif result.get("kind") == "lm_ce":
+        clean, zero = result.get("ce_clean"), result.get("ce_zero_ablated")
+        keys = ["ce_spliced", "ce_zero_ablated", "ce_loss_recovered", "ce_delta", "kl_spliced", "kl_zero_ablated"]
+        unmoved = (clean is not None and zero is not None and abs(float(zero) - float(clean)) <= UNMOVED * abs(float(clean))
+                   and float(result.get("kl_zero_ablated") or 0.0) < UNMOVED)
+    else:
+        return result
+    if not unmoved:
+        return result
+    out = dict(result)
+    out["unmovable_raw"] = {k: out.get(k) for k in keys}
+    for k in keys:
+        if k in out:
+            out[k] = None
+            out.pop(f"{k}_se", None)
+    out["not_measurable"] = ("zeroing the spliced positions does not change the model's output (the output does not "
+                             "read these positions at this layer), so no splice can move this metric; measure at an "
+                             "earlier layer or on the tokens the output reads")
+    return out
 
 
 def _lacks_sources(factory: Any) -> bool:
