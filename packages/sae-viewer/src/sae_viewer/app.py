@@ -29,7 +29,7 @@ import numpy as np
 import streamlit as st
 from sae_core import SAEError
 
-from sae_viewer import data, latent_files, live, snapshot, token_search
+from sae_viewer import data, latent_files, live, render, snapshot, token_search
 
 PAGE_SIZE = 50
 PAGES = ["Overview", "Features", "Search by token", "Your input"]
@@ -167,15 +167,8 @@ def text_contexts(top: dict, vocab: list[str] | None, peak: float | None = None)
     if peak is None:
         peak = float(top["values"].max()) if len(top["values"]) else 1.0  # values are magnitudes
     for value, tokens, acts in zip(top["values"], top["token_ids"], top["token_acts"], strict=True):
-        spans = []
-        for tok, act in zip(tokens, acts.astype(np.float32), strict=True):
-            if tok < 0 or vocab is None or tok >= len(vocab) or vocab[tok] in ("[PAD]", "[CLS]", "[SEP]", "<pad>"):
-                continue
-            alpha = min(1.0, abs(float(act)) / peak) if peak > 0 else 0.0
-            rgb = "0,90,255" if act < 0 else "255,80,0"
-            text = html.escape(data.detokenize(vocab[tok]))
-            spans.append(f'<span class="tok" title="{act:.3f}" style="background: rgba({rgb},{alpha:.2f})">{text}</span>')
-        st.markdown(f'<div class="ctx"><b>{value:.3f}</b> &nbsp;{"".join(spans)}</div>', unsafe_allow_html=True)
+        spans = render.token_window(tokens, acts, vocab, peak)
+        st.markdown(f'<div class="ctx"><b>{value:.3f}</b> &nbsp;{spans}</div>', unsafe_allow_html=True)
 
 
 def image_grid(top: dict) -> None:
