@@ -99,3 +99,20 @@ def test_report_renders_in_headless_chromium(report, tmp_path: Path) -> None:
     keep = os.environ.get("SAE_REPORT_SCREENSHOT")
     if keep:
         shutil.copy(shot, keep)
+
+
+def test_image_examples_are_thumbnails_when_the_dataset_reopens_else_ids() -> None:
+    import numpy as np
+    from sae_viewer.report import _examples_html
+
+    top = {"values": np.array([0.5, 0.25], np.float32), "examples": np.array([3, 7]),
+           "token_acts": np.zeros((2, 17), np.float16),
+           "meta": {"modality": "image", "token_kinds": ["cls"] + ["patch"] * 16, "extra": {},
+                    "dataset": {"spec": "samples", "modality": "image", "options": {"n": 16}}}}
+    doc = _examples_html(top, None, 5)
+    thumbs = re.findall(r'<img alt="example (\d+)"[^>]*src="data:image/png;base64,([A-Za-z0-9+/=]+)"', doc)
+    assert [int(e) for e, _ in thumbs] == [3, 7]
+    assert all(base64.b64decode(b).startswith(b"\x89PNG") for _, b in thumbs)
+    top["meta"]["dataset"] = {"spec": "imagefolder:/nonexistent/photos", "modality": "image"}
+    doc = _examples_html(top, None, 5)
+    assert "<img" not in doc and "examples 3 (0.500), 7 (0.250)" in doc and "could not be re-opened" in doc

@@ -104,6 +104,11 @@ def overview(saes: list[data.SAEFiles]) -> None:
     st.header("Run overview")
     table = pd.DataFrame(data.sweep_rows(saes))
     st.dataframe(table, hide_index=True, width="stretch")
+    st.caption("fvu / l0 / dead / dense: the batches read after the last training step (cfg.json); "
+               "held-out fvu / cosine: `sae analyze` (reconstruction.json), on the split below.")
+    for s in saes:
+        if s.has(data.RECONSTRUCTION):
+            provenance(latent_files.read_json(s.path / data.RECONSTRUCTION), f"{s.name} held-out metrics")
     if {"fvu", "l0"} <= set(table.columns) and table["fvu"].notna().any():
         st.subheader("FVU vs L0")
         st.scatter_chart(table, x="l0", y="fvu", color="name")
