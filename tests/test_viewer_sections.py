@@ -243,3 +243,31 @@ def test_consistent_read_retries_when_a_file_changes_during_it(tmp_path: Path) -
 
     with pytest.raises(snapshot.ChangingFilesError, match="changed during every one of 3 reads"):
         snapshot.consistent(always_changing, tmp_path, ["a.json"], tries=3, pause_s=0)
+
+
+def test_page_follows_a_real_reanalysis(monkeypatch, runs, tmp_path: Path, run_cli) -> None:
+    """`sae analyze` on another split under an open page: frequency, token count and top examples
+    all switch to the new analysis on the next run of the page."""
+    from safetensors.numpy import load_file
+
+    plain, _ = runs
+    copy = tmp_path / "run"
+    shutil.copytree(plain, copy)
+    ckpt = _ckpt(copy)
+    at = _app(monkeypatch, copy, page="Features", latent=str(LATENT))
+    before = json.loads((ckpt / "feature_stats.json").read_text())["n_tokens"]
+    code, _, err = run_cli("analyze", str(copy), "--only", "feature-stats", "--only", "top-examples",
+                           "--option", "split=all", "--k", "4", "-q")
+    assert code == 0, err
+    after = json.loads((ckpt / "feature_stats.json").read_text())["n_tokens"]
+    assert after != before  # all rows: more tokens than the validation split
+    stats = load_file(str(ckpt / "feature_stats.safetensors"))
+    top = load_file(str(ckpt / "top_examples.safetensors"))
+    at.run()
+    assert not at.exception, at.exception
+    assert [m.value for m in at.metric] == [f"{stats['frequency'][LATENT]:.2e}", f"{stats['mean_activation'][LATENT]:.3f}",
+                                            f"{stats['max_activation'][LATENT]:.3f}"]
+    assert any(c.value.startswith(f"Statistics of this latent: {after} tokens") for c in at.caption)
+    shown = [float(re.search(r"<b>([0-9.]+)</b>", m.value).group(1)) for m in at.markdown if 'class="ctx"' in m.value]
+    kept = top["values"][LATENT][top["rows"][LATENT] >= 0]
+    assert shown == [float(f"{v:.3f}") for v in kept]

@@ -55,8 +55,9 @@ def training_curves(curves: dict[str, list[dict[str, Any]]]) -> bytes:
             color = f"C{i % 10}"
             for k, style, suffix in ((key, "-", " (train batches)"), (f"val_{key}", "--", " (val split)")):
                 pts = [(r["step"], r[k]) for r in records if r.get(k) is not None and "step" in r]
-                if pts:
-                    ax.plot(*zip(*pts, strict=True), style, color=color, label=name + suffix)
+                if pts:  # markers where a short run logged few points (one point draws no line)
+                    ax.plot(*zip(*pts, strict=True), style, color=color, label=name + suffix,
+                            marker="o" if len(pts) < 8 else None, markersize=4)
         ax.set_title(title)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
