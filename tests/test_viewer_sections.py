@@ -119,7 +119,7 @@ def test_feature_page_sections_from_their_files(monkeypatch, runs) -> None:
     assert f"[{(LATENT + 7) % d_sae}]({link}{(LATENT + 7) % d_sae}) — 42 tokens together, Jaccard 0.375, PMI 1.25" in md
     expanders = [e.label for e in at.expander]
     assert expanders == ["50%–100% of the max activation (2 examples)", "25%–50% of the max activation (2 examples)",
-                         "0%–25% of the max activation (1 examples)"]
+                         "0%–25% of the max activation (1 example)"]
     frames = [f.value for f in at.dataframe]
     promoted = next(f for f in frames if "promoted token" in f.columns)
     assert list(promoted["promoted token"]) == ["features", "models"] and list(promoted["logit"]) == [0.5, 0.25]

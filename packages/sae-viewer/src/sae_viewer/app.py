@@ -280,7 +280,8 @@ def latent_sections(sae: data.SAEFiles, latent: int, page: dict) -> None:
             low, high = band["low"], band["high"]
             title = (f"{low:.0%}–{high:.0%} of the max activation" if low is not None and high is not None
                      else "band")
-            with st.expander(f"{title} ({len(band['values'])} examples)", expanded=False):
+            n = len(band["values"])
+            with st.expander(f"{title} ({n} example{'' if n == 1 else 's'})", expanded=False):
                 examples({**band, "meta": q["meta"]}, peak)
     near = page["neighbours"]
     if near is not None:
