@@ -132,9 +132,12 @@ def test_feature_page_sections_from_their_files(monkeypatch, runs) -> None:
     assert any("tokens analysed (< 20,000)" in w.value for w in at.warning)  # a tiny run: noisy numbers
 
 
-def test_sections_absent_without_their_files(monkeypatch, runs) -> None:
+def test_sections_absent_without_their_files(monkeypatch, runs, tmp_path: Path) -> None:
     plain, _ = runs
-    at = _app(monkeypatch, plain, page="Features", latent=str(LATENT))
+    bare = tmp_path / "run"  # without the optional files, even where `sae analyze` writes some by default
+    shutil.copytree(plain, bare, ignore=shutil.ignore_patterns(
+        "quantile_examples.*", "neighbours.*", "cooccurrence.*", "logit_effects.*", "probe.json"))
+    at = _app(monkeypatch, bare, page="Features", latent=str(LATENT))
     subheaders = [s.value for s in at.subheader]
     assert f"Top examples of latent {LATENT}" in subheaders
     assert not set(OPTIONAL) & set(subheaders)
