@@ -95,3 +95,17 @@ def vit_runs(tmp_path_factory) -> dict[str, tuple[Path, Path]]:
         "timm": cache_and_train(root / "timm", ["--adapter", "timm", *TIMM_ARGS, *data],
                                 "--tokens", "patch", "--k", "8", "--batch-size", "32"),
     }
+
+
+@once_per_session
+def analysed_lm_run(tmp_path_factory) -> Path:
+    """A copy of :func:`lm_run`'s run, analysed (``sae analyze``) in its own directory: tests may
+    add or rewrite analysis files there without touching the shared run."""
+    import shutil
+
+    _, run = lm_run(tmp_path_factory)
+    copy = tmp_path_factory.mktemp("lm_analysed") / "run"
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("state"))
+    code, _, err = cli()("analyze", str(copy), "--k", "4", "-q")
+    assert code == 0, err
+    return copy

@@ -245,3 +245,37 @@ def heatmap_overlay(image: Any, patch_acts: np.ndarray, extra: dict[str, Any], s
     from sae_core import heatmap_overlay as overlay
 
     return overlay(image, patch_acts, extra, size)
+
+
+def latent_stats(s: SAEFiles, latent: int) -> dict[str, float] | None:
+    """frequency / mean / max activation of one latent (a slice of feature_stats.safetensors)."""
+    if not s.has(FEATURE_STATS):
+        return None
+    from safetensors import safe_open
+
+    with safe_open(str(s.path / FEATURE_STATS), "np") as f:
+        return {k: float(f.get_slice(k)[latent : latent + 1][0])
+                for k in ("frequency", "mean_activation", "max_activation")}
+
+
+def latent_page(s: SAEFiles, latent: int) -> dict[str, Any]:
+    """Everything a latent's page shows, from the checkpoint's analysis files (None where a file
+    is absent). The viewer reads this under :func:`sae_viewer.snapshot.consistent`, so one page
+    never mixes two runs of ``sae analyze``."""
+    from sae_viewer import latent_files as lf
+
+    probe = lf.probe(s.path)
+    return {
+        "stats": latent_stats(s, latent),
+        "histogram": latent_histogram(s, latent),
+        "summary": lf.read_json(s.path / lf.FEATURE_STATS_SUMMARY),
+        "top": top_examples(s, latent),
+        "quantiles": lf.quantile_examples(s.path, latent),
+        "neighbours": lf.neighbours(s.path, latent),
+        "cooccurrence": lf.cooccurrence(s.path, latent),
+        "logit_effects": lf.logit_effects(s.path, latent),
+        "probe": probe,
+        "probe_labels": lf.probe_labels(probe, latent),
+        "ablation": ablation_lines(ablation(s), latent),
+        "downstream": downstream(s),
+    }
