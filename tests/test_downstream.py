@@ -412,3 +412,13 @@ def test_flag_unmovable_leaves_moving_metrics_alone() -> None:
     assert flagged["ce_spliced"] is None and "not_measurable" in flagged and flagged["ce_clean"] == 3.0
     cos = {"kind": "embedding_cosine", "embedding_cosine": 0.93, "embedding_cosine_zero_ablated": 0.5}
     assert flag_unmovable(cos) == cos
+
+
+def test_viewer_says_not_measurable() -> None:
+    from sae_core.analyses.downstream import flag_unmovable
+    from sae_viewer.data import downstream_line
+
+    flagged = flag_unmovable({"kind": "embedding_cosine", "embedding_cosine": 1.0, "embedding_cosine_zero_ablated": 1.0,
+                              "layer": "blocks.2", "tokens": "patch", "n_rows": 6})
+    line = downstream_line(flagged)
+    assert "not measurable" in line and "1.0000" not in line

@@ -95,6 +95,8 @@ def downstream_line(result: dict[str, Any]) -> str:
     if "skipped" in result:
         return f"Downstream (SAE spliced into the model): skipped — {result['skipped']}"
     held = f"{result.get('n_rows', '?')} held-out rows"
+    if result.get("not_measurable"):  # zero ablation changes nothing: no splice can move the metric
+        return f"Downstream (SAE spliced in at {where}; {held}): not measurable — {result['not_measurable']}"
     if result.get("kind") == "lm_ce":
         rec = result.get("ce_loss_recovered")
         rec_s = f"{rec:.1%}" if rec is not None else "n/a"
