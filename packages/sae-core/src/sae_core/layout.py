@@ -55,6 +55,9 @@ FEATURE_SUMMARIES_FILE = "feature_summaries.jsonl"
 #: results of ``sae ablate`` (merged per feature set), written beside the checkpoint
 ABLATION_FILE = "ablation.json"
 
+#: token id -> piece, written into a text cache's directory by text adapters (``write_extras``)
+VOCAB_FILE = "vocab.json"
+
 #: SAELens's checkpoint layout (``cfg.json`` + this), recognised by :func:`sae_core.checkpoint.load_sae`
 SAELENS_WEIGHTS_FILE = "sae_weights.safetensors"
 
