@@ -82,17 +82,19 @@ class Cooccurrence:
         """Add a chunk: ``token``, ``latent`` (nnz,) int64 firing entries; ``n_tokens`` tokens."""
         if token.shape != latent.shape or token.dim() != 1:
             raise SAEError(f"Cooccurrence.update expects two (nnz,) tensors, got {tuple(token.shape)} and {tuple(latent.shape)}")
-        self.n_tokens += int(n_tokens)
         if token.numel() == 0:
+            self.n_tokens += int(n_tokens)
             return
-        key = torch.unique(token.long().cpu() * self.d_sae + latent.long().cpu())  # (nnz,) sorted, deduplicated
-        tok, lat = key // self.d_sae, key % self.d_sae
-        if int(tok[0]) <= self._last_token:
+        token, latent = token.long().cpu(), latent.long().cpu()
+        if int(latent.min()) < 0 or int(latent.max()) >= self.d_sae:
+            raise SAEError(f"Cooccurrence.update: latent ids must be in [0, {self.d_sae})")
+        if int(token.min()) <= self._last_token:
             raise SAEError("Cooccurrence.update: token numbers must increase from one call to the next (each token's "
                            "firing entries in one call); number tokens with a running counter over the pass")
+        key = torch.unique(token * self.d_sae + latent)  # (nnz,) sorted, deduplicated
+        tok, lat = key // self.d_sae, key % self.d_sae
         self._last_token = int(tok[-1])
-        if int(lat.min()) < 0 or int(lat.max()) >= self.d_sae:
-            raise SAEError(f"Cooccurrence.update: latent ids must be in [0, {self.d_sae})")
+        self.n_tokens += int(n_tokens)
         self.n_fired += torch.bincount(lat, minlength=self.d_sae)
         _, local, per_token = torch.unique_consecutive(tok, return_inverse=True, return_counts=True)
         starts = torch.cumsum(per_token, 0) - per_token + self._nnz  # (tokens,) global offset of each row
