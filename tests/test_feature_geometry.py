@@ -192,7 +192,7 @@ def test_analyze_cooccurrence_and_summaries_end_to_end(run_cli, image_run) -> No
     """Through the CLI, cooccurrence in several chunks and blocks equals the dense count over
     every patch token; logit-effects records a skip; every summary row equals its source files."""
     cache, run = image_run
-    args = [a for name in GEOMETRY for a in ("--only", name)]
+    args = [a for name in reversed(GEOMETRY) for a in ("--only", name)]  # run in the order `requires` gives
     code, out, err = run_cli("analyze", str(run), *args, "--option", "split=all", "--option", "cooccurrence_block=7",
                              "--option", "cooccurrence_n=4", "--batch-size", "64", "-q")
     assert code == 0, err
