@@ -212,14 +212,14 @@ def top_examples(s: SAEFiles, latent: int) -> dict[str, Any] | None:
 
 def vocab(cache: str) -> list[str] | None:
     """Token pieces by id of a text cache (``sae_core.tokens.load_vocab``), or None."""
-    from sae_core.tokens import load_vocab
+    from sae_core import load_vocab
 
     return load_vocab(cache)
 
 
 def detokenize(tok: str) -> str:
     """Readable form of a tokenizer's piece (``sae_core.tokens.detokenize``, shared with the analyses)."""
-    from sae_core.tokens import detokenize as readable
+    from sae_core import detokenize as readable
 
     return readable(tok)
 

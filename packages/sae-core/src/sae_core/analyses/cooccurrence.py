@@ -38,6 +38,7 @@ import torch
 from sae_core.analyses.common import option, save_json, save_safetensors
 from sae_core.codes import firing
 from sae_core.errors import SAEError
+from sae_core.io import open_scratch
 from sae_core.layout import COOCCURRENCE_FILE, COOCCURRENCE_META_FILE
 from sae_core.protocols.analysis import Analysis, AnalysisContext
 
@@ -73,7 +74,7 @@ class Cooccurrence:
         root = Path(self._tmp.name)
         # the firing pattern: rows of firing latents per token (CSR, token order), and per chunk
         # the same entries by latent, each pointing at its token's row
-        self._files = {name: open(root / name, "wb") for name in ("rows", "by_latent", "row_start", "row_len")}  # noqa: SIM115
+        self._files = {name: open_scratch(root / name) for name in ("rows", "by_latent", "row_start", "row_len")}
         self._nnz = 0
         self._chunks: list[tuple[int, int]] = []  # (first entry, entries) of each update
         self._last_token = -1
