@@ -279,3 +279,60 @@ def test_lm_logit_effects_and_token_summaries(lm_tmp) -> None:
 @pytest.fixture(scope="module")
 def lm_tmp(tmp_path_factory) -> tuple[Path, Path]:
     return shared_runs.lm_run(tmp_path_factory)
+
+
+def test_hf_adapter_logit_effects(run_cli, tmp_path: Path) -> None:
+    """The hf adapter end to end: a tiny random GPT-2 gets the reference table through
+    HFAdapter.unembedding (the model re-created from the cache's metadata)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    words = shared_runs.WORDS
+    vocab = {w: i for i, w in enumerate(["<unk>", "<s>", "</s>", *dict.fromkeys(words)])}
+    raw = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    raw.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok = PreTrainedTokenizerFast(tokenizer_object=raw, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+    torch.manual_seed(0)
+    gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_embd=16, n_layer=2, n_head=2, n_positions=32,
+                                      bos_token_id=1, eos_token_id=2))
+    with torch.no_grad():
+        gpt2.transformer.ln_f.weight.uniform_(0.5, 2.0)
+    gpt2.save_pretrained(tmp_path / "gpt2")
+    tok.save_pretrained(tmp_path / "gpt2")
+    rng = np.random.default_rng(0)
+    (tmp_path / "docs.txt").write_text("\n\n".join(" ".join(rng.choice(words, 20)) for _ in range(8)))
+    _, run = shared_runs.cache_and_train(
+        tmp_path / "run", ["--adapter", "hf", "--model", str(tmp_path / "gpt2"), "--layers", "0",
+                           "--data", f"text:{tmp_path / 'docs.txt'}", "--context-size", "12"],
+        "--k", "2", "--batch-size", "16", "--steps", "5")
+    code, _, err = run_cli("analyze", str(run), "--only", "logit-effects", "--option", "logit_n=3", "-q")
+    assert code == 0, err
+    (ckpt,) = find_checkpoints(run)
+    doc = json.loads((ckpt / "logit_effects.json").read_text())
+    assert "ln_f" in doc["norm"]["source"]
+    ref = _reference_logits(load_sae(ckpt).W_dec.detach(), gpt2.transformer.ln_f.weight.detach(),
+                            gpt2.lm_head.weight.detach().T, True).numpy()
+    eff = load_file(str(ckpt / "logit_effects.safetensors"))
+    _check_top(eff["top_values"].numpy(), eff["top_ids"].numpy(), ref, 3)
+    _check_top(eff["bottom_values"].numpy(), eff["bottom_ids"].numpy(), ref, 3, largest=False)
+
+
+def test_encoder_caches_record_a_logit_effects_skip(tmp_path: Path) -> None:
+    """A cache whose metadata says the model is not causal (the hf adapter's BERT/MiniLM caches):
+    a skip, without loading the model; a stale table is removed."""
+    from sae_core.analyses.runner import analyse_run
+
+    meta = CacheMetadata(adapter="hf", model="sentence-transformers/all-MiniLM-L6-v2", layers=["encoder.layer.3"],
+                         d_model=8, dtype="float32", tokens_per_example=4, token_kinds=["token"] * 4,
+                         dataset={"spec": "text:x"}, extra={"causal": False})
+    w = open_writer(tmp_path / "c", meta)
+    w.write(ActivationBatch(acts=torch.randn(64, 1, 4, 8), example_ids=np.arange(64)))
+    cache = w.close()
+    run = run_training(expand(str(cache), 8, {"batch_size": 32}, {"arch": "topk", "k": 2, "d_sae": 16}, {"steps": 5},
+                              str(tmp_path / "run")), progress=False)
+    (ckpt,) = find_checkpoints(run)
+    (ckpt / "logit_effects.safetensors").write_bytes(b"stale")
+    out = analyse_run(run, only=["logit-effects"], progress=False)[ckpt.name]["logit-effects"]
+    assert "not a causal language model" in out["skipped"]
+    assert json.loads((ckpt / "logit_effects.json").read_text())["skipped"] == out["skipped"]
+    assert not (ckpt / "logit_effects.safetensors").exists()

@@ -96,6 +96,9 @@ class LogitEffects(Analysis):
         if layer.rsplit(".", 1)[-1] in NOT_RESIDUAL:
             return self._skip(ctx, head, f"layer {layer} holds per-head attention vectors, not the residual stream: "
                                          "its decoder directions do not reach the unembedding directly")
+        if meta.extra.get("causal") is False:  # recorded by the hf adapter: known without loading the model
+            return self._skip(ctx, head, f"{meta.model} is not a causal language model (cache metadata causal=false): "
+                                         "an encoder has no next-token unembedding")
         try:
             component = get_component("adapter", meta.adapter)
         except UnknownComponentError as e:
