@@ -15,9 +15,9 @@ sparse firing pattern on disk (a temporary directory; 20 bytes per firing entry)
 ``result`` makes one blockwise pass over it: for a block B of latents, the exact counts
 C[B, :] = A[:, B]ᵀ A (A: tokens × d_sae binary) are accumulated as a dense (|B|, d_sae) matrix from
 the tokens on which a latent of B fires — each such entry expands into the token's row of firing
-latents — then ranked and reduced to the top n. Memory: O(block · d_sae) for the block (about
-24 bytes per entry: counts and scores; ``block`` defaults to 2**24 entries, ~400 MB) plus
-O(``PAIRS``) for the expansion; disk: 20 bytes per firing entry (N · L0). Work: Σ_tokens L0²,
+latents — then ranked and reduced to the top n. Memory: O(block · d_sae) for the block's dense
+int32 counts (``block`` defaults to 2**24 entries: 64 MB), plus the block's distinct partner
+pairs (scored sparsely, ~40 bytes each) and O(``PAIRS``) for the expansion; disk: 20 bytes per firing entry (N · L0). Work: Σ_tokens L0²,
 what any exact method costs.
 
 Writes ``cooccurrence.safetensors``: ``indices`` int64 [d_sae, n] (partners by Jaccard, best
@@ -125,9 +125,10 @@ class Cooccurrence:
                 for name, dt in dtypes.items()}
 
     def _block_counts(self, maps: dict[str, np.ndarray], lo: int, hi: int) -> torch.Tensor:
-        """(hi - lo, d_sae) int64 exact c_ij for i in [lo, hi), every j (c_ii = n_i)."""
+        """(hi - lo, d_sae) exact c_ij (int32, int64 past 2**31 tokens) for i in [lo, hi), every j (c_ii = n_i)."""
         dev, d = self.device, self.d_sae
-        counts = torch.zeros((hi - lo) * d, dtype=torch.int64, device=dev)
+        dtype = torch.int32 if self.n_tokens < 2**31 else torch.int64  # a count is at most the tokens read
+        counts = torch.zeros((hi - lo) * d, dtype=dtype, device=dev)
         for first, size in self._chunks:
             by_latent = maps["by_latent"][first : first + size]
             a, b = np.searchsorted(by_latent, [lo, hi])  # this chunk's entries of the block
@@ -146,7 +147,7 @@ class Cooccurrence:
                 where = (torch.repeat_interleave(start, lens) + offset).numpy()
                 cols = torch.from_numpy(maps["rows"][where].astype(np.int64))  # (pairs,) partner latents
                 flat = torch.repeat_interleave(row, lens) * d + cols
-                counts.index_add_(0, flat.to(dev), torch.ones(total, dtype=torch.int64, device=dev))
+                counts.index_add_(0, flat.to(dev), torch.ones(total, dtype=dtype, device=dev))
                 p = q
         return counts.view(hi - lo, d)
 
@@ -165,17 +166,20 @@ class Cooccurrence:
             c = self._block_counts(maps, lo, hi)  # (b, d)
             rows = torch.arange(hi - lo, device=dev)
             c[rows, rows + lo] = 0  # a latent is not its own partner
-            union = n_all[lo:hi, None] + n_all[None, :] - c  # (b, d)
-            score = torch.where(c > 0, c.double() / union.clamp_min(1).double(), -1.0)  # (b, d): -1 = no partner
-            best, pick = score.topk(n, dim=1)  # (b, n)
-            kept = best > 0
-            cnt = c.gather(1, pick)
-            expected = n_all[lo:hi, None].double() * n_all[pick].double()  # n_i n_j
-            p = torch.log(cnt.double() * self.n_tokens / expected.clamp_min(1))
-            indices[lo:hi] = torch.where(kept, pick, -1).cpu()
-            count[lo:hi] = torch.where(kept, cnt, 0).cpu()
-            jaccard[lo:hi] = torch.where(kept, best, 0).float().cpu()
-            pmi[lo:hi] = torch.where(kept, p, 0).float().cpu()
+            i, j = c.nonzero(as_tuple=True)  # (pairs,) the block's partners, row-major; scored sparsely
+            cnt = c[i, j].long()
+            ni, nj = n_all[lo + i], n_all[j]
+            jac = cnt.double() / (ni + nj - cnt).double()
+            # grouped by row, best first within it (jac in (0, 1]), ties: lower latent id first (stable)
+            order = torch.argsort(i.double() * 2 - jac, stable=True)
+            i, j, cnt, jac, ni, nj = i[order], j[order], cnt[order], jac[order], ni[order], nj[order]
+            rank = torch.arange(len(i), device=dev) - torch.searchsorted(i, i)  # (pairs,) place within its row
+            top = rank < n
+            i, r = (i[top] + lo).cpu(), rank[top].cpu()
+            indices[i, r] = j[top].cpu()
+            count[i, r] = cnt[top].cpu()
+            jaccard[i, r] = jac[top].float().cpu()
+            pmi[i, r] = torch.log(cnt[top].double() * self.n_tokens / (ni[top].double() * nj[top].double())).float().cpu()
         self.close()
         return {"indices": indices, "count": count, "jaccard": jaccard, "pmi": pmi, "n_fired": self.n_fired.clone(),
                 "n_tokens": self.n_tokens}
