@@ -336,3 +336,22 @@ def test_encoder_caches_record_a_logit_effects_skip(tmp_path: Path) -> None:
     assert "not a causal language model" in out["skipped"]
     assert json.loads((ckpt / "logit_effects.json").read_text())["skipped"] == out["skipped"]
     assert not (ckpt / "logit_effects.safetensors").exists()
+
+
+def test_minilm_has_no_unembedding(minilm_tmp) -> None:
+    """The bundled MiniLM (a BERT encoder through the tlens adapter's TransformerBridge): a skip
+    with the reason, and feature summaries without logit fields."""
+    from sae_core.analyses.runner import analyse_run
+
+    _, run = minilm_tmp
+    (ckpt,) = find_checkpoints(run)
+    out = analyse_run(run, only=["logit-effects", "feature-stats", "feature-summaries"], progress=False)[ckpt.name]
+    assert "not a causal language model" in out["logit-effects"]["skipped"]
+    assert "logit-effects" in out["feature-summaries"]["missing"]
+    row = json.loads((ckpt / "feature_summaries.jsonl").read_text().splitlines()[0])
+    assert "promoted" not in row and "frequency" in row
+
+
+@pytest.fixture(scope="module")
+def minilm_tmp(tmp_path_factory) -> tuple[Path, Path]:
+    return shared_runs.minilm_run(tmp_path_factory)
