@@ -60,8 +60,11 @@ def _top_tokens(ids: np.ndarray, acts: np.ndarray, vocab: list[str] | None, m: i
     if not keep.any():
         return []
     uniq, inv = np.unique(ids[keep], return_inverse=True)
-    total = np.zeros(len(uniq)); peak = np.zeros(len(uniq)); count = np.zeros(len(uniq), dtype=np.int64)  # noqa: E702
-    np.add.at(total, inv, mag[keep]); np.maximum.at(peak, inv, mag[keep]); np.add.at(count, inv, 1)  # noqa: E702
+    total, peak = np.zeros(len(uniq)), np.zeros(len(uniq))  # (tokens,) summed and largest |code|
+    count = np.zeros(len(uniq), dtype=np.int64)  # (tokens,) firing occurrences
+    np.add.at(total, inv, mag[keep])
+    np.maximum.at(peak, inv, mag[keep])
+    np.add.at(count, inv, 1)
     order = np.lexsort((uniq, -total))[:m]
     return [{"token": token_string(vocab, int(uniq[o])), "id": int(uniq[o]), "count": int(count[o]),
              "max": round(float(peak[o]), 6)} for o in order]
