@@ -193,11 +193,11 @@ class Cooccurrence:
 
 def top_pairs(result: dict[str, Any], n_pairs: int = TOP_PAIRS) -> list[dict[str, Any]]:
     """The ``n_pairs`` unordered pairs with the highest Jaccard (then count) among the kept lists."""
-    idx, cnt, jac, pmi = (result[k] for k in ("indices", "count", "jaccard", "pmi"))
-    i = torch.arange(idx.shape[0])[:, None].expand_as(idx)
+    idx, cnt, jac, pmi = (np.asarray(result[k]) for k in ("indices", "count", "jaccard", "pmi"))
+    i = np.broadcast_to(np.arange(idx.shape[0])[:, None], idx.shape)
     keep = idx > i  # each pair once (i < j), padding (-1) dropped
     i, j, c, s, p = i[keep], idx[keep], cnt[keep], jac[keep], pmi[keep]
-    order = sorted(range(len(i)), key=lambda e: (-float(s[e]), -int(c[e]), int(i[e]), int(j[e])))[:n_pairs]
+    order = np.lexsort((j, i, -c, -s))[:n_pairs]  # Jaccard, then count, descending
     return [{"i": int(i[e]), "j": int(j[e]), "count": int(c[e]), "jaccard": float(s[e]), "pmi": float(p[e])}
             for e in order]
 
@@ -221,12 +221,19 @@ class CooccurrenceAnalysis(Analysis):
             result = acc.result()
         finally:
             acc.close()
-        save_safetensors(ctx.checkpoint / COOCCURRENCE_FILE, {k: result[k] for k in ("indices", "count", "jaccard", "pmi")})
-        pairs = top_pairs(result)
         split = str(ctx.options.get("split", "val" if sae_split(ctx) is not None else "all"))
-        save_json(ctx.checkpoint / COOCCURRENCE_META_FILE, {
-            "n_tokens": result["n_tokens"], "split": split, "n": int(result["indices"].shape[1]), "ranked_by": "jaccard",
-            "top_pairs": pairs,
-        })
-        return {"n_tokens": result["n_tokens"], "n": int(result["indices"].shape[1]),
-                "max_jaccard": pairs[0]["jaccard"] if pairs else None}
+        return write_cooccurrence(ctx.checkpoint, result, split)
+
+
+def write_cooccurrence(checkpoint: str | Path, result: dict[str, Any], split: str) -> dict[str, Any]:
+    """Write ``cooccurrence.safetensors`` and ``cooccurrence.json`` from ``Cooccurrence.result()``
+    (``split``: which rows were read); returns the analysis summary. A shared pass over the cache
+    that feeds the accumulator itself ends with this."""
+    checkpoint = Path(checkpoint)
+    save_safetensors(checkpoint / COOCCURRENCE_FILE, {k: result[k] for k in ("indices", "count", "jaccard", "pmi")})
+    pairs = top_pairs(result)
+    n = int(result["indices"].shape[1])
+    save_json(checkpoint / COOCCURRENCE_META_FILE, {
+        "n_tokens": result["n_tokens"], "split": split, "n": n, "ranked_by": "jaccard", "top_pairs": pairs,
+    })
+    return {"n_tokens": result["n_tokens"], "n": n, "max_jaccard": pairs[0]["jaccard"] if pairs else None}
