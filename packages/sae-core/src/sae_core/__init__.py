@@ -33,6 +33,7 @@ _WHERE: dict[str, str] = {
     "UnknownComponentError": "sae_core.errors",
     # protocols: what a plugin implements
     "ModelAdapter": "sae_core.protocols.adapter",
+    "Unembedding": "sae_core.protocols.adapter",
     "AdapterRequest": "sae_core.protocols.adapter",
     "ActivationSpec": "sae_core.protocols.adapter",
     "ActivationBatch": "sae_core.protocols.adapter",
@@ -95,6 +96,15 @@ _WHERE: dict[str, str] = {
     "DataConfig": "sae_core.train.config",
     "TrainSettings": "sae_core.train.config",
     "analyse_run": "sae_core.analyses.runner",
+    # per-latent analyses usable outside `sae analyze` (docs/analyses.md)
+    "Cooccurrence": "sae_core.analyses.cooccurrence",
+    "decoder_neighbours": "sae_core.analyses.neighbours",
+    "logit_effects": "sae_core.analyses.logit_effects",
+    "folded_unembedding": "sae_core.analyses.logit_effects",
+    "feature_summary_rows": "sae_core.analyses.summaries",
+    # token strings of a text cache (vocab.json), as the viewer shows them
+    "load_vocab": "sae_core.tokens",
+    "detokenize": "sae_core.tokens",
     "export_checkpoints": "sae_core.interop.export",
     # using SAEs inside their model (docs/using-saes.md)
     "HookedModel": "sae_core.inference.model",
@@ -126,7 +136,7 @@ _WHERE: dict[str, str] = {
 }
 
 #: public names bound to another name in their module
-_ALIASES = {"cache_activations": "run_cache", "expand_sweep": "expand", "record_features": "record",
+_ALIASES = {"feature_summary_rows": "summary_rows", "cache_activations": "run_cache", "expand_sweep": "expand", "record_features": "record",
             "token_features": "token_table"}
 
 __all__ = [
@@ -153,6 +163,7 @@ __all__ = [
     "CheckpointError",
     "Clamp",
     "ConfigError",
+    "Cooccurrence",
     "DataConfig",
     "DataError",
     "Dataset",
@@ -185,6 +196,7 @@ __all__ = [
     "TrainInfo",
     "TrainOutput",
     "TrainSettings",
+    "Unembedding",
     "UnknownComponentError",
     "__version__",
     "ablation_study",
@@ -198,11 +210,15 @@ __all__ = [
     "build_app",
     "build_sae",
     "cache_activations",
+    "decoder_neighbours",
+    "detokenize",
     "expand_sweep",
     "export_checkpoints",
+    "feature_summary_rows",
     "find_checkpoints",
     "firing",
     "firing_stats",
+    "folded_unembedding",
     "from_dict",
     "fsync_dir",
     "get_component",
@@ -212,7 +228,9 @@ __all__ = [
     "layout",
     "load_sae",
     "load_sweep",
+    "load_vocab",
     "load_weights",
+    "logit_effects",
     "magnitude",
     "mse_per_sae",
     "open_dataset",
@@ -232,7 +250,11 @@ __all__ = [
 
 if TYPE_CHECKING:
     from sae_core import layout
+    from sae_core.analyses.cooccurrence import Cooccurrence
+    from sae_core.analyses.logit_effects import folded_unembedding, logit_effects
+    from sae_core.analyses.neighbours import decoder_neighbours
     from sae_core.analyses.runner import analyse_run
+    from sae_core.analyses.summaries import summary_rows as feature_summary_rows
     from sae_core.archs.base import mse_per_sae, sparse_decode
     from sae_core.caching import run_cache as cache_activations
     from sae_core.checkpoint import load_sae, save_sae
@@ -311,10 +333,12 @@ if TYPE_CHECKING:
         ModelOutput,
         TrainContext,
         TrainOutput,
+        Unembedding,
         firing_stats,
     )
     from sae_core.sae_module import SAE, build_sae
     from sae_core.stores import open_reader, open_writer
+    from sae_core.tokens import detokenize, load_vocab
     from sae_core.train.config import (
         DataConfig,
         SAEConfig,

@@ -177,3 +177,11 @@ def append_line(path: str | Path, line: str, *, sync: bool = False) -> None:
         if sync:
             f.flush()
             os.fsync(f.fileno())
+
+
+def open_scratch(path: str | Path) -> IO[bytes]:
+    """Open a binary scratch file for appending: working storage of one computation (e.g. the
+    firing pattern the ``cooccurrence`` accumulator spills to disk), inside a temporary directory
+    that the computation removes. Deliberately *not* durable — never a result, never read after
+    the process ends — so it skips the rename and fsync of the writers above."""
+    return open(path, "ab")

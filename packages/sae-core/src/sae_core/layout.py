@@ -13,7 +13,8 @@ A checkpoint directory::
                         plus the architecture's extra tensors (threshold, r_mag, ...); a
                         transcoder's W_dec and b_dec are [d_sae, d_out] and [d_out]
     metrics.jsonl       one JSON line per log step of training
-    feature_stats.*, top_examples.*, reconstruction.json, downstream.json   (``sae analyze``)
+    feature_stats.*, top_examples.*, reconstruction.json, downstream.json,
+    neighbours.safetensors, cooccurrence.*, logit_effects.*, feature_summaries.jsonl  (``sae analyze``)
     ablation.json       ablation studies (``sae ablate``)
 
 A run directory holds one checkpoint directory per SAE, ``config.json`` (the TrainConfig, with
@@ -45,8 +46,17 @@ TOP_EXAMPLES_FILE = "top_examples.safetensors"
 TOP_EXAMPLES_META_FILE = "top_examples.json"
 RECONSTRUCTION_FILE = "reconstruction.json"
 DOWNSTREAM_FILE = "downstream.json"
+NEIGHBOURS_FILE = "neighbours.safetensors"
+COOCCURRENCE_FILE = "cooccurrence.safetensors"
+COOCCURRENCE_META_FILE = "cooccurrence.json"
+LOGIT_EFFECTS_FILE = "logit_effects.safetensors"
+LOGIT_EFFECTS_META_FILE = "logit_effects.json"
+FEATURE_SUMMARIES_FILE = "feature_summaries.jsonl"
 #: results of ``sae ablate`` (merged per feature set), written beside the checkpoint
 ABLATION_FILE = "ablation.json"
+
+#: token id -> piece, written into a text cache's directory by text adapters (``write_extras``)
+VOCAB_FILE = "vocab.json"
 
 #: SAELens's checkpoint layout (``cfg.json`` + this), recognised by :func:`sae_core.checkpoint.load_sae`
 SAELENS_WEIGHTS_FILE = "sae_weights.safetensors"

@@ -25,7 +25,7 @@ RECONSTRUCTION, DOWNSTREAM, ABLATION = layout.RECONSTRUCTION_FILE, layout.DOWNST
 FEATURE_STATS, TOP_EXAMPLES, TOP_EXAMPLES_META = (layout.FEATURE_STATS_FILE, layout.TOP_EXAMPLES_FILE,
                                                   layout.TOP_EXAMPLES_META_FILE)
 #: written by text adapters' write_extras into the cache directory: token id -> piece
-VOCAB = "vocab.json"
+VOCAB = layout.VOCAB_FILE
 
 
 @dataclass
@@ -213,15 +213,17 @@ def top_examples(s: SAEFiles, latent: int) -> dict[str, Any] | None:
 
 
 def vocab(cache: str) -> list[str] | None:
-    path = Path(cache) / VOCAB
-    return json.loads(path.read_text()) if path.is_file() else None
+    """Token pieces by id of a text cache (``sae_core.tokens.load_vocab``), or None."""
+    from sae_core import load_vocab
+
+    return load_vocab(cache)
 
 
 def detokenize(tok: str) -> str:
-    """Readable form of a tokenizer's piece (WordPiece '##', GPT-2 'Ġ', SentencePiece '▁')."""
-    if tok.startswith("##"):
-        return tok[2:]
-    return " " + tok.replace("Ġ", "").replace("▁", "") if tok[:1] in ("Ġ", "▁") else " " + tok
+    """Readable form of a tokenizer's piece (``sae_core.tokens.detokenize``, shared with the analyses)."""
+    from sae_core import detokenize as readable
+
+    return readable(tok)
 
 
 def open_image(meta: dict[str, Any], example_id: int) -> Any:

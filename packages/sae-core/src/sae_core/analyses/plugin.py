@@ -9,10 +9,16 @@ from sae_core.hookspecs import hookimpl
 
 @hookimpl
 def register_analyses(register: Any) -> None:
+    from sae_core.analyses.cooccurrence import CooccurrenceAnalysis
     from sae_core.analyses.downstream import Downstream
     from sae_core.analyses.feature_stats import FeatureStats
+    from sae_core.analyses.logit_effects import LogitEffects
+    from sae_core.analyses.neighbours import DecoderNeighbours
     from sae_core.analyses.reconstruction import Reconstruction
+    from sae_core.analyses.summaries import FeatureSummaries
     from sae_core.analyses.top_examples import TopExamples
 
-    for cls in (FeatureStats, TopExamples, Reconstruction, Downstream):
+    # feature-summaries last: it joins the per-latent files the others write
+    for cls in (FeatureStats, TopExamples, Reconstruction, Downstream, DecoderNeighbours, CooccurrenceAnalysis,
+                LogitEffects, FeatureSummaries):
         register(cls.name, cls, description=(cls.__doc__ or "").strip())

@@ -42,7 +42,7 @@ def analyse_run(
 
     registry = get_registry()
     names = only or [c.name for c in registry.all("analysis") if c.attrs.get("default", True)]
-    analyses = [registry.get("analysis", n).factory() for n in names]
+    analyses = _dependency_order([registry.get("analysis", n).factory() for n in names])
     known = {key for c in registry.all("analysis") for key in getattr(c.factory, "options", ())}
     unknown = sorted(set(options or {}) - known)
     if unknown:
@@ -102,6 +102,25 @@ def _refuse_foreign(ckpt: Path) -> None:
         raise SAEError(f"{ckpt} is a checkpoint written by another tool; sae analyze writes its results beside "
                        f"the checkpoint and never into another tool's directory: convert it first with "
                        f"`sae import {ckpt} --out DIR` and analyse DIR")
+
+
+def _dependency_order(analyses: list[Any]) -> list[Any]:
+    """The analyses in the order given, except that each runs after the ones it ``requires``
+    among them (``--only feature-summaries --only feature-stats`` reads fresh statistics)."""
+    by_name = {a.name: a for a in analyses}
+    done: list[Any] = []
+
+    def visit(a: Any, seen: tuple[str, ...]) -> None:
+        if a in done or a.name in seen:
+            return
+        for dep in getattr(a, "requires", ()):
+            if dep in by_name:
+                visit(by_name[dep], (*seen, a.name))
+        done.append(a)
+
+    for a in analyses:
+        visit(a, ())
+    return done
 
 
 def _recorded_cache(ckpt: Path, cfg: SAECheckpointConfig) -> str:

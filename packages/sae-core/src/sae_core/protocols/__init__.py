@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 _WHERE = {
     "ActivationBatch": "adapter", "ActivationSpec": "adapter", "AdapterRequest": "adapter", "ModelAdapter": "adapter",
+    "Unembedding": "adapter",
     "ImageGeometry": "geometry",
     "Analysis": "analysis", "AnalysisContext": "analysis",
     "Architecture": "architecture", "Bank": "architecture", "BatchComm": "architecture",
@@ -49,11 +50,18 @@ __all__ = [
     "ModelOutput",
     "TrainContext",
     "TrainOutput",
+    "Unembedding",
     "firing_stats",
 ]
 
 if TYPE_CHECKING:
-    from sae_core.protocols.adapter import ActivationBatch, ActivationSpec, AdapterRequest, ModelAdapter
+    from sae_core.protocols.adapter import (
+        ActivationBatch,
+        ActivationSpec,
+        AdapterRequest,
+        ModelAdapter,
+        Unembedding,
+    )
     from sae_core.protocols.analysis import Analysis, AnalysisContext
     from sae_core.protocols.architecture import (
         Architecture,

@@ -70,6 +70,22 @@ class ActivationBatch:
         return index
 
 
+@dataclass
+class Unembedding:
+    """How a language model reads next-token logits off its final residual stream, as a linear
+    map: logits = norm(h) @ W_U (+ a bias that does not depend on h). ``norm`` is the final norm
+    applied to h first: ``"layernorm"`` (centres h, divides by its std, scales by ``norm_weight``),
+    ``"rmsnorm"`` (divides by its RMS, scales by ``norm_weight``) or ``"none"``. ``norm_weight``
+    is None when the scale is already folded into ``W_U`` (a TransformerLens model loaded with
+    ``fold_ln``). The ``logit-effects`` analysis turns this into the direction -> logits map that
+    SAEDashboard uses (:func:`sae_core.analyses.logit_effects.folded_unembedding`)."""
+
+    W_U: torch.Tensor  # (d_model, d_vocab)
+    norm: str = "none"  # "layernorm" | "rmsnorm" | "none"
+    norm_weight: torch.Tensor | None = None  # (d_model,) the final norm's elementwise scale, if not in W_U
+    source: str = ""  # where it was read from, e.g. "lm_head.weight, transformer.ln_f (LayerNorm)"
+
+
 class ModelAdapter(ABC):
     """Wraps one model. Construct with an :class:`AdapterRequest`; heavy imports happen here.
 
@@ -77,7 +93,7 @@ class ModelAdapter(ABC):
     (files for the viewer); :meth:`spliced_forward` (end-to-end training); running the model with
     SAEs attached — :meth:`run_with_hooks`, :meth:`cached_inputs`, :meth:`make_inputs`,
     :meth:`generate` (``sae_core.inference``, ``sae features|steer|ablate``, the ``downstream``
-    analysis) — and the older :meth:`splice_eval` (``downstream`` only; still the route for
+    analysis); :meth:`unembedding` (the ``logit-effects`` analysis) — and the older :meth:`splice_eval` (``downstream`` only; still the route for
     transcoders, see ``splice_sources``); callers ask :meth:`supports` whether an optional method
     is implemented. Image adapters describe their patch grid with
     :class:`~sae_core.protocols.geometry.ImageGeometry` in ``spec().extra``.
@@ -157,6 +173,16 @@ class ModelAdapter(ABC):
         """Greedy (deterministic) continuation of ``prompt`` with ``hooks`` on at every step
         (causal language models only; ``sae steer``)."""
         raise _cannot(self, "generate")
+
+    def unembedding(self) -> Unembedding:
+        """Optional: the model's unembedding (:class:`Unembedding`: ``W_U`` (d_model, d_vocab) and
+        its final norm), for language models that predict tokens. Raise :class:`SAEError` with the
+        reason where the loaded model has none (an encoder without an LM head, an LM head that is
+        not linear after the final norm). Used by the ``logit-effects`` analysis, which records the
+        reason as a skip; adapters that do not implement it (ViTs) are skipped without loading."""
+        from sae_core.errors import SAEError
+
+        raise SAEError(f"adapter {self.name!r} has no unembedding (it does not implement ModelAdapter.unembedding)")
 
     @classmethod
     def can_run(cls) -> bool:

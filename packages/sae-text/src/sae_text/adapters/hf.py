@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 from sae_core.errors import SAEError
-from sae_core.protocols import ActivationSpec, AdapterRequest, Dataset
+from sae_core.protocols import ActivationSpec, AdapterRequest, Dataset, Unembedding
 
 from sae_text.adapters.hf_model import DTYPES, find_blocks, load, max_positions, resolve_source
 from sae_text.adapters.options import WINDOW_OPTIONS, WindowOptions, check_known, parse_bool
@@ -174,6 +174,12 @@ class HFAdapter(HFRunning, TextAdapter):
             tokens_per_example=self.context, token_kinds=["token"] * self.context,
             extra={**self.spec_extra(), "loader": self.model_class, "causal": self.causal},
         )
+
+    def unembedding(self) -> Unembedding:
+        """The LM head and final norm of a causal LM (``logit-effects``); encoders have none."""
+        from sae_text.adapters.unembed import hf_unembedding
+
+        return hf_unembedding(self.model, causal=self.is_causal_lm())
 
     def hook_names(self) -> list[str]:
         """Module paths whose output is one vector per token (what ``--hook`` accepts and an SAE

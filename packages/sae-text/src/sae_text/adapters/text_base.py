@@ -73,7 +73,9 @@ class TextAdapter(ModelAdapter):
 
     def write_extras(self, cache_dir: Path) -> None:
         """``vocab.json``: token strings by id, so viewers show text without the model."""
-        path = Path(cache_dir) / "vocab.json"
+        from sae_core.layout import VOCAB_FILE
+
+        path = Path(cache_dir) / VOCAB_FILE
         if path.exists():
             return
         vocab = self.tokenizer.convert_ids_to_tokens(list(range(len(self.tokenizer))))

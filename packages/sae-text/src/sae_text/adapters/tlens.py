@@ -38,7 +38,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 from sae_core.errors import SAEError
-from sae_core.protocols import ActivationSpec, AdapterRequest, Dataset
+from sae_core.protocols import ActivationSpec, AdapterRequest, Dataset, Unembedding
 
 from sae_text.adapters.options import WINDOW_OPTIONS, WindowOptions, check_known
 from sae_text.adapters.running import TLensRunning
@@ -182,6 +182,13 @@ class TLensAdapter(TLensRunning, TextAdapter):
         self.stop_at = self._stop_at(self.hooks)
         self.seq_first: dict[str, bool] = {}
         self.d_model = self._probe(self.hooks) if self.hooks else int(self.cfg.d_model)
+
+    def unembedding(self) -> Unembedding:
+        """``W_U`` and ``ln_final`` of a causal HookedTransformer, or a bridged causal LM's head
+        (``logit-effects``); encoders (MiniLM) have none."""
+        from sae_text.adapters.unembed import tlens_unembedding
+
+        return tlens_unembedding(self.model, self.kind, causal=self.is_causal_lm())
 
     # -- setup ----------------------------------------------------------------------------------
     def _valid_hooks(self) -> list[str]:
