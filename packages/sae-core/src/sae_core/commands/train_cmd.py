@@ -63,7 +63,24 @@ def train(
     keep_best: Annotated[
         bool, typer.Option("--keep-best", help="Also keep each SAE's checkpoint of lowest validation FVU (<sae>/best).")
     ] = False,
-    wandb: Annotated[bool, typer.Option("--wandb", help="Also log to Weights & Biases.")] = False,
+    wandb: Annotated[
+        bool, typer.Option("--wandb", help="Also log to Weights & Biases: one W&B run per SAE, grouped by the sweep.")
+    ] = False,
+    wandb_project: Annotated[str | None, typer.Option(help="W&B project (default sae; implies --wandb).")] = None,
+    wandb_entity: Annotated[str | None, typer.Option(help="W&B entity (team or user; implies --wandb).")] = None,
+    wandb_group: Annotated[
+        str | None, typer.Option(help="W&B group of the sweep's runs (default: the --out directory's name).")
+    ] = None,
+    wandb_tags: Annotated[
+        list[str] | None, typer.Option(help="W&B tags, comma-separated or repeated (implies --wandb).")
+    ] = None,
+    wandb_notes: Annotated[str | None, typer.Option(help="W&B notes of every run (implies --wandb).")] = None,
+    wandb_mode: Annotated[
+        str | None, typer.Option(help="W&B mode: online, offline or disabled (default: wandb's, e.g. WANDB_MODE).")
+    ] = None,
+    wandb_artifact: Annotated[
+        bool, typer.Option("--wandb-artifact", help="Log each final checkpoint as a W&B model artifact (implies --wandb).")
+    ] = False,
     parallel: Annotated[
         str | None,
         typer.Option(help="Under torchrun: 'data' splits every batch over the ranks, 'sae' splits the sweep's SAEs."),
@@ -163,8 +180,10 @@ def train(
                  "l0_coeff": l0_coeff, "target_l0": target_l0}
     flags_train = {"steps": steps, "seed": seed, "device": device, "log_every": log_every,
                    "eval_every": eval_every, "keep_best": keep_best or None,
-                   "checkpoint_every": checkpoint_every, "wandb": wandb or None, "parallel": parallel,
+                   "checkpoint_every": checkpoint_every, "parallel": parallel,
                    "e2e": e2e, "e2e_coeff": e2e_coeff, "e2e_rows": e2e_rows}
+    flags_train.update(_wandb_flags(wandb, project=wandb_project, entity=wandb_entity, group=wandb_group,
+                                    tags=wandb_tags, notes=wandb_notes, mode=wandb_mode, artifact=wandb_artifact))
     flags_sae.update(parse_hypers(hyper))
     if layer is not None:
         tables["data"].pop("layer_in", None)  # the flag overrides the file, whichever spelling it used
@@ -189,6 +208,18 @@ def train(
         sae_dist.shutdown()
     if dist.is_main:
         typer.echo(str(path))
+
+
+def _wandb_flags(on: bool, *, project: str | None, entity: str | None, group: str | None, tags: list[str] | None,
+                 notes: str | None, mode: str | None, artifact: bool) -> dict[str, Any]:
+    """[train] keys of the --wandb* flags; any of them turns W&B logging on."""
+    flags: dict[str, Any] = {"wandb_project": project, "wandb_entity": entity, "wandb_group": group,
+                             "wandb_notes": notes, "wandb_mode": mode, "wandb_artifact": artifact or None}
+    if tags:
+        flags["wandb_tags"] = [t.strip() for part in tags for t in part.split(",") if t.strip()]
+    if on or any(v is not None for v in flags.values()):
+        flags["wandb"] = True
+    return flags
 
 
 def _max_tokens(tables: dict[str, dict[str, Any]], max_tokens: int | None, steps: int | None) -> None:
