@@ -15,6 +15,7 @@ A checkpoint directory::
     metrics.jsonl       one JSON line per log step of training
     feature_stats.*, top_examples.*, reconstruction.json, downstream.json   (``sae analyze``)
     ablation.json       ablation studies (``sae ablate``)
+    probe.json, probe.safetensors   how well latents predict labels (``sae probe``)
 
 A run directory holds one checkpoint directory per SAE, ``config.json`` (the TrainConfig, with
 the cache recorded by path and fingerprint), ``sweep.json`` (final metrics of every SAE) and
@@ -45,6 +46,9 @@ TOP_EXAMPLES_FILE = "top_examples.safetensors"
 TOP_EXAMPLES_META_FILE = "top_examples.json"
 RECONSTRUCTION_FILE = "reconstruction.json"
 DOWNSTREAM_FILE = "downstream.json"
+#: results of ``sae probe`` / the ``probe`` analysis (per label: latents ranked by AP, the linear probe)
+PROBE_FILE = "probe.safetensors"
+PROBE_META_FILE = "probe.json"
 #: results of ``sae ablate`` (merged per feature set), written beside the checkpoint
 ABLATION_FILE = "ablation.json"
 

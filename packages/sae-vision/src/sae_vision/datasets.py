@@ -56,7 +56,12 @@ class FolderDataset(Dataset):
         except Exception as e:
             raise UnreadableImage(f"{path}: {e}") from None
         rel = path.relative_to(self.root)
-        return Example(id=index, data=image, label=rel.parts[0] if len(rel.parts) > 1 else None, source=str(rel))
+        return Example(id=index, data=image, label=self.label_of(index), source=str(rel))
+
+    def label_of(self, index: int) -> str | None:
+        """Example ``index``'s class (its first subfolder) without opening the image (probing)."""
+        rel = self.files[index].relative_to(self.root)
+        return rel.parts[0] if len(rel.parts) > 1 else None
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "root": str(self.root.resolve())}

@@ -11,8 +11,10 @@ from sae_core.hookspecs import hookimpl
 def register_analyses(register: Any) -> None:
     from sae_core.analyses.downstream import Downstream
     from sae_core.analyses.feature_stats import FeatureStats
+    from sae_core.analyses.probe import Probe
     from sae_core.analyses.reconstruction import Reconstruction
     from sae_core.analyses.top_examples import TopExamples
 
     for cls in (FeatureStats, TopExamples, Reconstruction, Downstream):
         register(cls.name, cls, description=(cls.__doc__ or "").strip())
+    register(Probe.name, Probe, description=(Probe.__doc__ or "").strip(), default=False)  # needs labels
