@@ -95,6 +95,10 @@ _WHERE: dict[str, str] = {
     "DataConfig": "sae_core.train.config",
     "TrainSettings": "sae_core.train.config",
     "analyse_run": "sae_core.analyses.runner",
+    # probing: labels, each latent as a classifier, the sparse linear probe (docs/analyses.md)
+    "load_labels": "sae_core.probing.labels",
+    "latent_metrics": "sae_core.probing.ranking",
+    "fit_l1_logistic": "sae_core.probing.linear",
     "export_checkpoints": "sae_core.interop.export",
     # using SAEs inside their model (docs/using-saes.md)
     "HookedModel": "sae_core.inference.model",
@@ -203,13 +207,16 @@ __all__ = [
     "find_checkpoints",
     "firing",
     "firing_stats",
+    "fit_l1_logistic",
     "from_dict",
     "fsync_dir",
     "get_component",
     "get_registry",
     "heatmap_overlay",
     "hookimpl",
+    "latent_metrics",
     "layout",
+    "load_labels",
     "load_sae",
     "load_sweep",
     "load_weights",
@@ -286,6 +293,9 @@ if TYPE_CHECKING:
         read_cfg,
     )
     from sae_core.plugins import get_component, get_registry
+    from sae_core.probing.labels import load_labels
+    from sae_core.probing.linear import fit_l1_logistic
+    from sae_core.probing.ranking import latent_metrics
     from sae_core.protocols import (
         INDEX_DTYPE,
         ActivationBatch,
