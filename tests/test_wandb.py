@@ -58,3 +58,26 @@ def test_wandb_flags_are_checked(run_cli, tmp_path: Path) -> None:
     code, _, err = run_cli("train", "--data", str(cache), "--out", str(tmp_path / "r"), "--steps", "2", "-q",
                            "--wandb-mode", "sometimes")
     assert code != 0 and "wandb_mode must be online, offline or disabled" in err
+
+
+def test_resume_continues_the_same_wandb_runs(tmp_path: Path, monkeypatch) -> None:
+    from sae_core.train import expand, run_training
+
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    cache = gaussian_cache(tmp_path / "c", n=600)
+    cfg = expand(str(cache), 16, {"layer": 0, "batch_size": 100, "val_fraction": 0.2}, {"arch": "topk", "k": [2, 3], "exp_factor": 2},
+                 {"steps": 6, "log_every": 2, "checkpoint_every": 2, "wandb": True, "wandb_mode": "offline"},
+                 str(tmp_path / "run"))
+    out = run_training(cfg, progress=False, stop_after=2)
+    ids = json.loads((out / "state" / "wandb.json").read_text())
+    first = sorted((out / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(first) == 2 and not any((out / n / "cfg.json").exists() for n in ids)
+    run_training(cfg, progress=False, resume=True)
+    assert json.loads((out / "state" / "wandb.json").read_text()) == ids
+    docs = [summarize(f) for f in sorted((out / "wandb").glob("offline-run-*/run-*.wandb"))]
+    assert len(docs) == 4 and {d["run"]["id"] for d in docs} == set(ids.values())  # the same runs, continued
+    for name, run_id in ids.items():
+        steps = [h["_step"] for d in docs if d["run"]["id"] == run_id for h in d["history"]]
+        assert sorted(steps) == [2, 4, 6], name
+        final = [d["summary"].get("final/fvu") for d in docs if d["run"]["id"] == run_id]
+        assert any(f is not None for f in final)

@@ -36,6 +36,9 @@ class Probe(Analysis):
     options: ClassVar[tuple[str, ...]] = ("labels", "split", "test_fraction", "probe_seed", "probe_l1", "probe_top",
                                           "probe_tokens", "probe_iters")
 
+    def __init__(self) -> None:
+        self._labels: dict[tuple[str, str], Any] = {}  # (spec, cache) -> labels: read once for a run's SAEs
+
     def run(self, ctx: AnalysisContext) -> dict[str, Any]:
         from sae_core.probing.collect import collect
         from sae_core.probing.labels import load_labels
@@ -55,7 +58,10 @@ class Probe(Analysis):
         top = option(ctx, "probe_top", DEFAULTS["probe_top"], int, "positive")
         max_tokens = option(ctx, "probe_tokens", DEFAULTS["probe_tokens"], int, "positive")
         iters = option(ctx, "probe_iters", DEFAULTS["probe_iters"], int, "positive")
-        labels = load_labels(str(spec), ctx.reader.meta, ctx.reader.path)
+        key = (str(spec), str(ctx.reader.path))
+        if key not in self._labels:
+            self._labels[key] = load_labels(str(spec), ctx.reader.meta, ctx.reader.path)
+        labels = self._labels[key]
         rows, side = _rows(ctx)
         items = collect(ctx, labels, rows, max_tokens)
         if items.n == 0:
