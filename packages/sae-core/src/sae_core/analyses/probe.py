@@ -26,7 +26,7 @@ from sae_core.layout import PROBE_FILE, PROBE_META_FILE
 from sae_core.protocols.analysis import Analysis, AnalysisContext
 
 DEFAULTS = {"split": "all", "test_fraction": 0.25, "probe_seed": 0, "probe_l1": 0.05, "probe_top": 20,
-            "probe_tokens": 200_000, "probe_iters": 2000}
+            "probe_tokens": 200_000, "probe_iters": 1000}
 
 
 class Probe(Analysis):
@@ -157,7 +157,7 @@ def _linear_probe(items: Any, names: list[str], ok: torch.Tensor, test_fraction:
     x_train = matrix(where, train, int(train.sum()))
     y_train = y[train][:, fit].double()
     lam = l1 * lambda_max(x_train, y_train)
-    w, b, n_iter = fit_l1_logistic(x_train, y_train, lam, max_iter=iters)
+    w, b, n_iter = fit_l1_logistic(x_train, y_train, lam, max_iter=iters, tol=1e-6)
     weight[fit] = (w / rms).float()  # raw-score units: logit = scores @ weight.T + bias
     bias[fit] = b.float()
     p_train = predict_proba(x_train, w, b)
@@ -180,6 +180,7 @@ def _linear_probe(items: Any, names: list[str], ok: torch.Tensor, test_fraction:
                                 for k in order if w[c, k] != 0]
         per_label[names[j]] = entry
     head["iterations"] = n_iter
+    head["converged"] = n_iter < iters  # else raise --option probe_iters=
     single = bool((y.sum(1) == 1).all()) and int(fit.sum()) == len(names) and len(names) > 1
     if single and p_test is not None:  # one class per example: also the argmax accuracy
         head["test_top1_accuracy"] = float((p_test.argmax(1) == y[test].double().argmax(1)).double().mean())
