@@ -192,3 +192,6 @@ def test_bad_labels_are_one_line_errors(run_cli, tmp_path: Path) -> None:
         assert code != 0 and msg in err and "Traceback" not in err, (labels, err)
     code, _, err = run_cli("analyze", str(ckpt), "--data", str(cache), "--only", "probe", "-q")
     assert code != 0 and "needs labels" in err
+    code, _, err = run_cli("analyze", str(ckpt), "--data", str(cache), "--option", "split=all", "-q")
+    assert code == 0, err
+    assert (ckpt / "feature_stats.json").is_file() and not (ckpt / "probe.json").exists()  # off by default

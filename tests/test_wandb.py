@@ -60,7 +60,7 @@ def test_wandb_flags_are_checked(run_cli, tmp_path: Path) -> None:
     assert code != 0 and "wandb_mode must be online, offline or disabled" in err
 
 
-def test_resume_continues_the_same_wandb_runs(tmp_path: Path, monkeypatch) -> None:
+def test_resume_continues_the_same_wandb_runs(run_cli, tmp_path: Path, monkeypatch) -> None:
     from sae_core.train import expand, run_training
 
     monkeypatch.setenv("WANDB_SILENT", "true")
@@ -72,7 +72,8 @@ def test_resume_continues_the_same_wandb_runs(tmp_path: Path, monkeypatch) -> No
     ids = json.loads((out / "state" / "wandb.json").read_text())
     first = sorted((out / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(first) == 2 and not any((out / n / "cfg.json").exists() for n in ids)
-    run_training(cfg, progress=False, resume=True)
+    code, _, err = run_cli("train", "--resume", "--out", str(out), "-q", "--wandb-tags", "resumed")  # flags apply on resume
+    assert code == 0, err
     assert json.loads((out / "state" / "wandb.json").read_text()) == ids
     docs = [summarize(f) for f in sorted((out / "wandb").glob("offline-run-*/run-*.wandb"))]
     assert len(docs) == 4 and {d["run"]["id"] for d in docs} == set(ids.values())  # the same runs, continued
@@ -81,3 +82,4 @@ def test_resume_continues_the_same_wandb_runs(tmp_path: Path, monkeypatch) -> No
         assert sorted(steps) == [2, 4, 6], name
         final = [d["summary"].get("final/fvu") for d in docs if d["run"]["id"] == run_id]
         assert any(f is not None for f in final)
+        assert sorted(d["run"]["tags"] for d in docs if d["run"]["id"] == run_id) == [[], ["resumed"]]

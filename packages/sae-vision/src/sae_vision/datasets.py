@@ -122,6 +122,16 @@ class HFImageDataset(Dataset):
         label = row.get(self.label_field) if self.label_field else None
         return Example(id=index, data=image, label=None if label is None else str(label), source=f"row {index}")
 
+    def label_of(self, index: int) -> str | None:
+        """Row ``index``'s ``label`` as ``ds[index].label`` gives it, without decoding images: the
+        whole column is read once (probing asks for every row's label)."""
+        if not self.label_field:
+            return None
+        if not hasattr(self, "_labels"):
+            self._labels = self.ds[self.label_field]  # one column read, not one row at a time
+        label = self._labels[int(index)]
+        return None if label is None else str(label)
+
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "field": self.field, "split": self.split}
 

@@ -156,6 +156,10 @@ def train(
             config.train.steps = steps
         if parallel is not None:
             config.train = dataclasses.replace(config.train, parallel=parallel)
+        wandb_flags = _wandb_flags(wandb, project=wandb_project, entity=wandb_entity, group=wandb_group,
+                                   tags=wandb_tags, notes=wandb_notes, mode=wandb_mode, artifact=wandb_artifact)
+        if wandb_flags:  # e.g. --resume --wandb-mode offline; the run ids in state/wandb.json are kept
+            config.train = dataclasses.replace(config.train, **{k: v for k, v in wandb_flags.items() if v is not None})
         dist = sae_dist.init(config.train.device)
         try:
             run_training(config, progress=not quiet, resume=True, dist=dist, allow_incomplete=allow_incomplete)
