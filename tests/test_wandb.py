@@ -64,6 +64,7 @@ def test_resume_continues_the_same_wandb_runs(run_cli, tmp_path: Path, monkeypat
     from sae_core.train import expand, run_training
 
     monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_PROJECT", "from-env")  # as the seeds set it; no --wandb-project
     cache = gaussian_cache(tmp_path / "c", n=600)
     cfg = expand(str(cache), 16, {"layer": 0, "batch_size": 100, "val_fraction": 0.2}, {"arch": "topk", "k": [2, 3], "exp_factor": 2},
                  {"steps": 6, "log_every": 2, "checkpoint_every": 2, "wandb": True, "wandb_mode": "offline"},
@@ -77,6 +78,7 @@ def test_resume_continues_the_same_wandb_runs(run_cli, tmp_path: Path, monkeypat
     assert json.loads((out / "state" / "wandb.json").read_text()) == ids
     docs = [summarize(f) for f in sorted((out / "wandb").glob("offline-run-*/run-*.wandb"))]
     assert len(docs) == 4 and {d["run"]["id"] for d in docs} == set(ids.values())  # the same runs, continued
+    assert {d["run"]["project"] for d in docs} == {"from-env"}
     for name, run_id in ids.items():
         steps = [h["_step"] for d in docs if d["run"]["id"] == run_id for h in d["history"]]
         assert sorted(steps) == [2, 4, 6], name

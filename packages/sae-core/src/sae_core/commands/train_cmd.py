@@ -66,8 +66,8 @@ def train(
     wandb: Annotated[
         bool, typer.Option("--wandb", help="Also log to Weights & Biases: one W&B run per SAE, grouped by the sweep.")
     ] = False,
-    wandb_project: Annotated[str | None, typer.Option(help="W&B project (default sae; implies --wandb).")] = None,
-    wandb_entity: Annotated[str | None, typer.Option(help="W&B entity (team or user; implies --wandb).")] = None,
+    wandb_project: Annotated[str | None, typer.Option(help="W&B project (default $WANDB_PROJECT, else sae; implies --wandb).")] = None,
+    wandb_entity: Annotated[str | None, typer.Option(help="W&B entity, team or user (default $WANDB_ENTITY; implies --wandb).")] = None,
     wandb_group: Annotated[
         str | None, typer.Option(help="W&B group of the sweep's runs (default: the --out directory's name).")
     ] = None,
@@ -79,7 +79,7 @@ def train(
         str | None, typer.Option(help="W&B mode: online, offline or disabled (default: wandb's, e.g. WANDB_MODE).")
     ] = None,
     wandb_artifact: Annotated[
-        bool, typer.Option("--wandb-artifact", help="Log each final checkpoint as a W&B model artifact (implies --wandb).")
+        bool, typer.Option("--wandb-artifact", "--wandb-log-final-artifact", help="Log each final checkpoint as a W&B model artifact (implies --wandb).")
     ] = False,
     parallel: Annotated[
         str | None,

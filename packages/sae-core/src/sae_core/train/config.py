@@ -113,8 +113,8 @@ class TrainSettings:
     keep_best: bool = False  # also keep each SAE's checkpoint of lowest validation FVU (<sae>/best/)
     #: Weights & Biases (train/wandb_log.py): one W&B run per SAE, grouped by the sweep
     wandb: bool = False
-    wandb_project: str = "sae"
-    wandb_entity: str = ""  # "" : the W&B default entity
+    wandb_project: str = ""  # "" : $WANDB_PROJECT, else "sae"
+    wandb_entity: str = ""  # "" : $WANDB_ENTITY, else the W&B default entity
     wandb_group: str = ""  # "" : the run directory's name
     wandb_tags: list[str] = field(default_factory=list)
     wandb_notes: str = ""
