@@ -90,7 +90,7 @@ def test_example_labels_from_csv_rank_the_planted_latent_first(run_cli, tmp_path
     assert code == 0, err
     doc = json.loads((ckpt / "probe.json").read_text())
     assert doc["labels"] == ["other", "planted"] and doc["level"] == "example"
-    assert doc["n_items"] == len(lines) - 1 and doc["source"]["kind"] == "csv"
+    assert doc["n_items"] == doc["n_rows"] == len(lines) - 1 and doc["source"]["kind"] == "csv"  # only labelled rows read
     top = doc["per_label"]["planted"]["top_latents"][0]
     assert top["latent"] == PLANTED and top["ap"] > 0.999 and top["f1"] > 0.999
     probe = doc["per_label"]["planted"]["probe"]
@@ -139,7 +139,7 @@ def test_token_labels_by_regex_and_by_jsonl_positions(run_cli, tmp_path: Path) -
     code, _, err = run_cli("probe", str(ckpt), "--data", str(cache2), "--labels", str(jl), "-q")
     assert code == 0, err
     doc = json.loads((ckpt / "probe.json").read_text())
-    assert doc["n_items"] == (n // 2) * T and doc["per_label"]["num"]["top_latents"][0]["latent"] == PLANTED
+    assert doc["n_rows"] == n // 2 and doc["n_items"] == (n // 2) * T and doc["per_label"]["num"]["top_latents"][0]["latent"] == PLANTED
     tensors = load_file(str(ckpt / "probe.safetensors"))
     _check_against_sklearn(codes[::2].abs().reshape(-1, D_SAE), (tok[::2] < 5).reshape(-1), tensors, 0)
 

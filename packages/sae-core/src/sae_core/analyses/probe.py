@@ -63,6 +63,9 @@ class Probe(Analysis):
             self._labels[key] = load_labels(str(spec), ctx.reader.meta, ctx.reader.path)
         labels = self._labels[key]
         rows, side = _rows(ctx)
+        rows = _labelled_rows(ctx, rows, labels.examples)
+        if ctx.max_examples is not None:
+            rows = rows[: ctx.max_examples]
         items = collect(ctx, labels, rows, max_tokens)
         if items.n == 0:
             raise SAEError(f"none of the labelled {labels.level}s occurs in the {len(rows)} {side} rows read of cache "
@@ -114,10 +117,21 @@ def _rows(ctx: AnalysisContext) -> tuple[np.ndarray, str]:
 
     side = str(ctx.options.get("split", DEFAULTS["split"]))
     frac = option(ctx, "heldout_frac", DEFAULT_FRAC, float, "fraction") if side == "tail" else DEFAULT_FRAC
-    rows = select_rows(ctx.reader, sae_split(ctx), side, frac=frac, what=f"SAE {ctx.checkpoint}")
-    if ctx.max_examples is not None:
-        rows = rows[: ctx.max_examples]
-    return rows, side
+    return select_rows(ctx.reader, sae_split(ctx), side, frac=frac, what=f"SAE {ctx.checkpoint}"), side
+
+
+def _labelled_rows(ctx: AnalysisContext, rows: np.ndarray, examples: np.ndarray | None, block: int = 4096
+                   ) -> np.ndarray:
+    """The rows (ascending) of labelled examples: only those are encoded (a few labelled images
+    of a large cache cost their own rows, not the cache). ``examples`` None: every row."""
+    if examples is None:
+        return rows
+    keep = [np.empty(0, np.int64)]
+    for lo in range(0, len(rows), block):
+        chunk = rows[lo : lo + block]
+        index = ctx.reader.read_index(int(chunk[0]), int(chunk[-1]) + 1)  # (span, T) records
+        keep.append(chunk[np.isin(index["example"][chunk - chunk[0], 0], examples)])
+    return np.concatenate(keep)
 
 
 def _linear_probe(items: Any, names: list[str], ok: torch.Tensor, test_fraction: float, seed: int, l1: float,
