@@ -85,3 +85,15 @@ def test_resume_continues_the_same_wandb_runs(run_cli, tmp_path: Path, monkeypat
         final = [d["summary"].get("final/fvu") for d in docs if d["run"]["id"] == run_id]
         assert any(f is not None for f in final)
         assert sorted(d["run"]["tags"] for d in docs if d["run"]["id"] == run_id) == [[], ["resumed"]]
+
+
+def test_disabled_mode_trains_without_wandb_files(run_cli, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wb"))
+    (tmp_path / "wb").mkdir()
+    cache = gaussian_cache(tmp_path / "c", n=500)
+    out = tmp_path / "r"
+    code, _, err = run_cli("train", "--data", str(cache), "--out", str(out), "--steps", "4", "--batch-size", "100", "-q",
+                           "--k", "2", "--exp-factor", "2", "--wandb-mode", "disabled", "--wandb-artifact")
+    assert code == 0, err
+    assert json.loads((out / "config.json").read_text())["train"]["wandb"] is True
+    assert not list((tmp_path / "wb").rglob("*.wandb")) and (out / "topk-k2" / "cfg.json").is_file()
