@@ -33,8 +33,8 @@ class Probe(Analysis):
     """How well each latent (AP, best F1) and a sparse linear probe on all latents predict labels."""
 
     name: ClassVar[str] = "probe"
-    options: ClassVar[tuple[str, ...]] = ("labels", "split", "test_fraction", "probe_seed", "probe_l1", "probe_top",
-                                          "probe_tokens", "probe_iters")
+    options: ClassVar[tuple[str, ...]] = ("labels", "split", "heldout_frac", "test_fraction", "probe_seed", "probe_l1",
+                                          "probe_top", "probe_tokens", "probe_iters")
 
     def __init__(self) -> None:
         self._labels: dict[tuple[str, str], Any] = {}  # (spec, cache) -> labels: read once for a run's SAEs
@@ -111,7 +111,7 @@ class Probe(Analysis):
 
 def _rows(ctx: AnalysisContext) -> tuple[np.ndarray, str]:
     """Rows probed: ``--option split=`` (default ``all``: the SAE is fixed, and the probe keeps
-    its own train/test split of examples), at most ``--max-examples``."""
+    its own train/test split of examples)."""
     from sae_core.analyses.common import sae_split
     from sae_core.inference.heldout import DEFAULT_FRAC, select_rows
 
