@@ -195,3 +195,68 @@ def test_bad_labels_are_one_line_errors(run_cli, tmp_path: Path) -> None:
     code, _, err = run_cli("analyze", str(ckpt), "--data", str(cache), "--option", "split=all", "-q")
     assert code == 0, err
     assert (ckpt / "feature_stats.json").is_file() and not (ckpt / "probe.json").exists()  # off by default
+
+
+def test_an_example_over_several_rows_scores_its_maximum(run_cli, tmp_path: Path) -> None:
+    """Text documents span several windows (rows with one example id): the example's score is
+    its maximum over all of its rows; JSONL example labels, several per example."""
+    rng = np.random.default_rng(3)
+    n = 200
+    ids = np.arange(n) // 2  # two rows per example
+    planted = rng.random(n // 2) < 0.4
+    which = rng.integers(0, 2, n // 2)  # the row of the example that carries the direction
+    cache = _cache(tmp_path / "c", n, lambda r: 2 if planted[r // 2] and r % 2 == which[r // 2] else None, ids=ids)
+    ckpt = _sae(tmp_path)
+    jl = tmp_path / "labels.jsonl"
+    jl.write_text("\n".join(json.dumps({"example": int(e), "labels": ["planted", "any"] if planted[e] else ["any"]})
+                            for e in range(n // 2)))
+    code, _, err = run_cli("probe", str(ckpt), "--data", str(cache), "--labels", str(jl), "-q")
+    assert code == 0, err
+    doc = json.loads((ckpt / "probe.json").read_text())
+    assert doc["n_items"] == doc["n_examples"] == n // 2 and doc["n_rows"] == n
+    assert doc["skipped_labels"] == {"any": "every item is positive"}
+    assert doc["per_label"]["planted"]["top_latents"][0]["latent"] == PLANTED
+    codes, _ = _dense_scores(cache, ckpt)
+    per_row = codes.abs().amax(1)  # (n, d_sae)
+    scores = torch.maximum(per_row[0::2], per_row[1::2])  # (n/2, d_sae): max over the example's rows
+    tensors = load_file(str(ckpt / "probe.safetensors"))
+    assert doc["labels"] == ["any", "planted"] and torch.isnan(tensors["ap"][0]).all()
+    _check_against_sklearn(scores, planted, tensors, 1)
+
+
+def test_label_file_formats(tmp_path: Path) -> None:
+    from sae_core import load_labels
+
+    meta = CacheMetadata(adapter="t", model="m", layers=["l0"], d_model=D, dtype="float32", tokens_per_example=T,
+                         token_kinds=["token"] * T, dataset={"spec": "synthetic"})
+    multi = tmp_path / "multi.csv"
+    multi.write_text("example,labels\n3,cat|furry\n1,dog\n1,furry\n2,\n")
+    lab = load_labels(str(multi), meta, tmp_path)
+    assert lab.names == ["cat", "dog", "furry"] and lab.examples.tolist() == [1, 2, 3]
+    assert lab.y.tolist() == [[False, True, True], [False, False, False], [True, False, True]]
+    wide = tmp_path / "wide.csv"
+    wide.write_text("id,red,big\n5,1,0\n4,0,1\n")
+    lab = load_labels(str(wide), meta, tmp_path)
+    assert lab.names == ["red", "big"] and lab.y.tolist() == [[False, True], [True, False]]
+    jl = tmp_path / "ex.jsonl"
+    jl.write_text('{"example": 9, "label": "a"}\n\n{"example": 2, "labels": []}\n')
+    lab = load_labels(str(jl), meta, tmp_path)
+    assert lab.names == ["a"] and lab.examples.tolist() == [2, 9] and lab.y[:, 0].tolist() == [False, True]
+    tok = tmp_path / "tok.jsonl"
+    tok.write_text('{"example": 4, "tokens": {"x": [1, 3], "y": [0]}}\n{"example": 6, "tokens": {}}\n')
+    lab = load_labels(str(tok), meta, tmp_path)
+    assert lab.level == "token" and lab.names == ["x", "y"] and lab.examples.tolist() == [4, 6]
+    from sae_core.protocols import INDEX_DTYPE
+
+    index = np.zeros((2, T), dtype=INDEX_DTYPE)
+    index["example"] = [[4], [6]]
+    index["position"] = np.arange(T)
+    y = lab.labels_of(index)  # (2, T, 2)
+    assert y[0, :, 0].tolist() == [False, True, False, True] and y[0, :, 1].tolist() == [True, False, False, False]
+    assert not y[1].any()
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"example": "x7", "label": "a"}\n')
+    from sae_core import SAEError
+
+    with pytest.raises(SAEError, match="is not an integer"):
+        load_labels(str(bad), meta, tmp_path)
