@@ -105,6 +105,10 @@ _WHERE: dict[str, str] = {
     # token strings of a text cache (vocab.json), as the viewer shows them
     "load_vocab": "sae_core.tokens",
     "detokenize": "sae_core.tokens",
+    # probing: labels, each latent as a classifier, the sparse linear probe (docs/analyses.md)
+    "load_labels": "sae_core.probing.labels",
+    "latent_metrics": "sae_core.probing.ranking",
+    "fit_l1_logistic": "sae_core.probing.linear",
     "export_checkpoints": "sae_core.interop.export",
     # using SAEs inside their model (docs/using-saes.md)
     "HookedModel": "sae_core.inference.model",
@@ -218,6 +222,7 @@ __all__ = [
     "find_checkpoints",
     "firing",
     "firing_stats",
+    "fit_l1_logistic",
     "folded_unembedding",
     "from_dict",
     "fsync_dir",
@@ -225,7 +230,9 @@ __all__ = [
     "get_registry",
     "heatmap_overlay",
     "hookimpl",
+    "latent_metrics",
     "layout",
+    "load_labels",
     "load_sae",
     "load_sweep",
     "load_vocab",
@@ -308,6 +315,9 @@ if TYPE_CHECKING:
         read_cfg,
     )
     from sae_core.plugins import get_component, get_registry
+    from sae_core.probing.labels import load_labels
+    from sae_core.probing.linear import fit_l1_logistic
+    from sae_core.probing.ranking import latent_metrics
     from sae_core.protocols import (
         INDEX_DTYPE,
         ActivationBatch,

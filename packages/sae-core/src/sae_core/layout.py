@@ -16,6 +16,7 @@ A checkpoint directory::
     feature_stats.*, top_examples.*, reconstruction.json, downstream.json,
     neighbours.safetensors, cooccurrence.*, logit_effects.*, feature_summaries.jsonl  (``sae analyze``)
     ablation.json       ablation studies (``sae ablate``)
+    probe.json, probe.safetensors   how well latents predict labels (``sae probe``)
 
 A run directory holds one checkpoint directory per SAE, ``config.json`` (the TrainConfig, with
 the cache recorded by path and fingerprint), ``sweep.json`` (final metrics of every SAE) and
@@ -52,6 +53,9 @@ COOCCURRENCE_META_FILE = "cooccurrence.json"
 LOGIT_EFFECTS_FILE = "logit_effects.safetensors"
 LOGIT_EFFECTS_META_FILE = "logit_effects.json"
 FEATURE_SUMMARIES_FILE = "feature_summaries.jsonl"
+#: results of ``sae probe`` / the ``probe`` analysis (per label: latents ranked by AP, the linear probe)
+PROBE_FILE = "probe.safetensors"
+PROBE_META_FILE = "probe.json"
 #: results of ``sae ablate`` (merged per feature set), written beside the checkpoint
 ABLATION_FILE = "ablation.json"
 

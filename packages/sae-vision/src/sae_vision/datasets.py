@@ -56,7 +56,12 @@ class FolderDataset(Dataset):
         except Exception as e:
             raise UnreadableImage(f"{path}: {e}") from None
         rel = path.relative_to(self.root)
-        return Example(id=index, data=image, label=rel.parts[0] if len(rel.parts) > 1 else None, source=str(rel))
+        return Example(id=index, data=image, label=self.label_of(index), source=str(rel))
+
+    def label_of(self, index: int) -> str | None:
+        """Example ``index``'s class (its first subfolder) without opening the image (probing)."""
+        rel = self.files[index].relative_to(self.root)
+        return rel.parts[0] if len(rel.parts) > 1 else None
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "root": str(self.root.resolve())}
@@ -116,6 +121,16 @@ class HFImageDataset(Dataset):
             raise UnreadableImage(f"row {index}: {e}") from None
         label = row.get(self.label_field) if self.label_field else None
         return Example(id=index, data=image, label=None if label is None else str(label), source=f"row {index}")
+
+    def label_of(self, index: int) -> str | None:
+        """Row ``index``'s ``label`` as ``ds[index].label`` gives it, without decoding images: the
+        whole column is read once (probing asks for every row's label)."""
+        if not self.label_field:
+            return None
+        if not hasattr(self, "_labels"):
+            self._labels = self.ds[self.label_field]  # one column read, not one row at a time
+        label = self._labels[int(index)]
+        return None if label is None else str(label)
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "field": self.field, "split": self.split}

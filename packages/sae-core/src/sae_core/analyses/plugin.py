@@ -14,6 +14,7 @@ def register_analyses(register: Any) -> None:
     from sae_core.analyses.feature_stats import FeatureStats
     from sae_core.analyses.logit_effects import LogitEffects
     from sae_core.analyses.neighbours import DecoderNeighbours
+    from sae_core.analyses.probe import Probe
     from sae_core.analyses.reconstruction import Reconstruction
     from sae_core.analyses.summaries import FeatureSummaries
     from sae_core.analyses.top_examples import TopExamples
@@ -22,3 +23,4 @@ def register_analyses(register: Any) -> None:
     for cls in (FeatureStats, TopExamples, Reconstruction, Downstream, DecoderNeighbours, CooccurrenceAnalysis,
                 LogitEffects, FeatureSummaries):
         register(cls.name, cls, description=(cls.__doc__ or "").strip())
+    register(Probe.name, Probe, description=(Probe.__doc__ or "").strip(), default=False)  # needs labels

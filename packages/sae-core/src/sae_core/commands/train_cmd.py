@@ -63,12 +63,29 @@ def train(
     keep_best: Annotated[
         bool, typer.Option("--keep-best", help="Also keep each SAE's checkpoint of lowest validation FVU (<sae>/best).")
     ] = False,
-    wandb: Annotated[bool, typer.Option("--wandb", help="Also log to Weights & Biases.")] = False,
     dead_tokens: Annotated[
         int | None,
         typer.Option(help="Training tokens a latent must stay silent to count as dead (AuxK, dead_frac); "
                           "default: a tenth of the run's tokens, at most 1,000,000."),
     ] = None,
+    wandb: Annotated[
+        bool, typer.Option("--wandb", help="Also log to Weights & Biases: one W&B run per SAE, grouped by the sweep.")
+    ] = False,
+    wandb_project: Annotated[str | None, typer.Option(help="W&B project (default $WANDB_PROJECT, else sae; implies --wandb).")] = None,
+    wandb_entity: Annotated[str | None, typer.Option(help="W&B entity, team or user (default $WANDB_ENTITY; implies --wandb).")] = None,
+    wandb_group: Annotated[
+        str | None, typer.Option(help="W&B group of the sweep's runs (default: the --out directory's name).")
+    ] = None,
+    wandb_tags: Annotated[
+        list[str] | None, typer.Option(help="W&B tags, comma-separated or repeated (implies --wandb).")
+    ] = None,
+    wandb_notes: Annotated[str | None, typer.Option(help="W&B notes of every run (implies --wandb).")] = None,
+    wandb_mode: Annotated[
+        str | None, typer.Option(help="W&B mode: online, offline or disabled (default: wandb's, e.g. WANDB_MODE).")
+    ] = None,
+    wandb_artifact: Annotated[
+        bool, typer.Option("--wandb-artifact", "--wandb-log-final-artifact", help="Log each final checkpoint as a W&B model artifact (implies --wandb).")
+    ] = False,
     parallel: Annotated[
         str | None,
         typer.Option(help="Under torchrun: 'data' splits every batch over the ranks, 'sae' splits the sweep's SAEs."),
@@ -144,6 +161,10 @@ def train(
             config.train.steps = steps
         if parallel is not None:
             config.train = dataclasses.replace(config.train, parallel=parallel)
+        wandb_flags = _wandb_flags(wandb, project=wandb_project, entity=wandb_entity, group=wandb_group,
+                                   tags=wandb_tags, notes=wandb_notes, mode=wandb_mode, artifact=wandb_artifact)
+        if wandb_flags:  # e.g. --resume --wandb-mode offline; the run ids in state/wandb.json are kept
+            config.train = dataclasses.replace(config.train, **{k: v for k, v in wandb_flags.items() if v is not None})
         dist = sae_dist.init(config.train.device)
         try:
             run_training(config, progress=not quiet, resume=True, dist=dist, allow_incomplete=allow_incomplete)
@@ -168,9 +189,11 @@ def train(
                  "l0_coeff": l0_coeff, "target_l0": target_l0}
     flags_train = {"steps": steps, "seed": seed, "device": device, "log_every": log_every,
                    "eval_every": eval_every, "keep_best": keep_best or None,
-                   "checkpoint_every": checkpoint_every, "wandb": wandb or None, "parallel": parallel,
+                   "checkpoint_every": checkpoint_every, "parallel": parallel,
                    "e2e": e2e, "e2e_coeff": e2e_coeff, "e2e_rows": e2e_rows}
     flags_train["dead_tokens"] = dead_tokens
+    flags_train.update(_wandb_flags(wandb, project=wandb_project, entity=wandb_entity, group=wandb_group,
+                                    tags=wandb_tags, notes=wandb_notes, mode=wandb_mode, artifact=wandb_artifact))
     flags_sae.update(parse_hypers(hyper))
     if layer is not None:
         tables["data"].pop("layer_in", None)  # the flag overrides the file, whichever spelling it used
@@ -195,6 +218,18 @@ def train(
         sae_dist.shutdown()
     if dist.is_main:
         typer.echo(str(path))
+
+
+def _wandb_flags(on: bool, *, project: str | None, entity: str | None, group: str | None, tags: list[str] | None,
+                 notes: str | None, mode: str | None, artifact: bool) -> dict[str, Any]:
+    """[train] keys of the --wandb* flags; any of them turns W&B logging on."""
+    flags: dict[str, Any] = {"wandb_project": project, "wandb_entity": entity, "wandb_group": group,
+                             "wandb_notes": notes, "wandb_mode": mode, "wandb_artifact": artifact or None}
+    if tags:
+        flags["wandb_tags"] = [t.strip() for part in tags for t in part.split(",") if t.strip()]
+    if on or any(v is not None for v in flags.values()):
+        flags["wandb"] = True
+    return flags
 
 
 def _max_tokens(tables: dict[str, dict[str, Any]], max_tokens: int | None, steps: int | None) -> None:

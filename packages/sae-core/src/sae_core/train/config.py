@@ -15,6 +15,8 @@ over every list in [data] and [sae]):
     [train]           # shared by every SAE
     steps = 10000
     seed = 0
+    wandb = true      # one W&B run per SAE (also wandb_project, wandb_entity, wandb_group,
+                      # wandb_tags = ["a", "b"], wandb_notes, wandb_mode, wandb_artifact)
     parallel = "data" # under torchrun: split each batch ("data") or the sweep ("sae") over ranks
 
     [sae]             # per SAE; lists here do NOT split groups
@@ -111,8 +113,15 @@ class TrainSettings:
     eval_every: int = 0  # steps between validation metrics (0: every log step)
     val_tokens: int = 65_536  # at most this many validation tokens are evaluated
     keep_best: bool = False  # also keep each SAE's checkpoint of lowest validation FVU (<sae>/best/)
+    #: Weights & Biases (train/wandb_log.py): one W&B run per SAE, grouped by the sweep
     wandb: bool = False
-    wandb_project: str = "sae"
+    wandb_project: str = ""  # "" : $WANDB_PROJECT, else "sae"
+    wandb_entity: str = ""  # "" : $WANDB_ENTITY, else the W&B default entity
+    wandb_group: str = ""  # "" : the run directory's name
+    wandb_tags: list[str] = field(default_factory=list)
+    wandb_notes: str = ""
+    wandb_mode: str = ""  # online | offline | disabled; "" : wandb's default (WANDB_MODE)
+    wandb_artifact: bool = False  # log each final checkpoint as a `model` artifact
     parallel: str = "data"  # under torchrun: "data" (split batches) or "sae" (split the sweep)
     #: end-to-end training (live only, sae_core.live.e2e): "" (off), "kl" (next-token KL of the
     #: spliced model, causal LMs) or "mse" (normalised MSE of the final hidden states)
@@ -135,6 +144,8 @@ class TrainSettings:
     def __post_init__(self) -> None:
         if self.dead_tokens < 0:
             raise ConfigError(f"dead_tokens must be >= 0 (0: a tenth of the run's tokens), got {self.dead_tokens}")
+        if self.wandb_mode not in ("", "online", "offline", "disabled"):
+            raise ConfigError(f"wandb_mode must be online, offline or disabled, got {self.wandb_mode!r}")
         if self.parallel not in ("data", "sae"):
             raise ConfigError(f"parallel must be 'data' or 'sae', got {self.parallel!r}")
         if self.e2e not in ("", "kl", "mse"):

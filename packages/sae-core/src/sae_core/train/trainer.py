@@ -278,7 +278,7 @@ class GroupTrainer:
         return True
 
     # -- training -------------------------------------------------------------------------------
-    def run(self, *, resume: bool, progress: bool, stop_after: int | None, wandb_run: Any = None) -> None:
+    def run(self, *, resume: bool, progress: bool, stop_after: int | None, wandb: Any = None) -> None:
         s, dist = self.cfg.train, self.dist
         batch = self.data.batch_size  # the global batch, whatever the number of ranks
         resumed = self.load() if resume else False
@@ -362,7 +362,7 @@ class GroupTrainer:
                 if check_every_step or log_now or ckpt_now or stop_now or self.step >= s.steps:
                     self._check_finite(watch)  # before anything of this step is written
                 if log_now:
-                    self._write_records(records, logs, wandb_run)
+                    self._write_records(records, logs, wandb)
                     if eval_now and s.keep_best:
                         self._keep_best(records)
                     self.tokens_window = 0
@@ -486,8 +486,9 @@ class GroupTrainer:
             })
         return recs
 
-    def _write_records(self, records: list[dict[str, Any]], logs: dict[str, MetricsLog], wandb_run: Any) -> None:
-        """Keep this rank's records for export; rank 0 writes everyone's (gathered in ``sae`` mode)."""
+    def _write_records(self, records: list[dict[str, Any]], logs: dict[str, MetricsLog], wandb: Any) -> None:
+        """Keep this rank's records for export; rank 0 writes everyone's (gathered in ``sae`` mode)
+        and logs them to W&B (``wandb``: a :class:`~sae_core.train.wandb_log.WandbRuns`)."""
         for rec in records:
             self.last_metrics[rec["sae"]] = {k: v for k, v in rec.items() if k != "sae"}
         if self.shard_saes:
@@ -497,8 +498,8 @@ class GroupTrainer:
         for rec in records:
             name, body = rec["sae"], {k: v for k, v in rec.items() if k != "sae"}
             logs[name].write(body)
-            if wandb_run is not None:
-                wandb_run.log({f"{name}/{k}": v for k, v in body.items() if k != "step"}, step=body["step"])
+            if wandb is not None:
+                wandb.log(name, body)
 
     def _export(self) -> None:
         for bi, bank in enumerate(self.banks):
@@ -657,7 +658,9 @@ def _run_training(config: TrainConfig, reader: Any, out: Path, dist: Dist, *, pr
         dist.barrier()  # everyone has checked the old config.json before rank 0 rewrites it
         if dist.is_main:
             write_config(out, config, reader)
-        wandb_run = _wandb(config, out) if config.train.wandb and dist.is_main else None
+        wandb = _wandb(config, out, resume) if config.train.wandb and dist.is_main else None
+        if wandb is not None:
+            held.callback(wandb.finish_all)  # runs of a group that did not finish: closed as failed
         stop = held.enter_context(StopRequest())
         groups = config.groups()
         for gi, (data, saes) in enumerate(groups.items()):
@@ -666,23 +669,26 @@ def _run_training(config: TrainConfig, reader: Any, out: Path, dist: Dist, *, pr
             finished = all(is_checkpoint(out / m.name) for m in saes)
             if resume and finished and trainer.load() and trainer.step >= config.train.steps:
                 continue  # this group finished before the interruption
+            if wandb is not None:
+                wandb.start(saes)
             try:
-                trainer.run(resume=resume, progress=progress, stop_after=stop_after, wandb_run=wandb_run)
+                trainer.run(resume=resume, progress=progress, stop_after=stop_after, wandb=wandb)
             except StopTraining:
+                if wandb is not None:
+                    wandb.finish(saes, completed=False)
                 return out
+            if wandb is not None:
+                wandb.finish(saes, completed=True)
         if dist.is_main:
             _write_sweep(out, config, reader)
-        if wandb_run is not None:
-            wandb_run.finish()
     return out
 
 
-def _wandb(config: TrainConfig, out: Path) -> Any:
-    try:
-        import wandb
-    except ImportError:
-        raise ConfigError("--wandb needs the wandb package: pip install 'sae-core[wandb]'") from None
-    return wandb.init(project=config.train.wandb_project, name=out.name, config=config.to_json(), dir=str(out))
+def _wandb(config: TrainConfig, out: Path, resume: bool) -> Any:
+    """One W&B run per SAE (:mod:`sae_core.train.wandb_log`)."""
+    from sae_core.train.wandb_log import WandbRuns
+
+    return WandbRuns(config, out, resume=resume)
 
 
 def _write_sweep(out: Path, config: TrainConfig, reader: Any) -> None:

@@ -1,0 +1,201 @@
+"""``probe`` (off by default; ``sae probe`` or ``sae analyze --only probe --option labels=...``):
+how well the SAE's latents predict labels.
+
+Per label and latent, the latent alone as a classifier (:mod:`sae_core.probing.ranking`):
+average precision and best-threshold F1 with its threshold, over every labelled item (example
+level for example labels — the latent's max |code| over the example's tokens/patches — token
+level for token labels). Then a sparse linear probe on all latents
+(:mod:`sae_core.probing.linear`): L1 logistic regression per label on a train/test split of the
+examples (all tokens of one example on one side), features scaled by their RMS on the train
+side, λ = ``probe_l1`` × λ_max (λ_max: the smallest λ that zeroes every weight).
+
+Writes ``probe.safetensors`` (``ap``, ``f1``, ``threshold``, ``probe_weight`` [n_labels, d_sae],
+``probe_bias`` [n_labels]; NaN rows for labels that could not be scored) and ``probe.json``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from sae_core.analyses.common import option, save_json, save_safetensors
+from sae_core.errors import SAEError
+from sae_core.layout import PROBE_FILE, PROBE_META_FILE
+from sae_core.protocols.analysis import Analysis, AnalysisContext
+
+DEFAULTS = {"split": "all", "test_fraction": 0.25, "probe_seed": 0, "probe_l1": 0.05, "probe_top": 20,
+            "probe_tokens": 200_000, "probe_iters": 1000}
+
+
+class Probe(Analysis):
+    """How well each latent (AP, best F1) and a sparse linear probe on all latents predict labels."""
+
+    name: ClassVar[str] = "probe"
+    options: ClassVar[tuple[str, ...]] = ("labels", "split", "heldout_frac", "test_fraction", "probe_seed", "probe_l1",
+                                          "probe_top", "probe_tokens", "probe_iters")
+
+    def __init__(self) -> None:
+        self._labels: dict[tuple[str, str], Any] = {}  # (spec, cache) -> labels: read once for a run's SAEs
+
+    def run(self, ctx: AnalysisContext) -> dict[str, Any]:
+        from sae_core.probing.collect import collect
+        from sae_core.probing.labels import load_labels
+        from sae_core.probing.ranking import latent_metrics
+
+        spec = ctx.options.get("labels")
+        if not spec:
+            raise SAEError("the probe analysis needs labels: --option labels=dataset|PATH.csv|PATH.jsonl|regex:PATTERN "
+                           "(or use `sae probe CKPT --labels ...`)")
+        test_fraction = option(ctx, "test_fraction", DEFAULTS["test_fraction"], float, "fraction")
+        if test_fraction >= 1:
+            raise SAEError("--option test_fraction= must be below 1 (the probe needs training examples)")
+        seed = option(ctx, "probe_seed", DEFAULTS["probe_seed"], int)
+        l1 = option(ctx, "probe_l1", DEFAULTS["probe_l1"], float)
+        if not l1 >= 0:
+            raise SAEError(f"--option probe_l1= must be >= 0, got {l1}")
+        top = option(ctx, "probe_top", DEFAULTS["probe_top"], int, "positive")
+        max_tokens = option(ctx, "probe_tokens", DEFAULTS["probe_tokens"], int, "positive")
+        iters = option(ctx, "probe_iters", DEFAULTS["probe_iters"], int, "positive")
+        key = (str(spec), str(ctx.reader.path))
+        if key not in self._labels:
+            self._labels[key] = load_labels(str(spec), ctx.reader.meta, ctx.reader.path)
+        labels = self._labels[key]
+        rows, side = _rows(ctx)
+        rows = _labelled_rows(ctx, rows, labels.examples)
+        if ctx.max_examples is not None:
+            rows = rows[: ctx.max_examples]
+        items = collect(ctx, labels, rows, max_tokens)
+        if items.n == 0:
+            raise SAEError(f"none of the labelled {labels.level}s occurs in the {len(rows)} {side} rows read of cache "
+                           f"{ctx.reader.path}; check the example ids of the labels (dataset ids, as in the cache "
+                           "index) or use --option split=all")
+        d_sae, names = ctx.sae.d_sae, labels.names
+        pos = items.y.sum(0)  # (n_labels,)
+        ok = (pos > 0) & (pos < items.n)
+        skipped = {n: ("no positive" if int(pos[j]) == 0 else "every item is positive")
+                   for j, n in enumerate(names) if not ok[j]}
+        nan = torch.full((len(names), d_sae), float("nan"))
+        ap, f1, thr = nan.clone(), nan.clone(), nan.clone()
+        if ok.any():
+            sub = latent_metrics(items.item, items.latent, items.value, items.y[:, ok], d_sae)
+            for full, part in zip((ap, f1, thr), sub, strict=True):
+                full[ok] = part
+        probe = _linear_probe(items, names, ok, test_fraction, seed, l1, top, iters, d_sae)
+        save_safetensors(ctx.checkpoint / PROBE_FILE, {
+            "ap": ap, "f1": f1, "threshold": thr, "probe_weight": probe.pop("_weight"), "probe_bias": probe.pop("_bias"),
+        })
+        per_label: dict[str, Any] = {}
+        for j, name in enumerate(names):
+            entry: dict[str, Any] = {"n_positive": int(pos[j]), "base_rate": float(pos[j]) / items.n}
+            if ok[j]:
+                best = torch.argsort(ap[j], descending=True, stable=True)[:top]
+                entry["top_latents"] = [{"latent": int(k), "ap": float(ap[j, k]), "f1": float(f1[j, k]),
+                                         "threshold": float(thr[j, k])} for k in best]
+            entry["probe"] = probe["per_label"].get(name)
+            per_label[name] = entry
+        doc = {
+            "labels": names, "level": labels.level, "source": labels.source, "split": side, "n_rows": items.n_rows,
+            "n_items": items.n, "n_examples": len(np.unique(items.example)),
+            "score": "max |code| over the example's tokens" if labels.level == "example" else "|code| of the token",
+            "d_sae": d_sae, "top": top, "per_label": per_label, "skipped_labels": skipped,
+            "probe": {k: v for k, v in probe.items() if k != "per_label"},
+        }
+        save_json(ctx.checkpoint / PROBE_META_FILE, doc)
+        best_ap = {n: per_label[n]["top_latents"][0] for n in names if "top_latents" in per_label[n]}
+        return {"labels": len(names), "level": labels.level, "n_items": items.n,
+                "best_latent": {n: {"latent": v["latent"], "ap": round(v["ap"], 4)} for n, v in best_ap.items()},
+                "probe_test_ap": {n: (p or {}).get("test_ap") for n, p in probe["per_label"].items()}}
+
+
+def _rows(ctx: AnalysisContext) -> tuple[np.ndarray, str]:
+    """Rows probed: ``--option split=`` (default ``all``: the SAE is fixed, and the probe keeps
+    its own train/test split of examples)."""
+    from sae_core.analyses.common import sae_split
+    from sae_core.inference.heldout import DEFAULT_FRAC, select_rows
+
+    side = str(ctx.options.get("split", DEFAULTS["split"]))
+    frac = option(ctx, "heldout_frac", DEFAULT_FRAC, float, "fraction") if side == "tail" else DEFAULT_FRAC
+    return select_rows(ctx.reader, sae_split(ctx), side, frac=frac, what=f"SAE {ctx.checkpoint}"), side
+
+
+def _labelled_rows(ctx: AnalysisContext, rows: np.ndarray, examples: np.ndarray | None, block: int = 4096
+                   ) -> np.ndarray:
+    """The rows (ascending) of labelled examples: only those are encoded (a few labelled images
+    of a large cache cost their own rows, not the cache). ``examples`` None: every row."""
+    if examples is None:
+        return rows
+    keep = [np.empty(0, np.int64)]
+    for lo in range(0, len(rows), block):
+        chunk = rows[lo : lo + block]
+        index = ctx.reader.read_index(int(chunk[0]), int(chunk[-1]) + 1)  # (span, T) records
+        keep.append(chunk[np.isin(index["example"][chunk - chunk[0], 0], examples)])
+    return np.concatenate(keep)
+
+
+def _linear_probe(items: Any, names: list[str], ok: torch.Tensor, test_fraction: float, seed: int, l1: float,
+                  top: int, iters: int, d_sae: int) -> dict[str, Any]:
+    """Fit the L1 probe on the train examples, measure it on the test examples."""
+    from sae_core.probing.linear import fit_l1_logistic, lambda_max, predict_proba
+    from sae_core.probing.ranking import average_precision
+    from sae_core.split import ExampleSplit
+
+    test = torch.from_numpy(ExampleSplit(test_fraction, seed).is_val(items.example))  # (N,) by example
+    train = ~test
+    y = items.y
+    fit = ok & (y[train].sum(0) > 0) & (y[train].sum(0) < int(train.sum()))  # both classes to learn from
+    weight = torch.full((len(names), d_sae), float("nan"))
+    bias = torch.full((len(names),), float("nan"))
+    head = {"test_fraction": test_fraction, "seed": seed, "l1": l1, "n_train": int(train.sum()),
+            "n_test": int(test.sum()), "features": "latent scores / their RMS on the train items",
+            "lambda": "probe_l1 * lambda_max per label"}
+    if not fit.any():
+        return {**head, "per_label": {}, "_weight": weight, "_bias": bias}
+    # item -> row of the train / test matrices
+    where = torch.full((items.n,), -1, dtype=torch.long)
+    where[train] = torch.arange(int(train.sum()))
+    where_test = torch.full((items.n,), -1, dtype=torch.long)
+    where_test[test] = torch.arange(int(test.sum()))
+    on_train = train[items.item]
+    sq = torch.zeros(d_sae, dtype=torch.float64).index_add_(0, items.latent[on_train],
+                                                            items.value[on_train].double() ** 2)
+    rms = (sq / max(int(train.sum()), 1)).sqrt()
+    rms[rms == 0] = 1.0
+
+    def matrix(rows_of: torch.Tensor, mask: torch.Tensor, n: int) -> torch.Tensor:
+        sel = mask[items.item]
+        idx = torch.stack([rows_of[items.item[sel]], items.latent[sel]])
+        return torch.sparse_coo_tensor(idx, items.value[sel].double() / rms[items.latent[sel]], (n, d_sae), check_invariants=False).coalesce()
+
+    x_train = matrix(where, train, int(train.sum()))
+    y_train = y[train][:, fit].double()
+    lam = l1 * lambda_max(x_train, y_train)
+    w, b, n_iter = fit_l1_logistic(x_train, y_train, lam, max_iter=iters, tol=1e-6)
+    weight[fit] = (w / rms).float()  # raw-score units: logit = scores @ weight.T + bias
+    bias[fit] = b.float()
+    p_train = predict_proba(x_train, w, b)
+    per_label: dict[str, Any] = {}
+    x_test = matrix(where_test, test, int(test.sum())) if test.any() else None
+    p_test = predict_proba(x_test, w, b) if x_test is not None else None
+    for c, j in enumerate(torch.nonzero(fit).flatten().tolist()):
+        yt = y[test][:, j]
+        entry: dict[str, Any] = {
+            "train_ap": average_precision(p_train[:, c], y[train][:, j]),
+            "n_nonzero": int((w[c] != 0).sum()), "lambda": float(lam[c]),
+            "test_ap": None, "test_accuracy": None,
+        }
+        if p_test is not None and int(yt.sum()) > 0:
+            entry["test_ap"] = average_precision(p_test[:, c], yt)
+        if p_test is not None:
+            entry["test_accuracy"] = float(((p_test[:, c] >= 0.5) == yt).double().mean())
+        order = torch.argsort(w[c].abs(), descending=True, stable=True)[:top]
+        entry["top_weights"] = [{"latent": int(k), "weight": float(w[c, k] / rms[k]), "std_weight": float(w[c, k])}
+                                for k in order if w[c, k] != 0]
+        per_label[names[j]] = entry
+    head["iterations"] = n_iter
+    head["converged"] = n_iter < iters  # else raise --option probe_iters=
+    single = bool((y.sum(1) == 1).all()) and int(fit.sum()) == len(names) and len(names) > 1
+    if single and p_test is not None:  # one class per example: also the argmax accuracy
+        head["test_top1_accuracy"] = float((p_test.argmax(1) == y[test].double().argmax(1)).double().mean())
+    return {**head, "per_label": per_label, "_weight": weight, "_bias": bias}
