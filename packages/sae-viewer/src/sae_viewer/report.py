@@ -82,7 +82,7 @@ class _Plots:
         self.saved: list[Path] = []
 
     def img(self, name: str, png: bytes, alt: str) -> str:
-        from sae_core.io import atomic_write_bytes
+        from sae_core import atomic_write_bytes
 
         self.directory.mkdir(parents=True, exist_ok=True)
         path = self.directory / f"{name}.png"
@@ -248,7 +248,7 @@ def build_report(run: Path, out: Path | None = None, *, n_features: int = 8, n_e
     """Write the HTML report of ``run`` (a run directory or one checkpoint) to ``out`` (default
     ``RUN/report.html``) and its plots to ``<out stem>_files/*.png``; returns ``out``."""
     from sae_core import find_checkpoints
-    from sae_core.io import atomic_write_text
+    from sae_core import atomic_write_text
 
     run = Path(run)
     if not run.is_dir():
