@@ -96,6 +96,10 @@ _WHERE: dict[str, str] = {
     "TrainSettings": "sae_core.train.config",
     "analyse_run": "sae_core.analyses.runner",
     "export_checkpoints": "sae_core.interop.export",
+    # other libraries' checkpoints (docs/interop.md)
+    "import_checkpoints": "sae_core.interop.importer",
+    "checkpoint_format": "sae_core.interop.detect",
+    "read_any": "sae_core.interop.readers",
     # using SAEs inside their model (docs/using-saes.md)
     "HookedModel": "sae_core.inference.model",
     "RunResult": "sae_core.inference.model",
@@ -198,6 +202,7 @@ __all__ = [
     "build_app",
     "build_sae",
     "cache_activations",
+    "checkpoint_format",
     "expand_sweep",
     "export_checkpoints",
     "find_checkpoints",
@@ -209,6 +214,7 @@ __all__ = [
     "get_registry",
     "heatmap_overlay",
     "hookimpl",
+    "import_checkpoints",
     "layout",
     "load_sae",
     "load_sweep",
@@ -219,6 +225,7 @@ __all__ = [
     "open_reader",
     "open_target",
     "open_writer",
+    "read_any",
     "read_cfg",
     "record_features",
     "run_training",
@@ -261,7 +268,10 @@ if TYPE_CHECKING:
     from sae_core.inference.model import HookedModel, RunResult
     from sae_core.inference.records import FeatureActs
     from sae_core.inference.target import open_target
+    from sae_core.interop.detect import checkpoint_format
     from sae_core.interop.export import export_checkpoints
+    from sae_core.interop.importer import import_checkpoints
+    from sae_core.interop.readers import read_any
     from sae_core.io import (
         append_line,
         atomic_open,

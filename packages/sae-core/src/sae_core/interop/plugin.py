@@ -9,6 +9,9 @@ from sae_core.hookspecs import hookimpl
 
 @hookimpl
 def register_exporters(register: Any) -> None:
+    from sae_core.interop.dictionary_learning import DictionaryLearningExporter
     from sae_core.interop.saelens import SAELensExporter
+    from sae_core.interop.sparsify import SparsifyExporter
 
-    register(SAELensExporter.name, SAELensExporter, description=(SAELensExporter.__doc__ or "").strip())
+    for cls in (SAELensExporter, SparsifyExporter, DictionaryLearningExporter):
+        register(cls.name, cls, description=(cls.__doc__ or "").strip())
