@@ -155,16 +155,19 @@ def _dl_trainer(name: str):
     from dictionary_learning.trainers.standard import StandardTrainer, StandardTrainerAprilUpdate
     from dictionary_learning.trainers.top_k import TopKTrainer
 
-    common = {"steps": 10, "activation_dim": D_IN, "dict_size": D_SAE, "layer": 3, "lm_name": "tiny-lm",
-              "device": "cpu", "submodule_name": "resid_post_layer_3"}
+    common = {"steps": 10_000, "warmup_steps": 10, "activation_dim": D_IN, "dict_size": D_SAE, "layer": 3,
+              "lm_name": "tiny-lm", "device": "cpu", "submodule_name": "resid_post_layer_3"}
+    l1 = {"sparsity_warmup_steps": 10}
     table = {
-        "standard": (StandardTrainer, {}), "standard_april": (StandardTrainerAprilUpdate, {}),
-        "p_anneal": (PAnnealTrainer, {}), "top_k": (TopKTrainer, {"k": 4}),
-        "batch_top_k": (BatchTopKTrainer, {"k": 4}), "jumprelu": (JumpReluTrainer, {}),
-        "gated": (GatedSAETrainer, {}), "gated_anneal": (GatedAnnealTrainer, {}),
+        "standard": (StandardTrainer, l1), "standard_april": (StandardTrainerAprilUpdate, l1),
+        "p_anneal": (PAnnealTrainer, l1), "top_k": (TopKTrainer, {"k": 4}),
+        "batch_top_k": (BatchTopKTrainer, {"k": 4}), "jumprelu": (JumpReluTrainer, l1),
+        "gated": (GatedSAETrainer, l1), "gated_anneal": (GatedAnnealTrainer, l1),
         "matryoshka": (MatryoshkaBatchTopKTrainer, {"k": 4, "group_fractions": [0.25, 0.25, 0.5]}),
     }
     cls, kw = table[name]
+    if name == "gated_anneal":  # the one trainer without a submodule name
+        del common["submodule_name"]
     return cls(**common, **kw)
 
 
@@ -198,7 +201,8 @@ def test_dictionary_learning_checkpoint_loads_and_matches(tmp_path: Path, traine
     _dl_save(trainer, tmp_path / "trainer_0")
     ours = load_sae(tmp_path / "trainer_0")
     assert ours.architecture == DL_ARCH[trainer_name]
-    assert ours.cfg.source.model == "tiny-lm" and ours.cfg.source.layer == "resid_post_layer_3"
+    layer = "layer 3" if trainer_name == "gated_anneal" else "resid_post_layer_3"
+    assert ours.cfg.source.model == "tiny-lm" and ours.cfg.source.layer == layer
     theirs = _dl_from_pretrained(trainer, tmp_path / "trainer_0")  # normalises an AutoEncoder's decoder, as we do
     x = _x()
     with torch.no_grad():
