@@ -287,9 +287,22 @@ def test_unknown_and_ambiguous_directories(tmp_path: Path, run_cli) -> None:
     with pytest.raises(CheckpointError, match="not an SAE checkpoint in any format we read.*sparsify.*dictionary_learning.*saev"):
         load_sae(tmp_path / "junk")
     code, _, err = run_cli("import", str(tmp_path / "junk"), "--out", str(tmp_path / "o"))
-    assert code == 1 and "formats we read" in err and len(err.strip().splitlines()) == 1
+    assert code == 1 and "in any format we read" in err and len(err.strip().splitlines()) == 1
     both = _checkpoint(tmp_path, "topk", {"k": 5})  # ours, plus a dictionary_learning ae.pt beside it
     (both / "config.json").write_text(json.dumps({"trainer": {"dict_class": "AutoEncoder"}}))
     torch.save({"bias": torch.zeros(D_IN)}, both / "ae.pt")
     with pytest.raises(CheckpointError, match="ambiguous"):
         load_sae(both)
+
+
+def test_viewer_shows_the_line_for_a_foreign_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The page itself (not only `sae view`) answers with the one line instead of a traceback."""
+    from streamlit.testing.v1 import AppTest
+    from test_viewer import APP
+
+    _sparsify_coder(tmp_path, "layers.0")
+    monkeypatch.setenv("SAE_VIEWER_RUN", str(tmp_path / "layers.0"))
+    at = AppTest.from_file(str(APP), default_timeout=120)
+    at.run()
+    assert not at.exception, at.exception
+    assert "sparsify" in at.error[0].value and "sae import" in at.error[0].value

@@ -206,7 +206,10 @@ def read_cfg(path: str | Path, *, strict: bool = False) -> SAECheckpointConfig:
         raise CheckpointError(f"{file} is not a checkpoint config (not a JSON object); train or download that SAE again")
     for key in ("architecture", "d_in", "d_sae"):
         if key not in doc:
-            raise CheckpointError(_foreign(file.parent) or f"{file} lacks {key!r}; it is not an sae checkpoint")
+            from sae_core.interop.detect import formats_line
+
+            raise CheckpointError(_foreign(file.parent) or f"{file} lacks {key!r}: {file.parent} is not an SAE checkpoint "
+                                  f"in any format we read ({formats_line()})")
     try:
         return SAECheckpointConfig.from_json(doc, strict=strict, where=str(file))
     except ConfigError as e:
