@@ -93,7 +93,7 @@ def test_sparsify_run_imports_one_sae_per_hook(tmp_path: Path, run_cli) -> None:
 
     coders = {h: _sparsify_coder(tmp_path / "run", h) for h in ("layers.1", "layers.2")}
     (tmp_path / "run" / "config.json").write_text(json.dumps({"sae": {}, "batch_size": 4}))  # sparsify's TrainConfig
-    code, out, err = run_cli("import", str(tmp_path / "run"), "--out", str(tmp_path / "conv"))
+    code, _, err = run_cli("import", str(tmp_path / "run"), "--out", str(tmp_path / "conv"))
     assert code == 0, err
     assert sorted(p.name for p in (tmp_path / "conv").iterdir()) == ["layers.1", "layers.2"]
     x = _x()
@@ -284,7 +284,7 @@ def test_unknown_and_ambiguous_directories(tmp_path: Path, run_cli) -> None:
 
     (tmp_path / "junk").mkdir()
     (tmp_path / "junk" / "cfg.json").write_text(json.dumps({"hello": 1}))
-    with pytest.raises(CheckpointError, match="not an SAE checkpoint in any format we read.*sparsify.*dictionary_learning.*saev"):
+    with pytest.raises(CheckpointError, match=r"not an SAE checkpoint in any format we read.*sparsify.*dictionary_learning.*saev"):
         load_sae(tmp_path / "junk")
     code, _, err = run_cli("import", str(tmp_path / "junk"), "--out", str(tmp_path / "o"))
     assert code == 1 and "in any format we read" in err and len(err.strip().splitlines()) == 1

@@ -12,6 +12,9 @@ import typer
 def import_(
     path: Annotated[Path, typer.Argument(help="A peer checkpoint (folder, or a saev sae.pt) or a folder of them.")],
     out: Annotated[Path, typer.Option(help="Output directory (one subdirectory per SAE when PATH holds several).")],
+    layer: Annotated[str | None, typer.Option(help="The layer/hook name in your caches that the SAE reads "
+                                                   "(default: what the peer recorded, e.g. sparsify's folder name).")] = None,
+    model: Annotated[str | None, typer.Option(help="The model it was trained on (default: what the peer recorded).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a non-empty --out.")] = False,
 ) -> None:
     """Convert SAEs from SAELens, EleutherAI sparsify, dictionary_learning or saev (recognised by
@@ -21,7 +24,7 @@ def import_(
     from sae_core.validate import check_output_dir
 
     check_output_dir(out)
-    for written in import_checkpoints(path, out, overwrite=overwrite):
+    for written in import_checkpoints(path, out, overwrite=overwrite, layer=layer, model=model):
         typer.echo(str(written))
 
 

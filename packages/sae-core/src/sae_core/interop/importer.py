@@ -31,9 +31,12 @@ def _sources(path: Path) -> list[Path]:
     return []
 
 
-def import_checkpoints(path: str | Path, out: str | Path, *, overwrite: bool = False) -> list[Path]:
+def import_checkpoints(path: str | Path, out: str | Path, *, overwrite: bool = False, layer: str | None = None,
+                       model: str | None = None) -> list[Path]:
     """Convert the peer checkpoint(s) at ``path`` into ours at ``out`` (one: ``out`` itself;
-    several: one subfolder each, named as the source folders). Returns the directories written."""
+    several: one subfolder each, named as the source folders). ``layer``/``model`` name what the
+    SAE reads in our caches where the peer recorded another name or none (analyses look the
+    layer up by name). Returns the directories written."""
     from importlib.metadata import version
 
     from sae_core.checkpoint import save_sae
@@ -51,5 +54,9 @@ def import_checkpoints(path: str | Path, out: str | Path, *, overwrite: bool = F
         for name, (_fmt, cfg, tensors) in zip(names, read, strict=True):
             cfg.name = out.name if single else name
             cfg.provenance = {**(cfg.provenance or {}), "sae_version": version("sae-core")}
+            if layer is not None:
+                cfg.source.layer = layer
+            if model is not None:
+                cfg.source.model = model
             save_sae(stage if single else stage / name, tensors, cfg)
     return [out] if single else [out / n for n in names]
