@@ -306,3 +306,42 @@ def test_viewer_shows_the_line_for_a_foreign_checkpoint(tmp_path: Path, monkeypa
     at.run()
     assert not at.exception, at.exception
     assert "sparsify" in at.error[0].value and "sae import" in at.error[0].value
+
+
+def test_imported_sparsify_sae_works_in_analyze_viewer_and_upload(tmp_path: Path, run_cli,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The issue's end-to-end: a sparsify checkpoint, imported, then analysed, viewed and uploaded."""
+    from streamlit.testing.v1 import AppTest
+    from test_train import gaussian_cache
+    from test_viewer import APP
+
+    cache = gaussian_cache(tmp_path / "cache", n=1000, d=D_IN)
+    _sparsify_coder(tmp_path, "layers.1")
+    conv = tmp_path / "conv"
+    code, _, err = run_cli("import", str(tmp_path / "layers.1"), "--out", str(conv), "--layer", "l1", "--model", "gauss0")
+    assert code == 0, err
+    code, _, err = run_cli("analyze", str(conv), "--data", str(cache), "-q")
+    assert code == 0, err
+    stats = json.loads((conv / "feature_stats.json").read_text())
+    assert stats  # the analysis ran on the imported SAE
+    monkeypatch.setenv("SAE_VIEWER_RUN", str(conv))
+    at = AppTest.from_file(str(APP), default_timeout=120)
+    at.run()
+    assert not at.exception, at.exception
+    assert list(at.dataframe[0].value["arch"]) == ["topk"]
+    monkeypatch.setenv("HF_TOKEN", "hf_test_token")
+    monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    import huggingface_hub.constants as c
+    from fake_hub import FakeHub
+
+    monkeypatch.setattr(c, "HF_HUB_OFFLINE", False)
+    with FakeHub() as server:
+        code, _, err = run_cli("upload", str(conv), "--repo", "alice/imported", "--endpoint", server.endpoint)
+        assert code == 0, err
+        code, _, err = run_cli("download", "alice/imported", "--out", str(tmp_path / "dl"), "--endpoint", server.endpoint)
+        assert code == 0, err
+    x = _x()
+    with torch.no_grad():
+        _close(load_sae(next(p for p in (tmp_path / "dl").rglob("cfg.json")).parent).encode(x), load_sae(conv).encode(x))
