@@ -345,3 +345,75 @@ def test_imported_sparsify_sae_works_in_analyze_viewer_and_upload(tmp_path: Path
     x = _x()
     with torch.no_grad():
         _close(load_sae(next(p for p in (tmp_path / "dl").rglob("cfg.json")).parent).encode(x), load_sae(conv).encode(x))
+
+
+# ---------------------------------------------------------------- SAELens variants beyond test_interop.py
+
+
+def _saelens_round(tmp_path: Path, theirs, *, inference: bool = False) -> tuple[object, object]:
+    """Write with SAELens itself, read back with SAELens and with us."""
+    from sae_lens import SAE
+
+    _randomise(theirs)
+    if inference:
+        theirs.save_inference_model(str(tmp_path / "sl"))
+    else:
+        theirs.save_model(str(tmp_path / "sl"))
+    return SAE.load_from_disk(str(tmp_path / "sl"), device="cpu"), load_sae(tmp_path / "sl")
+
+
+@pytest.mark.parametrize("kind", ["batchtopk", "matryoshka_batchtopk"])
+def test_saelens_batchtopk_training_saes_load(tmp_path: Path, kind: str) -> None:
+    """SAELens saves a (Matryoshka) BatchTopK training SAE as a JumpReLU with its learned threshold."""
+    _peer("sae_lens")
+    from sae_lens.saes.batchtopk_sae import BatchTopKTrainingSAE, BatchTopKTrainingSAEConfig
+    from sae_lens.saes.matryoshka_batchtopk_sae import (
+        MatryoshkaBatchTopKTrainingSAE,
+        MatryoshkaBatchTopKTrainingSAEConfig,
+    )
+
+    if kind == "batchtopk":
+        sae = BatchTopKTrainingSAE(BatchTopKTrainingSAEConfig(d_in=D_IN, d_sae=D_SAE, k=4))
+    else:
+        sae = MatryoshkaBatchTopKTrainingSAE(MatryoshkaBatchTopKTrainingSAEConfig(
+            d_in=D_IN, d_sae=D_SAE, k=4, matryoshka_widths=[8, 16, D_SAE]))
+    with torch.no_grad():
+        sae.topk_threshold.fill_(0.2)
+    theirs, ours = _saelens_round(tmp_path, sae, inference=True)
+    assert ours.architecture == "jumprelu"
+    x = _x()
+    with torch.no_grad():
+        f = ours.encode(x)
+        _close(f, theirs.encode(x))
+        _close(ours.decode(f), theirs.decode(theirs.encode(x)))
+        assert (f > 0).any() and (f == 0).any()
+
+
+@pytest.mark.parametrize("kind", ["transcoder", "jumprelu_transcoder"])
+def test_saelens_transcoders_load(tmp_path: Path, kind: str) -> None:
+    _peer("sae_lens")
+    from sae_lens.saes.transcoder import (
+        JumpReLUTranscoder,
+        JumpReLUTranscoderConfig,
+        Transcoder,
+        TranscoderConfig,
+    )
+
+    cls, cfg_cls = (Transcoder, TranscoderConfig) if kind == "transcoder" else (JumpReLUTranscoder, JumpReLUTranscoderConfig)
+    theirs, ours = _saelens_round(tmp_path, cls(cfg_cls(d_in=D_IN, d_sae=D_SAE, d_out=6, apply_b_dec_to_input=False)))
+    assert ours.is_transcoder and ours.d_out == 6
+    x = _x()
+    with torch.no_grad():
+        f = ours.encode(x)
+        _close(f, theirs.encode(x))
+        _close(ours.decode(f), theirs.decode(theirs.encode(x)))
+
+
+def test_saelens_skip_transcoder_is_refused(tmp_path: Path) -> None:
+    _peer("sae_lens")
+    from sae_core.errors import CheckpointError
+    from sae_lens.saes.transcoder import SkipTranscoder, SkipTranscoderConfig
+
+    SkipTranscoder(SkipTranscoderConfig(d_in=D_IN, d_sae=D_SAE, d_out=D_IN, apply_b_dec_to_input=False)).save_model(str(tmp_path / "sk"))
+    with pytest.raises(CheckpointError, match="skip_transcoder is not supported"):
+        load_sae(tmp_path / "sk")
