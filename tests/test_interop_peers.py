@@ -417,3 +417,38 @@ def test_saelens_skip_transcoder_is_refused(tmp_path: Path) -> None:
     SkipTranscoder(SkipTranscoderConfig(d_in=D_IN, d_sae=D_SAE, d_out=D_IN, apply_b_dec_to_input=False)).save_model(str(tmp_path / "sk"))
     with pytest.raises(CheckpointError, match="skip_transcoder is not supported"):
         load_sae(tmp_path / "sk")
+
+
+def test_download_sparsify_and_dictionary_learning_repos(tmp_path: Path, run_cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hub repos in a peer's layout (sparsify: one folder per hook) download and load as they are."""
+    import huggingface_hub.constants as c
+    from fake_hub import FakeHub
+
+    coders = {h: _sparsify_coder(tmp_path / "sp", h) for h in ("layers.1", "layers.2")}
+    trainer = _dl_trainer("top_k")
+    _randomise(trainer.ae)
+    _dl_save(trainer, tmp_path / "dl" / "trainer_0")
+    monkeypatch.setenv("HF_TOKEN", "hf_test_token")
+    monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(c, "HF_HUB_OFFLINE", False)
+    x = _x()
+    with FakeHub() as hub:
+        for repo, root in (("eleuther/sae-tiny", tmp_path / "sp"), ("marks/dl-tiny", tmp_path / "dl")):
+            files = {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+            hub.repos[repo] = {"files": files, "sha": "1" * 40, "private": False}
+        code, _, err = run_cli("download", "eleuther/sae-tiny", "--subfolder", "layers.2", "--out", str(tmp_path / "d1"),
+                               "--endpoint", hub.endpoint)
+        assert code == 0, err
+        assert "sae import" in err and not (tmp_path / "d1" / "layers.1").exists()
+        with torch.no_grad():
+            _close(load_sae(tmp_path / "d1" / "layers.2").encode(x), _sparsify_dense(coders["layers.2"], x))
+        code, _, err = run_cli("download", "marks/dl-tiny", "--sae", "trainer_0", "--out", str(tmp_path / "d2"),
+                               "--endpoint", hub.endpoint)
+        assert code == 0, err
+        with torch.no_grad():
+            _close(load_sae(tmp_path / "d2" / "trainer_0").encode(x), trainer.ae.encode(x))
+        code, _, err = run_cli("download", "eleuther/sae-tiny", "--sae", "layers.9", "--out", str(tmp_path / "d3"),
+                               "--endpoint", hub.endpoint)
+        assert code == 1 and "has no SAE 'layers.9'" in err
