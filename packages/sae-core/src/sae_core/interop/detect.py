@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from sae_core.errors import CheckpointError
+from sae_core.layout import CFG_FILE, RUN_CONFIG_FILE, SAELENS_WEIGHTS_FILE, WEIGHTS_FILE
 
 #: every format we read, with the files that make one (shown in errors and in ``sae import --help``)
 FORMATS: dict[str, str] = {
@@ -30,7 +31,7 @@ FORMATS: dict[str, str] = {
 FOREIGN = tuple(f for f in FORMATS if f != "sae")
 SAEV_FILE = "sae.pt"
 DL_WEIGHTS_FILE = "ae.pt"
-DL_CONFIG_FILE = "config.json"
+DL_CONFIG_FILE = RUN_CONFIG_FILE  # the same name as our run config: told apart by its 'trainer' key
 #: keys only sparsify's SparseCoderConfig writes (ours and SAELens's carry 'd_sae' instead)
 _SPARSIFY_KEYS = ("expansion_factor", "num_latents", "k", "activation", "transcode")
 
@@ -72,14 +73,14 @@ def matching_formats(path: Path) -> list[str]:
     found: list[str] = []
     if path.is_file():
         return ["saev"] if saev_file(path) else []
-    cfg = _json(path / "cfg.json") if (path / "cfg.json").is_file() else None
+    cfg = _json(path / CFG_FILE) if (path / CFG_FILE).is_file() else None
     if isinstance(cfg, dict):
-        if "architecture" in cfg and "d_in" in cfg and "d_sae" in cfg and (path / "sae.safetensors").is_file():
+        if "architecture" in cfg and "d_in" in cfg and "d_sae" in cfg and (path / WEIGHTS_FILE).is_file():
             found.append("sae")
-        if (path / "sae_weights.safetensors").is_file() and "d_in" in cfg and "d_sae" in cfg:
+        if (path / SAELENS_WEIGHTS_FILE).is_file() and "d_in" in cfg and "d_sae" in cfg:
             found.append("saelens")
         if ("d_in" in cfg and "d_sae" not in cfg and "architecture" not in cfg
-                and any(k in cfg for k in _SPARSIFY_KEYS) and (path / "sae.safetensors").is_file()):
+                and any(k in cfg for k in _SPARSIFY_KEYS) and (path / WEIGHTS_FILE).is_file()):
             found.append("sparsify")
     if (path / DL_WEIGHTS_FILE).is_file():
         doc = _json(path / DL_CONFIG_FILE)
@@ -101,7 +102,7 @@ def checkpoint_format(path: str | Path) -> str:
     ambiguous one is a one-line :class:`CheckpointError` listing the formats we read."""
     path = Path(path)
     if not path.exists():
-        raise CheckpointError(f"{path} does not exist; pass an SAE checkpoint directory")
+        raise CheckpointError(f"{path} is not an SAE checkpoint: it does not exist; pass an SAE checkpoint directory")
     found = matching_formats(path)
     if len(found) == 1:
         return found[0]

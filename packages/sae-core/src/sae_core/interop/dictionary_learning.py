@@ -29,6 +29,7 @@ JumpReLU θ acts as 0 there (the ReLU), so it is read as max(θ, 0). ``ae.pt`` i
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from typing import Any, ClassVar
@@ -37,7 +38,7 @@ import torch
 
 from sae_core.errors import CheckpointError, ExportError
 from sae_core.interop.detect import DL_CONFIG_FILE, DL_WEIGHTS_FILE
-from sae_core.io import atomic_path, atomic_write_json
+from sae_core.io import atomic_write_bytes, atomic_write_json
 from sae_core.layout import WEIGHTS_FILE, SAECheckpointConfig, SourceInfo
 from sae_core.protocols.exporter import Exporter
 from sae_core.weights import load_weights
@@ -196,6 +197,7 @@ class DictionaryLearningExporter(Exporter):
 
     def write(self, checkpoint: Path, cfg: SAECheckpointConfig, out: Path) -> None:
         doc, sd = dl_mapping(cfg, load_weights(checkpoint / WEIGHTS_FILE))
-        with atomic_path(out / DL_WEIGHTS_FILE) as tmp:
-            torch.save(sd, tmp)  # the peer's format is a torch state dict: tensors only
+        buf = io.BytesIO()
+        torch.save(sd, buf)  # the peer's format is a torch state dict: tensors only
+        atomic_write_bytes(out / DL_WEIGHTS_FILE, buf.getvalue())
         atomic_write_json(out / DL_CONFIG_FILE, doc)

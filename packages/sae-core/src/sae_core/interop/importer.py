@@ -39,9 +39,10 @@ def import_checkpoints(path: str | Path, out: str | Path, *, overwrite: bool = F
     layer up by name). Returns the directories written."""
     from importlib.metadata import version
 
-    from sae_core.checkpoint import save_sae
     from sae_core.interop.readers import read_any
-    from sae_core.io import staged_dir
+    from sae_core.io import atomic_write_json, staged_dir
+    from sae_core.layout import CFG_FILE, WEIGHTS_FILE
+    from sae_core.weights import save_weights
 
     path, out = Path(path), Path(out)
     sources = _sources(path)
@@ -58,5 +59,8 @@ def import_checkpoints(path: str | Path, out: str | Path, *, overwrite: bool = F
                 cfg.source.layer = layer
             if model is not None:
                 cfg.source.model = model
-            save_sae(stage if single else stage / name, tensors, cfg)
+            target = stage if single else stage / name
+            target.mkdir(exist_ok=True)
+            save_weights(target / WEIGHTS_FILE, tensors, metadata={"format": "sae"})  # weights first, as save_sae
+            atomic_write_json(target / CFG_FILE, cfg.to_json())
     return [out] if single else [out / n for n in names]
