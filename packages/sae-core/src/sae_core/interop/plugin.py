@@ -15,3 +15,13 @@ def register_exporters(register: Any) -> None:
 
     for cls in (SAELensExporter, SparsifyExporter, DictionaryLearningExporter):
         register(cls.name, cls, description=(cls.__doc__ or "").strip())
+
+
+@hookimpl
+def register_stores(register: Any) -> None:
+    def saev_store() -> Any:
+        from sae_core.stores.saev import SaevStore
+
+        return SaevStore()
+
+    register("saev", saev_store, description="saev's activation shards (metadata.json + acts*.bin), read in place.")

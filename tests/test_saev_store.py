@@ -1,0 +1,66 @@
+"""A saev activation directory (metadata.json + acts*.bin), written by saev's own ShardWriter,
+read in place through our store protocol: `sae train --data DIR` and `sae analyze` use it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+N_IMGS, LAYERS, PATCHES, D = 30, [-2, 6], 4, 8
+
+
+@pytest.fixture(scope="module")
+def saev_dir(tmp_path_factory) -> tuple[Path, torch.Tensor]:
+    pytest.importorskip("saev", reason="the peer package saev is not installed (uv sync --all-packages)")
+    from saev import activations, config
+
+    root = tmp_path_factory.mktemp("saev")
+    imgs = root / "imgs" / "class0"
+    imgs.mkdir(parents=True)
+    for i in range(N_IMGS):  # saev counts the files of an image folder
+        (imgs / f"{i}.png").write_bytes(b"")
+    tokens = PATCHES + 1
+    cfg = config.Activations(data=config.ImageFolderDataset(root=str(root / "imgs")), dump_to=str(root / "shards"),
+                             d_vit=D, vit_layers=LAYERS, n_patches_per_img=PATCHES, cls_token=True,
+                             n_patches_per_shard=len(LAYERS) * tokens * 12, device="cpu")  # 12 images a shard: 3 shards
+    acts = torch.randn(N_IMGS, len(LAYERS), tokens, D, generator=torch.Generator().manual_seed(0)) * 2 + 1
+    writer = activations.ShardWriter(cfg)
+    for lo in range(0, N_IMGS, 7):  # as saev's dump loop: batches of images
+        writer[lo : min(N_IMGS, lo + 7)] = acts[lo : min(N_IMGS, lo + 7)]
+    writer.flush()
+    return Path(writer.root), acts
+
+
+def test_saev_directory_reads_in_place(saev_dir) -> None:
+    from sae_core.stores import open_reader
+
+    path, acts = saev_dir
+    reader = open_reader(path)  # detected by content: our local store also has a metadata.json
+    assert type(reader).__name__ == "SaevReader"
+    assert reader.n_examples == N_IMGS and reader.meta.layers == ["-2", "6"] and reader.d_model == D
+    assert list(reader.positions("cls")) == [0] and list(reader.positions("patch")) == [1, 2, 3, 4]
+    x, index = reader.read_examples(5, 29, layers=[1])  # across the three shards
+    np.testing.assert_array_equal(x.numpy(), acts[5:29, [1]].numpy())
+    assert (index["example"][:, 0] == np.arange(5, 29)).all() and (index["position"][0] == np.arange(5)).all()
+    assert reader.layer_index("6") == 1
+    assert not any(path.glob("*.safetensors")) and sorted(p.name for p in path.iterdir())[-1] == "metadata.json"
+
+
+def test_train_and_analyze_on_a_saev_directory(saev_dir, tmp_path: Path, run_cli) -> None:
+    from sae_core.layout import read_cfg
+
+    path, _ = saev_dir
+    out = tmp_path / "run"
+    code, _, err = run_cli("train", "--data", str(path), "--out", str(out), "--layer", "6", "--tokens", "patch",
+                           "--arch", "topk", "--k", "2", "--exp-factor", "2", "--steps", "10", "--batch-size", "32",
+                           "--val-fraction", "0", "-q")
+    assert code == 0, err
+    (ckpt,) = [p for p in out.iterdir() if (p / "cfg.json").is_file()]
+    cfg = read_cfg(ckpt)
+    assert cfg.source.layer == "6" and cfg.source.tokens == "patch" and cfg.source.adapter == "saev"
+    code, _, err = run_cli("analyze", str(out), "-q")
+    assert code == 0, err
+    assert (ckpt / "feature_stats.json").is_file() and (ckpt / "top_examples.json").is_file()
