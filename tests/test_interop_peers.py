@@ -110,13 +110,15 @@ def test_sparsify_folder_gets_one_line_answer_in_commands(tmp_path: Path, run_cl
     _sparsify_coder(tmp_path, "layers.0")
     ckpt = str(tmp_path / "layers.0")
     for args in (["analyze", ckpt], ["export", ckpt, "--out", str(tmp_path / "e")], ["view", ckpt, "--headless"],
-                 ["info", ckpt]):
+                 ["upload", ckpt, "--repo", "a/b"]):
         code, _, err = run_cli(*args)
-        if args[0] == "info" and code == 0:
-            continue  # info of a path may describe it instead
         assert code == 1, (args, err)
         assert "sparsify" in err and "sae import" in err and "Traceback" not in err, (args, err)
         assert len(err.strip().splitlines()) == 1, err
+    code, _, err = run_cli("features", ckpt, "--text", "a")  # load_sae reads it; features then needs the model's cache
+    assert code == 1 and "pass --data CACHE" in err and len(err.strip().splitlines()) == 1
+    code, out, _ = run_cli("info", ckpt)  # info describes it, and says how to convert it
+    assert code == 0 and json.loads(out)["kind"] == "sparsify-checkpoint" and "sae import" in out
 
 
 def test_export_sparsify_loads_in_sparsify(tmp_path: Path, run_cli) -> None:
