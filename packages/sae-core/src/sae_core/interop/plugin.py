@@ -24,4 +24,11 @@ def register_stores(register: Any) -> None:
 
         return SaevStore()
 
+    def saelens_cache_store() -> Any:
+        from sae_core.stores.saelens_cache import SAELensCacheStore
+
+        return SAELensCacheStore()
+
     register("saev", saev_store, description="saev's activation shards (metadata.json + acts*.bin), read in place.")
+    register("saelens-cache", saelens_cache_store,
+             description="SAELens cached activations (CacheActivationsRunner's dataset on disk), read in place.")

@@ -1,4 +1,4 @@
-"""A saev activation directory (metadata.json + acts*.bin), written by saev's own ShardWriter,
+"""Other tools' activation caches read in place: a saev directory (metadata.json + acts*.bin), written by saev's own ShardWriter,
 read in place through our store protocol: `sae train --data DIR` and `sae analyze` use it."""
 
 from __future__ import annotations
@@ -64,3 +64,53 @@ def test_train_and_analyze_on_a_saev_directory(saev_dir, tmp_path: Path, run_cli
     code, _, err = run_cli("analyze", str(out), "-q")
     assert code == 0, err
     assert (ckpt / "feature_stats.json").is_file() and (ckpt / "top_examples.json").is_file()
+
+
+# ---------------------------------------------------------------- SAELens cached activations
+
+
+@pytest.fixture(scope="module")
+def saelens_cache(tmp_path_factory) -> Path:
+    """Written by SAELens's own CacheActivationsRunner, on a tiny random HookedTransformer (its
+    model loader replaced: no download) and a pre-tokenised in-memory dataset."""
+    pytest.importorskip("sae_lens", reason="the peer package sae-lens is not installed")
+    datasets = pytest.importorskip("datasets")
+    import sae_lens.cache_activations_runner as car
+    from sae_lens import CacheActivationsRunnerConfig
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    torch.manual_seed(0)
+    model = HookedTransformer(HookedTransformerConfig(n_layers=1, d_model=D, n_ctx=8, d_head=4, n_heads=2, d_vocab=50,
+                                                      act_fn="relu"))
+    out = tmp_path_factory.mktemp("slcache") / "acts"
+    mp = pytest.MonkeyPatch()
+    mp.setattr(car, "load_model", lambda **kw: model)
+    try:
+        ds = datasets.Dataset.from_dict({"input_ids": torch.randint(1, 50, (24, 8)).tolist()})
+        cfg = CacheActivationsRunnerConfig(
+            dataset_path="synthetic", model_name="tiny", model_batch_size=4, hook_name="blocks.0.hook_resid_post",
+            d_in=D, training_tokens=24 * 8, context_size=8, new_cached_activations_path=str(out), shuffle=False,
+            device="cpu", prepend_bos=False, buffer_size_gb=24 * 8 * D * 4 / 1e9)
+        car.CacheActivationsRunner(cfg, override_dataset=ds).run()
+    finally:
+        mp.undo()
+    return out
+
+
+def test_saelens_cache_reads_in_place_and_trains(saelens_cache: Path, tmp_path: Path, run_cli) -> None:
+    import datasets
+    from sae_core.stores import open_reader
+
+    reader = open_reader(saelens_cache)
+    assert type(reader).__name__ == "SAELensCacheReader"
+    assert reader.meta.layers == ["blocks.0.hook_resid_post"] and reader.d_model == D and reader.n_examples == 24
+    theirs = datasets.load_from_disk(str(saelens_cache)).with_format("numpy")
+    x, index = reader.read_examples(3, 20)
+    np.testing.assert_array_equal(x[:, 0].numpy(), theirs[3:20]["blocks.0.hook_resid_post"])
+    np.testing.assert_array_equal(index["token"], theirs[3:20]["token_ids"])
+    out = tmp_path / "run"
+    code, _, err = run_cli("train", "--data", str(saelens_cache), "--out", str(out), "--arch", "topk", "--k", "2",
+                           "--exp-factor", "2", "--steps", "5", "--batch-size", "32", "--val-fraction", "0", "-q")
+    assert code == 0, err
+    code, _, err = run_cli("analyze", str(out), "-q")
+    assert code == 0, err
