@@ -49,7 +49,8 @@ def test_saev_directory_reads_in_place(saev_dir) -> None:
     assert not any(path.glob("*.safetensors")) and sorted(p.name for p in path.iterdir())[-1] == "metadata.json"
 
 
-def test_train_and_analyze_on_a_saev_directory(saev_dir, tmp_path: Path, run_cli) -> None:
+def test_train_and_analyze_on_a_saev_directory(saev_dir, tmp_path: Path, run_cli,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
     from sae_core.layout import read_cfg
 
     path, _ = saev_dir
@@ -64,6 +65,20 @@ def test_train_and_analyze_on_a_saev_directory(saev_dir, tmp_path: Path, run_cli
     code, _, err = run_cli("analyze", str(out), "-q")
     assert code == 0, err
     assert (ckpt / "feature_stats.json").is_file() and (ckpt / "top_examples.json").is_file()
+    _view(out, monkeypatch)
+
+
+def _view(run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The viewer's overview and features pages on a run trained from a foreign cache: no exception."""
+    from streamlit.testing.v1 import AppTest
+    from test_viewer import APP
+
+    monkeypatch.setenv("SAE_VIEWER_RUN", str(run))
+    at = AppTest.from_file(str(APP), default_timeout=120)
+    at.run()
+    assert not at.exception, at.exception
+    at.sidebar.radio[0].set_value("Features").run()
+    assert not at.exception, at.exception
 
 
 # ---------------------------------------------------------------- SAELens cached activations
@@ -97,7 +112,8 @@ def saelens_cache(tmp_path_factory) -> Path:
     return out
 
 
-def test_saelens_cache_reads_in_place_and_trains(saelens_cache: Path, tmp_path: Path, run_cli) -> None:
+def test_saelens_cache_reads_in_place_and_trains(saelens_cache: Path, tmp_path: Path, run_cli,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     import datasets
     from sae_core.stores import open_reader
 
@@ -114,3 +130,4 @@ def test_saelens_cache_reads_in_place_and_trains(saelens_cache: Path, tmp_path: 
     assert code == 0, err
     code, _, err = run_cli("analyze", str(out), "-q")
     assert code == 0, err
+    _view(out, monkeypatch)
