@@ -110,6 +110,10 @@ _WHERE: dict[str, str] = {
     "latent_metrics": "sae_core.probing.ranking",
     "fit_l1_logistic": "sae_core.probing.linear",
     "export_checkpoints": "sae_core.interop.export",
+    # other libraries' checkpoints (docs/interop.md)
+    "import_checkpoints": "sae_core.interop.importer",
+    "checkpoint_format": "sae_core.interop.detect",
+    "read_any": "sae_core.interop.readers",
     # using SAEs inside their model (docs/using-saes.md)
     "HookedModel": "sae_core.inference.model",
     "RunResult": "sae_core.inference.model",
@@ -214,6 +218,7 @@ __all__ = [
     "build_app",
     "build_sae",
     "cache_activations",
+    "checkpoint_format",
     "decoder_neighbours",
     "detokenize",
     "expand_sweep",
@@ -230,6 +235,7 @@ __all__ = [
     "get_registry",
     "heatmap_overlay",
     "hookimpl",
+    "import_checkpoints",
     "latent_metrics",
     "layout",
     "load_labels",
@@ -244,6 +250,7 @@ __all__ = [
     "open_reader",
     "open_target",
     "open_writer",
+    "read_any",
     "read_cfg",
     "record_features",
     "run_training",
@@ -290,7 +297,10 @@ if TYPE_CHECKING:
     from sae_core.inference.model import HookedModel, RunResult
     from sae_core.inference.records import FeatureActs
     from sae_core.inference.target import open_target
+    from sae_core.interop.detect import checkpoint_format
     from sae_core.interop.export import export_checkpoints
+    from sae_core.interop.importer import import_checkpoints
+    from sae_core.interop.readers import read_any
     from sae_core.io import (
         append_line,
         atomic_open,

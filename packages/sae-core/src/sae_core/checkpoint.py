@@ -16,7 +16,6 @@ from sae_core.io import atomic_write_json
 from sae_core.layout import (
     CFG_FILE,
     FORMAT_VERSION,
-    SAELENS_WEIGHTS_FILE,
     WEIGHTS_FILE,
     SAECheckpointConfig,
     find_checkpoints,
@@ -64,16 +63,20 @@ def __getattr__(name: str) -> Any:  # SAE lives in sae_module (torch); import it
 
 
 def load_sae(path: str | Path, device: str | torch.device = "cpu") -> SAE:
-    """Load a checkpoint directory (ours, or SAELens's ``cfg.json`` + ``sae_weights.safetensors``)."""
+    """Load an SAE checkpoint in any format we read: ours, SAELens, EleutherAI sparsify,
+    dictionary_learning or saev (recognised by content, :mod:`sae_core.interop.detect`); an
+    unknown or ambiguous one is a one-line :class:`CheckpointError` listing those formats."""
+    from sae_core.interop.detect import checkpoint_format, matching_formats
+
     path = Path(path)
-    if not is_checkpoint(path):
-        raise CheckpointError(f"{path} is not an SAE checkpoint (no {CFG_FILE}); pass a directory made by `sae train`")
-    if not (path / WEIGHTS_FILE).is_file() and (path / SAELENS_WEIGHTS_FILE).is_file():
-        try:
-            from sae_core.interop.saelens import load_saelens
-        except ImportError:
-            raise CheckpointError(f"{path} is a SAELens checkpoint; SAELens import is not available") from None
-        return load_saelens(path, device=device)
+    found = matching_formats(path) if path.exists() else []
+    if len(found) > 1 or (not found and not is_checkpoint(path)):
+        checkpoint_format(path)  # raises: ambiguous, or no format we read
+    if found and found[0] != "sae":
+        from sae_core.interop.readers import read_any
+
+        _, cfg, tensors = read_any(path)
+        return build_sae(cfg, tensors, device)
     cfg = read_cfg(path)
     if not (path / WEIGHTS_FILE).is_file():
         raise CheckpointError(f"{path} has {CFG_FILE} but no {WEIGHTS_FILE}; the checkpoint is incomplete, re-export it")

@@ -185,9 +185,19 @@ def _read_cfg(checkpoint: Path) -> SAECheckpointConfig:
     return read_cfg(checkpoint)
 
 
+def _any_checkpoint(path: Path) -> bool:
+    """A checkpoint folder in any format we read (a sparsify hook folder, a dictionary_learning
+    ``trainer_N``, ...): ``load_sae`` reads each as it is, ``sae import`` converts it."""
+    from sae_core.interop.detect import sniff_format
+
+    return is_checkpoint(path) or sniff_format(path) is not None
+
+
 def download(repo: str, out: str | Path, *, sae: str | None = None, revision: str | None = None,
              token: str | None = None, endpoint: str | None = None) -> Path:
-    """Download ``repo`` (or one SAE folder of it) into ``out``; returns ``out``."""
+    """Download ``repo`` (or one SAE folder of it) into ``out``; returns ``out``. Repos in a peer's
+    format (a sparsify repo: one folder per hook) download as they are: ``load_sae`` reads
+    them, ``sae import`` converts them (the CLI says so)."""
     from huggingface_hub import snapshot_download
 
     from sae_core.validate import check_output_dir
@@ -199,7 +209,7 @@ def download(repo: str, out: str | Path, *, sae: str | None = None, revision: st
                           allow_patterns=patterns, token=token, endpoint=endpoint)
     except Exception as e:
         raise _hub_error(e, repo, revision) from None
-    if sae and not is_checkpoint(out / sae):
-        names = sorted(p.name for p in out.iterdir() if is_checkpoint(p)) if out.is_dir() else []
+    if sae and not _any_checkpoint(out / sae):
+        names = sorted(p.name for p in out.iterdir() if _any_checkpoint(p)) if out.is_dir() else []
         raise SAEError(f"repo {repo!r} has no SAE {sae!r}" + (f"; it has: {', '.join(names)}" if names else ""))
     return out

@@ -96,7 +96,9 @@ class SourceInfo:
     tokens: str = "all"  # token filter: all | cls | patch | register | token
     d_model: int | None = None
     dataset: str | None = None  # the --data spec
-    imported_from: str | None = None  # "saelens" for SAEs read from another library's format
+    #: the library whose format the SAE was read from ("saelens", "sparsify", "dictionary_learning",
+    #: "saev"); None for SAEs trained here
+    imported_from: str | None = None
 
 
 @dataclass
@@ -156,6 +158,9 @@ class SAECheckpointConfig:
     metrics: dict[str, Any] = field(default_factory=dict)
     #: for ``<sae>/best/`` checkpoints (``--keep-best``): ``{"step", "val_fvu"}`` of that export
     best: dict[str, Any] | None = None
+    #: SAEs converted by ``sae import``: ``{"format", "path", "peer_config", "sae_version"}``, where
+    #: it came from and the peer's own config as it was (None for SAEs trained here)
+    provenance: dict[str, Any] | None = None
     format: str = FORMAT
     format_version: int = FORMAT_VERSION
 
@@ -195,8 +200,8 @@ class SAECheckpointConfig:
             if d[table][key] is None:  # only transcoders carry them: an SAE's cfg.json is as before
                 del d[table][key]
         order = ["format", "format_version", "name", "architecture", "d_in", "d_sae", "d_out", "hyper",
-                 "non_negative_codes", "normalization", "source", "train", "val", "metrics", "best"]
-        return {k: d[k] for k in order if k not in ("best", "d_out") or d[k] is not None}
+                 "non_negative_codes", "normalization", "source", "train", "val", "metrics", "best", "provenance"]
+        return {k: d[k] for k in order if k not in ("best", "d_out", "provenance") or d[k] is not None}
 
 
 def read_cfg(path: str | Path, *, strict: bool = False) -> SAECheckpointConfig:
@@ -207,19 +212,30 @@ def read_cfg(path: str | Path, *, strict: bool = False) -> SAECheckpointConfig:
     try:
         doc = json.loads(file.read_text())
     except FileNotFoundError:
-        raise CheckpointError(f"{file.parent} is not an SAE checkpoint (no {CFG_FILE}); pass a directory made by "
-                              "`sae train`") from None
+        raise CheckpointError(_foreign(file.parent) or f"{file.parent} is not an SAE checkpoint (no {CFG_FILE}); pass "
+                              "a directory made by `sae train`") from None
     except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
         raise CheckpointError(f"{file} is corrupt ({e}); train or download that SAE again") from None
     if not isinstance(doc, dict):
         raise CheckpointError(f"{file} is not a checkpoint config (not a JSON object); train or download that SAE again")
     for key in ("architecture", "d_in", "d_sae"):
         if key not in doc:
-            raise CheckpointError(f"{file} lacks {key!r}; it is not an sae checkpoint")
+            from sae_core.interop.detect import formats_line
+
+            raise CheckpointError(_foreign(file.parent) or f"{file} lacks {key!r}: {file.parent} is not an SAE checkpoint "
+                                  f"in any format we read ({formats_line()})")
     try:
         return SAECheckpointConfig.from_json(doc, strict=strict, where=str(file))
     except ConfigError as e:
         raise CheckpointError(f"{e}; train or download that SAE again") from None
+
+
+def _foreign(path: Path, *, saelens: bool = True) -> str | None:
+    """The one-line answer for a checkpoint another library wrote (which one, how to convert).
+    ``saelens=False``: SAELens directories pass (commands have always taken them as they are)."""
+    from sae_core.interop.detect import FOREIGN, foreign_hint
+
+    return foreign_hint(path, FOREIGN if saelens else tuple(f for f in FOREIGN if f != "saelens"))
 
 
 def is_checkpoint(path: str | Path) -> bool:
@@ -229,8 +245,18 @@ def is_checkpoint(path: str | Path) -> bool:
 
 def find_checkpoints(path: str | Path) -> list[Path]:
     """The checkpoint directories in ``path``: itself, or the SAEs of a run directory (in the
-    order of its ``sweep.json``, else by name)."""
+    order of its ``sweep.json``, else by name). A checkpoint another library wrote (sparsify's
+    folders share our file names) is a one-line error naming it and ``sae import``."""
     path = Path(path)
+    found = _find(path)
+    for ckpt in found:
+        hint = _foreign(ckpt, saelens=False)
+        if hint is not None:
+            raise CheckpointError(hint)
+    return found
+
+
+def _find(path: Path) -> list[Path]:
     if is_checkpoint(path):
         return [path]
     if (path / SWEEP_FILE).is_file():
@@ -245,4 +271,7 @@ def find_checkpoints(path: str | Path) -> list[Path]:
         found = sorted(p for p in path.iterdir() if is_checkpoint(p))
         if found:
             return found
-    raise CheckpointError(f"no SAE checkpoints in {path}; pass a run directory from `sae train` or one SAE's directory")
+    from sae_core.interop.detect import formats_line
+
+    raise CheckpointError(_foreign(path) or f"no SAE checkpoints in {path}; pass a run directory from `sae train` or "
+                          f"one SAE's directory (formats we read: {formats_line()})")

@@ -424,7 +424,11 @@ def main() -> None:
     if not run.is_dir():
         st.error(f"{run or '(none)'} is not a run directory; start with `sae view RUN_DIR`.")
         return
-    saes = _saes(str(run), _run_stamp(run))
+    try:
+        saes = _saes(str(run), _run_stamp(run))
+    except SAEError as e:  # another library's checkpoint, or a damaged one: its one line, no traceback
+        st.error(str(e))
+        return
     if not saes:
         st.error(f"no SAE checkpoints in {run}; train some with `sae train`.")
         return

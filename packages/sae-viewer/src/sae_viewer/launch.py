@@ -20,11 +20,12 @@ def view(
     headless: Annotated[bool, typer.Option("--headless", help="Do not open a browser.")] = False,
 ) -> None:
     """Browse a run's SAEs and their features in the Streamlit viewer."""
-    from sae_core import find_checkpoints
+    from sae_core import find_checkpoints, read_cfg
 
     if not run.is_dir():
         raise SAEError(f"{run} is not a directory; pass the --out of `sae train`")
-    find_checkpoints(run)  # nothing to show is an error now, not an empty page in the browser
+    for ckpt in find_checkpoints(run):  # nothing to show is an error now, not an empty page in the browser
+        read_cfg(ckpt)  # nor is a cfg.json in no format we read (one line, listing the formats)
     cmd = [sys.executable, "-m", "streamlit", "run", str(APP), "--server.port", str(port),
            "--server.headless", "true" if headless else "false", "--browser.gatherUsageStats", "false",
            "--", str(run.resolve())]

@@ -247,8 +247,7 @@ def _features(run: Path, saes: list[data.SAEFiles], n_features: int, n_examples:
 def build_report(run: Path, out: Path | None = None, *, n_features: int = 8, n_examples: int = 5) -> Path:
     """Write the HTML report of ``run`` (a run directory or one checkpoint) to ``out`` (default
     ``RUN/report.html``) and its plots to ``<out stem>_files/*.png``; returns ``out``."""
-    from sae_core import find_checkpoints
-    from sae_core import atomic_write_text
+    from sae_core import atomic_write_text, find_checkpoints
 
     run = Path(run)
     if not run.is_dir():

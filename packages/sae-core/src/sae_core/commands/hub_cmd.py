@@ -24,14 +24,19 @@ def upload(
 def download(
     repo: Annotated[str, typer.Argument(help="Hub repo id, user/name.")],
     out: Annotated[Path, typer.Option(help="Directory to download into.")],
-    sae: Annotated[str | None, typer.Option(help="Only this SAE folder.")] = None,
+    sae: Annotated[str | None, typer.Option("--sae", "--subfolder", help="Only this SAE folder (a sparsify repo: one hook).")] = None,
     revision: Annotated[str | None, typer.Option(help="Branch, tag or commit.")] = None,
     endpoint: Annotated[str | None, typer.Option(help="Hub endpoint (default: HF_ENDPOINT or huggingface.co).")] = None,
 ) -> None:
     """Download an SAE repo (or one SAE of it)."""
     from sae_core.hub import download as do_download
+    from sae_core.interop.detect import foreign_hint
 
-    typer.echo(str(do_download(repo, out, sae=sae, revision=revision, endpoint=endpoint)))
+    got = do_download(repo, out, sae=sae, revision=revision, endpoint=endpoint)
+    typer.echo(str(got))
+    hint = foreign_hint(got / sae if sae else got)
+    if hint:
+        typer.echo(f"note: {hint}", err=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -23,8 +23,18 @@ def describe(path: Path) -> dict[str, Any]:
     """A JSON-able description of whatever sae artefact lives at ``path``."""
     if not path.exists():
         raise SAEError(f"{path} does not exist; pass a cache directory, an SAE checkpoint or a run directory")
+    from sae_core.interop.detect import FORMATS, sniff_format
     from sae_core.stores.local.format import METADATA, SHARDS
+    from sae_core.stores.saev import SaevStore
 
+    fmt = sniff_format(path)
+    if fmt in ("sparsify", "dictionary_learning", "saev"):  # another library's checkpoint (docs/interop.md)
+        files = sorted(p.name for p in path.iterdir() if p.is_file()) if path.is_dir() else [path.name]
+        return {"kind": f"{fmt}-checkpoint", "path": str(path), "format": FORMATS[fmt], "files": files,
+                "convert": f"sae import {path} --out DIR"}
+    if SaevStore().detect(path):  # saev's activation shards, read in place
+        return {"kind": "saev-cache", "path": str(path), "metadata": _read_json(path / METADATA),
+                "shards": len(list(path.glob("acts*.bin")))}
     if (path / METADATA).is_file() and _is_local_cache(meta := _read_json(path / METADATA)):  # the local store's layout
         shards = _read_json(path / SHARDS) if (path / SHARDS).is_file() else {"shards": []}
         shard_list = shards.get("shards", [])

@@ -19,6 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "sae_core.commands.train_cmd",
     "sae_core.commands.analyze_cmd",
     "sae_core.commands.export_cmd",
+    "sae_core.commands.import_cmd",
     "sae_core.commands.hub_cmd",
     "sae_core.commands.features_cmd",
     "sae_core.commands.steer_cmd",

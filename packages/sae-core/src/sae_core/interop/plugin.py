@@ -9,6 +9,26 @@ from sae_core.hookspecs import hookimpl
 
 @hookimpl
 def register_exporters(register: Any) -> None:
+    from sae_core.interop.dictionary_learning import DictionaryLearningExporter
     from sae_core.interop.saelens import SAELensExporter
+    from sae_core.interop.sparsify import SparsifyExporter
 
-    register(SAELensExporter.name, SAELensExporter, description=(SAELensExporter.__doc__ or "").strip())
+    for cls in (SAELensExporter, SparsifyExporter, DictionaryLearningExporter):
+        register(cls.name, cls, description=(cls.__doc__ or "").strip())
+
+
+@hookimpl
+def register_stores(register: Any) -> None:
+    def saev_store() -> Any:
+        from sae_core.stores.saev import SaevStore
+
+        return SaevStore()
+
+    def saelens_cache_store() -> Any:
+        from sae_core.stores.saelens_cache import SAELensCacheStore
+
+        return SAELensCacheStore()
+
+    register("saev", saev_store, description="saev's activation shards (metadata.json + acts*.bin), read in place.")
+    register("saelens-cache", saelens_cache_store,
+             description="SAELens cached activations (CacheActivationsRunner's dataset on disk), read in place.")

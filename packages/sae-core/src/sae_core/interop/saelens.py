@@ -161,6 +161,11 @@ def load_saelens(path: str | Path, device: str | torch.device = "cpu") -> Any:
     """A SAELens checkpoint directory as our :class:`~sae_core.sae_module.SAE`."""
     from sae_core.sae_module import build_sae
 
+    return build_sae(*read_saelens(path), device)
+
+
+def read_saelens(path: str | Path) -> tuple[SAECheckpointConfig, dict[str, torch.Tensor]]:
+    """Our config and checkpoint-layout tensors for the SAELens checkpoint directory ``path``."""
     path = Path(path)
     try:
         sl = json.loads((path / CFG_FILE).read_text())
@@ -173,6 +178,9 @@ def load_saelens(path: str | Path, device: str | torch.device = "cpu") -> Any:
             f"{path}: SAELens normalize_activations={sl['normalize_activations']!r} is not supported; "
             "export it with normalize_activations='none' (fold the scaling into the weights)"
         )
+    if arch in ("skip_transcoder", "jumprelu_skip_transcoder"):
+        raise CheckpointError(f"{path}: SAELens {arch} is not supported: its output adds x·W_skip, and our decode "
+                              "is a function of the codes alone")
     transcoder = arch in ("transcoder", "jumprelu_transcoder")
     mapping = {"standard": "relu", "topk": "topk", "jumprelu": "jumprelu", "gated": "gated",
                "transcoder": "relu", "jumprelu_transcoder": "jumprelu"}
@@ -203,5 +211,6 @@ def load_saelens(path: str | Path, device: str | torch.device = "cpu") -> Any:
         d_out=int(sl.get("d_out") or w["W_dec"].shape[1]) if transcoder else None,
         source=SourceInfo(model=meta.get("model_name"), layer=meta.get("hook_name"), imported_from="saelens",
                           layer_out=meta.get("hook_name_out") if transcoder else None),
+        provenance={"format": "saelens", "path": str(path.resolve()), "peer_config": sl},
     )
-    return build_sae(cfg, tensors, device)
+    return cfg, tensors
