@@ -13,7 +13,8 @@ A checkpoint directory::
                         plus the architecture's extra tensors (threshold, r_mag, ...); a
                         transcoder's W_dec and b_dec are [d_sae, d_out] and [d_out]
     metrics.jsonl       one JSON line per log step of training
-    feature_stats.*, top_examples.*, reconstruction.json, downstream.json   (``sae analyze``)
+    feature_stats.*, top_examples.*, quantile_examples.*, reconstruction.json, downstream.json,
+    activations/        (the feature activation database)                  (``sae analyze``)
     ablation.json       ablation studies (``sae ablate``)
 
 A run directory holds one checkpoint directory per SAE, ``config.json`` (the TrainConfig, with
@@ -45,6 +46,12 @@ TOP_EXAMPLES_FILE = "top_examples.safetensors"
 TOP_EXAMPLES_META_FILE = "top_examples.json"
 RECONSTRUCTION_FILE = "reconstruction.json"
 DOWNSTREAM_FILE = "downstream.json"
+QUANTILE_EXAMPLES_FILE = "quantile_examples.safetensors"
+QUANTILE_EXAMPLES_META_FILE = "quantile_examples.json"
+#: the feature activation database (``sae analyze``, ``sae query``): a directory of .npy shards
+#: whose ``manifest.json`` is written last (no manifest: not a complete database)
+ACTIVATION_DB_DIR = "activations"
+ACTIVATION_DB_MANIFEST = "manifest.json"
 #: results of ``sae ablate`` (merged per feature set), written beside the checkpoint
 ABLATION_FILE = "ablation.json"
 

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 _WHERE = {
     "ActivationBatch": "adapter", "ActivationSpec": "adapter", "AdapterRequest": "adapter", "ModelAdapter": "adapter",
     "ImageGeometry": "geometry",
-    "Analysis": "analysis", "AnalysisContext": "analysis",
+    "Analysis": "analysis", "AnalysisContext": "analysis", "CodeChunk": "analysis", "CodeConsumer": "analysis",
+    "PassAnalysis": "analysis",
     "Architecture": "architecture", "Bank": "architecture", "BatchComm": "architecture",
     "TrainContext": "architecture", "TrainOutput": "architecture", "firing_stats": "architecture",
     "Dataset": "dataset", "Example": "dataset",
@@ -34,6 +35,9 @@ __all__ = [
     "AdapterRequest",
     "Analysis",
     "AnalysisContext",
+    "CodeChunk",
+    "CodeConsumer",
+    "PassAnalysis",
     "Architecture",
     "Bank",
     "BatchComm",
@@ -54,7 +58,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from sae_core.protocols.adapter import ActivationBatch, ActivationSpec, AdapterRequest, ModelAdapter
-    from sae_core.protocols.analysis import Analysis, AnalysisContext
+    from sae_core.protocols.analysis import Analysis, AnalysisContext, CodeChunk, CodeConsumer, PassAnalysis
     from sae_core.protocols.architecture import (
         Architecture,
         Bank,
