@@ -52,6 +52,9 @@ _WHERE: dict[str, str] = {
     "firing_stats": "sae_core.protocols.architecture",
     "Analysis": "sae_core.protocols.analysis",
     "AnalysisContext": "sae_core.protocols.analysis",
+    "PassAnalysis": "sae_core.protocols.analysis",
+    "CodeChunk": "sae_core.protocols.analysis",
+    "CodeConsumer": "sae_core.protocols.analysis",
     "Exporter": "sae_core.protocols.exporter",
     # what an adapter exchanges when it runs its model with hooks (ModelAdapter.run_with_hooks)
     "ModelInputs": "sae_core.protocols.running",
@@ -95,6 +98,14 @@ _WHERE: dict[str, str] = {
     "DataConfig": "sae_core.train.config",
     "TrainSettings": "sae_core.train.config",
     "analyse_run": "sae_core.analyses.runner",
+    "run_shared_pass": "sae_core.analyses.shared_pass",
+    "sparse_consumer": "sae_core.analyses.shared_pass",
+    # the feature activation database (docs/analyses.md)
+    "open_activation_db": "sae_core.activation_db",
+    "ActivationDB": "sae_core.activation_db",
+    "Hits": "sae_core.activation_db",
+    "Band": "sae_core.activation_db",
+    "Firings": "sae_core.activation_db",
     "export_checkpoints": "sae_core.interop.export",
     # using SAEs inside their model (docs/using-saes.md)
     "HookedModel": "sae_core.inference.model",
@@ -139,6 +150,7 @@ __all__ = [
     "WEIGHTS_FILE",
     "Ablate",
     "ActivationBatch",
+    "ActivationDB",
     "ActivationReader",
     "ActivationSpec",
     "ActivationStore",
@@ -147,11 +159,14 @@ __all__ = [
     "Analysis",
     "AnalysisContext",
     "Architecture",
+    "Band",
     "Bank",
     "BatchComm",
     "CacheMetadata",
     "CheckpointError",
     "Clamp",
+    "CodeChunk",
+    "CodeConsumer",
     "ConfigError",
     "DataConfig",
     "DataError",
@@ -161,7 +176,9 @@ __all__ = [
     "ExportError",
     "Exporter",
     "FeatureActs",
+    "Firings",
     "Generation",
+    "Hits",
     "HookedModel",
     "ImageGeometry",
     "LayerHook",
@@ -169,6 +186,7 @@ __all__ = [
     "ModelInputs",
     "ModelOutput",
     "Normalization",
+    "PassAnalysis",
     "PluginError",
     "Register",
     "RunResult",
@@ -215,15 +233,18 @@ __all__ = [
     "load_weights",
     "magnitude",
     "mse_per_sae",
+    "open_activation_db",
     "open_dataset",
     "open_reader",
     "open_target",
     "open_writer",
     "read_cfg",
     "record_features",
+    "run_shared_pass",
     "run_training",
     "save_sae",
     "save_weights",
+    "sparse_consumer",
     "sparse_decode",
     "staged_dir",
     "token_features",
@@ -232,7 +253,9 @@ __all__ = [
 
 if TYPE_CHECKING:
     from sae_core import layout
+    from sae_core.activation_db import ActivationDB, Band, Firings, Hits, open_activation_db
     from sae_core.analyses.runner import analyse_run
+    from sae_core.analyses.shared_pass import run_shared_pass, sparse_consumer
     from sae_core.archs.base import mse_per_sae, sparse_decode
     from sae_core.caching import run_cache as cache_activations
     from sae_core.checkpoint import load_sae, save_sae
@@ -300,6 +323,8 @@ if TYPE_CHECKING:
         Bank,
         BatchComm,
         CacheMetadata,
+        CodeChunk,
+        CodeConsumer,
         Dataset,
         Example,
         Exporter,
@@ -309,6 +334,7 @@ if TYPE_CHECKING:
         ModelAdapter,
         ModelInputs,
         ModelOutput,
+        PassAnalysis,
         TrainContext,
         TrainOutput,
         firing_stats,

@@ -32,9 +32,9 @@ def analyse_run(
     Results go beside each checkpoint, so every checkpoint directory must be writable (checked
     before any analysis runs).
     """
+    from sae_core.analyses.shared_pass import run_shared_pass
     from sae_core.checkpoint import find_checkpoints, load_sae
     from sae_core.plugins import get_registry
-    from sae_core.analyses.shared_pass import run_shared_pass
     from sae_core.protocols.analysis import AnalysisContext, PassAnalysis
     from sae_core.stores import check_complete, open_reader
     from sae_core.validate import check_device
