@@ -61,8 +61,8 @@ class ActivationDBAnalysis(PassAnalysis):
 def _save_npy(path: Any, array: np.ndarray) -> None:
     from sae_core.io import atomic_open
 
-    with atomic_open(path, "wb", sync_dir=False) as f:
-        np.save(f, np.ascontiguousarray(array), allow_pickle=False)
+    with atomic_open(path, "wb", sync_dir=False) as f:  # the stage directory is fsynced once, at the end
+        np.lib.format.write_array(f, np.ascontiguousarray(array), allow_pickle=False)
 
 
 class ActivationDBWriter:
