@@ -67,6 +67,17 @@ class Band:
 
 
 @dataclass
+class LatentFirings:
+    """Every firing of one latent, in token order."""
+
+    token: np.ndarray  # (k,) int64 token number
+    value: np.ndarray  # (k,) float32 signed code
+    row: np.ndarray  # (k,) int64 cache row
+    slot: np.ndarray  # (k,) int64 column in the row
+    example: np.ndarray  # (k,) int64 dataset example id
+
+
+@dataclass
 class Firings:
     """Every token at which something fires (``latents_at``), one entry per (token, latent)."""
 
@@ -90,10 +101,19 @@ class _Shard:
     lo: int
     hi: int
     _cache: dict[str, np.ndarray] = field(default_factory=dict)
+    _rows: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+
+    def row_columns(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(first token, cache row, example id) of the shard's rows, copied (small: one per row)."""
+        if self._rows is None:
+            table = self.get("rows")
+            self._rows = (np.array(table["first_token"]), np.array(table["row"]), np.array(table["example"]))
+        return self._rows
 
     def get(self, key: str) -> np.ndarray:
         if key not in self._cache:
-            self._cache[key] = np.load(self.path / f"{self.name}.{key}.npy", mmap_mode="r", allow_pickle=False)
+            mapped = np.load(self.path / f"{self.name}.{key}.npy", mmap_mode="r", allow_pickle=False)
+            self._cache[key] = mapped.view(np.ndarray)  # plain ndarray slicing (np.memmap's is slow Python)
         return self._cache[key]
 
 
@@ -111,6 +131,13 @@ class ActivationDB:
         self.tokens_per_example: int = int(m["tokens_per_example"])
         self._shards = [_Shard(path, s["name"], int(s["tokens"][0]), int(s["tokens"][1])) for s in m["shards"]]
         self._los = np.array([s.lo for s in self._shards], dtype=np.int64)
+
+    def release(self) -> None:
+        """Unmap the shards (they are mapped again on the next query). Pages of a mapped file
+        count as resident memory once read; a scan over every latent calls this now and then so
+        its resident memory stays bounded instead of growing to the database's size."""
+        for s in self._shards:
+            s._cache.clear()
 
     def __repr__(self) -> str:
         return f"ActivationDB({str(self.path)!r}, d_sae={self.d_sae}, n_tokens={self.n_tokens}, n_rows={self.n_rows})"
@@ -137,16 +164,25 @@ class ActivationDB:
 
     def activations(self, latent: int) -> tuple[np.ndarray, np.ndarray]:
         """Every firing of ``latent``: token numbers (k,) int64 ascending and signed codes (k,) float32."""
+        f = self.firings(latent)
+        return f.token, f.value
+
+    def firings(self, latent: int) -> LatentFirings:
+        """Every firing of ``latent`` with its cache row, slot and example (no token-table lookups)."""
         latent = self.check_latent(latent)
-        toks, vals = [], []
+        parts: list[tuple[np.ndarray, ...]] = []
         for s in self._shards:
             off = s.get("offsets")
             a, b = int(off[latent]), int(off[latent + 1])
-            toks.append(s.get("token")[a:b].astype(np.int64) + s.lo)
-            vals.append(np.asarray(s.get("value")[a:b], dtype=np.float32))
-        if not toks:
-            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
-        return np.concatenate(toks), np.concatenate(vals)
+            tok = s.get("token")[a:b].astype(np.int64) + s.lo  # copies: no view keeps the map alive
+            first, row, example = s.row_columns()
+            at = np.searchsorted(first, tok, side="right") - 1  # (k,) the shard row holding each token
+            parts.append((tok, np.array(s.get("value")[a:b], dtype=np.float32), row[at],
+                          s.get("slot")[a:b].astype(np.int64), example[at]))
+        if not parts:
+            e = np.zeros(0, dtype=np.int64)
+            return LatentFirings(e, np.zeros(0, dtype=np.float32), e, e, e)
+        return LatentFirings(*(np.concatenate(c) for c in zip(*parts, strict=True)))
 
     def token_table(self, tokens: np.ndarray) -> np.ndarray:
         """Records (TOKEN_DTYPE: row, slot, position, example, token_id) of token numbers ``tokens``."""
@@ -158,6 +194,14 @@ class ActivationDB:
             return out
         if tokens.min() < 0 or tokens.max() >= self.n_tokens:
             raise SAEError(f"token numbers must be in 0..{self.n_tokens - 1}")
+        if np.all(tokens[1:] >= tokens[:-1]):  # ascending (a latent's firings): one slice per shard
+            cuts = np.searchsorted(tokens, np.append(self._los[1:], self.n_tokens))
+            a = 0
+            for s, b in zip(self._shards, cuts, strict=True):
+                if b > a:
+                    out[a:b] = s.get("tokens")[tokens[a:b] - s.lo]
+                a = b
+            return out
         which = np.searchsorted(self._los, tokens, side="right") - 1
         for i in np.unique(which):
             sel = which == i
@@ -165,23 +209,15 @@ class ActivationDB:
             out[sel] = s.get("tokens")[tokens[sel] - s.lo]
         return out
 
-    def firings(self, latent: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Every firing of ``latent``: token numbers (k,), signed codes (k,) and token records (k,)."""
-        tok, val = self.activations(latent)
-        return tok, val, self.token_table(tok)
-
     def examples(self, latent: int) -> Hits:
         """Every example (cache row) where ``latent`` fires, in row order, with its strongest token."""
-        return self._examples(*self.firings(latent))
+        f = self.firings(latent)
+        first = best_per_row(f.row, f.value)
+        return self.hits(f.token[first], f.value[first])
 
-    def _examples(self, tok: np.ndarray, val: np.ndarray, table: np.ndarray) -> Hits:
-        if not len(tok):
-            return _hits(table, tok, val)
-        row = table["row"]
-        group = np.concatenate([[0], np.cumsum(row[1:] != row[:-1])])  # rows are ascending along tokens
-        order = np.lexsort((-np.abs(val), group))
-        first = order[np.concatenate([[True], group[order][1:] != group[order][:-1]])]  # best token per row
-        return _hits(table[first], tok[first], val[first])
+    def hits(self, tokens: np.ndarray, values: np.ndarray) -> Hits:
+        """:class:`Hits` of the given token numbers and codes (their token records looked up)."""
+        return _hits(self.token_table(tokens), np.asarray(tokens), np.asarray(values))
 
     def top(self, latent: int, n: int = 10) -> Hits:
         """The ``n`` examples with the largest score (|code|) of ``latent``, best first."""
@@ -211,8 +247,8 @@ class ActivationDB:
     def token_acts(self, latent: int, rows: np.ndarray) -> np.ndarray:
         """(len(rows), T) float32: ``latent``'s codes on every token of the given cache rows (0 where
         it does not fire or the SAE does not read the token)."""
-        _, val, table = self.firings(latent)
-        return scatter_rows(table, val, rows, self.tokens_per_example)
+        f = self.firings(latent)
+        return scatter_rows(f.row, f.slot, f.value, rows, self.tokens_per_example)
 
     # --- per example ------------------------------------------------------------------------
 
@@ -235,7 +271,7 @@ class ActivationDB:
             entries = np.flatnonzero(found)
             off = s.get("offsets")
             latents.append(np.searchsorted(off, entries, side="right") - 1)
-            values.append(np.asarray(s.get("value")[entries], dtype=np.float32))
+            values.append(np.array(s.get("value")[entries], dtype=np.float32))
             tokens.append(local[entries].astype(np.int64) + s.lo)
             rec_parts.append(s)
         if not tokens:
@@ -270,38 +306,61 @@ class ActivationDB:
         return out
 
 
-def scatter_rows(table: np.ndarray, val: np.ndarray, rows: np.ndarray, t: int) -> np.ndarray:
-    """(len(rows), t) float32: the firings (token records ``table``, codes ``val``) that fall on
-    cache ``rows``, placed at their slots (rows may repeat; -1 rows stay 0)."""
+def best_per_row(row: np.ndarray, value: np.ndarray) -> np.ndarray:
+    """Indices of each row's strongest firing (the first of ties), for firings in row order."""
+    if not len(row):
+        return np.zeros(0, dtype=np.int64)
+    starts = np.flatnonzero(np.concatenate([[True], row[1:] != row[:-1]]))  # rows are ascending along tokens
+    counts = np.diff(np.append(starts, len(row)))
+    mag = np.abs(value)
+    best = mag == np.repeat(np.maximum.reduceat(mag, starts), counts)  # firings at their row's max
+    cand = np.flatnonzero(best)
+    group = np.repeat(np.arange(len(starts)), counts)[cand]
+    return cand[np.concatenate([[True], group[1:] != group[:-1]])]
+
+
+def scatter_rows(row: np.ndarray, slot: np.ndarray, value: np.ndarray, rows: np.ndarray, t: int) -> np.ndarray:
+    """(len(rows), t) float32: the firings (cache ``row``, ``slot``, ``value`` each (k,)) that fall
+    on cache ``rows``, placed at their slots (rows may repeat; -1 rows stay 0)."""
     rows = np.asarray(rows, dtype=np.int64)
     out = np.zeros((len(rows), t), dtype=np.float32)
-    if not len(rows) or not len(val):
+    if not len(rows) or not len(value):
         return out
     order = np.argsort(rows, kind="stable")
     srt = rows[order]
-    lo = np.searchsorted(srt, table["row"], side="left")  # first output with the firing's row
-    hi = np.searchsorted(srt, table["row"], side="right")
-    for k in np.unique(hi - lo):  # rows repeated k times (usually 0 or 1)
-        if k == 0:
-            continue
-        sel = np.flatnonzero(hi - lo == k)
-        for j in range(int(k)):
-            out[order[lo[sel] + j], table["slot"][sel]] = val[sel]
+    lo = np.searchsorted(srt, row, side="left")  # first output with the firing's row
+    reps = np.searchsorted(srt, row, side="right") - lo
+    for j in range(int(reps.max())):  # rows repeated j + 1 times (usually at most once)
+        sel = np.flatnonzero(reps > j)
+        out[order[lo[sel] + j], slot[sel]] = value[sel]
     return out
+
+
+def band_picks(score: np.ndarray, edges: np.ndarray, per_band: int, seed: int, latent: int
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Up to ``per_band`` examples drawn at random (seeded by ``seed`` and ``latent``) from each
+    band of ``edges`` (:func:`band_of`): indices into ``score`` (B, per_band), -1 where a band
+    has fewer, each band's picks by score descending; and the examples per band (B,)."""
+    n_bands = len(edges) - 1
+    band = band_of(score, edges)
+    rng = np.random.default_rng([int(seed), int(latent)])
+    order = np.lexsort((rng.random(len(band)), band))  # by band, then a random key: a random subset first
+    sb = band[order]
+    starts = np.searchsorted(sb, np.arange(n_bands))
+    counts = np.searchsorted(sb, np.arange(n_bands), side="right") - starts
+    inside = sb >= 0
+    pos = np.arange(len(sb)) - starts[np.maximum(sb, 0)]  # rank within its band
+    take = inside & (pos < per_band)
+    picks = np.full((n_bands, int(per_band)), -1, dtype=np.int64)
+    picks[sb[take], pos[take]] = order[take]
+    key = np.where(picks >= 0, -np.asarray(score, dtype=np.float64)[np.maximum(picks, 0)], np.inf)
+    return np.take_along_axis(picks, np.argsort(key, axis=1, kind="stable"), axis=1), counts
 
 
 def pick_bands(ex: Hits, edges: np.ndarray, per_band: int, seed: int, latent: int) -> list[Band]:
-    """Up to ``per_band`` random examples (seeded by ``seed`` and ``latent``) from each band of
-    ``edges`` (see :func:`band_of`), by score descending."""
-    band = band_of(ex.score, edges)
-    rng = np.random.default_rng([int(seed), int(latent)])
-    out = []
-    for b in range(len(edges) - 1):
-        members = np.flatnonzero(band == b)
-        pick = members if len(members) <= per_band else np.sort(rng.choice(members, int(per_band), replace=False))
-        pick = pick[np.argsort(-ex.score[pick], kind="stable")]
-        out.append(Band(float(edges[b]), float(edges[b + 1]), len(members), ex.take(pick)))
-    return out
+    """:func:`band_picks` as :class:`Band` s of ``ex`` (the examples where a latent fires)."""
+    picks, counts = band_picks(ex.score, edges, per_band, seed, latent)
+    return [Band(float(edges[b]), float(edges[b + 1]), int(counts[b]), ex.take(p[p >= 0])) for b, p in enumerate(picks)]
 
 
 def band_of(score: np.ndarray, edges: np.ndarray) -> np.ndarray:

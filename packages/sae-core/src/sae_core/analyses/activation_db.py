@@ -13,6 +13,7 @@ Layout (``.npy`` files, memory-mappable, never pickled; see docs/analyses.md)::
       shard-00000.offsets.npy       (d_sae + 1,) int64: latent l's firings are [offsets[l], offsets[l+1])
       shard-00000.token.npy         (nnz,) uint32: token number - the shard's first token, ascending per latent
       shard-00000.value.npy         (nnz,) float32 (or float16: --option db_dtype=float16): signed codes
+      shard-00000.slot.npy          (nnz,) uint16: the firing's column in its cache row (int32 past 65536)
       shard-00000.tokens.npy        (n_tok,) TOKEN_DTYPE: row, slot, position, example, token_id per token
       shard-00000.rows.npy          (n_row,) ROW_DTYPE: row, example, first token of each cache row
       shard-00000.row_tokens.npy    (n_row, T) int32: token ids of whole rows (text caches only)
@@ -74,6 +75,7 @@ class ActivationDBWriter:
         self.ctx, self.shard_entries, self.value_dtype = ctx, shard_entries, np.dtype(value_dtype)
         self.d_sae = ctx.sae.d_sae
         self.text = "token" in ctx.reader.meta.token_kinds
+        self.slot_dtype = np.uint16 if ctx.reader.meta.tokens_per_example <= 2**16 else np.int32
         self._stack = contextlib.ExitStack()
         self.stage = self._stack.enter_context(staged_dir(ctx.checkpoint / ACTIVATION_DB_DIR, replace=True))
         self.shards: list[dict[str, Any]] = []
@@ -82,7 +84,8 @@ class ActivationDBWriter:
 
     def _reset(self, first_token: int) -> None:
         self.lo = first_token  # the shard's first token number
-        self.buf: dict[str, list[np.ndarray]] = {k: [] for k in ("token", "latent", "value", "tokens", "rows", "row_tokens")}
+        self.buf: dict[str, list[np.ndarray]] = {k: [] for k in ("token", "latent", "value", "slot", "tokens", "rows",
+                                                                  "row_tokens")}
         self.nnz = 0
 
     def update(self, chunk: CodeChunk) -> None:
@@ -100,6 +103,7 @@ class ActivationDBWriter:
         b["token"].append(chunk.token.cpu().numpy())
         b["latent"].append(chunk.latent.cpu().numpy().astype(np.int32))
         b["value"].append(chunk.value.cpu().numpy().astype(self.value_dtype))
+        b["slot"].append(chunk.slot.cpu().numpy().astype(self.slot_dtype))
         b["tokens"].append(tokens)
         b["rows"].append(rows)
         if self.text:
@@ -124,6 +128,7 @@ class ActivationDBWriter:
         n_tok = self.n_tokens - self.lo
         local = np.uint32 if n_tok < 2**32 else np.int64
         files = {"offsets": offsets, "token": token[order].astype(local), "value": np.concatenate(b["value"])[order],
+                 "slot": np.concatenate(b["slot"])[order],
                  "tokens": np.concatenate(b["tokens"]), "rows": np.concatenate(b["rows"])}
         if self.text:
             files["row_tokens"] = np.concatenate(b["row_tokens"])

@@ -42,11 +42,11 @@ class FeatureStatsConsumer:
     def __init__(self, ctx: AnalysisContext) -> None:
         d_sae, dev = ctx.sae.d_sae, ctx.device
         self.ctx = ctx
-        self.count = torch.zeros(d_sae, device=dev, dtype=torch.float64)  # firings per latent
+        self.signed = not getattr(ctx.sae, "non_negative_codes", True)
         self.total = torch.zeros(d_sae, device=dev, dtype=torch.float64)  # sum of |code| over firings
-        self.positive = torch.zeros(d_sae, device=dev, dtype=torch.float64)
+        self.positive = torch.zeros(d_sae, device=dev, dtype=torch.int64)  # firings with code > 0 (signed codes)
         self.peak = torch.zeros(d_sae, device=dev)
-        self.hist = torch.zeros(d_sae * N_BINS, device=dev, dtype=torch.int64)
+        self.hist = torch.zeros(d_sae * N_BINS, device=dev, dtype=torch.int64)  # every firing lands in one bin
         self.edges = torch.linspace(LOG_MIN, LOG_MAX, N_BINS + 1, device=dev)
         self.n_tokens = self.n_rows = 0
 
@@ -55,24 +55,28 @@ class FeatureStatsConsumer:
         self.n_tokens += chunk.n_tokens
         self.n_rows += len(chunk.rows)
         lat, vals = chunk.latent, chunk.value  # (nnz,): every statistic reads only the firing entries
-        mag = magnitude(vals)  # (nnz,)
-        self.count += torch.bincount(lat, minlength=d_sae)
-        self.positive += torch.bincount(lat[vals > 0], minlength=d_sae)
-        self.total.index_add_(0, lat, mag.double())
+        mag = magnitude(vals) if self.signed else vals  # (nnz,)
+        if self.signed:
+            self.positive += torch.bincount(lat[vals > 0], minlength=d_sae)
+        part = torch.zeros(d_sae, device=mag.device, dtype=mag.dtype).index_add_(0, lat, mag)  # one chunk: float32 is exact enough
+        self.total += part.double()
         self.peak.scatter_reduce_(0, lat, mag.to(self.peak.dtype), reduce="amax")
-        bins = torch.bucketize(mag.log10().clamp(LOG_MIN, LOG_MAX - 1e-6), self.edges[1:-1])
-        self.hist.index_add_(0, lat * N_BINS + bins, torch.ones_like(bins))
+        bins = torch.bucketize(mag.log10().clamp_(LOG_MIN, LOG_MAX - 1e-6), self.edges[1:-1])
+        self.hist += torch.bincount(lat * N_BINS + bins, minlength=d_sae * N_BINS)
 
     def finish(self) -> dict[str, Any]:
-        ctx, d_sae, count = self.ctx, self.ctx.sae.d_sae, self.count
+        ctx, d_sae = self.ctx, self.ctx.sae.d_sae
+        hist = self.hist.view(d_sae, N_BINS)
+        count = hist.sum(1).double()  # firings per latent (each firing is in exactly one bin)
+        positive = self.positive.double() if self.signed else count
         freq = (count / max(self.n_tokens, 1)).float()
         mean = (self.total / count.clamp_min(1)).float()
         save_safetensors(ctx.checkpoint / FEATURE_STATS_FILE, {
             "frequency": freq,
             "mean_activation": mean,
             "max_activation": self.peak,
-            "positive_fraction": (self.positive / count.clamp_min(1)).float(),
-            "act_hist_counts": self.hist.view(d_sae, N_BINS).int(),
+            "positive_fraction": (positive / count.clamp_min(1)).float(),
+            "act_hist_counts": hist.int(),
             "act_hist_edges": self.edges,
         })
         log_freq = freq.clamp_min(1e-10).log10()

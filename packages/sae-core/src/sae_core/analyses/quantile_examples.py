@@ -34,7 +34,7 @@ class QuantileExamples(Analysis):
     options: ClassVar[tuple[str, ...]] = ("quantile_bands", "quantile_m", "quantile_seed")
 
     def run(self, ctx: AnalysisContext) -> dict[str, Any]:
-        from sae_core.activation_db import open_activation_db, pick_bands, scatter_rows
+        from sae_core.activation_db import band_picks, best_per_row, open_activation_db, scatter_rows
         from sae_core.analyses.top_examples import example_meta
 
         n_bands = option(ctx, "quantile_bands", 10, int, "positive")
@@ -49,15 +49,18 @@ class QuantileExamples(Analysis):
         token_acts = np.zeros((d_sae, n_bands, m, t), dtype=np.float16)
         counts = np.zeros((d_sae, n_bands), dtype=np.int64)
         for latent in range(d_sae):
-            tok, val, table = db.firings(latent)
-            if not len(tok):
+            if latent % 64 == 63:
+                db.release()  # bounded resident memory: mapped pages read so far are dropped
+            f = db.firings(latent)
+            if not len(f.token):
                 continue
-            for b, band in enumerate(pick_bands(db._examples(tok, val, table), edges, m, seed, latent)):
-                n = len(band.hits)
-                rows[latent, b, :n], examples[latent, b, :n] = band.hits.row, band.hits.example
-                values[latent, b, :n], counts[latent, b] = band.hits.score, band.count
-            flat = rows[latent].reshape(-1)  # (B * m,)
-            token_acts[latent] = scatter_rows(table, val, flat, t).reshape(n_bands, m, t)
+            first = best_per_row(f.row, f.value)  # (e,) each example's strongest firing
+            score = np.abs(f.value[first])
+            picks, counts[latent] = band_picks(score, edges, m, seed, latent)  # (B, m) into first, -1: empty
+            ok = picks >= 0
+            rows[latent][ok], examples[latent][ok] = f.row[first][picks[ok]], f.example[first][picks[ok]]
+            values[latent][ok] = score[picks[ok]]
+            token_acts[latent] = scatter_rows(f.row, f.slot, f.value, rows[latent].reshape(-1), t).reshape(n_bands, m, t)
         tensors = {"rows": torch.from_numpy(rows), "examples": torch.from_numpy(examples),
                    "values": torch.from_numpy(values), "token_acts": torch.from_numpy(token_acts),
                    "band_counts": torch.from_numpy(counts)}

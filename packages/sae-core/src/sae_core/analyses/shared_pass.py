@@ -34,7 +34,6 @@ from sae_core.analyses.common import (
     sae_split,
     selected_mask,
 )
-from sae_core.codes import firing
 from sae_core.protocols.analysis import AnalysisContext, CodeChunk, CodeConsumer
 
 if TYPE_CHECKING:
@@ -142,17 +141,16 @@ def _run_group(group: list[tuple[AnalysisContext, Sequence[PassAnalysis]]],
 def _encode_chunk(ctx: AnalysisContext, row_ids: np.ndarray, x: torch.Tensor, index: np.ndarray,
                   first_token: int) -> CodeChunk:
     keep = selected_mask(ctx, index)  # (n, T)
-    codes = encode_tokens(ctx, x) * keep[..., None]  # (n, T, d_sae), zero off the SAE's tokens
-    selected = codes[keep]  # (m, d_sae), row-major over (n, T)
-    tok, lat = firing(selected).nonzero(as_tuple=True)  # (nnz,), (nnz,): sorted by token, then latent
-    value = selected[tok, lat].float()  # (nnz,)
-    return CodeChunk(rows=row_ids, index=index, keep=keep, codes=codes, token=tok + first_token, latent=lat,
-                     value=value, n_tokens=int(selected.shape[0]), first_token=first_token)
-
-
-def split_jobs(ctx: AnalysisContext, analyses: Sequence[Any]) -> tuple[list[PassAnalysis], list[Any]]:
-    """The analyses that join the shared pass and the ones that run on their own."""
-    from sae_core.protocols.analysis import PassAnalysis
-
-    shared = [a for a in analyses if isinstance(a, PassAnalysis)]
-    return shared, [a for a in analyses if not isinstance(a, PassAnalysis)]
+    codes = encode_tokens(ctx, x)  # (n, T, d_sae)
+    codes *= keep[..., None]  # zero off the SAE's tokens (in place: no second dense copy)
+    _, t, d_sae = codes.shape
+    dense = codes.reshape(-1)  # (n * T * d_sae,)
+    flat = dense.nonzero().squeeze(1)  # (nnz,) ascending: the firing rule, code != 0 (sae_core.codes)
+    value = dense[flat].float()  # (nnz,)
+    lat = flat % d_sae
+    cell = flat // d_sae  # row * T + slot
+    row, slot = cell // t, cell % t
+    number = keep.flatten().cumsum(0) - 1  # (n * T,): token number of each kept (row, slot) in the chunk
+    token = number[cell] + first_token
+    return CodeChunk(rows=row_ids, index=index, keep=keep, codes=codes, token=token, latent=lat, value=value,
+                     row=row, slot=slot, n_tokens=int(keep.sum()), first_token=first_token)

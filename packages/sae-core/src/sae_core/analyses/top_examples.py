@@ -58,22 +58,29 @@ class TopExamplesConsumer:
     def update(self, chunk: CodeChunk) -> None:
         k, dev = self.k, self.ctx.device
         d_sae, _, t = self.token_acts.shape
+        n = len(chunk.rows)
         self.n_tokens += chunk.n_tokens
-        self.n_rows += len(chunk.rows)
-        f, index = chunk.codes, chunk.index  # (n, T, d_sae), zero off the SAE's tokens
-        score = magnitude(f).amax(dim=1).T  # (d_sae, n): strongest firing, whatever its sign
-        self.values, pick = torch.cat([self.values, score], dim=1).topk(k, dim=1)  # (d_sae, k)
+        self.n_rows += n
+        # an example's score: the latent's strongest |code| over its tokens, from the sparse firings
+        score = torch.zeros(n * d_sae, device=dev).scatter_reduce_(
+            0, chunk.row * d_sae + chunk.latent, magnitude(chunk.value), reduce="amax").view(n, d_sae).T  # (d_sae, n)
+        values, pick = torch.cat([self.values, score], dim=1).topk(k, dim=1)  # (d_sae, k)
         from_chunk = pick >= k
+        self.values = values
+        if not bool(from_chunk.any()):
+            return
+        index = chunk.index
         j = (pick - k).clamp_min(0)  # index into the chunk where the winner is new
         i = pick.clamp_max(k - 1)  # index into the buffer where it was kept
         chunk_ex = torch.from_numpy(np.ascontiguousarray(index["example"][:, 0])).to(dev)  # (n,)
         chunk_tok = torch.from_numpy(np.ascontiguousarray(index["token"], dtype=np.int32)).to(dev)  # (n, T)
         self.rows = torch.where(from_chunk, torch.from_numpy(chunk.rows).to(dev)[j], self.rows.gather(1, i))
         self.examples = torch.where(from_chunk, chunk_ex[j], self.examples.gather(1, i))
-        jt, it = j[..., None].expand(d_sae, k, t), i[..., None].expand(d_sae, k, t)
-        self.token_acts = torch.where(
-            from_chunk[..., None], f.permute(2, 0, 1).half().gather(1, jt), self.token_acts.gather(1, it)
-        )
+        it = i[..., None].expand(d_sae, k, t)
+        # (d_sae, k, T): codes[j[l, q], :, l] gathered through flat indices, only the winners' rows
+        cell = (j[..., None] * t + torch.arange(t, device=dev)) * d_sae + torch.arange(d_sae, device=dev)[:, None, None]
+        new_acts = chunk.codes.reshape(-1)[cell]
+        self.token_acts = torch.where(from_chunk[..., None], new_acts.half(), self.token_acts.gather(1, it))
         self.token_ids = torch.where(from_chunk[..., None], chunk_tok[j], self.token_ids.gather(1, it))
 
     def finish(self) -> dict[str, Any]:

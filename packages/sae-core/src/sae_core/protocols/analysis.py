@@ -123,7 +123,9 @@ class CodeChunk:
     Token numbers (``token``) count the tokens the SAE reads (the ``keep`` ones) over the whole
     pass, in row-major order: the first chunk's selected tokens are ``0 .. n_tokens - 1``, the
     next chunk's start at ``first_token`` = the tokens before it. The feature activation
-    database (:func:`sae_core.open_activation_db`) uses the same numbers.
+    database (:func:`sae_core.open_activation_db`) uses the same numbers. Triplets are ordered by
+    token, then latent. Consumers that can work from the triplets should: they hold only the
+    firings (nnz ≈ L0 · n_tokens), the dense codes hold every latent of every token.
     """
 
     rows: np.ndarray  # (n,) cache row numbers, ascending
@@ -133,6 +135,8 @@ class CodeChunk:
     token: torch.Tensor  # (nnz,) int64 global token number of each firing
     latent: torch.Tensor  # (nnz,) int64 latent of each firing
     value: torch.Tensor  # (nnz,) float32 signed code of each firing (non-zero)
+    row: torch.Tensor  # (nnz,) int64 index of each firing's row in this chunk (into ``rows``)
+    slot: torch.Tensor  # (nnz,) int64 its column in the row (0 .. T-1)
     n_tokens: int  # tokens of this chunk the SAE reads (= keep.sum())
     first_token: int  # global number of this chunk's first selected token
 
