@@ -71,10 +71,9 @@ def worker(mode: str, cache: str, run: str) -> dict:
     from sae_core.analyses.common import encode_tokens, read_rows, selected_mask
     from sae_core.analyses.shared_pass import chunk_rows
     from sae_core.checkpoint import find_checkpoints, load_sae
+    from sae_core.plugins import get_registry
     from sae_core.protocols import AnalysisContext
     from sae_core.stores import open_reader
-
-    from sae_core.plugins import get_registry
 
     get_registry()  # plugin discovery and imports happen once per process: not part of the throughput
     reader = open_reader(cache)
