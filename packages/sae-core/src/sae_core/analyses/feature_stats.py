@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 import torch
 
 from sae_core.analyses.common import descriptive_side, save_json, save_safetensors
+from sae_core.analyses.shared_pass import bincount
 from sae_core.codes import magnitude
 from sae_core.layout import FEATURE_STATS_FILE, FEATURE_STATS_SUMMARY_FILE
 from sae_core.protocols.analysis import AnalysisContext, CodeChunk, CodeConsumer, PassAnalysis
@@ -57,12 +58,12 @@ class FeatureStatsConsumer:
         lat, vals = chunk.latent, chunk.value  # (nnz,): every statistic reads only the firing entries
         mag = magnitude(vals) if self.signed else vals  # (nnz,)
         if self.signed:
-            self.positive += torch.bincount(lat[vals > 0], minlength=d_sae)
+            self.positive += bincount(lat[vals > 0], minlength=d_sae)
         part = torch.zeros(d_sae, device=mag.device, dtype=mag.dtype).index_add_(0, lat, mag)  # one chunk: float32 is exact enough
         self.total += part.double()
         self.peak.scatter_reduce_(0, lat, mag.to(self.peak.dtype), reduce="amax")
         bins = torch.bucketize(mag.log10().clamp_(LOG_MIN, LOG_MAX - 1e-6), self.edges[1:-1])
-        self.hist += torch.bincount(lat * N_BINS + bins, minlength=d_sae * N_BINS)
+        self.hist += bincount(lat * N_BINS + bins, minlength=d_sae * N_BINS)
 
     def finish(self) -> dict[str, Any]:
         ctx, d_sae = self.ctx, self.ctx.sae.d_sae

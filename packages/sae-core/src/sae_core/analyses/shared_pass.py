@@ -56,6 +56,13 @@ class _Sparse:
         return self._finish(result) if self._finish is not None else result
 
 
+def bincount(x: torch.Tensor, minlength: int) -> torch.Tensor:
+    """``torch.bincount`` (int64), through numpy on CPU tensors (an order of magnitude faster there)."""
+    if x.device.type == "cpu":
+        return torch.from_numpy(np.bincount(x.numpy(), minlength=minlength).astype(np.int64))
+    return torch.bincount(x, minlength=minlength)
+
+
 def sparse_consumer(acc: Any, finish: Callable[[Any], Any] | None = None) -> CodeConsumer:
     """Plug an accumulator of sparse firings into the pass: ``acc.update(token (nnz,) int64,
     latent (nnz,) int64, n_tokens)`` per chunk, then ``finish(acc.result())`` (e.g. write a file
@@ -142,15 +149,16 @@ def _encode_chunk(ctx: AnalysisContext, row_ids: np.ndarray, x: torch.Tensor, in
                   first_token: int) -> CodeChunk:
     keep = selected_mask(ctx, index)  # (n, T)
     codes = encode_tokens(ctx, x)  # (n, T, d_sae)
-    codes *= keep[..., None]  # zero off the SAE's tokens (in place: no second dense copy)
+    if not bool(keep.all()):
+        codes[~keep] = 0  # zero off the SAE's tokens (in place: no second dense copy)
     _, t, d_sae = codes.shape
     dense = codes.reshape(-1)  # (n * T * d_sae,)
     flat = dense.nonzero().squeeze(1)  # (nnz,) ascending: the firing rule, code != 0 (sae_core.codes)
     value = dense[flat].float()  # (nnz,)
-    lat = flat % d_sae
-    cell = flat // d_sae  # row * T + slot
-    row, slot = cell // t, cell % t
+    small = flat.int() if dense.numel() < 2**31 else flat  # int32 division is ~10x faster on CPU than int64
+    lat, cell = (small % d_sae).long(), small // d_sae  # cell = row * T + slot
+    row, slot = (cell // t).long(), (cell % t).long()
     number = keep.flatten().cumsum(0) - 1  # (n * T,): token number of each kept (row, slot) in the chunk
-    token = number[cell] + first_token
+    token = number[cell.long()] + first_token
     return CodeChunk(rows=row_ids, index=index, keep=keep, codes=codes, token=token, latent=lat, value=value,
                      row=row, slot=slot, n_tokens=int(keep.sum()), first_token=first_token)

@@ -54,6 +54,7 @@ class TopExamplesConsumer:
         self.token_acts = torch.zeros(d_sae, k, t, dtype=torch.float16, device=dev)
         self.token_ids = torch.full((d_sae, k, t), -1, dtype=torch.int32, device=dev)
         self.n_tokens = self.n_rows = 0
+        self.non_negative = bool(getattr(ctx.sae, "non_negative_codes", True))
 
     def update(self, chunk: CodeChunk) -> None:
         k, dev = self.k, self.ctx.device
@@ -61,27 +62,31 @@ class TopExamplesConsumer:
         n = len(chunk.rows)
         self.n_tokens += chunk.n_tokens
         self.n_rows += n
-        # an example's score: the latent's strongest |code| over its tokens, from the sparse firings
-        score = torch.zeros(n * d_sae, device=dev).scatter_reduce_(
-            0, chunk.row * d_sae + chunk.latent, magnitude(chunk.value), reduce="amax").view(n, d_sae).T  # (d_sae, n)
+        # an example's score: the latent's strongest |code| over its tokens (a dense amax is faster than a scatter)
+        codes = chunk.codes if self.non_negative else magnitude(chunk.codes)
+        score = codes.amax(dim=1).T  # (d_sae, n)
         values, pick = torch.cat([self.values, score], dim=1).topk(k, dim=1)  # (d_sae, k)
-        from_chunk = pick >= k
         self.values = values
-        if not bool(from_chunk.any()):
+        # only latents with a new winner change; the others keep their (sorted) buffers as they are
+        upd = (pick >= k).any(dim=1).nonzero().squeeze(1)  # (u,)
+        if not len(upd):
             return
         index = chunk.index
+        pick = pick[upd]  # (u, k)
+        from_chunk = pick >= k
         j = (pick - k).clamp_min(0)  # index into the chunk where the winner is new
         i = pick.clamp_max(k - 1)  # index into the buffer where it was kept
         chunk_ex = torch.from_numpy(np.ascontiguousarray(index["example"][:, 0])).to(dev)  # (n,)
         chunk_tok = torch.from_numpy(np.ascontiguousarray(index["token"], dtype=np.int32)).to(dev)  # (n, T)
-        self.rows = torch.where(from_chunk, torch.from_numpy(chunk.rows).to(dev)[j], self.rows.gather(1, i))
-        self.examples = torch.where(from_chunk, chunk_ex[j], self.examples.gather(1, i))
-        it = i[..., None].expand(d_sae, k, t)
-        # (d_sae, k, T): codes[j[l, q], :, l] gathered through flat indices, only the winners' rows
-        cell = (j[..., None] * t + torch.arange(t, device=dev)) * d_sae + torch.arange(d_sae, device=dev)[:, None, None]
-        new_acts = chunk.codes.reshape(-1)[cell]
-        self.token_acts = torch.where(from_chunk[..., None], new_acts.half(), self.token_acts.gather(1, it))
-        self.token_ids = torch.where(from_chunk[..., None], chunk_tok[j], self.token_ids.gather(1, it))
+        self.rows[upd] = torch.where(from_chunk, torch.from_numpy(chunk.rows).to(dev)[j], self.rows[upd].gather(1, i))
+        self.examples[upd] = torch.where(from_chunk, chunk_ex[j], self.examples[upd].gather(1, i))
+        it = i[..., None].expand(len(upd), k, t)
+        # (u, k, T): codes[j[l, q], :, l] gathered through flat indices, only the winners' rows
+        small = torch.int32 if chunk.codes.numel() < 2**31 else torch.int64  # int32 arithmetic is much faster on CPU
+        cell = (j.to(small)[..., None] * t + torch.arange(t, device=dev, dtype=small)) * d_sae + upd.to(small)[:, None, None]
+        new_acts = chunk.codes.reshape(-1)[cell.long()]
+        self.token_acts[upd] = torch.where(from_chunk[..., None], new_acts.half(), self.token_acts[upd].gather(1, it))
+        self.token_ids[upd] = torch.where(from_chunk[..., None], chunk_tok[j], self.token_ids[upd].gather(1, it))
 
     def finish(self) -> dict[str, Any]:
         ctx, k = self.ctx, self.k
