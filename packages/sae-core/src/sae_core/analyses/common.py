@@ -46,8 +46,9 @@ def sae_split(ctx: AnalysisContext) -> Any:
 
 
 def analysis_rows(ctx: AnalysisContext, legacy: str = "all") -> np.ndarray:
-    """Cache rows an analysis reads (ascending), chosen by ``--option split=``
-    (:func:`sae_core.inference.heldout.select_rows`, shared with ``sae ablate``):
+    """Cache rows the metrics (reconstruction, downstream) read (ascending), chosen by
+    ``--option split=`` (:func:`sae_core.inference.heldout.select_rows`, shared with ``sae ablate``);
+    the descriptive analyses read :func:`descriptive_rows` instead:
 
     - ``val`` (default): the SAE's validation examples — whole examples its training never read;
     - ``all``: every row; ``tail``: the last ``heldout_frac`` (10%) of rows.
