@@ -123,8 +123,8 @@ def _warn_if_few_tokens(passed: dict[Path, dict[str, Any]]) -> None:
     if few:
         name, n = min(few.items(), key=lambda kv: kv[1])
         print(f"warning: feature statistics and examples of {len(few)} SAE(s) rest on fewer than {FEW_TOKENS:,} "
-              f"tokens (fewest: {n:,} for {name}); rare latents look dead: cache more data, or raise "
-              "--option max_tokens= / use --option split=all", file=sys.stderr)
+              f"tokens (fewest: {n:,} for {name}); rare latents look dead: cache more data (or read more of it: "
+              "--option split=all, a larger --option max_tokens=)", file=sys.stderr)
 
 
 def _recorded_cache(ckpt: Path, cfg: SAECheckpointConfig) -> str:
