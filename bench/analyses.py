@@ -1,6 +1,6 @@
 """Throughput and peak memory of the descriptive analyses (one shared pass) vs an encode-only pass.
 
-    uv run python bench/analyses.py [--tokens 40000] [--saes 2] [--d 64] [--exp 8] [--k 32] [--t 32]
+    uv run python bench/analyses.py [--tokens 20000] [--saes 2] [--d 256] [--exp 8] [--k 16] [--t 32]
 
 Builds two synthetic text-like caches (``--tokens`` and 3 × ``--tokens`` tokens, rows of ``--t``
 tokens, d_model ``--d``), trains ``--saes`` tiny TopK SAEs for a few steps on the small one, then
@@ -113,9 +113,9 @@ def spawn(mode: str, cache: Path, run: Path) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--tokens", type=int, default=40_000)
+    p.add_argument("--tokens", type=int, default=20_000)
     p.add_argument("--saes", type=int, default=2)
-    p.add_argument("--d", type=int, default=64)
+    p.add_argument("--d", type=int, default=256)
     p.add_argument("--exp", type=int, default=8)
     p.add_argument("--k", type=int, default=16)
     p.add_argument("--t", type=int, default=32)
