@@ -243,7 +243,7 @@ def test_token_budget_split_and_many_shards(run, tmp_path, monkeypatch) -> None:
     ckpt = find_checkpoints(copy)[0]
     monkeypatch.setattr(shared_pass, "CHUNK_VALUES", 4 * T * 16)  # chunks of 4 rows: several shards
     code, _, err = cli_runner()("analyze", str(ckpt), "--only", "feature-stats", "--only", "activation-db", "-q",
-                                "--option", "max_tokens=100", "--option", "db_shard_entries=40")
+                                "--option", "max_tokens=100", "--option", "db_shard_entries=40", "--option", "db_dtype=float16")
     assert code == 0, err
     f, _, keep = _brute(cache, ckpt)
     per_row = keep.sum(1).cumsum()
@@ -253,12 +253,22 @@ def test_token_budget_split_and_many_shards(run, tmp_path, monkeypatch) -> None:
     db = open_activation_db(ckpt)
     assert len(db.manifest["shards"]) > 2 and db.n_tokens == summary["n_tokens"]
     tokens = f[:n_rows][keep[:n_rows]]
+    assert db.manifest["value_dtype"] == "float16"
     for latent in range(16):  # shards split the token range: every query still sees all of it
-        assert db.activations(latent)[0].tolist() == np.flatnonzero(tokens[:, latent]).tolist()
+        tok, val = db.activations(latent)
+        assert tok.tolist() == np.flatnonzero(tokens[:, latent]).tolist()
+        np.testing.assert_allclose(val, tokens[tok, latent], rtol=1e-3)
     np.testing.assert_allclose(db.frequency(), (tokens != 0).mean(0))
     code, _, err = cli_runner()("analyze", str(ckpt), "--only", "feature-stats", "-q", "--option", "split=val")
     assert code == 0, err
     assert json.loads((ckpt / "feature_stats.json").read_text())["split"] == "val"
+    from sae_core.protocols import AnalysisContext
+
+    ctx = AnalysisContext(checkpoint=ckpt, sae=load_sae(ckpt), reader=open_reader(cache), options={"max_tokens": "100"})
+    assert ctx.rows().tolist() == list(range(n_rows))  # plugins' default rows: the same budget
+    for bad, message in (("db_dtype=int8", "db_dtype= must be one of"), ("max_tokens=0", "max_tokens= must be > 0")):
+        code, _, err = cli_runner()("analyze", str(ckpt), "--only", "activation-db", "-q", "--option", bad)
+        assert code == 1 and message in err and "Traceback" not in err
 
 
 def test_interrupted_db_never_looks_complete(run, tmp_path, monkeypatch) -> None:
