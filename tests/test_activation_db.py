@@ -176,7 +176,10 @@ def test_db_queries_match_brute_force(analysed) -> None:
         assert len(sample) == min(7, len(firing_rows)) and set(sample.row) <= set(firing_rows)
         assert sample.row.tolist() == db.sample(latent, 7, seed=1).row.tolist()
         bands = db.quantiles(latent, 4, 3, seed=0)
-        assert [b.count for b in bands] == load_file(str(ckpts[0] / "quantile_examples.safetensors"))["band_counts"][latent].tolist()
+        q = load_file(str(ckpts[0] / "quantile_examples.safetensors"))
+        assert [b.count for b in bands] == q["band_counts"][latent].tolist()
+        for b, band in enumerate(bands):  # the file and the query draw the same examples
+            assert band.hits.row.tolist() == [r for r in q["rows"][latent, b].tolist() if r >= 0]
     assert all(len(db.activations(d)[0]) == 0 for d in DEAD)
     # which latents fire at document 7, position 2: row 14 or 15 holds it
     row, col = next((rr, c) for rr in (14, 15) for c in range(T) if index["position"][rr, c] == 2 and keep[rr, c])
