@@ -118,10 +118,14 @@ def _run_group(group: list[tuple[AnalysisContext, Sequence[PassAnalysis]]],
     rows = descriptive_rows(first, union)
     for ctx in ctxs:
         option(ctx, "max_tokens", 1, int, "positive")  # a bad value fails before any work
-    consumers = [[(a.name, a.consumer(ctx)) for a in analyses] for ctx, analyses in group]
+    consumers: list[list[tuple[str, CodeConsumer]]] = []
     offsets = [0] * len(ctxs)  # global token number of each SAE's next selected token
     step = chunk_rows(ctxs)
     try:
+        for ctx, analyses in group:  # inside the try: a consumer that fails to start aborts the others
+            consumers.append([])
+            for a in analyses:
+                consumers[-1].append((a.name, a.consumer(ctx)))
         for lo in range(0, len(rows), step):
             row_ids = rows[lo : lo + step]
             acts, index = read_rows(first, row_ids, li)
