@@ -181,6 +181,8 @@ def test_db_queries_match_brute_force(analysed) -> None:
         for b, band in enumerate(bands):  # the file and the query draw the same examples
             assert band.hits.row.tolist() == [r for r in q["rows"][latent, b].tolist() if r >= 0]
     assert all(len(db.activations(d)[0]) == 0 for d in DEAD)
+    assert all(b.count == 0 and not len(b.hits) for b in db.quantiles(DEAD[0], 4, 3))  # never fired: empty views
+    assert not len(db.top(DEAD[0], 3)) and not len(db.sample(DEAD[0], 3)) and not db.token_acts(DEAD[0], [1]).any()
     # which latents fire at document 7, position 2: row 14 or 15 holds it
     row, col = next((rr, c) for rr in (14, 15) for c in range(T) if index["position"][rr, c] == 2 and keep[rr, c])
     at = db.latents_at(7, 2)
@@ -245,7 +247,7 @@ def test_token_budget_split_and_many_shards(run, tmp_path, monkeypatch) -> None:
     shutil.copytree(out, copy)
     ckpt = find_checkpoints(copy)[0]
     monkeypatch.setattr(shared_pass, "CHUNK_VALUES", 4 * T * 16)  # chunks of 4 rows: several shards
-    code, _, err = cli_runner()("analyze", str(ckpt), "--only", "feature-stats", "--only", "activation-db", "-q",
+    code, _, err = cli_runner()("analyze", str(ckpt), "--only", "feature-stats", "--only", "quantile-examples", "-q",
                                 "--option", "max_tokens=100", "--option", "db_shard_entries=40", "--option", "db_dtype=float16")
     assert code == 0, err
     f, _, keep = _brute(cache, ckpt)
@@ -257,6 +259,11 @@ def test_token_budget_split_and_many_shards(run, tmp_path, monkeypatch) -> None:
     assert len(db.manifest["shards"]) > 2 and db.n_tokens == summary["n_tokens"]
     tokens = f[:n_rows][keep[:n_rows]]
     assert db.manifest["value_dtype"] == "float16"
+    q = load_file(str(ckpt / "quantile_examples.safetensors"))  # built in blocks across shards
+    for latent in range(16):
+        for b, band in enumerate(db.quantiles(latent, 10, 5)):
+            assert band.hits.row.tolist() == [r for r in q["rows"][latent, b].tolist() if r >= 0]
+            assert band.count == q["band_counts"][latent, b]
     for latent in range(16):  # shards split the token range: every query still sees all of it
         tok, val = db.activations(latent)
         assert tok.tolist() == np.flatnonzero(tokens[:, latent]).tolist()

@@ -132,6 +132,11 @@ class ActivationDB:
         self._shards = [_Shard(path, s["name"], int(s["tokens"][0]), int(s["tokens"][1])) for s in m["shards"]]
         self._los = np.array([s.lo for s in self._shards], dtype=np.int64)
 
+    @property
+    def shards(self) -> list[_Shard]:
+        """The shards (``get(name)``: one of their arrays, memory-mapped; ``row_columns()``), in token order."""
+        return self._shards
+
     def release(self) -> None:
         """Unmap the shards (they are mapped again on the next query). Pages of a mapped file
         count as resident memory once read; a scan over every latent calls this now and then so
@@ -233,7 +238,8 @@ class ActivationDB:
     def quantiles(self, latent: int, n_bands: int = 10, per_band: int = 5, seed: int = 0) -> list[Band]:
         """Examples from ``n_bands`` bands of ``latent``'s max activation (SAEDashboard-style):
         band b holds the examples whose score / max score is in (b/B, (b+1)/B]; up to
-        ``per_band`` of each are drawn at random (``seed``), shown by score descending."""
+        ``per_band`` of each are drawn at random (:func:`draw_keys`: ``seed``, the latent and the
+        row), shown by score descending."""
         return pick_bands(self.examples(latent), self.band_edges(n_bands), per_band, seed, latent)
 
     def sample(self, latent: int, n: int = 10, seed: int = 0) -> Hits:
@@ -336,15 +342,34 @@ def scatter_rows(row: np.ndarray, slot: np.ndarray, value: np.ndarray, rows: np.
     return out
 
 
-def band_picks(score: np.ndarray, edges: np.ndarray, per_band: int, seed: int, latent: int
+def draw_keys(seed: int, latent: np.ndarray | int, row: np.ndarray) -> np.ndarray:
+    """(n,) uint64 random keys of (seed, latent, cache row): a splitmix64 hash, so the examples a
+    band draws (the smallest keys) are the same whether one latent or a block of latents is
+    processed (``sae query --quantiles`` and ``quantile_examples.safetensors`` agree)."""
+    row = np.asarray(row, dtype=np.int64).astype(np.uint64)
+    lat = np.broadcast_to(np.asarray(latent, dtype=np.int64), row.shape).astype(np.uint64)
+    with np.errstate(over="ignore"):
+        x = np.uint64(int(seed) & (2**64 - 1)) * np.uint64(0x9E3779B97F4A7C15) + lat * np.uint64(0xD1B54A32D192ED03)
+        x = x + row * np.uint64(0x8CB92BA72F3D8DD7)
+        x ^= x >> np.uint64(30)
+        x *= np.uint64(0xBF58476D1CE4E5B9)
+        x ^= x >> np.uint64(27)
+        x *= np.uint64(0x94D049BB133111EB)
+        x ^= x >> np.uint64(31)
+    return x
+
+
+def band_picks(score: np.ndarray, rows: np.ndarray, edges: np.ndarray, per_band: int, seed: int, latent: int
                ) -> tuple[np.ndarray, np.ndarray]:
-    """Up to ``per_band`` examples drawn at random (seeded by ``seed`` and ``latent``) from each
-    band of ``edges`` (:func:`band_of`): indices into ``score`` (B, per_band), -1 where a band
-    has fewer, each band's picks by score descending; and the examples per band (B,)."""
+    """Up to ``per_band`` examples drawn at random (:func:`draw_keys` of ``seed``, ``latent`` and
+    each example's cache row) from each band of ``edges`` (:func:`band_of`): indices into
+    ``score`` (B, per_band), -1 where a band has fewer, each band's picks by score descending;
+    and the examples per band (B,)."""
     n_bands = len(edges) - 1
+    if not len(score):  # the latent never fired
+        return np.full((n_bands, int(per_band)), -1, dtype=np.int64), np.zeros(n_bands, dtype=np.int64)
     band = band_of(score, edges)
-    rng = np.random.default_rng([int(seed), int(latent)])
-    order = np.lexsort((rng.random(len(band)), band))  # by band, then a random key: a random subset first
+    order = np.lexsort((draw_keys(seed, latent, rows), band))  # by band, then key: a random subset first
     sb = band[order]
     starts = np.searchsorted(sb, np.arange(n_bands))
     counts = np.searchsorted(sb, np.arange(n_bands), side="right") - starts
@@ -359,7 +384,7 @@ def band_picks(score: np.ndarray, edges: np.ndarray, per_band: int, seed: int, l
 
 def pick_bands(ex: Hits, edges: np.ndarray, per_band: int, seed: int, latent: int) -> list[Band]:
     """:func:`band_picks` as :class:`Band` s of ``ex`` (the examples where a latent fires)."""
-    picks, counts = band_picks(ex.score, edges, per_band, seed, latent)
+    picks, counts = band_picks(ex.score, ex.row, edges, per_band, seed, latent)
     return [Band(float(edges[b]), float(edges[b + 1]), int(counts[b]), ex.take(p[p >= 0])) for b, p in enumerate(picks)]
 
 

@@ -34,7 +34,7 @@ class QuantileExamples(Analysis):
     options: ClassVar[tuple[str, ...]] = ("quantile_bands", "quantile_m", "quantile_seed")
 
     def run(self, ctx: AnalysisContext) -> dict[str, Any]:
-        from sae_core.activation_db import band_picks, best_per_row, open_activation_db, scatter_rows
+        from sae_core.activation_db import open_activation_db
         from sae_core.analyses.top_examples import example_meta
 
         n_bands = option(ctx, "quantile_bands", 10, int, "positive")
@@ -48,19 +48,15 @@ class QuantileExamples(Analysis):
         values = np.zeros((d_sae, n_bands, m), dtype=np.float32)
         token_acts = np.zeros((d_sae, n_bands, m, t), dtype=np.float16)
         counts = np.zeros((d_sae, n_bands), dtype=np.int64)
-        for latent in range(d_sae):
-            if latent % 64 == 63:
-                db.release()  # bounded resident memory: mapped pages read so far are dropped
-            f = db.firings(latent)
-            if not len(f.token):
-                continue
-            first = best_per_row(f.row, f.value)  # (e,) each example's strongest firing
-            score = np.abs(f.value[first])
-            picks, counts[latent] = band_picks(score, edges, m, seed, latent)  # (B, m) into first, -1: empty
-            ok = picks >= 0
-            rows[latent][ok], examples[latent][ok] = f.row[first][picks[ok]], f.example[first][picks[ok]]
-            values[latent][ok] = score[picks[ok]]
-            token_acts[latent] = scatter_rows(f.row, f.slot, f.value, rows[latent].reshape(-1), t).reshape(n_bands, m, t)
+        # blocks of latents of about BLOCK_FIRINGS firings: vectorized, and bounded memory
+        per_latent = db.counts()
+        lo = 0
+        while lo < d_sae:
+            hi = lo + 1 + int(np.searchsorted(np.cumsum(per_latent[lo + 1 :]), BLOCK_FIRINGS))
+            hi = min(hi, d_sae)
+            _block(db, lo, hi, edges, m, seed, rows, examples, values, token_acts, counts)
+            db.release()  # bounded resident memory: mapped pages read so far are dropped
+            lo = hi
         tensors = {"rows": torch.from_numpy(rows), "examples": torch.from_numpy(examples),
                    "values": torch.from_numpy(values), "token_acts": torch.from_numpy(token_acts),
                    "band_counts": torch.from_numpy(counts)}
@@ -78,3 +74,75 @@ class QuantileExamples(Analysis):
         save_json(ctx.checkpoint / QUANTILE_EXAMPLES_META_FILE, {**head, **example_meta(ctx)})
         return {k: head[k] for k in ("n_bands", "m", "split", "n_rows", "n_tokens")} | {
             "latents_with_examples": int((counts.sum(1) > 0).sum())}
+
+
+BLOCK_FIRINGS = 1 << 21  # firings per block of latents (~50 MB of temporaries)
+
+
+def _block(db: Any, lo: int, hi: int, edges: np.ndarray, m: int, seed: int, rows: np.ndarray, examples: np.ndarray,
+           values: np.ndarray, token_acts: np.ndarray, counts: np.ndarray) -> None:
+    """Fill latents [lo, hi) of the output arrays: the same draws as ``db.quantiles`` per latent,
+    computed for the whole block at once."""
+    from sae_core.activation_db import band_of, draw_keys
+
+    n_bands, t = len(edges) - 1, db.tokens_per_example
+    parts = []
+    for s in db.shards:  # each shard's firings of the block are one contiguous slice, by latent then token
+        off = s.get("offsets")
+        a, b = int(off[lo]), int(off[hi])
+        if a == b:
+            continue
+        first, row, example = s.row_columns()
+        tok = s.get("token")[a:b].astype(np.int64) + s.lo
+        at = np.searchsorted(first, tok, side="right") - 1
+        lat = np.repeat(np.arange(lo, hi), np.diff(off[lo : hi + 1]))
+        parts.append((lat, row[at], example[at], s.get("slot")[a:b].astype(np.int64),
+                      np.array(s.get("value")[a:b], dtype=np.float32)))
+    if not parts:
+        return
+    lat, row, example, slot, val = (np.concatenate(c) for c in zip(*parts, strict=True))
+    order = np.argsort(lat, kind="stable")  # (latent, token): shards are in token order
+    lat, row, example, slot, val = lat[order], row[order], example[order], slot[order], val[order]
+    # examples: groups of (latent, row); each group's strongest firing (the first of ties)
+    new = np.concatenate([[True], (lat[1:] != lat[:-1]) | (row[1:] != row[:-1])])
+    starts = np.flatnonzero(new)
+    sizes = np.diff(np.append(starts, len(lat)))
+    group = np.repeat(np.arange(len(starts)), sizes)  # (nnz,) example of each firing
+    mag = np.abs(val)
+    best = mag == np.repeat(np.maximum.reduceat(mag, starts), sizes)
+    cand = np.flatnonzero(best)
+    firsts = cand[np.concatenate([[True], group[cand][1:] != group[cand][:-1]])]  # (e,)
+    e_lat, e_row, e_ex, e_score = lat[firsts], row[firsts], example[firsts], mag[firsts]
+    # bands: score / the latent's max (band_of per latent)
+    lat_start = np.flatnonzero(np.concatenate([[True], e_lat[1:] != e_lat[:-1]]))
+    lat_size = np.diff(np.append(lat_start, len(e_lat)))
+    peak = np.repeat(np.maximum.reduceat(e_score, lat_start), lat_size)
+    band = np.full(len(e_score), -1, dtype=np.int64)
+    ok = peak > 0
+    band[ok] = band_of(e_score[ok] / peak[ok], edges) if ok.any() else band[ok]
+    band[ok & (e_score <= 0)] = -1
+    # draw: by (latent, band, key); the first m of each (latent, band), then by score descending
+    pick_order = np.lexsort((draw_keys(seed, e_lat, e_row), band, e_lat))
+    pl, pb = e_lat[pick_order], band[pick_order]
+    cell = (pl - lo) * n_bands + pb  # (latent, band) of each example, -1 bands out
+    start = np.concatenate([[True], cell[1:] != cell[:-1]])
+    rank = np.arange(len(cell)) - np.maximum.accumulate(np.where(start, np.arange(len(cell)), 0))
+    valid = pb >= 0
+    np.add.at(counts, (pl[valid], pb[valid]), 1)
+    take = valid & (rank < m)
+    chosen = pick_order[take]  # examples drawn
+    # within each (latent, band): by score descending, ties in draw order
+    tie = np.arange(len(chosen))
+    by_score = np.lexsort((tie, -e_score[chosen].astype(np.float64), band[chosen], e_lat[chosen]))
+    chosen = chosen[by_score]
+    cl, cb = e_lat[chosen], band[chosen]
+    c_cell = (cl - lo) * n_bands + cb
+    c_start = np.concatenate([[True], c_cell[1:] != c_cell[:-1]])
+    c_rank = np.arange(len(c_cell)) - np.maximum.accumulate(np.where(c_start, np.arange(len(c_cell)), 0))
+    rows[cl, cb, c_rank], examples[cl, cb, c_rank], values[cl, cb, c_rank] = e_row[chosen], e_ex[chosen], e_score[chosen]
+    # token activations of the drawn examples: every firing of their (latent, row) group, at its slot
+    slot_of = np.full(len(e_lat), -1, dtype=np.int64)
+    slot_of[chosen] = ((cl * n_bands + cb) * m + c_rank)
+    dest = slot_of[group]  # (nnz,) flat (latent, band, m) place of each firing's example, -1: not drawn
+    hit = dest >= 0
+    token_acts.reshape(-1, t)[dest[hit], slot[hit]] = val[hit]
