@@ -9,7 +9,7 @@ for each cache runs, each in a fresh process (so peak memory is that job's alone
 - ``encode``: the ceiling — read every chunk once and encode it with every SAE, nothing else;
 - ``analyses``: ``sae analyze --only feature-stats top-examples activation-db quantile-examples``
   (the shared pass: statistics, running top-k, the activation database written to disk, then
-  quantile examples read back from it), with ``--option db_shard_entries=1048576`` (1M firings) so that both
+  quantile examples read back from it), with ``--option db_shard_entries=262144`` (256k firings) so that both
   corpus sizes flush several shards (the default, 4M firings, would hold a small corpus whole).
 
 Prints SAE-tokens/s of both (tokens × SAEs / wall seconds), their ratio by wall and by CPU time
@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 ANALYSES = ["feature-stats", "top-examples", "activation-db", "quantile-examples"]
-SHARD_ENTRIES = 1 << 20
+SHARD_ENTRIES = 1 << 18
 
 
 def build_cache(root: Path, n_tokens: int, d: int, t: int, seed: int) -> Path:

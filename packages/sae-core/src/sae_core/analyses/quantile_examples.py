@@ -76,7 +76,7 @@ class QuantileExamples(Analysis):
             "latents_with_examples": int((counts.sum(1) > 0).sum())}
 
 
-BLOCK_FIRINGS = 1 << 21  # firings per block of latents (~50 MB of temporaries)
+BLOCK_FIRINGS = 1 << 19  # firings per block of latents (~60 MB of temporaries: ~15 int64 arrays of this length)
 
 
 def _block(db: Any, lo: int, hi: int, edges: np.ndarray, m: int, seed: int, rows: np.ndarray, examples: np.ndarray,
