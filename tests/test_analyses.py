@@ -73,9 +73,10 @@ def test_analyze_cli_matches_brute_force(run_cli, trained) -> None:
     assert meta["modality"] == "image" and meta["dataset"]["spec"] == "synthetic"
 
 
-def test_analyses_read_the_validation_examples_by_default(run_cli, trained) -> None:
-    """Default analyses measure the SAE on the examples its training held out (cfg.json `val`):
-    the rows whose dataset example falls in the validation split, all of their tokens."""
+def test_metrics_read_the_validation_examples_descriptions_all_rows(run_cli, trained) -> None:
+    """Default metrics measure the SAE on the examples its training held out (cfg.json `val`):
+    the rows whose dataset example falls in the validation split, all of their tokens; the
+    descriptive analyses (feature statistics) read every row, and say so."""
     from sae_core.split import ExampleSplit
 
     cache, run = trained
@@ -95,7 +96,9 @@ def test_analyses_read_the_validation_examples_by_default(run_cli, trained) -> N
     fvu = float(((xh - x) ** 2).sum() / ((x - x.mean(0)) ** 2).sum())
     assert abs(recon["fvu"] - fvu) < 1e-4 and recon["n_tokens"] == len(x)
     stats = load_file(str(ckpt / "feature_stats.safetensors"))
-    torch.testing.assert_close(stats["frequency"], (f[rows][keep[rows]] > 0).float().mean(0))
+    torch.testing.assert_close(stats["frequency"], (f[keep] > 0).float().mean(0))
+    summary = json.loads((ckpt / "feature_stats.json").read_text())
+    assert summary["split"] == "all" and summary["n_rows"] == len(index) and summary["n_tokens"] == int(keep.sum())
 
 
 def test_analyze_errors(run_cli, trained, tmp_path: Path) -> None:

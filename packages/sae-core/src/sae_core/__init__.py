@@ -53,6 +53,9 @@ _WHERE: dict[str, str] = {
     "firing_stats": "sae_core.protocols.architecture",
     "Analysis": "sae_core.protocols.analysis",
     "AnalysisContext": "sae_core.protocols.analysis",
+    "PassAnalysis": "sae_core.protocols.analysis",
+    "CodeChunk": "sae_core.protocols.analysis",
+    "CodeConsumer": "sae_core.protocols.analysis",
     "Exporter": "sae_core.protocols.exporter",
     # what an adapter exchanges when it runs its model with hooks (ModelAdapter.run_with_hooks)
     "ModelInputs": "sae_core.protocols.running",
@@ -109,6 +112,14 @@ _WHERE: dict[str, str] = {
     "load_labels": "sae_core.probing.labels",
     "latent_metrics": "sae_core.probing.ranking",
     "fit_l1_logistic": "sae_core.probing.linear",
+    "run_shared_pass": "sae_core.analyses.shared_pass",
+    "sparse_consumer": "sae_core.analyses.shared_pass",
+    # the feature activation database (docs/analyses.md)
+    "open_activation_db": "sae_core.activation_db",
+    "ActivationDB": "sae_core.activation_db",
+    "Hits": "sae_core.activation_db",
+    "Band": "sae_core.activation_db",
+    "Firings": "sae_core.activation_db",
     "export_checkpoints": "sae_core.interop.export",
     # other libraries' checkpoints (docs/interop.md)
     "import_checkpoints": "sae_core.interop.importer",
@@ -157,6 +168,7 @@ __all__ = [
     "WEIGHTS_FILE",
     "Ablate",
     "ActivationBatch",
+    "ActivationDB",
     "ActivationReader",
     "ActivationSpec",
     "ActivationStore",
@@ -165,11 +177,14 @@ __all__ = [
     "Analysis",
     "AnalysisContext",
     "Architecture",
+    "Band",
     "Bank",
     "BatchComm",
     "CacheMetadata",
     "CheckpointError",
     "Clamp",
+    "CodeChunk",
+    "CodeConsumer",
     "ConfigError",
     "Cooccurrence",
     "DataConfig",
@@ -180,7 +195,9 @@ __all__ = [
     "ExportError",
     "Exporter",
     "FeatureActs",
+    "Firings",
     "Generation",
+    "Hits",
     "HookedModel",
     "ImageGeometry",
     "LayerHook",
@@ -188,6 +205,7 @@ __all__ = [
     "ModelInputs",
     "ModelOutput",
     "Normalization",
+    "PassAnalysis",
     "PluginError",
     "Register",
     "RunResult",
@@ -246,6 +264,7 @@ __all__ = [
     "logit_effects",
     "magnitude",
     "mse_per_sae",
+    "open_activation_db",
     "open_dataset",
     "open_reader",
     "open_target",
@@ -253,9 +272,11 @@ __all__ = [
     "read_any",
     "read_cfg",
     "record_features",
+    "run_shared_pass",
     "run_training",
     "save_sae",
     "save_weights",
+    "sparse_consumer",
     "sparse_decode",
     "staged_dir",
     "token_features",
@@ -264,10 +285,12 @@ __all__ = [
 
 if TYPE_CHECKING:
     from sae_core import layout
+    from sae_core.activation_db import ActivationDB, Band, Firings, Hits, open_activation_db
     from sae_core.analyses.cooccurrence import Cooccurrence
     from sae_core.analyses.logit_effects import folded_unembedding, logit_effects
     from sae_core.analyses.neighbours import decoder_neighbours
     from sae_core.analyses.runner import analyse_run
+    from sae_core.analyses.shared_pass import run_shared_pass, sparse_consumer
     from sae_core.analyses.summaries import summary_rows as feature_summary_rows
     from sae_core.archs.base import mse_per_sae, sparse_decode
     from sae_core.caching import run_cache as cache_activations
@@ -342,6 +365,8 @@ if TYPE_CHECKING:
         Bank,
         BatchComm,
         CacheMetadata,
+        CodeChunk,
+        CodeConsumer,
         Dataset,
         Example,
         Exporter,
@@ -351,6 +376,7 @@ if TYPE_CHECKING:
         ModelAdapter,
         ModelInputs,
         ModelOutput,
+        PassAnalysis,
         TrainContext,
         TrainOutput,
         Unembedding,

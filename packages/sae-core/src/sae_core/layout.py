@@ -13,8 +13,9 @@ A checkpoint directory::
                         plus the architecture's extra tensors (threshold, r_mag, ...); a
                         transcoder's W_dec and b_dec are [d_sae, d_out] and [d_out]
     metrics.jsonl       one JSON line per log step of training
-    feature_stats.*, top_examples.*, reconstruction.json, downstream.json,
-    neighbours.safetensors, cooccurrence.*, logit_effects.*, feature_summaries.jsonl  (``sae analyze``)
+    feature_stats.*, top_examples.*, quantile_examples.*, reconstruction.json, downstream.json,
+    neighbours.safetensors, cooccurrence.*, logit_effects.*, feature_summaries.jsonl, probe.*
+    activations/        (the feature activation database)                  (``sae analyze``)
     ablation.json       ablation studies (``sae ablate``)
     probe.json, probe.safetensors   how well latents predict labels (``sae probe``)
 
@@ -56,6 +57,12 @@ FEATURE_SUMMARIES_FILE = "feature_summaries.jsonl"
 #: results of ``sae probe`` / the ``probe`` analysis (per label: latents ranked by AP, the linear probe)
 PROBE_FILE = "probe.safetensors"
 PROBE_META_FILE = "probe.json"
+QUANTILE_EXAMPLES_FILE = "quantile_examples.safetensors"
+QUANTILE_EXAMPLES_META_FILE = "quantile_examples.json"
+#: the feature activation database (``sae analyze``, ``sae query``): a directory of .npy shards
+#: whose ``manifest.json`` is written last (no manifest: not a complete database)
+ACTIVATION_DB_DIR = "activations"
+ACTIVATION_DB_MANIFEST = "manifest.json"
 #: results of ``sae ablate`` (merged per feature set), written beside the checkpoint
 ABLATION_FILE = "ablation.json"
 

@@ -16,7 +16,7 @@ class SignBalance(Analysis):
     def run(self, ctx: AnalysisContext) -> dict[str, Any]:
         neg = torch.zeros(ctx.sae.d_sae)
         pos = torch.zeros(ctx.sae.d_sae)
-        for _, x, index in ctx.iter_rows():  # x: (n, T, d_in) of the SAE's layer, validation rows
+        for _, x, index in ctx.iter_rows():  # x: (n, T, d_in) of the SAE's layer, analysed rows
             f = ctx.encode(x[ctx.selected_mask(index)])  # (m, d_sae): its tokens' codes
             neg += (f < 0).sum(0).cpu()
             pos += (f > 0).sum(0).cpu()

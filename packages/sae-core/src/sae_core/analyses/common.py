@@ -46,8 +46,9 @@ def sae_split(ctx: AnalysisContext) -> Any:
 
 
 def analysis_rows(ctx: AnalysisContext, legacy: str = "all") -> np.ndarray:
-    """Cache rows an analysis reads (ascending), chosen by ``--option split=``
-    (:func:`sae_core.inference.heldout.select_rows`, shared with ``sae ablate``):
+    """Cache rows the metrics (reconstruction, downstream) read (ascending), chosen by
+    ``--option split=`` (:func:`sae_core.inference.heldout.select_rows`, shared with ``sae ablate``);
+    the descriptive analyses read :func:`descriptive_rows` instead:
 
     - ``val`` (default): the SAE's validation examples — whole examples its training never read;
     - ``all``: every row; ``tail``: the last ``heldout_frac`` (10%) of rows.
@@ -64,6 +65,54 @@ def analysis_rows(ctx: AnalysisContext, legacy: str = "all") -> np.ndarray:
     rows = select_rows(ctx.reader, split, side, frac=frac, what=f"SAE {ctx.checkpoint}")
     if ctx.max_examples is not None:
         rows = rows[: ctx.max_examples]
+    return rows
+
+
+MAX_TOKENS = 2_000_000  # descriptive analyses: tokens read by default (--option max_tokens=)
+FEW_TOKENS = 20_000  # fewer analysed tokens than this: `sae analyze` warns that statistics are thin
+
+
+def descriptive_side(ctx: AnalysisContext) -> str:
+    """Which rows the descriptive analyses (statistics, examples, the activation database) read:
+    ``--option split=``, default ``all`` (every row, up to the token budget)."""
+    return str(option(ctx, "split", "all", str))
+
+
+def descriptive_rows(ctx: AnalysisContext, positions: np.ndarray | None = None) -> np.ndarray:
+    """Rows the descriptive analyses read (ascending): those of :func:`descriptive_side`, the
+    first ones holding at most ``--option max_tokens=`` (2,000,000) tokens the SAE reads (valid
+    tokens at ``positions``, default the SAE's token kind), at most ``--max-examples`` rows.
+
+    Why all rows: an SAE's validation split is a few percent of the cache (19 documents in the
+    quickstart), too few to see rare latents fire; descriptive numbers need no held-out data.
+    """
+    from sae_core.inference.heldout import DEFAULT_FRAC, select_rows
+
+    side = descriptive_side(ctx)
+    frac = option(ctx, "heldout_frac", DEFAULT_FRAC, float, "fraction") if side == "tail" else DEFAULT_FRAC
+    rows = select_rows(ctx.reader, sae_split(ctx), side, frac=frac, what=f"SAE {ctx.checkpoint}")
+    if ctx.max_examples is not None:
+        rows = rows[: ctx.max_examples]
+    if positions is None:
+        positions = layer_and_positions(ctx)[1]
+    return rows_within_budget(ctx.reader, rows, positions, option(ctx, "max_tokens", MAX_TOKENS, int, "positive"))
+
+
+def rows_within_budget(reader: Any, rows: np.ndarray, positions: np.ndarray, max_tokens: int,
+                       chunk: int = 1024) -> np.ndarray:
+    """The longest prefix of ``rows`` whose valid tokens at ``positions`` number at most
+    ``max_tokens`` (at least one row); reads index records from the front, only as far as needed."""
+    from sae_core.inference.heldout import read_index
+
+    allowed = np.zeros(reader.meta.tokens_per_example, dtype=bool)
+    allowed[np.asarray(positions, dtype=np.int64)] = True
+    have = 0
+    for lo in range(0, len(rows), chunk):
+        per_row = (read_index(reader, rows[lo : lo + chunk])["valid"].astype(bool) & allowed).sum(1)  # (m,)
+        cum = have + np.cumsum(per_row)
+        if cum[-1] > max_tokens:
+            return rows[: max(1, lo + int(np.searchsorted(cum, max_tokens, side="right")))]
+        have = int(cum[-1])
     return rows
 
 

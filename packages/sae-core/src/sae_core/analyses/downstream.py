@@ -144,7 +144,7 @@ class Downstream(Analysis):
         rel = result.pop("cache_rel_error", None)
         result = flag_unmovable(result)
         result = {**head, "split": _side(ctx), "rows": rows_span(rows), "n_rows": len(rows),
-                  "n_spliced_tokens": int(mask.sum()), **result, "cache_rel_error": rel}
+                  "n_tokens": int(mask.sum()), "n_spliced_tokens": int(mask.sum()), **result, "cache_rel_error": rel}
         if rel is not None and rel > MISMATCH:
             result["warning"] = (f"the re-created model's activations differ from the cache by {rel:.1%}: "
                                  "it is not the model that was cached, so these numbers do not describe it")

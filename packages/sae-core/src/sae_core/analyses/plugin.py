@@ -9,18 +9,20 @@ from sae_core.hookspecs import hookimpl
 
 @hookimpl
 def register_analyses(register: Any) -> None:
+    from sae_core.analyses.activation_db import ActivationDBAnalysis
     from sae_core.analyses.cooccurrence import CooccurrenceAnalysis
     from sae_core.analyses.downstream import Downstream
     from sae_core.analyses.feature_stats import FeatureStats
     from sae_core.analyses.logit_effects import LogitEffects
     from sae_core.analyses.neighbours import DecoderNeighbours
     from sae_core.analyses.probe import Probe
+    from sae_core.analyses.quantile_examples import QuantileExamples
     from sae_core.analyses.reconstruction import Reconstruction
     from sae_core.analyses.summaries import FeatureSummaries
     from sae_core.analyses.top_examples import TopExamples
 
     # feature-summaries last: it joins the per-latent files the others write
-    for cls in (FeatureStats, TopExamples, Reconstruction, Downstream, DecoderNeighbours, CooccurrenceAnalysis,
-                LogitEffects, FeatureSummaries):
+    for cls in (FeatureStats, TopExamples, ActivationDBAnalysis, QuantileExamples, Reconstruction, Downstream,
+                DecoderNeighbours, CooccurrenceAnalysis, LogitEffects, FeatureSummaries):
         register(cls.name, cls, description=(cls.__doc__ or "").strip())
     register(Probe.name, Probe, description=(Probe.__doc__ or "").strip(), default=False)  # needs labels

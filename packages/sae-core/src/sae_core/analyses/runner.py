@@ -32,22 +32,22 @@ def analyse_run(
     Results go beside each checkpoint, so every checkpoint directory must be writable (checked
     before any analysis runs).
     """
+    from sae_core.analyses.shared_pass import run_shared_pass
     from sae_core.checkpoint import find_checkpoints, load_sae
     from sae_core.plugins import get_registry
-    from sae_core.protocols.analysis import AnalysisContext
+    from sae_core.protocols.analysis import AnalysisContext, PassAnalysis
     from sae_core.stores import check_complete, open_reader
     from sae_core.validate import check_device
 
     check_device(device)
 
     registry = get_registry()
-    names = only or [c.name for c in registry.all("analysis") if c.attrs.get("default", True)]
-    analyses = _dependency_order([registry.get("analysis", n).factory() for n in names])
+    names = _with_requirements(registry, only or [c.name for c in registry.all("analysis") if c.attrs.get("default", True)])
+    analyses = [registry.get("analysis", n).factory() for n in names]
     known = {key for c in registry.all("analysis") for key in getattr(c.factory, "options", ())}
     unknown = sorted(set(options or {}) - known)
     if unknown:
         raise SAEError(f"unknown analysis option(s) {unknown}; valid: {', '.join(sorted(known)) or 'none'}")
-    out: dict[str, dict[str, Any]] = {}
     readers: dict[str, Any] = {}
     ckpts = find_checkpoints(path)
     for ckpt in ckpts:
@@ -55,11 +55,7 @@ def analyse_run(
         if not os.access(ckpt, os.W_OK | os.X_OK):
             raise SAEError(f"cannot write analysis results into {ckpt} (read-only or no permission); copy the run "
                            "to a writable place and analyse the copy")
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(ckpts) * len(analyses), desc="analyses", unit="analysis")
+    contexts = []
     for ckpt in ckpts:
         sae = load_sae(ckpt, device=device)
         cache = str(data) if data is not None else _recorded_cache(ckpt, sae.cfg)
@@ -72,11 +68,27 @@ def analyse_run(
                 f"checkpoint {ckpt} has d_in={sae.d_in} but cache {cache} has d_model={reader.meta.d_model}; "
                 "pass the cache it was trained on with --data"
             )
-        ctx = AnalysisContext(checkpoint=ckpt, sae=sae, reader=reader, device=device, batch_size=batch_size,
-                              max_examples=max_examples, options=dict(options or {}))
-        out[ckpt.name] = {}
+        contexts.append(AnalysisContext(checkpoint=ckpt, sae=sae, reader=reader, device=device, batch_size=batch_size,
+                                        max_examples=max_examples, options=dict(options or {})))
+    shared = [a for a in analyses if isinstance(a, PassAnalysis)]
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(ckpts) * len(analyses), desc="analyses", unit="analysis")
+    # one read of each cache for every SAE and every pass analysis (statistics, examples, database)
+    passed = run_shared_pass([(ctx, shared) for ctx in contexts])
+    if bar is not None:
+        bar.update(len(ckpts) * len(shared))
+    _warn_if_few_tokens(passed)
+    out: dict[str, dict[str, Any]] = {}
+    for ctx in contexts:
+        out[ctx.checkpoint.name] = {}
         for analysis in analyses:
-            out[ckpt.name][analysis.name] = analysis.run(ctx)
+            if isinstance(analysis, PassAnalysis):
+                out[ctx.checkpoint.name][analysis.name] = passed[ctx.checkpoint][analysis.name]
+                continue
+            out[ctx.checkpoint.name][analysis.name] = analysis.run(ctx)
             if bar is not None:
                 bar.update(1)
     if bar is not None:
@@ -104,23 +116,36 @@ def _refuse_foreign(ckpt: Path) -> None:
                        f"`sae import {ckpt} --out DIR` and analyse DIR")
 
 
-def _dependency_order(analyses: list[Any]) -> list[Any]:
-    """The analyses in the order given, except that each runs after the ones it ``requires``
-    among them (``--only feature-summaries --only feature-stats`` reads fresh statistics)."""
-    by_name = {a.name: a for a in analyses}
-    done: list[Any] = []
+def _with_requirements(registry: Any, names: list[str]) -> list[str]:
+    """``names`` with the analyses they require (``Analysis.requires``) added before them."""
+    out: list[str] = []
 
-    def visit(a: Any, seen: tuple[str, ...]) -> None:
-        if a in done or a.name in seen:
+    def add(name: str) -> None:
+        if name in out:
             return
-        for dep in getattr(a, "requires", ()):
-            if dep in by_name:
-                visit(by_name[dep], (*seen, a.name))
-        done.append(a)
+        for req in getattr(registry.get("analysis", name).factory, "requires", ()):
+            add(req)
+        out.append(name)
 
-    for a in analyses:
-        visit(a, ())
-    return done
+    for name in names:
+        add(name)
+    return out
+
+
+def _warn_if_few_tokens(passed: dict[Path, dict[str, Any]]) -> None:
+    """One line on stderr when the descriptive analyses of some SAE read fewer than FEW_TOKENS tokens."""
+    import sys
+
+    from sae_core.analyses.common import FEW_TOKENS
+
+    counts = {ckpt.name: s["n_tokens"] for ckpt, per in passed.items() for s in per.values()
+              if isinstance(s, dict) and isinstance(s.get("n_tokens"), int)}
+    few = {name: n for name, n in counts.items() if n < FEW_TOKENS}
+    if few:
+        name, n = min(few.items(), key=lambda kv: kv[1])
+        print(f"warning: feature statistics and examples of {len(few)} SAE(s) rest on fewer than {FEW_TOKENS:,} "
+              f"tokens (fewest: {n:,} for {name}); rare latents look dead: cache more data (or read more of it: "
+              "--option split=all, a larger --option max_tokens=)", file=sys.stderr)
 
 
 def _recorded_cache(ckpt: Path, cfg: SAECheckpointConfig) -> str:

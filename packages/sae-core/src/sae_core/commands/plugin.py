@@ -25,6 +25,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "sae_core.commands.steer_cmd",
     "sae_core.commands.ablate_cmd",
     "sae_core.commands.probe_cmd",
+    "sae_core.commands.query_cmd",
 )
 
 

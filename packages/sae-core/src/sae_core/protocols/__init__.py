@@ -15,7 +15,8 @@ _WHERE = {
     "ActivationBatch": "adapter", "ActivationSpec": "adapter", "AdapterRequest": "adapter", "ModelAdapter": "adapter",
     "Unembedding": "adapter",
     "ImageGeometry": "geometry",
-    "Analysis": "analysis", "AnalysisContext": "analysis",
+    "Analysis": "analysis", "AnalysisContext": "analysis", "CodeChunk": "analysis", "CodeConsumer": "analysis",
+    "PassAnalysis": "analysis",
     "Architecture": "architecture", "Bank": "architecture", "BatchComm": "architecture",
     "TrainContext": "architecture", "TrainOutput": "architecture", "firing_stats": "architecture",
     "Dataset": "dataset", "Example": "dataset",
@@ -39,6 +40,8 @@ __all__ = [
     "Bank",
     "BatchComm",
     "CacheMetadata",
+    "CodeChunk",
+    "CodeConsumer",
     "Dataset",
     "Example",
     "Exporter",
@@ -48,6 +51,7 @@ __all__ = [
     "ModelAdapter",
     "ModelInputs",
     "ModelOutput",
+    "PassAnalysis",
     "TrainContext",
     "TrainOutput",
     "Unembedding",
@@ -62,7 +66,7 @@ if TYPE_CHECKING:
         ModelAdapter,
         Unembedding,
     )
-    from sae_core.protocols.analysis import Analysis, AnalysisContext
+    from sae_core.protocols.analysis import Analysis, AnalysisContext, CodeChunk, CodeConsumer, PassAnalysis
     from sae_core.protocols.architecture import (
         Architecture,
         Bank,

@@ -12,7 +12,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     import numpy as np
@@ -41,13 +41,16 @@ class AnalysisContext:
         return layer_and_positions(self)
 
     def rows(self, *, metrics: bool = False) -> np.ndarray:
-        """The cache rows to analyse (ascending), as ``--option split=`` chooses: by default the
-        SAE's validation examples (whole examples its training never read); ``all``; ``tail``
-        (the last 10%). SAEs trained without a validation split read every row (``metrics``:
-        the tail, as held-out numbers should). At most ``max_examples`` rows."""
-        from sae_core.analyses.common import analysis_rows
+        """The cache rows to analyse (ascending), as ``--option split=`` chooses.
 
-        return analysis_rows(self, legacy="tail" if metrics else "all")
+        Descriptive analyses (``metrics=False``: statistics, examples) read every row by default
+        (``split=all``), the first ones up to ``--option max_tokens=`` (2,000,000) tokens the SAE
+        reads, so that rare latents are seen. Metrics (``metrics=True``) read held-out rows: the
+        SAE's validation examples (whole examples its training never read), or the last 10% of
+        the rows for SAEs trained without a validation split. At most ``max_examples`` rows."""
+        from sae_core.analyses.common import analysis_rows, descriptive_rows
+
+        return analysis_rows(self, legacy="tail") if metrics else descriptive_rows(self)
 
     def iter_rows(self, rows: np.ndarray | None = None, rows_per_chunk: int | None = None
                   ) -> Iterator[tuple[np.ndarray, torch.Tensor, np.ndarray]]:
@@ -110,3 +113,57 @@ class Analysis(ABC):
     @abstractmethod
     def run(self, ctx: AnalysisContext) -> dict[str, Any]:
         """Compute, write result files into ``ctx.checkpoint``, return a JSON-able summary."""
+
+
+@dataclass
+class CodeChunk:
+    """One chunk of the shared analysis pass (:mod:`sae_core.analyses.shared_pass`) for one SAE:
+    the cache rows read, the SAE's codes of them, dense and as sparse triplets.
+
+    Token numbers (``token``) count the tokens the SAE reads (the ``keep`` ones) over the whole
+    pass, in row-major order: the first chunk's selected tokens are ``0 .. n_tokens - 1``, the
+    next chunk's start at ``first_token`` = the tokens before it. The feature activation
+    database (:func:`sae_core.open_activation_db`) uses the same numbers. Triplets are ordered by
+    token, then latent. Consumers that can work from the triplets should: they hold only the
+    firings (nnz ≈ L0 · n_tokens), the dense codes hold every latent of every token.
+    """
+
+    rows: np.ndarray  # (n,) cache row numbers, ascending
+    index: np.ndarray  # (n, T) index records (INDEX_DTYPE: example, position, token, valid)
+    keep: torch.Tensor  # (n, T) bool: the tokens the SAE reads (valid, of its token kind)
+    codes: torch.Tensor  # (n, T, d_sae) codes, zero where not ``keep`` (signed for signed architectures)
+    token: torch.Tensor  # (nnz,) int64 global token number of each firing
+    latent: torch.Tensor  # (nnz,) int64 latent of each firing
+    value: torch.Tensor  # (nnz,) float32 signed code of each firing (non-zero)
+    row: torch.Tensor  # (nnz,) int64 index of each firing's row in this chunk (into ``rows``)
+    slot: torch.Tensor  # (nnz,) int64 its column in the row (0 .. T-1)
+    n_tokens: int  # tokens of this chunk the SAE reads (= keep.sum())
+    first_token: int  # global number of this chunk's first selected token
+
+
+@runtime_checkable
+class CodeConsumer(Protocol):
+    """What the shared pass feeds: ``update`` once per chunk (in row order), ``finish`` once at
+    the end (write files, return a JSON-able summary). Accumulators of sparse firings with an
+    ``update(token, latent, n_tokens)`` / ``result()`` API plug in through
+    :func:`sae_core.analyses.shared_pass.sparse_consumer`."""
+
+    def update(self, chunk: CodeChunk) -> None: ...
+
+    def finish(self) -> Any: ...
+
+
+class PassAnalysis(Analysis):
+    """An analysis that reads the SAE's codes from the shared pass instead of reading the cache
+    itself: ``sae analyze`` reads each chunk of a cache once for every SAE and every pass
+    analysis on it, encodes it once per SAE, and hands the codes to each analysis's consumer.
+    Implement :meth:`consumer`; :meth:`run` (one SAE, one analysis) still works on its own."""
+
+    @abstractmethod
+    def consumer(self, ctx: AnalysisContext) -> CodeConsumer:
+        """A fresh consumer for one SAE (its ``finish()`` returns this analysis's summary)."""
+
+    def run(self, ctx: AnalysisContext) -> dict[str, Any]:
+        from sae_core.analyses.shared_pass import run_shared_pass
+
+        return run_shared_pass([(ctx, [self])])[ctx.checkpoint][self.name]
