@@ -40,7 +40,7 @@ from sae_core.codes import firing
 from sae_core.errors import SAEError
 from sae_core.io import open_scratch
 from sae_core.layout import COOCCURRENCE_FILE, COOCCURRENCE_META_FILE
-from sae_core.protocols.analysis import Analysis, AnalysisContext
+from sae_core.protocols.analysis import AnalysisContext, CodeConsumer, PassAnalysis
 
 #: entries of the dense per-block count matrix (block · d_sae)
 BLOCK_ENTRIES = 2**24
@@ -202,27 +202,29 @@ def top_pairs(result: dict[str, Any], n_pairs: int = TOP_PAIRS) -> list[dict[str
             for e in order]
 
 
-class CooccurrenceAnalysis(Analysis):
+class CooccurrenceAnalysis(PassAnalysis):
     """Which latents fire on the same tokens: exact pair counts, Jaccard and PMI, top n per latent."""
 
     name: ClassVar[str] = "cooccurrence"
-    options: ClassVar[tuple[str, ...]] = ("cooccurrence_n", "cooccurrence_block", "split")
+    options: ClassVar[tuple[str, ...]] = ("cooccurrence_n", "cooccurrence_block", "split", "max_tokens")
 
-    def run(self, ctx: AnalysisContext) -> dict[str, Any]:
-        from sae_core.analyses.common import analysis_rows, sae_split
+    def consumer(self, ctx: AnalysisContext) -> CodeConsumer:
+        """Fed by the shared pass (the same read of the cache as the statistics and examples)."""
+        from sae_core.analyses.common import descriptive_side
+        from sae_core.analyses.shared_pass import sparse_consumer
 
         n = option(ctx, "cooccurrence_n", 10, int, "positive")
         block = option(ctx, "cooccurrence_block", 0, int) or None
         acc = Cooccurrence(ctx.sae.d_sae, n, block, device=ctx.device)
-        try:
-            for _, x, index in ctx.iter_rows(analysis_rows(ctx)):
-                keep = ctx.selected_mask(index)  # (n, T)
-                acc.update_codes(ctx.encode(x)[keep])  # (m, d_sae) codes of the tokens the SAE reads
-            result = acc.result()
-        finally:
-            acc.close()
-        split = str(ctx.options.get("split", "val" if sae_split(ctx) is not None else "all"))
-        return write_cooccurrence(ctx.checkpoint, result, split)
+        split = descriptive_side(ctx)
+
+        def finish(result: dict[str, Any]) -> dict[str, Any]:
+            try:
+                return write_cooccurrence(ctx.checkpoint, result, split)
+            finally:
+                acc.close()
+
+        return sparse_consumer(acc, finish)
 
 
 def write_cooccurrence(checkpoint: str | Path, result: dict[str, Any], split: str) -> dict[str, Any]:
