@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from sae_core.checkpoint import find_checkpoints, load_sae
 
 
@@ -27,3 +28,14 @@ def test_quickstart_end_to_end(run_cli, tmp_path: Path) -> None:
         assert 0 < down["embedding_cosine"] <= 1 + 1e-6 and down["cache_rel_error"] < 1e-4  # the hf model re-created
     cache_meta = json.loads(next((tmp_path / "demo" / "cache").glob("*/metadata.json")).read_text())
     assert cache_meta["adapter"] == "hf"
+
+
+@pytest.mark.slow
+def test_readme_table_is_what_the_quickstart_prints(run_cli, tmp_path: Path) -> None:
+    """The README's quickstart table is the full quickstart's own output (run/quickstart.txt)."""
+    code, _, err = run_cli("quickstart", str(tmp_path / "demo"), "-q")
+    assert code == 0, err
+    table = (tmp_path / "demo" / "run" / "quickstart.txt").read_text().strip().splitlines()
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    block = readme.split("<!-- quickstart-table -->")[1].split("```text\n")[1].split("```")[0].strip().splitlines()
+    assert block == table
