@@ -94,7 +94,10 @@ def test_ce_recovered_and_kl_match_saelens_evals(tmp_path: Path, run_cli) -> Non
     pairs = {"ce_clean": "ce_loss_without_sae", "ce_spliced": "ce_loss_with_sae", "ce_zero_ablated": "ce_loss_with_ablation",
              "ce_loss_recovered": "ce_loss_score", "kl_spliced": "kl_div_with_sae", "kl_zero_ablated": "kl_div_with_ablation"}
     for mine, sl in pairs.items():
-        assert ours[mine] == pytest.approx(theirs[sl], rel=1e-5, abs=1e-6), (mine, ours[mine], sl, theirs[sl])
+        # CE recovered is a ratio of CE differences: the 1e-7 relative agreement of each CE grows by
+        # CE / (CE_zero - CE_clean) (~10x here), so it is compared at 1e-4
+        rel = 1e-4 if mine == "ce_loss_recovered" else 1e-5
+        assert ours[mine] == pytest.approx(theirs[sl], rel=rel, abs=1e-6), (mine, ours[mine], sl, theirs[sl])
     assert ours["kl_spliced"] > 1e-4 and ours["ce_spliced"] != pytest.approx(ours["ce_clean"], abs=1e-4)  # not trivial
     for key in ("ce_clean_se", "ce_spliced_se", "kl_spliced_se", "ce_loss_recovered_se"):
         assert ours[key] is not None and ours[key] > 0

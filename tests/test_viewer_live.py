@@ -32,11 +32,13 @@ def loads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return calls
 
 
-def _app(monkeypatch: pytest.MonkeyPatch, run: Path):
+def _app(monkeypatch: pytest.MonkeyPatch, run: Path, **params: str):
     from streamlit.testing.v1 import AppTest
 
     monkeypatch.setenv("SAE_VIEWER_RUN", str(run))
     at = AppTest.from_file(str(APP), default_timeout=180)
+    for k, v in params.items():
+        at.query_params[k] = v
     at.run()
     assert not at.exception, at.exception
     return at
@@ -94,8 +96,7 @@ def test_feature_page_shows_ablation(monkeypatch, tmp_path_factory, run_cli) -> 
     assert code == 0, err
     code, _, err = run_cli("ablate", str(ckpt), "--features", "0,1", "--tokens", "64", "--json")
     assert code == 0, err
-    at = _app(monkeypatch, run)
-    at.sidebar.radio[0].set_value("Features").run()
+    at = _app(monkeypatch, run, page="Features", latent="0")  # latent 0, whose ablation was run
     assert not at.exception, at.exception
     lines = [m.value for m in at.markdown if m.value.startswith("Ablating")]
     result = next(r for r in json.loads((ckpt / "ablation.json").read_text())["results"] if r["features"] == [0])
