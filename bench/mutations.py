@@ -167,6 +167,14 @@ MUTATIONS = [
              "rng = np.random.default_rng([seed, epoch]) if shuffle else None",
              "rng = np.random.default_rng([seed]) if shuffle else None",
              "local store's own shuffle: every epoch the same order", DETAILS),
+    Mutation("e2e-jumprelu-threshold-frozen", f"{CORE}/live/e2e.py",
+             "bank.decode(bank.splice_encode(x))", "bank.decode(bank.encode(x))",
+             "--e2e: JumpReLU spliced through its hard step (θ gets no end-to-end gradient)",
+             "tests/test_e2e.py -k jumprelu"),
+    Mutation("e2e-jumprelu-ste-factor-dropped", f"{CORE}/archs/jumprelu.py",
+             'return jumprelu(pre, self.threshold[:, None, :], self.hyper_tensor("bandwidth")[:, None, None])',
+             'return jumprelu(pre, self.threshold[:, None, :], 2 * self.hyper_tensor("bandwidth")[:, None, None])',
+             "--e2e: JumpReLU's spliced estimator with twice the bandwidth", "tests/test_e2e.py -k jumprelu"),
 ]
 
 

@@ -237,6 +237,13 @@ class Bank(nn.Module, metaclass=ABCMeta):
         """Inference-time codes (n, batch, d_sae) of x (batch, d_in): zero where a latent is
         inactive, and non-negative unless the architecture sets ``non_negative_codes = False``."""
 
+    def splice_encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Codes (n, batch, d_sae) of x (batch, d_in) for end-to-end training (:mod:`sae_core.live.e2e`):
+        the inference codes, differentiated the way training differentiates them. Default:
+        :meth:`encode`. An architecture whose inference forward has no useful gradient for some
+        parameter (JumpReLU's hard threshold) overrides it with its training estimator, equal in value."""
+        return self.encode(x)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x))
 
