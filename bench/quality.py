@@ -111,6 +111,7 @@ def worker_ours(a: argparse.Namespace) -> list[dict[str, Any]]:
     from sae_core.train import expand, run_training
 
     spec = ARCHS[a.arch]
+    apply_ours_set(a.arch, a.ours_set)
     reader = open_reader(a.cache)
     x = heldout_tokens(a.heldout)
     sae = {"arch": a.arch, "d_sae": a.d_sae, "lr": a.lrs, spec["ours"]: spec.get("levels_ours", spec["levels"])}
@@ -128,6 +129,27 @@ def worker_ours(a: argparse.Namespace) -> list[dict[str, Any]]:
             rows.append({"level": level, "lr": model.cfg.train.lr, **evaluate(model.encode, model.decode, x),
                          "seconds": seconds / len(cfg.saes)})
     return rows
+
+
+def apply_ours_set(arch: str, spec: str) -> None:
+    """``--ours-set``: swap one training ingredient of our architecture for an ablation, e.g.
+    ``init_encoder_scale=0.1``, ``init_decoder_norm=0.1``, ``unit_norm_decoder=0`` (class
+    attributes of the bank), ``b_dec_init=zeros`` (SAELens's b_dec init instead of the geometric
+    median), ``levels=1.5/3/6`` (other sparsity levels)."""
+    from sae_core.plugins import get_component
+
+    bank_cls = get_component("architecture", arch).factory.bank_cls
+    for item in filter(None, spec.split(",")):
+        key, value = item.split("=")
+        if key == "b_dec_init":
+            assert value == "zeros", value
+            bank_cls.init_b_dec = lambda self, b: None
+        elif key == "levels":
+            ARCHS[arch]["levels_ours"] = [float(v) for v in value.split("/")]
+        elif key == "unit_norm_decoder":
+            bank_cls.unit_norm_decoder = bool(int(value))
+        else:
+            setattr(bank_cls, key, float(value))
 
 
 def _saelens_sae(arch: str, d_in: int, d_sae: int, level: float, steps: int, device: str) -> Any:
@@ -206,7 +228,7 @@ def measure(a: argparse.Namespace, lib: str, arch: str, cache: Path, heldout: Pa
     cmd = [sys.executable, __file__, "--worker", "--lib", lib, "--arch", arch, "--cache", str(cache),
            "--heldout", str(heldout), "--steps", str(a.steps), "--batch-size", str(a.batch_size),
            "--d-sae", str(a.d_sae), "--lr-grid", ",".join(map(str, a.lrs)), "--seed", str(a.seed),
-           "--device", a.device, "--threads", str(a.threads)]
+           "--device", a.device, "--threads", str(a.threads), "--ours-set", a.ours_set]
     t0 = time.perf_counter()
     res = subprocess.run(cmd, capture_output=True, text=True)
     if res.returncode != 0:
@@ -302,6 +324,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
     ap.add_argument("--dir", type=Path, default=Path("/tmp/sae-bench-quality"))
     ap.add_argument("--out", type=Path, default=HERE / "out")
+    ap.add_argument("--ours-set", default="", help="ablation: swap one ingredient of our training, e.g. "
+                    "init_encoder_scale=0.1, unit_norm_decoder=0, b_dec_init=zeros (see apply_ours_set)")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--lib", help=argparse.SUPPRESS)
     ap.add_argument("--arch", help=argparse.SUPPRESS)
@@ -326,12 +350,13 @@ def main() -> None:
     for arch in archs:
         per_arch[arch] = {}
         for lib in ("sae", "saelens"):
-            if f"{arch}/{lib}" not in done:
-                done[f"{arch}/{lib}"] = measure(a, lib, arch, cache, heldout)
+            name = f"{arch}/{lib}" + (f"[{a.ours_set}]" if lib == "sae" and a.ours_set else "")
+            if name not in done:
+                done[name] = measure(a, lib, arch, cache, heldout)
                 tmp = partial_path.with_suffix(".tmp")
                 tmp.write_text(json.dumps(partial))
                 tmp.replace(partial_path)
-            per_arch[arch][lib] = best_per_level(done[f"{arch}/{lib}"])
+            per_arch[arch][lib] = best_per_level(done[name])
     comparisons = [c for arch in archs for c in compare(arch, per_arch[arch]["sae"], per_arch[arch]["saelens"])]
     a.out.mkdir(parents=True, exist_ok=True)
     setting = (f"MiniLM layer 3, {a.docs} pydocs documents (10% of windows held out), d_sae={a.d_sae}, "
