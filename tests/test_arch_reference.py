@@ -61,6 +61,10 @@ def build_bank(arch: str, hypers: list[dict], seed: int = 0, d_out: int | None =
         bank.b_enc.copy_(torch.randn(bank.b_enc.shape, generator=gen) * 0.2)
         bank.b_dec.copy_(torch.randn(bank.b_dec.shape, generator=gen) * 0.2)
         if name == "gated":
+            # encoder columns of norm 1 (the default init's 0.1 leaves rows that never fire on these
+            # batches: their decoder gradient is the projection's float32 residue, ~1e-9, which
+            # Adam's first step turns into an O(lr) move the float64 reference does not make)
+            bank.W_enc.mul_(1.0 / type(bank).init_encoder_scale)
             bank.r_mag.copy_(torch.randn(bank.r_mag.shape, generator=gen) * 0.3)
             bank.b_mag.copy_(torch.randn(bank.b_mag.shape, generator=gen) * 0.2)
         if name == "jumprelu":
