@@ -115,10 +115,12 @@ def worker_ours(a: argparse.Namespace) -> list[dict[str, Any]]:
     reader = open_reader(a.cache)
     x = heldout_tokens(a.heldout)
     sae = {"arch": a.arch, "d_sae": a.d_sae, "lr": a.lrs, spec["ours"]: spec.get("levels_ours", spec["levels"])}
+    train_extra = {k: float(v) for k, v in (i.split("=") for i in filter(None, a.ours_set.split(",")))
+                   if k in ("grad_clip", "adam_beta1", "adam_beta2", "lr_decay_frac")}
     with tempfile.TemporaryDirectory() as tmp:
         cfg = expand(a.cache, reader.meta.d_model, {"layer": 0, "batch_size": a.batch_size, "val_fraction": 0.0},
                      sae, {"steps": a.steps, "seed": a.seed, "log_every": a.steps, "checkpoint_every": a.steps + 1,
-                           "device": a.device}, f"{tmp}/run")
+                           "device": a.device, **train_extra}, f"{tmp}/run")
         t0 = time.perf_counter()
         run = run_training(cfg, progress=False)
         seconds = time.perf_counter() - t0
@@ -135,7 +137,8 @@ def apply_ours_set(arch: str, spec: str) -> None:
     """``--ours-set``: swap one training ingredient of our architecture for an ablation, e.g.
     ``init_encoder_scale=0.1``, ``init_decoder_norm=0.1``, ``unit_norm_decoder=0`` (class
     attributes of the bank), ``b_dec_init=zeros`` (SAELens's b_dec init instead of the geometric
-    median), ``levels=1.5/3/6`` (other sparsity levels)."""
+    median), ``levels=1.5/3/6`` (other sparsity levels), ``grad_clip=1`` (SAELens's gradient
+    clipping) and the other [train] settings named in worker_ours."""
     from sae_core.plugins import get_component
 
     bank_cls = get_component("architecture", arch).factory.bank_cls
@@ -146,6 +149,8 @@ def apply_ours_set(arch: str, spec: str) -> None:
             bank_cls.init_b_dec = lambda self, b: None
         elif key == "levels":
             ARCHS[arch]["levels_ours"] = [float(v) for v in value.split("/")]
+        elif key in ("grad_clip", "adam_beta1", "adam_beta2", "lr_decay_frac"):
+            continue  # training settings: worker_ours passes them to the run
         elif key == "unit_norm_decoder":
             bank_cls.unit_norm_decoder = bool(int(value))
         else:

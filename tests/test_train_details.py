@@ -164,3 +164,50 @@ def test_e2e_rows_are_the_batch_windows_own_rows_and_change_every_batch(rows_per
                    for (ep, w) in per_window if ep == 0 and (1, w) in per_window)
     finally:
         source.close()
+
+
+# -- gradient clipping ([train] grad_clip) ------------------------------------------------------------------
+def test_grad_clip_clips_each_sae_alone_like_torch(tmp_path: Path, monkeypatch) -> None:
+    """clip_grad_norms on a bank equals torch.nn.utils.clip_grad_norm_ run on each SAE's own
+    parameters (one SAE's large gradient does not shrink another's); the trainer applies it with
+    [train] grad_clip, and refuses a negative value in one line."""
+    import sae_core.train.step as step_mod
+    from sae_core.errors import ConfigError
+    from sae_core.plugins import get_component
+    from sae_core.train import expand, run_training
+    from sae_core.train.step import clip_grad_norms
+
+    arch = get_component("architecture", "gated").factory
+    bank = arch.build_bank(6, 12, [arch.make_hyper({"l1_coeff": 1.0}, 12) for _ in range(3)],
+                           generator=[torch.Generator().manual_seed(i) for i in range(3)])
+    gen = torch.Generator().manual_seed(0)
+    for p in bank.parameters():
+        p.grad = torch.randn(p.shape, generator=gen) * torch.tensor([0.01, 1.0, 30.0]).view(-1, *[1] * (p.dim() - 1))
+    refs = []
+    for i in range(3):
+        leaves = [torch.nn.Parameter(p.detach()[i].clone()) for p in bank.parameters()]
+        for leaf, p in zip(leaves, bank.parameters(), strict=True):
+            leaf.grad = p.grad[i].clone()
+        norm = torch.nn.utils.clip_grad_norm_(leaves, 1.0)
+        refs.append(([leaf.grad for leaf in leaves], float(norm)))
+    norms = clip_grad_norms(bank, 1.0)
+    for i, (grads, norm) in enumerate(refs):
+        assert float(norms[i]) == pytest.approx(norm, rel=1e-5)
+        for g, p in zip(grads, bank.parameters(), strict=True):
+            torch.testing.assert_close(p.grad[i], g, rtol=1e-5, atol=1e-8)
+    assert float(norms[0]) < 1.0  # the small one untouched
+    seen: list[float] = []
+    original = step_mod.clip_grad_norms
+
+    def spy(b: Any, max_norm: float) -> torch.Tensor:
+        seen.append(max_norm)
+        return original(b, max_norm)
+
+    monkeypatch.setattr(step_mod, "clip_grad_norms", spy)
+    cache = gaussian_cache(tmp_path / "c", n=500)
+    cfg = expand(str(cache), 16, {"batch_size": 100}, {"arch": "relu", "exp_factor": 2, "lr": 1e-3},
+                 {"steps": 3, "log_every": 3, "grad_clip": 0.5}, str(tmp_path / "run"))
+    run_training(cfg, progress=False)
+    assert seen == [0.5] * 3
+    with pytest.raises(ConfigError, match="grad_clip must be >= 0"):
+        expand(str(cache), 16, {"batch_size": 100}, {"arch": "relu"}, {"grad_clip": -1.0}, str(tmp_path / "bad"))
