@@ -209,5 +209,12 @@ def test_grad_clip_clips_each_sae_alone_like_torch(tmp_path: Path, monkeypatch) 
                  {"steps": 3, "log_every": 3, "grad_clip": 0.5}, str(tmp_path / "run"))
     run_training(cfg, progress=False)
     assert seen == [0.5] * 3
+    seen.clear()  # unset: the architecture's default (ReLU and Gated clip at 1.0, TopK does not)
+    for arch, expected in (("relu", [1.0] * 2), ("topk", [])):
+        sae = {"arch": arch, "exp_factor": 2, "lr": 1e-3, **({"k": 2} if arch == "topk" else {})}
+        cfg = expand(str(cache), 16, {"batch_size": 100}, sae, {"steps": 2, "log_every": 2}, str(tmp_path / f"run-{arch}"))
+        run_training(cfg, progress=False)
+        assert seen == expected, arch
+        seen.clear()
     with pytest.raises(ConfigError, match="grad_clip must be >= 0"):
         expand(str(cache), 16, {"batch_size": 100}, {"arch": "relu"}, {"grad_clip": -1.0}, str(tmp_path / "bad"))

@@ -125,6 +125,9 @@ class Bank(nn.Module, metaclass=ABCMeta):
     init_decoder_norm: ClassVar[float] = 1.0
     #: the encoder starts as the decoder's transpose times this
     init_encoder_scale: ClassVar[float] = 1.0
+    #: each SAE's gradient is clipped to this norm before Adam when ``[train] grad_clip`` is not
+    #: set (0: no clipping); see sae_core.train.step.clip_grad_norms
+    grad_clip: ClassVar[float] = 0.0
     #: extra per-SAE tensors exported to the checkpoint beside W_enc/b_enc/W_dec/b_dec; each is an
     #: attribute (parameter or buffer) of shape (n, ...) whose row i is SAE i's tensor
     extra_tensors: ClassVar[tuple[str, ...]] = ()
