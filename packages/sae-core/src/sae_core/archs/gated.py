@@ -8,7 +8,8 @@
     L      = ||x − x̂||² + λ·w(t) Σ_i ReLU(π_gate)_i ||W_dec,i|| + ||x − x̂_frozen(ReLU(π_gate))||²
 where x̂_frozen decodes with a detached copy of the decoder, so the auxiliary term trains only the
 gate (the paper's frozen decoder; SAELens trains the decoder through it too). Decoder rows are
-kept at unit norm. The checkpoint stores ``r_mag`` and ``b_mag`` besides the usual tensors (b_enc is b_gate).
+kept at unit norm. Defaults taken from SAELens because they measurably help (``GatedBank``): the
+encoder starts at 0.1·W_decᵀ and each SAE's gradient is clipped at norm 1 before Adam. The checkpoint stores ``r_mag`` and ``b_mag`` besides the usual tensors (b_enc is b_gate).
 Transcoders: x_c = x − b_in (the fixed input centre; b_dec is in the output space) and both
 reconstruction terms are against the target y; export folds b_in into b_enc and b_mag.
 """

@@ -5,7 +5,8 @@
     L = ||x − x̂||² + λ·w(t) Σ_i f_i ||W_dec,i||      (w(t): sparsity warmup from 0 to 1)
 
 Weighting the penalty by decoder norms makes it invariant to trading encoder scale for decoder
-scale, so the decoder needs no norm constraint. Transcoders: f = ReLU((x − b_in) W_enc + b_enc) and the
+scale, so the decoder needs no norm constraint. Each SAE's gradient is clipped at norm 1 before
+Adam by default (SAELens's trainer does it; measured in ``ReLUBank``). Transcoders: f = ReLU((x − b_in) W_enc + b_enc) and the
 MSE is against the target y (ŷ = f W_dec + b_dec, decoder norms in the output space).
 """
 
