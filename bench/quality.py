@@ -19,7 +19,9 @@ non-zero codes; "dead" is the fraction of latents that never fire on the held-ou
 
 FVU at matched L0: where both saved SAEs of a level fire within 5% of each other the level is
 compared directly; otherwise SAELens's curve is interpolated (linearly in log L0) at our L0, and
-a level whose L0 lies outside SAELens's range is reported without a ratio. The table is printed last; JSON, markdown and FVU-vs-L0 plots go to --out.
+a level whose L0 lies outside SAELens's range is reported without a ratio. Then the matched-L0
+frontier: each library's FVU and dead fraction at L0 = 16, 32, 64 on its own curve, and the
+winner. The tables are printed last; JSON, markdown and FVU-vs-L0 plots go to --out.
 """
 
 from __future__ import annotations
@@ -277,6 +279,44 @@ def compare(arch: str, ours: list[dict[str, Any]], theirs: list[dict[str, Any]])
     return out
 
 
+FRONTIER_L0 = (16.0, 32.0, 64.0)
+
+
+def interp_key(curve: list[dict[str, Any]], l0: float, key: str) -> float | None:
+    """``key`` of ``curve`` at ``l0`` (as :func:`interp_fvu`, for any column, e.g. ``dead``)."""
+    return interp_fvu([{"l0": r["l0"], "fvu": r[key]} for r in curve], l0)
+
+
+def frontier(per_arch: dict[str, dict[str, list[dict[str, Any]]]]) -> list[dict[str, Any]]:
+    """For each architecture and L0 in FRONTIER_L0: each library's FVU and dead fraction on its
+    own FVU-vs-L0 curve (linear in log L0; None outside the curve's range) and the winner."""
+    out = []
+    for arch, libs in per_arch.items():
+        for l0 in FRONTIER_L0:
+            row: dict[str, Any] = {"arch": arch, "l0": l0}
+            for lib in ("sae", "saelens"):
+                row[f"{lib}_fvu"] = interp_fvu(libs[lib], l0)
+                row[f"{lib}_dead"] = interp_key(libs[lib], l0, "dead")
+            a, b = row["sae_fvu"], row["saelens_fvu"]
+            row["winner"] = None if a is None or b is None else ("sae" if a <= b else "saelens")
+            row["rel"] = None if a is None or b is None else (a - b) / b
+            out.append(row)
+    return out
+
+
+def frontier_table(rows: list[dict[str, Any]]) -> str:
+    def f(v: float | None, fmt: str) -> str:
+        return "-" if v is None else format(v, fmt)
+
+    lines = ["| arch | L0 | sae FVU | SAELens FVU | FVU rel. diff | sae dead | SAELens dead | winner |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for r in rows:
+        lines.append(f"| {r['arch']} | {r['l0']:g} | {f(r['sae_fvu'], '.4f')} | {f(r['saelens_fvu'], '.4f')} | "
+                     f"{f(r['rel'], '+.1%')} | {f(r['sae_dead'], '.1%')} | {f(r['saelens_dead'], '.1%')} | "
+                     f"{r['winner'] or '- (outside a curve)'} |")
+    return "\n".join(lines)
+
+
 def plot(per_arch: dict[str, dict[str, list[dict[str, Any]]]], path: Path) -> None:
     from PIL import Image, ImageDraw
 
@@ -366,8 +406,9 @@ def main() -> None:
     a.out.mkdir(parents=True, exist_ok=True)
     setting = (f"MiniLM layer 3, {a.docs} pydocs documents (10% of windows held out), d_sae={a.d_sae}, "
                f"batch={a.batch_size}, steps={a.steps}, lr grid={a.lrs}, device={a.device}, machine={cpu_model()}")
-    (a.out / "quality.json").write_text(json.dumps({"setting": setting, "results": per_arch, "comparisons": comparisons},
-                                                   indent=2))
+    front = frontier(per_arch)
+    (a.out / "quality.json").write_text(json.dumps({"setting": setting, "results": per_arch, "comparisons": comparisons,
+                                                    "frontier": front}, indent=2))
     plot(per_arch, a.out / "quality_fvu_l0.png")
     lines = [setting, "",
              "| arch | level | sae L0 | sae FVU | sae dead | sae lr | SAELens L0 | SAELens FVU | SAELens dead | SAELens lr "
@@ -379,6 +420,8 @@ def main() -> None:
         rel = "-" if c["rel"] is None else f"{c['rel']:+.1%}"
         lines.append(f"| {c['arch']} | {c['level']:g} | {o['l0']:.1f} | {o['fvu']:.4f} | {o['dead']:.1%} | {o['lr']:g} | "
                      f"{t['l0']:.1f} | {t['fvu']:.4f} | {t['dead']:.1%} | {t['lr']:g} | {at} | {rel} |")
+    lines += ["", "Matched-L0 frontier (each library's curve interpolated in log L0; best lr per level):", "",
+              frontier_table(front)]
     table = "\n".join(lines)
     (a.out / "quality.md").write_text(table + "\n")
     print(table)
