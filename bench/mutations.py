@@ -175,6 +175,12 @@ MUTATIONS = [
              'return jumprelu(pre, self.threshold[:, None, :], self.hyper_tensor("bandwidth")[:, None, None])',
              'return jumprelu(pre, self.threshold[:, None, :], 2 * self.hyper_tensor("bandwidth")[:, None, None])',
              "--e2e: JumpReLU's spliced estimator with twice the bandwidth", "tests/test_e2e.py -k jumprelu"),
+    Mutation("grad-clip-whole-bank", f"{CORE}/train/step.py",
+             "norms = sq.sqrt()", "norms = sq.sum().sqrt().expand_as(sq)",
+             "gradient clipped by the norm of the whole bank, not each SAE's", DETAILS),
+    Mutation("grad-clip-arch-default-ignored", f"{CORE}/train/trainer.py",
+             "grad_clip=type(bank).grad_clip if s.grad_clip is None else s.grad_clip", "grad_clip=s.grad_clip or 0.0",
+             "ReLU/Gated trained without their default gradient clipping", DETAILS),
 ]
 
 
