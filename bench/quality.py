@@ -20,8 +20,8 @@ non-zero codes; "dead" is the fraction of latents that never fire on the held-ou
 FVU at matched L0: where both saved SAEs of a level fire within 5% of each other the level is
 compared directly; otherwise SAELens's curve is interpolated (linearly in log L0) at our L0, and
 a level whose L0 lies outside SAELens's range is reported without a ratio. Then the matched-L0
-frontier: each library's FVU and dead fraction at L0 = 16, 32, 64 on its own curve, and the
-winner. The tables are printed last; JSON, markdown and FVU-vs-L0 plots go to --out.
+frontier: each library's FVU and dead fraction at L0 = 16, 32, 64 on its own FVU-vs-L0 front over
+every level and lr of the grid (the lr moves an L1 SAE's L0 as much as λ), and the winner. The tables are printed last; JSON, markdown and FVU-vs-L0 plots go to --out.
 """
 
 from __future__ import annotations
@@ -287,16 +287,29 @@ def interp_key(curve: list[dict[str, Any]], l0: float, key: str) -> float | None
     return interp_fvu([{"l0": r["l0"], "fvu": r[key]} for r in curve], l0)
 
 
-def frontier(per_arch: dict[str, dict[str, list[dict[str, Any]]]]) -> list[dict[str, Any]]:
+def pareto(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The FVU-vs-L0 front of every (level, lr) run: the runs no other run beats on both L0 and
+    FVU. The lr changes an L1 SAE's L0 as much as λ does, so the best lr *per level* (lowest FVU)
+    would pick the densest run; at matched L0 the front is the fair curve."""
+    front = [r for r in rows if r["l0"] > 0 and not any(
+        o is not r and o["l0"] <= r["l0"] and o["fvu"] <= r["fvu"] and (o["l0"], o["fvu"]) != (r["l0"], r["fvu"])
+        for o in rows if o["l0"] > 0)]
+    return sorted(front, key=lambda r: r["l0"])
+
+
+def frontier(raw: dict[str, dict[str, list[dict[str, Any]]]]) -> list[dict[str, Any]]:
     """For each architecture and L0 in FRONTIER_L0: each library's FVU and dead fraction on its
-    own FVU-vs-L0 curve (linear in log L0; None outside the curve's range) and the winner."""
+    own FVU-vs-L0 front over every level and lr (:func:`pareto`; linear in log L0, None outside
+    the front's range) and the winner."""
     out = []
-    for arch, libs in per_arch.items():
+    for arch, libs in raw.items():
         for l0 in FRONTIER_L0:
             row: dict[str, Any] = {"arch": arch, "l0": l0}
             for lib in ("sae", "saelens"):
-                row[f"{lib}_fvu"] = interp_fvu(libs[lib], l0)
-                row[f"{lib}_dead"] = interp_key(libs[lib], l0, "dead")
+                front = pareto(libs[lib])
+                row[f"{lib}_fvu"] = interp_fvu(front, l0)
+                row[f"{lib}_dead"] = interp_key(front, l0, "dead")
+                row[f"{lib}_lrs"] = sorted({r["lr"] for r in front})
             a, b = row["sae_fvu"], row["saelens_fvu"]
             row["winner"] = None if a is None or b is None else ("sae" if a <= b else "saelens")
             row["rel"] = None if a is None or b is None else (a - b) / b
@@ -308,12 +321,13 @@ def frontier_table(rows: list[dict[str, Any]]) -> str:
     def f(v: float | None, fmt: str) -> str:
         return "-" if v is None else format(v, fmt)
 
-    lines = ["| arch | L0 | sae FVU | SAELens FVU | FVU rel. diff | sae dead | SAELens dead | winner |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    lines = ["| arch | L0 | sae FVU | SAELens FVU | FVU rel. diff | sae dead | SAELens dead | winner | lrs on the fronts |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |"]
     for r in rows:
         lines.append(f"| {r['arch']} | {r['l0']:g} | {f(r['sae_fvu'], '.4f')} | {f(r['saelens_fvu'], '.4f')} | "
                      f"{f(r['rel'], '+.1%')} | {f(r['sae_dead'], '.1%')} | {f(r['saelens_dead'], '.1%')} | "
-                     f"{r['winner'] or '- (outside a curve)'} |")
+                     f"{r['winner'] or '- (outside a curve)'} | "
+                     f"{'/'.join(map(format, r['sae_lrs'], ['g'] * 9))} vs {'/'.join(map(format, r['saelens_lrs'], ['g'] * 9))} |")
     return "\n".join(lines)
 
 
@@ -392,8 +406,9 @@ def main() -> None:
     partial = json.loads(partial_path.read_text()) if partial_path.is_file() else {}
     done = partial.setdefault(key, {})
     per_arch: dict[str, dict[str, Any]] = {}
+    raw: dict[str, dict[str, Any]] = {}
     for arch in archs:
-        per_arch[arch] = {}
+        per_arch[arch], raw[arch] = {}, {}
         for lib in ("sae", "saelens"):
             name = f"{arch}/{lib}" + (f"[{a.ours_set}]" if lib == "sae" and a.ours_set else "")
             if name not in done:
@@ -402,11 +417,12 @@ def main() -> None:
                 tmp.write_text(json.dumps(partial))
                 tmp.replace(partial_path)
             per_arch[arch][lib] = best_per_level(done[name])
+            raw[arch][lib] = done[name]
     comparisons = [c for arch in archs for c in compare(arch, per_arch[arch]["sae"], per_arch[arch]["saelens"])]
     a.out.mkdir(parents=True, exist_ok=True)
     setting = (f"MiniLM layer 3, {a.docs} pydocs documents (10% of windows held out), d_sae={a.d_sae}, "
                f"batch={a.batch_size}, steps={a.steps}, lr grid={a.lrs}, device={a.device}, machine={cpu_model()}")
-    front = frontier(per_arch)
+    front = frontier(raw)
     (a.out / "quality.json").write_text(json.dumps({"setting": setting, "results": per_arch, "comparisons": comparisons,
                                                     "frontier": front}, indent=2))
     plot(per_arch, a.out / "quality_fvu_l0.png")
@@ -420,7 +436,7 @@ def main() -> None:
         rel = "-" if c["rel"] is None else f"{c['rel']:+.1%}"
         lines.append(f"| {c['arch']} | {c['level']:g} | {o['l0']:.1f} | {o['fvu']:.4f} | {o['dead']:.1%} | {o['lr']:g} | "
                      f"{t['l0']:.1f} | {t['fvu']:.4f} | {t['dead']:.1%} | {t['lr']:g} | {at} | {rel} |")
-    lines += ["", "Matched-L0 frontier (each library's curve interpolated in log L0; best lr per level):", "",
+    lines += ["", "Matched-L0 frontier (each library's FVU-vs-L0 front over every level and lr, in log L0):", "",
               frontier_table(front)]
     table = "\n".join(lines)
     (a.out / "quality.md").write_text(table + "\n")
