@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 CORE = "packages/sae-core/src/sae_core"
 DEFAULT_TESTS = ("tests/test_arch_reference.py tests/test_archs.py tests/test_train.py tests/test_train_correctness.py "
-                 "tests/test_interop.py")
+                 "tests/test_interop.py tests/test_train_details.py")
 
 
 @dataclass(frozen=True)
@@ -36,8 +36,12 @@ class Mutation:
     old: str
     new: str
     what: str
+    #: test files run for this mutant (None: --tests, the math tests); the pipeline's mutants name
+    #: the fast file that checks them, not the whole live/e2e suites
+    tests: str | None = None
 
 
+DETAILS = "tests/test_train_details.py"
 MUTATIONS = [
     # -- the issue's list ---------------------------------------------------------------------
     Mutation("jumprelu-threshold-scaled-at-export", f"{CORE}/protocols/architecture.py",
@@ -142,6 +146,41 @@ MUTATIONS = [
     Mutation("lr-warmup-off", f"{CORE}/train/schedule.py",
              "return (step + 1) / warmup", "return 1.0",
              "lr warmup ignored"),
+    # -- training details (issue 21): the schedule reaching the update, the data plan ----------
+    Mutation("lr-schedule-not-applied", f"{CORE}/train/trainer.py",
+             "self.lrs[bi] * lr_f, autocast=autocast", "self.lrs[bi], autocast=autocast",
+             "the scheduled lr is computed and logged but the update uses the base lr", DETAILS),
+    Mutation("sparsity-warmup-off-by-one", f"{CORE}/train/schedule.py",
+             "min(1.0, (step + 1) / warmup)", "min(1.0, step / warmup)",
+             "sparsity-coefficient warmup one step late (0 at the first step)", DETAILS),
+    Mutation("e2e-rows-same-each-batch", f"{CORE}/live/source.py",
+             "(np.arange(self.e2e_rows) + j * self.e2e_rows) % len(rows)", "np.arange(self.e2e_rows) % len(rows)",
+             "end-to-end training: every batch of a window splices the same rows", DETAILS),
+    Mutation("e2e-rows-first-of-window", f"{CORE}/live/source.py",
+             "win.index[rows[(np.arange(self.e2e_rows) + j * self.e2e_rows) % len(rows)]]",
+             "win.index[np.arange(self.e2e_rows) % len(rows)]",
+             "end-to-end training: the first rows of every window, whatever the batch", DETAILS),
+    Mutation("buffer-mixing-epoch-ignored", f"{CORE}/protocols/reader.py",
+             "default_rng([self.seed, self.epoch, w])", "default_rng([self.seed, w])",
+             "buffer mixing plan: every epoch the same order", DETAILS),
+    Mutation("store-shuffle-epoch-ignored", f"{CORE}/stores/local/reader.py",
+             "rng = np.random.default_rng([seed, epoch]) if shuffle else None",
+             "rng = np.random.default_rng([seed]) if shuffle else None",
+             "local store's own shuffle: every epoch the same order", DETAILS),
+    Mutation("e2e-jumprelu-threshold-frozen", f"{CORE}/live/e2e.py",
+             "bank.decode(bank.splice_encode(x))", "bank.decode(bank.encode(x))",
+             "--e2e: JumpReLU spliced through its hard step (θ gets no end-to-end gradient)",
+             "tests/test_e2e.py -k jumprelu"),
+    Mutation("e2e-jumprelu-ste-factor-dropped", f"{CORE}/archs/jumprelu.py",
+             'return jumprelu(pre, self.threshold[:, None, :], self.hyper_tensor("bandwidth")[:, None, None])',
+             'return jumprelu(pre, self.threshold[:, None, :], 2 * self.hyper_tensor("bandwidth")[:, None, None])',
+             "--e2e: JumpReLU's spliced estimator with twice the bandwidth", "tests/test_e2e.py -k jumprelu"),
+    Mutation("grad-clip-whole-bank", f"{CORE}/train/step.py",
+             "norms = sq.sqrt()", "norms = sq.sum().sqrt().expand_as(sq)",
+             "gradient clipped by the norm of the whole bank, not each SAE's", DETAILS),
+    Mutation("grad-clip-arch-default-ignored", f"{CORE}/train/trainer.py",
+             "grad_clip=type(bank).grad_clip if s.grad_clip is None else s.grad_clip", "grad_clip=s.grad_clip or 0.0",
+             "ReLU/Gated trained without their default gradient clipping", DETAILS),
 ]
 
 
@@ -188,7 +227,7 @@ def main() -> None:
         return
     results = []
     for m in chosen:
-        status, dt, detail = run_one(m, a.tests, a.timeout)
+        status, dt, detail = run_one(m, m.tests or a.tests, a.timeout)
         results.append((m, status, dt, detail))
         print(f"{status:9s} {dt:6.1f}s  {m.id:40s} {detail}", flush=True)
     killed = sum(s == "killed" for _, s, _, _ in results)

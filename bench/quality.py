@@ -19,7 +19,9 @@ non-zero codes; "dead" is the fraction of latents that never fire on the held-ou
 
 FVU at matched L0: where both saved SAEs of a level fire within 5% of each other the level is
 compared directly; otherwise SAELens's curve is interpolated (linearly in log L0) at our L0, and
-a level whose L0 lies outside SAELens's range is reported without a ratio. The table is printed last; JSON, markdown and FVU-vs-L0 plots go to --out.
+a level whose L0 lies outside SAELens's range is reported without a ratio. Then the matched-L0
+frontier: each library's FVU and dead fraction at L0 = 16, 32, 64 on its own FVU-vs-L0 front over
+every level and lr of the grid (the lr moves an L1 SAE's L0 as much as λ), and the winner. The tables are printed last; JSON, markdown and FVU-vs-L0 plots go to --out.
 """
 
 from __future__ import annotations
@@ -45,11 +47,9 @@ ARCHS: dict[str, dict[str, Any]] = {
     "topk": {"saelens": "topk", "ours": "k", "theirs": "k", "levels": [16, 32, 64]},
     "batchtopk": {"saelens": "batchtopk", "ours": "k", "theirs": "k", "levels": [16, 32, 64]},
     "jumprelu": {"saelens": "jumprelu", "ours": "target_l0", "theirs": "target_l0", "levels": [16.0, 32.0, 64.0]},
-    # at the same λ our gated SAE (unit-norm decoder, as in the paper) fires more than SAELens's
-    # (free decoder norms), so its levels are chosen to reach SAELens's L0 range: the comparison
-    # is at matched L0
-    "gated": {"saelens": "gated", "ours": "l1_coeff", "theirs": "l1_coefficient", "levels": [1.5, 3.0, 6.0],
-              "levels_ours": [3.0, 6.0, 12.0]},
+    # the same λ for both: with SAELens's encoder init scale and gradient clipping (issue 21) our
+    # gated SAE's λ -> L0 map is close to SAELens's (before, ours needed 2x the λ for its L0)
+    "gated": {"saelens": "gated", "ours": "l1_coeff", "theirs": "l1_coefficient", "levels": [1.5, 3.0, 6.0]},
     "matryoshka": {"saelens": "matryoshka_batchtopk", "ours": "k", "theirs": "k", "levels": [16, 32, 64]},
 }
 
@@ -111,13 +111,16 @@ def worker_ours(a: argparse.Namespace) -> list[dict[str, Any]]:
     from sae_core.train import expand, run_training
 
     spec = ARCHS[a.arch]
+    apply_ours_set(a.arch, a.ours_set)
     reader = open_reader(a.cache)
     x = heldout_tokens(a.heldout)
     sae = {"arch": a.arch, "d_sae": a.d_sae, "lr": a.lrs, spec["ours"]: spec.get("levels_ours", spec["levels"])}
+    train_extra = {k: float(v) for k, v in (i.split("=") for i in filter(None, a.ours_set.split(",")))
+                   if k in ("grad_clip", "adam_beta1", "adam_beta2", "lr_decay_frac")}
     with tempfile.TemporaryDirectory() as tmp:
         cfg = expand(a.cache, reader.meta.d_model, {"layer": 0, "batch_size": a.batch_size, "val_fraction": 0.0},
                      sae, {"steps": a.steps, "seed": a.seed, "log_every": a.steps, "checkpoint_every": a.steps + 1,
-                           "device": a.device}, f"{tmp}/run")
+                           "device": a.device, **train_extra}, f"{tmp}/run")
         t0 = time.perf_counter()
         run = run_training(cfg, progress=False)
         seconds = time.perf_counter() - t0
@@ -128,6 +131,30 @@ def worker_ours(a: argparse.Namespace) -> list[dict[str, Any]]:
             rows.append({"level": level, "lr": model.cfg.train.lr, **evaluate(model.encode, model.decode, x),
                          "seconds": seconds / len(cfg.saes)})
     return rows
+
+
+def apply_ours_set(arch: str, spec: str) -> None:
+    """``--ours-set``: swap one training ingredient of our architecture for an ablation, e.g.
+    ``init_encoder_scale=0.1``, ``init_decoder_norm=0.1``, ``unit_norm_decoder=0`` (class
+    attributes of the bank), ``b_dec_init=zeros`` (SAELens's b_dec init instead of the geometric
+    median), ``levels=1.5/3/6`` (other sparsity levels), ``grad_clip=1`` (SAELens's gradient
+    clipping) and the other [train] settings named in worker_ours."""
+    from sae_core.plugins import get_component
+
+    bank_cls = get_component("architecture", arch).factory.bank_cls
+    for item in filter(None, spec.split(",")):
+        key, value = item.split("=")
+        if key == "b_dec_init":
+            assert value == "zeros", value
+            bank_cls.init_b_dec = lambda self, b: None
+        elif key == "levels":
+            ARCHS[arch]["levels_ours"] = [float(v) for v in value.split("/")]
+        elif key in ("grad_clip", "adam_beta1", "adam_beta2", "lr_decay_frac"):
+            continue  # training settings: worker_ours passes them to the run
+        elif key == "unit_norm_decoder":
+            bank_cls.unit_norm_decoder = bool(int(value))
+        else:
+            setattr(bank_cls, key, float(value))
 
 
 def _saelens_sae(arch: str, d_in: int, d_sae: int, level: float, steps: int, device: str) -> Any:
@@ -206,7 +233,7 @@ def measure(a: argparse.Namespace, lib: str, arch: str, cache: Path, heldout: Pa
     cmd = [sys.executable, __file__, "--worker", "--lib", lib, "--arch", arch, "--cache", str(cache),
            "--heldout", str(heldout), "--steps", str(a.steps), "--batch-size", str(a.batch_size),
            "--d-sae", str(a.d_sae), "--lr-grid", ",".join(map(str, a.lrs)), "--seed", str(a.seed),
-           "--device", a.device, "--threads", str(a.threads)]
+           "--device", a.device, "--threads", str(a.threads), "--ours-set", a.ours_set]
     t0 = time.perf_counter()
     res = subprocess.run(cmd, capture_output=True, text=True)
     if res.returncode != 0:
@@ -248,6 +275,58 @@ def compare(arch: str, ours: list[dict[str, Any]], theirs: list[dict[str, Any]])
         out.append({"arch": arch, "level": o["level"], "ours": o, "saelens": t, "saelens_fvu_at_our_l0": at,
                     "rel": None if at is None else (o["fvu"] - at) / at})
     return out
+
+
+FRONTIER_L0 = (16.0, 32.0, 64.0)
+
+
+def interp_key(curve: list[dict[str, Any]], l0: float, key: str) -> float | None:
+    """``key`` of ``curve`` at ``l0`` (as :func:`interp_fvu`, for any column, e.g. ``dead``)."""
+    return interp_fvu([{"l0": r["l0"], "fvu": r[key]} for r in curve], l0)
+
+
+def pareto(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The FVU-vs-L0 front of every (level, lr) run: the runs no other run beats on both L0 and
+    FVU. The lr changes an L1 SAE's L0 as much as λ does, so the best lr *per level* (lowest FVU)
+    would pick the densest run; at matched L0 the front is the fair curve."""
+    front = [r for r in rows if r["l0"] > 0 and not any(
+        o is not r and o["l0"] <= r["l0"] and o["fvu"] <= r["fvu"] and (o["l0"], o["fvu"]) != (r["l0"], r["fvu"])
+        for o in rows if o["l0"] > 0)]
+    return sorted(front, key=lambda r: r["l0"])
+
+
+def frontier(raw: dict[str, dict[str, list[dict[str, Any]]]]) -> list[dict[str, Any]]:
+    """For each architecture and L0 in FRONTIER_L0: each library's FVU and dead fraction on its
+    own FVU-vs-L0 front over every level and lr (:func:`pareto`; linear in log L0, None outside
+    the front's range) and the winner."""
+    out = []
+    for arch, libs in raw.items():
+        for l0 in FRONTIER_L0:
+            row: dict[str, Any] = {"arch": arch, "l0": l0}
+            for lib in ("sae", "saelens"):
+                front = pareto(libs[lib])
+                row[f"{lib}_fvu"] = interp_fvu(front, l0)
+                row[f"{lib}_dead"] = interp_key(front, l0, "dead")
+                row[f"{lib}_lrs"] = sorted({r["lr"] for r in front})
+            a, b = row["sae_fvu"], row["saelens_fvu"]
+            row["winner"] = None if a is None or b is None else ("sae" if a <= b else "saelens")
+            row["rel"] = None if a is None or b is None else (a - b) / b
+            out.append(row)
+    return out
+
+
+def frontier_table(rows: list[dict[str, Any]]) -> str:
+    def f(v: float | None, fmt: str) -> str:
+        return "-" if v is None else format(v, fmt)
+
+    lines = ["| arch | L0 | sae FVU | SAELens FVU | FVU rel. diff | sae dead | SAELens dead | winner | lrs on the fronts |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |"]
+    for r in rows:
+        lines.append(f"| {r['arch']} | {r['l0']:g} | {f(r['sae_fvu'], '.4f')} | {f(r['saelens_fvu'], '.4f')} | "
+                     f"{f(r['rel'], '+.1%')} | {f(r['sae_dead'], '.1%')} | {f(r['saelens_dead'], '.1%')} | "
+                     f"{r['winner'] or '- (outside a curve)'} | "
+                     f"{'/'.join(map(format, r['sae_lrs'], ['g'] * 9))} vs {'/'.join(map(format, r['saelens_lrs'], ['g'] * 9))} |")
+    return "\n".join(lines)
 
 
 def plot(per_arch: dict[str, dict[str, list[dict[str, Any]]]], path: Path) -> None:
@@ -302,6 +381,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
     ap.add_argument("--dir", type=Path, default=Path("/tmp/sae-bench-quality"))
     ap.add_argument("--out", type=Path, default=HERE / "out")
+    ap.add_argument("--ours-set", default="", help="ablation: swap one ingredient of our training, e.g. "
+                    "init_encoder_scale=0.1, unit_norm_decoder=0, b_dec_init=zeros (see apply_ours_set)")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--lib", help=argparse.SUPPRESS)
     ap.add_argument("--arch", help=argparse.SUPPRESS)
@@ -323,21 +404,25 @@ def main() -> None:
     partial = json.loads(partial_path.read_text()) if partial_path.is_file() else {}
     done = partial.setdefault(key, {})
     per_arch: dict[str, dict[str, Any]] = {}
+    raw: dict[str, dict[str, Any]] = {}
     for arch in archs:
-        per_arch[arch] = {}
+        per_arch[arch], raw[arch] = {}, {}
         for lib in ("sae", "saelens"):
-            if f"{arch}/{lib}" not in done:
-                done[f"{arch}/{lib}"] = measure(a, lib, arch, cache, heldout)
+            name = f"{arch}/{lib}" + (f"[{a.ours_set}]" if lib == "sae" and a.ours_set else "")
+            if name not in done:
+                done[name] = measure(a, lib, arch, cache, heldout)
                 tmp = partial_path.with_suffix(".tmp")
                 tmp.write_text(json.dumps(partial))
                 tmp.replace(partial_path)
-            per_arch[arch][lib] = best_per_level(done[f"{arch}/{lib}"])
+            per_arch[arch][lib] = best_per_level(done[name])
+            raw[arch][lib] = done[name]
     comparisons = [c for arch in archs for c in compare(arch, per_arch[arch]["sae"], per_arch[arch]["saelens"])]
     a.out.mkdir(parents=True, exist_ok=True)
     setting = (f"MiniLM layer 3, {a.docs} pydocs documents (10% of windows held out), d_sae={a.d_sae}, "
                f"batch={a.batch_size}, steps={a.steps}, lr grid={a.lrs}, device={a.device}, machine={cpu_model()}")
-    (a.out / "quality.json").write_text(json.dumps({"setting": setting, "results": per_arch, "comparisons": comparisons},
-                                                   indent=2))
+    front = frontier(raw)
+    (a.out / "quality.json").write_text(json.dumps({"setting": setting, "results": per_arch, "comparisons": comparisons,
+                                                    "frontier": front}, indent=2))
     plot(per_arch, a.out / "quality_fvu_l0.png")
     lines = [setting, "",
              "| arch | level | sae L0 | sae FVU | sae dead | sae lr | SAELens L0 | SAELens FVU | SAELens dead | SAELens lr "
@@ -349,6 +434,8 @@ def main() -> None:
         rel = "-" if c["rel"] is None else f"{c['rel']:+.1%}"
         lines.append(f"| {c['arch']} | {c['level']:g} | {o['l0']:.1f} | {o['fvu']:.4f} | {o['dead']:.1%} | {o['lr']:g} | "
                      f"{t['l0']:.1f} | {t['fvu']:.4f} | {t['dead']:.1%} | {t['lr']:g} | {at} | {rel} |")
+    lines += ["", "Matched-L0 frontier (each library's FVU-vs-L0 front over every level and lr, in log L0):", "",
+              frontier_table(front)]
     table = "\n".join(lines)
     (a.out / "quality.md").write_text(table + "\n")
     print(table)

@@ -145,8 +145,12 @@ def _with_theta_grad(value: torch.Tensor, theta: torch.Tensor, d_dtheta: torch.T
 class RefTrainer:
     """Adam (torch.optim.Adam) on a RefSAE with the decoder constraint of its architecture."""
 
-    def __init__(self, sae: RefSAE, lr: float, betas: tuple[float, float] = (0.9, 0.999)) -> None:
+    def __init__(self, sae: RefSAE, lr: float, betas: tuple[float, float] = (0.9, 0.999),
+                 grad_clip: float = 0.0) -> None:
         self.sae = sae
+        #: gradient-norm clipping before Adam (0: none): SAELens's SAETrainer clips every step with
+        #: torch.nn.utils.clip_grad_norm_(sae.parameters(), 1.0) (sae_lens/training/sae_trainer.py)
+        self.grad_clip = grad_clip
         self.opt = torch.optim.Adam(list(sae.params.values()), lr=lr, betas=betas, eps=1e-8)
 
     def step(self, x: torch.Tensor, dead: torch.Tensor | None, sparsity_scale: float = 1.0,
@@ -161,6 +165,8 @@ class RefTrainer:
         if sae.arch in UNIT_NORM:  # remove the radial component of each decoder row's gradient
             with torch.no_grad():
                 W.grad -= (W.grad * W).sum(-1, keepdim=True) * W
+        if self.grad_clip > 0:  # of the gradient Adam gets (after the projection)
+            torch.nn.utils.clip_grad_norm_(list(sae.params.values()), self.grad_clip)
         grads = {k: v.grad.detach().clone() for k, v in sae.params.items() if v.grad is not None}
         if lr is not None:
             for g in self.opt.param_groups:

@@ -269,3 +269,70 @@ def test_live_e2e_training_runs_logs_and_resumes_exactly(run_cli, gpt2_dir: Path
     assert_same_saes(tmp_path / "a", resumed)
     code, _, err = run_cli("train", "--data", "x", "--out", str(tmp_path / "c"), "--e2e", "kl", "-q")
     assert code == 1 and "--e2e is for live training" in err
+
+
+def test_e2e_trains_jumprelu_threshold_through_its_straight_through_estimator(gpt2_dir: Path, corpus: Path) -> None:
+    """JumpReLU spliced into a tiny GPT-2 (--e2e kl): every parameter's gradient, the threshold θ
+    included, equals a hand-written reference: autograd through the model gives ∂L/∂f at the
+    spliced codes f = pre·H(pre − θ), and ∂L/∂θ_j = Σ_tokens ∂L/∂f_j · (−θ_j/ε)·1[|pre_j − θ_j| < ε/2]
+    (the paper's pseudo-derivative), written out here without the library's estimator."""
+    from sae_core.live.e2e import EndToEnd
+    from sae_text.adapters.hf import HFAdapter
+    from transformers import AutoModelForCausalLM
+
+    adapter = HFAdapter(AdapterRequest(model=str(gpt2_dir), layers=["1"], context_size=16))
+    rows = _rows(adapter, corpus)
+    e2e = EndToEnd(_Source(adapter), mode="kl", coeff=1.0, layer=0, tokens="token")
+    arch = get_component("architecture", "jumprelu").factory
+    eps = [0.8, 1.5]
+    hypers = [arch.make_hyper({"bandwidth": b, "init_threshold": 0.0}, 48) for b in eps]
+    bank = arch.build_bank(32, 48, hypers, generator=[torch.Generator().manual_seed(i) for i in range(2)])
+    with torch.no_grad():
+        bank.b_dec.normal_(0, 0.3, generator=torch.Generator().manual_seed(9))
+        bank.threshold.uniform_(0.05, 0.6, generator=torch.Generator().manual_seed(10))
+    loss = e2e.loss(bank, SCALE, rows)
+    assert (loss > 0).all()
+
+    model = AutoModelForCausalLM.from_pretrained(gpt2_dir).eval()
+    tokens = torch.from_numpy(rows["token"].astype(np.int64))
+    n_real = 1 + (rows["position"] >= 0).sum(1)
+    attention = torch.from_numpy(np.arange(16)[None, :] < n_real[:, None]).long()
+    mask = torch.from_numpy(rows["valid"].astype(bool))
+    target = torch.from_numpy(rows["position"] >= 0).float()
+    with torch.no_grad():
+        clean = model(input_ids=tokens, attention_mask=attention).logits
+
+    def reference(i: int):
+        p = {k: getattr(bank, k)[i].detach().clone().requires_grad_() for k in ("W_enc", "b_enc", "W_dec", "b_dec")}
+        theta = bank.threshold[i].detach().clone()
+        seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+        def sae(h: torch.Tensor) -> torch.Tensor:
+            pre = (h * SCALE - p["b_dec"]) @ p["W_enc"] + p["b_enc"]  # (m, d_sae)
+            f = pre * (pre > theta)  # exact gradient to pre where active (and to W_enc, b_enc, b_dec)
+            f.retain_grad()
+            seen.append((pre.detach(), f))
+            return (f @ p["W_dec"] + p["b_dec"]) / SCALE
+
+        handle = model.transformer.h[1].register_forward_hook(_splice_hook(sae, mask))
+        try:
+            spliced = model(input_ids=tokens, attention_mask=attention).logits
+        finally:
+            handle.remove()
+        ref_loss = _kl(clean, spliced, target)
+        ref_loss.backward(retain_graph=True)
+        ((pre, f),) = seen
+        kernel = ((pre - theta).abs() < eps[i] / 2).float()
+        grad_theta = (f.grad * (-theta / eps[i]) * kernel).sum(0)  # (d_sae,)
+        torch.testing.assert_close(bank.threshold.grad[i], grad_theta, rtol=1e-4, atol=1e-8, msg=f"SAE {i} θ")
+        assert (grad_theta != 0).sum() > 10  # θ really learns from the spliced model
+        return ref_loss, p
+
+    loss.sum().backward()
+    assert bank.threshold.grad is not None
+    for i in range(bank.n):
+        ref_loss, params = reference(i)
+        torch.testing.assert_close(loss[i].detach(), ref_loss.detach(), rtol=1e-5, atol=1e-7)
+        for k, v in params.items():
+            assert v.grad is not None and v.grad.abs().sum() > 0, k
+            torch.testing.assert_close(getattr(bank, k).grad[i], v.grad, rtol=1e-4, atol=1e-7, msg=f"SAE {i} {k}")

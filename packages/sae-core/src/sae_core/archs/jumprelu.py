@@ -144,6 +144,12 @@ class JumpReLUBank(Bank):
         pre = self.pre_acts(x)
         return pre * (pre > self.threshold[:, None, :])
 
+    def splice_encode(self, x: torch.Tensor) -> torch.Tensor:
+        """The codes of :meth:`encode` through the straight-through estimator: end-to-end training
+        (``--e2e``) trains θ by ∂f/∂θ = −(θ/ε)·K((pre − θ)/ε), as the reconstruction term does."""
+        pre = self.pre_acts(x)  # (n, batch, d_sae)
+        return jumprelu(pre, self.threshold[:, None, :], self.hyper_tensor("bandwidth")[:, None, None])
+
     def train_forward(self, x: torch.Tensor, ctx: TrainContext) -> TrainOutput:
         y = self.target(x, ctx)  # x itself, or a transcoder's target
         pre = self.pre_acts(x)  # (n, batch, d_sae)

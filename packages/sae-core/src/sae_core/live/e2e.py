@@ -12,9 +12,10 @@ token windows of the same mixing window (:meth:`LiveSource._e2e_order`). For eac
     loss_i  = reconstruction loss_i + e2e_coeff · kl_i (or mse_i)
 
 The model's weights are frozen; the gradient flows from the output back through the rest of the
-model into each SAE's parameters. The SAE is spliced in inference mode (``encode``/``decode``:
-what a checkpoint does), which TopK, BatchTopK and ReLU differentiate as they train; JumpReLU's
-threshold gets no gradient from this term (its hard step), only from its own loss.
+model into each SAE's parameters. The SAE is spliced in inference mode (``splice_encode``/``decode``:
+the codes a checkpoint gives), differentiated as each architecture trains: TopK, BatchTopK and ReLU
+through their own forward, JumpReLU through its straight-through estimator, so this term trains
+its threshold θ too (∂f/∂θ = −(θ/ε)·K((pre − θ)/ε); ``tests/test_e2e.py`` checks it by hand).
 
 The bank trick: the rows are repeated ``n`` times in one forward; at the layer, copy ``i`` gets
 SAE ``i``'s reconstruction (the activations before the layer are those of the clean model, the
@@ -89,7 +90,7 @@ class EndToEnd:
         def replace(v: torch.Tensor) -> torch.Tensor:  # v: (n * m, d), copy i's positions contiguous
             m = v.shape[0] // n
             x = v[:m].detach().to(device, torch.float32) * scale  # the clean activations, as trained on
-            recon = bank.decode(bank.encode(x)) / scale  # (n, m, d)
+            recon = bank.decode(bank.splice_encode(x)) / scale  # (n, m, d)
             return recon.reshape(n * m, -1).to(v.device)
 
         with self.source._lock:  # the model is shared with the thread computing the next window

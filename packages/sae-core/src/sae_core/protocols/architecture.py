@@ -125,6 +125,9 @@ class Bank(nn.Module, metaclass=ABCMeta):
     init_decoder_norm: ClassVar[float] = 1.0
     #: the encoder starts as the decoder's transpose times this
     init_encoder_scale: ClassVar[float] = 1.0
+    #: each SAE's gradient is clipped to this norm before Adam when ``[train] grad_clip`` is not
+    #: set (0: no clipping); see sae_core.train.step.clip_grad_norms
+    grad_clip: ClassVar[float] = 0.0
     #: extra per-SAE tensors exported to the checkpoint beside W_enc/b_enc/W_dec/b_dec; each is an
     #: attribute (parameter or buffer) of shape (n, ...) whose row i is SAE i's tensor
     extra_tensors: ClassVar[tuple[str, ...]] = ()
@@ -236,6 +239,13 @@ class Bank(nn.Module, metaclass=ABCMeta):
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Inference-time codes (n, batch, d_sae) of x (batch, d_in): zero where a latent is
         inactive, and non-negative unless the architecture sets ``non_negative_codes = False``."""
+
+    def splice_encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Codes (n, batch, d_sae) of x (batch, d_in) for end-to-end training (:mod:`sae_core.live.e2e`):
+        the inference codes, differentiated the way training differentiates them. Default:
+        :meth:`encode`. An architecture whose inference forward has no useful gradient for some
+        parameter (JumpReLU's hard threshold) overrides it with its training estimator, equal in value."""
+        return self.encode(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x))

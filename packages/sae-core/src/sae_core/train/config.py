@@ -108,6 +108,10 @@ class TrainSettings:
     dead_tokens: int = 0
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
+    #: clip each SAE's gradient (all its parameters together) to this norm before Adam, as
+    #: SAELens does with clip_grad_norm_(1.0); 0: off; None: the architecture's ``Bank.grad_clip``
+    #: (1.0 for ReLU and Gated, off otherwise; see sae_core.train.step.clip_grad_norms)
+    grad_clip: float | None = None
     norm_batches: int = 8  # batches used to estimate the normalisation scale / b_dec
     final_batches: int = 4  # batches after the last step: calibrate inference thresholds, final metrics
     eval_every: int = 0  # steps between validation metrics (0: every log step)
@@ -162,6 +166,8 @@ class TrainSettings:
             raise ConfigError("log_every and checkpoint_every must be >= 1")
         if not 0 <= self.lr_decay_frac <= 1:
             raise ConfigError(f"lr_decay_frac must be in [0, 1], got {self.lr_decay_frac}")
+        if self.grad_clip is not None and self.grad_clip < 0:
+            raise ConfigError(f"grad_clip must be >= 0 (0: no clipping), got {self.grad_clip}")
 
 
 SAE_COMMON = ("arch", "exp_factor", "d_sae", "lr", "name")

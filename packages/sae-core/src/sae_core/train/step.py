@@ -17,17 +17,34 @@ from sae_core.protocols.architecture import Bank, TrainContext, TrainOutput
 from sae_core.train.optim import BankAdam
 
 
+@torch.no_grad()
+def clip_grad_norms(bank: Bank, max_norm: float) -> torch.Tensor:
+    """Scale each SAE's gradient so that its norm (over all its parameters) is at most
+    ``max_norm``: torch's ``clip_grad_norm_`` (factor max_norm / (norm + 1e-6), capped at 1),
+    but per SAE, so a bank member trains as it would alone. Returns the norms before (n,)."""
+    grads = [p.grad for p in bank.parameters() if p.grad is not None]
+    if not grads:
+        return torch.zeros(bank.n)
+    sq = torch.stack([g.double().pow(2).reshape(bank.n, -1).sum(1) for g in grads]).sum(0)  # (n,)
+    norms = sq.sqrt()
+    factor = (max_norm / (norms + 1e-6)).clamp(max=1.0)  # (n,)
+    for g in grads:
+        g.mul_(factor.to(g.dtype).view(-1, *([1] * (g.dim() - 1))))
+    return norms
+
+
 def bank_step(
     bank: Bank, opt: BankAdam, x: torch.Tensor, ctx: TrainContext, lr: torch.Tensor, *,
     autocast: Any = None, reduce_grads: Callable[[Bank], None] | None = None,
-    extra_loss: Callable[[Bank], torch.Tensor] | None = None,
+    extra_loss: Callable[[Bank], torch.Tensor] | None = None, grad_clip: float = 0.0,
 ) -> TrainOutput:
     """Train ``bank`` on ``x`` (batch, d_in) for one step with per-SAE learning rates ``lr`` (n,).
 
     Each SAE's loss is back-propagated as part of their sum (SAEs share no parameters, so each
     gets exactly its own gradient); ``reduce_grads`` averages gradients over data-parallel ranks.
     ``extra_loss(bank)``: a further (n,) term added to each SAE's loss (end-to-end training,
-    :mod:`sae_core.live.e2e`), logged as ``e2e``.
+    :mod:`sae_core.live.e2e`), logged as ``e2e``. ``grad_clip`` > 0: each SAE's (projected)
+    gradient is clipped to that norm before Adam (:func:`clip_grad_norms`).
     """
     with autocast if autocast is not None else contextlib.nullcontext():
         out = bank.train_forward(x, ctx)
@@ -42,6 +59,8 @@ def bank_step(
     if reduce_grads is not None:
         reduce_grads(bank)
     bank.project_decoder_grad()
+    if grad_clip > 0:
+        clip_grad_norms(bank, grad_clip)
     opt.step(lr)
     bank.post_step()
     return out

@@ -340,7 +340,8 @@ class GroupTrainer:
                             infer = self._infer(bank, x, y)
                     e2e = (lambda bank: self.e2e.loss(bank, self.scale)) if self.e2e is not None else None
                     out = bank_step(bank, self.opts[bi], x, ctx, self.lrs[bi] * lr_f, autocast=autocast,
-                                    reduce_grads=reduce_grads, extra_loss=e2e)
+                                    reduce_grads=reduce_grads, extra_loss=e2e,
+                                    grad_clip=type(bank).grad_clip if s.grad_clip is None else s.grad_clip)
                     watch.update(bi, step, out.loss)
                     with torch.no_grad():
                         fired = out.fired.float()
