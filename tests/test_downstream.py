@@ -422,3 +422,24 @@ def test_viewer_says_not_measurable() -> None:
                               "layer": "blocks.2", "tokens": "patch", "n_rows": 6})
     line = downstream_line(flagged)
     assert "not measurable" in line and "1.0000" not in line
+
+
+def test_the_model_loads_once_for_all_model_running_analyses(lm_run, monkeypatch: pytest.MonkeyPatch) -> None:
+    """downstream and logit-effects share one model per `sae analyze` (inference.loading.shared_adapter)."""
+    from sae_core.inference import loading
+    from sae_text.adapters.tlens import TLensAdapter
+
+    loading._SHARED.clear()
+    built = []
+    real = TLensAdapter.__init__
+
+    def counting(self, *a, **k):  # type: ignore[no-untyped-def]
+        built.append(1)
+        real(self, *a, **k)
+
+    monkeypatch.setattr(TLensAdapter, "__init__", counting)
+    _, run = lm_run
+    out = analyse_run(run, only=["downstream", "logit-effects"], progress=False, options={"split": "tail"})
+    (res,) = out.values()
+    assert "skipped" not in res["downstream"] and "skipped" not in res["logit-effects"], res
+    assert len(built) == 1

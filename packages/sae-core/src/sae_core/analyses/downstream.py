@@ -40,7 +40,6 @@ instead of failing the other analyses. Writes ``downstream.json``.
 
 from __future__ import annotations
 
-import json
 from typing import Any, ClassVar
 
 import numpy as np
@@ -79,9 +78,6 @@ class Downstream(Analysis):
     name: ClassVar[str] = "downstream"
     options: ClassVar[tuple[str, ...]] = ("downstream_tokens", "downstream_rows", "downstream_batch", "split",
                                           "heldout_frac")
-
-    def __init__(self) -> None:
-        self._adapters: dict[str, Any] = {}  # one model per cache and device, shared by the SAEs of a run
 
     def run(self, ctx: AnalysisContext) -> dict[str, Any]:
         from sae_core.plugins import get_component
@@ -174,14 +170,9 @@ class Downstream(Analysis):
         return {**result, "cache_rel_error": rel}
 
     def _adapter(self, component: Any, meta: Any, device: str) -> Any:
-        from sae_core.inference.loading import request_for_cache
+        from sae_core.inference.loading import shared_adapter
 
-        request = request_for_cache(meta, device)
-        key = json.dumps([meta.adapter, request.__dict__], sort_keys=True, default=str)
-        if key not in self._adapters:
-            self._adapters.clear()  # keep one model in memory
-            self._adapters[key] = component.build(request)
-        return self._adapters[key]
+        return shared_adapter(component, meta, device)  # one model for every analysis of the run
 
     def _skip(self, ctx: AnalysisContext, head: dict[str, Any], why: str) -> dict[str, Any]:
         result = {**head, "skipped": why}

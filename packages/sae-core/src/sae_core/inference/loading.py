@@ -8,7 +8,7 @@ model, the layers and what the adapter needs to build the same model again (``ch
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sae_core.errors import SAEError
 
@@ -49,3 +49,22 @@ def adapter_for_cache(meta: CacheMetadata, device: str = "cpu") -> ModelAdapter:
     from sae_core.caching import build_adapter
 
     return build_adapter(meta.adapter, request_for_cache(meta, device))
+
+
+#: the one model kept in memory by :func:`shared_adapter` ({key: adapter}); analyses of one
+#: ``sae analyze`` (downstream, logit effects) over the SAEs of a cache share it
+_SHARED: dict[str, Any] = {}
+
+
+def shared_adapter(component: Any, meta: CacheMetadata, device: str = "cpu") -> Any:
+    """The cache's adapter built from ``component`` on its recorded request, kept in memory so
+    every analysis that runs the model (``downstream``, ``logit-effects``) loads it once per
+    process; a different model replaces it (one model in memory at a time)."""
+    import json
+
+    request = request_for_cache(meta, device)
+    key = json.dumps([meta.adapter, request.__dict__], sort_keys=True, default=str)
+    if key not in _SHARED:
+        _SHARED.clear()
+        _SHARED[key] = component.build(request)
+    return _SHARED[key]
