@@ -12,7 +12,8 @@ centre, and x̂, e, ê and L are those of the target y instead of x (e = y − �
 default).
 
 Decoder rows are kept at unit norm with the radial gradient projected out. k may differ across
-the SAEs of a bank: the bank takes the top max(k) and zeroes each SAE's values beyond its own k.
+the SAEs of a bank: training keeps each SAE's own k and k_aux (ragged codes, no padding); inference
+``encode`` takes the top max(k) and zeroes each SAE's values beyond its own k.
 """
 
 from __future__ import annotations
@@ -23,7 +24,14 @@ from typing import ClassVar
 import torch
 
 from sae_core.archs.base import Bank, BankArchitecture, TrainContext, TrainOutput, mse_per_sae, sparse_decode
-from sae_core.archs.sparse_encode import gather_pre_acts
+from sae_core.archs.ragged import (
+    RaggedCodes,
+    gather_flat,
+    ragged_decode,
+    ragged_fired,
+    ragged_l0,
+    ragged_topk,
+)
 from sae_core.errors import ConfigError
 
 
@@ -126,25 +134,35 @@ class TopKBank(Bank):
         return torch.zeros(*idx.shape[:2], self.d_sae, device=x.device).scatter_(-1, idx, vals)
 
     def train_forward(self, x: torch.Tensor, ctx: TrainContext) -> TrainOutput:
+        """Ragged: each SAE's sparse steps (top-k, gather, decode, sparse backward, AuxK) are
+        sized by its own k and k_aux, not the bank's largest (see :mod:`sae_core.archs.ragged`)."""
         y = self.target(x, ctx)  # x itself, or a transcoder's target
-        with torch.no_grad():  # the dense matmul only chooses latents; gradients go through gather_pre_acts
+        with torch.no_grad():  # the dense matmul only chooses latents; gradients go through gather_flat
             pre = self.pre_acts(x)  # (n, batch, d_sae)
-        ks = self.ks()
-        kmax = int(ks.max())
-        idx = pre.topk(kmax, dim=-1, sorted=True).indices  # (n, batch, kmax)
-        aux = aux_indices(self, pre, ctx.dead)  # ((n, batch, k_aux), (n, k_aux)) or None
-        both = idx if aux is None else torch.cat([idx, aux[0]], dim=-1)
-        v = gather_pre_acts(pre, both, x, self.W_enc, self.b_enc, self.input_bias())  # (n, batch, kmax [+ k_aux])
-        vals = own_k_values(v[..., :kmax], ks)  # (n, batch, kmax)
-        recon = sparse_decode(idx, vals, self.W_dec) + self.b_dec[:, None, :]  # (n, batch, d_out)
+        codes = ragged_topk(pre, [h.k for h in self.hypers])  # T = batch · Σ k_i entries
+        aux = None
+        if ctx.dead is not None and bool(ctx.dead.any()):
+            aux = ragged_topk(pre, aux_ks(self, ctx.dead).tolist(), list(ctx.dead))
+        both = codes if aux is None else RaggedCodes(torch.cat([codes.lat, aux.lat]), torch.cat([codes.bag, aux.bag]),
+                                                     codes.offsets, codes.sae, codes.n, codes.batch)
+        v = gather_flat(pre, both, x, self.W_enc, self.b_enc, self.input_bias())  # (T [+ T_aux],)
+        t = codes.lat.shape[0]
+        vals = v[:t].relu()  # (T,)
+        recon = ragged_decode(codes, vals, self.W_dec) + self.b_dec[:, None, :]  # (n, batch, d_out)
         mse = mse_per_sae(y, recon)
-        aux_loss = auxk_from_values(self, aux, None if aux is None else v[..., kmax:], y, recon, ctx.dead)
+        if aux is None:
+            aux_loss = recon.new_zeros(recon.shape[0])
+        else:
+            e = (y - recon).detach()  # (n, batch, d_out)
+            e_hat = ragged_decode(aux, v[t:].relu(), self.W_dec)  # (n, batch, d_out); 0 where k_aux = 0
+            has_dead = ctx.dead.any(-1).to(recon.dtype)  # (n,)
+            aux_loss = self.hyper_tensor("aux_coeff") * (e_hat - e).pow(2).sum(-1).mean(-1) * has_dead
         return TrainOutput(
             recon=recon,
             loss=mse + aux_loss,
             terms={"mse": mse.detach(), "auxk": aux_loss.detach()},
-            fired=fired_counts(idx, vals, self.d_sae),
-            l0=(vals > 0).float().sum(-1).mean(-1),
+            fired=ragged_fired(codes, vals.detach(), self.d_sae),
+            l0=ragged_l0(codes, vals.detach()),
         )
 
 

@@ -602,6 +602,10 @@ def run_training(
     out = Path(config.out)
     check_device(dist.device(config.train.device))
     check_output_dir(out)
+    if dist.device(config.train.device) == "cpu":
+        from sae_core.train.host_alloc import keep_freed_host_memory
+
+        keep_freed_host_memory()  # a bank's large tensors are reused, not page-faulted in every step
     if config.train.e2e and config.live is None:
         raise ConfigError("--e2e trains through the running model: it needs live training (--adapter, --model)")
     if config.train.e2e and any(sae.data.transcoder for sae in config.saes):
