@@ -98,19 +98,12 @@ def analyse_run(
 
 def _refuse_foreign(ckpt: Path) -> None:
     """Results are written beside the checkpoint, so never into another tool's directory (a
-    SAELens export, a downloaded checkpoint of another format): those are converted first."""
-    import json
+    SAELens export, a downloaded checkpoint of another format): those are converted first.
+    Ours is what :func:`sae_core.interop.detect.matching_formats` finds to be ours alone."""
+    from sae_core.interop.detect import matching_formats
 
-    from sae_core.layout import CFG_FILE, SAELENS_WEIGHTS_FILE, WEIGHTS_FILE
-
-    try:
-        doc = json.loads((ckpt / CFG_FILE).read_text())
-    except (OSError, ValueError):
-        return  # load_sae gives the precise one-line error
-    ours = isinstance(doc, dict) and (doc.get("format") == "sae" or (
-        "format" not in doc and {"architecture", "d_in", "d_sae"} <= doc.keys()  # before cfg.json had "format"
-        and (ckpt / WEIGHTS_FILE).is_file() and not (ckpt / SAELENS_WEIGHTS_FILE).is_file()))
-    if isinstance(doc, dict) and not ours:
+    found = matching_formats(ckpt)
+    if found and found != ["sae"]:  # nothing found: load_sae gives the precise one-line error
         raise SAEError(f"{ckpt} is a checkpoint written by another tool; sae analyze writes its results beside "
                        f"the checkpoint and never into another tool's directory: convert it first with "
                        f"`sae import {ckpt} --out DIR` and analyse DIR")
