@@ -41,6 +41,14 @@ def formats_line() -> str:
     return "; ".join(FORMATS.values())
 
 
+def read_peer_json(file: Path) -> Any:
+    """A peer checkpoint's JSON config; a corrupt one is a one-line :class:`CheckpointError`."""
+    try:
+        return json.loads(file.read_text())
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+        raise CheckpointError(f"{file} is corrupt ({e}); download that SAE again") from None
+
+
 def _json(path: Path) -> Any:
     try:
         return json.loads(path.read_text())

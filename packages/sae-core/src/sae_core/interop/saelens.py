@@ -21,13 +21,13 @@ no TopK or Gated transcoder, so those are refused with the reason. Import reads 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 
 from sae_core.errors import CheckpointError, ExportError
+from sae_core.interop.detect import read_peer_json
 from sae_core.io import atomic_write_json
 from sae_core.layout import (
     CFG_FILE,
@@ -167,10 +167,7 @@ def load_saelens(path: str | Path, device: str | torch.device = "cpu") -> Any:
 def read_saelens(path: str | Path) -> tuple[SAECheckpointConfig, dict[str, torch.Tensor]]:
     """Our config and checkpoint-layout tensors for the SAELens checkpoint directory ``path``."""
     path = Path(path)
-    try:
-        sl = json.loads((path / CFG_FILE).read_text())
-    except ValueError as e:
-        raise CheckpointError(f"{path / CFG_FILE} is corrupt ({e}); download that SAE again") from None
+    sl = read_peer_json(path / CFG_FILE)
     w = {k: v.float() for k, v in load_weights(path / SAELENS_WEIGHTS_FILE).items()}
     arch = sl.get("architecture", "standard")
     if sl.get("normalize_activations", "none") not in ("none", None):

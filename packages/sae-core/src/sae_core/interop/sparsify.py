@@ -16,13 +16,13 @@ changes sparsify's training loss, so it is read as plain TopK.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 
 from sae_core.errors import CheckpointError, ExportError
+from sae_core.interop.detect import read_peer_json
 from sae_core.io import atomic_write_json
 from sae_core.layout import CFG_FILE, WEIGHTS_FILE, SAECheckpointConfig, SourceInfo
 from sae_core.protocols.exporter import Exporter
@@ -34,10 +34,7 @@ FORMAT = "sparsify"
 def read_sparsify(path: str | Path) -> tuple[SAECheckpointConfig, dict[str, torch.Tensor]]:
     """Our config and checkpoint-layout tensors for the sparsify checkpoint folder ``path``."""
     path = Path(path)
-    try:
-        sp = json.loads((path / CFG_FILE).read_text())
-    except ValueError as e:
-        raise CheckpointError(f"{path / CFG_FILE} is corrupt ({e}); download that SAE again") from None
+    sp = read_peer_json(path / CFG_FILE)
     if sp.get("activation", "topk") != "topk":
         raise CheckpointError(f"{path}: sparsify activation={sp['activation']!r} is not supported (only 'topk'); "
                               "there is no groupmax SAE here")
