@@ -38,8 +38,8 @@ D_SAE, K = 1536, 32
 
 
 def _live_config(args: argparse.Namespace, out: str, buffer_tokens: int, also_cache: str | None):
-    from sae_core.live import LiveConfig
     from sae_core.train import expand
+    from sae_core.train.live import LiveConfig
 
     live = LiveConfig(adapter="hf", model="minilm", layers=["3"], data="pydocs",
                       data_options={"limit": args.docs}, model_batch_size=args.model_batch_size, also_cache=also_cache)
@@ -60,8 +60,8 @@ def worker(args: argparse.Namespace) -> None:
     if args.case == "cache":
         path = run_cache("hf", AdapterRequest(model="minilm", layers=["3"]), "pydocs", Path(args.root) / "caches",
                          max_examples=args.docs, batch_size=args.model_batch_size, progress=False)
-        from sae_core.split import ExampleSplit, Selection
         from sae_core.stores import open_reader
+        from sae_core.validation_split import ExampleSplit, Selection
 
         reader = open_reader(path)
         run = json.loads((path / "cache_runs.jsonl").read_text().splitlines()[-1])
@@ -78,7 +78,7 @@ def worker(args: argparse.Namespace) -> None:
     else:
         also = str(Path(args.root) / "also") if args.case == "live+cache" else None
         cfg = _live_config(args, str(Path(args.root) / f"run-{args.case}-{args.buffer_tokens}"), args.buffer_tokens, also)
-        from sae_core.live.source import LiveSource
+        from sae_core.train.live.source import LiveSource
 
         source = LiveSource(cfg.live, device="cpu")
         result["setup"] = time.perf_counter() - t0

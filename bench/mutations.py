@@ -25,8 +25,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 CORE = "packages/sae-core/src/sae_core"
-DEFAULT_TESTS = ("tests/test_arch_reference.py tests/test_archs.py tests/test_train.py tests/test_train_correctness.py "
-                 "tests/test_interop.py tests/test_train_details.py")
+DEFAULT_TESTS = ("tests/core/archs/test_arch_reference.py tests/core/archs/test_archs.py tests/core/train/test_train.py tests/core/train/test_train_correctness.py "
+                 "tests/core/interop/test_interop.py tests/core/train/test_train_details.py")
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class Mutation:
     tests: str | None = None
 
 
-DETAILS = "tests/test_train_details.py"
+DETAILS = "tests/core/train/test_train_details.py"
 MUTATIONS = [
     # -- the list ---------------------------------------------------------------------
     Mutation("jumprelu-threshold-scaled-at-export", f"{CORE}/protocols/architecture.py",
@@ -170,11 +170,11 @@ MUTATIONS = [
     Mutation("e2e-jumprelu-threshold-frozen", f"{CORE}/live/e2e.py",
              "bank.decode(bank.splice_encode(x))", "bank.decode(bank.encode(x))",
              "--e2e: JumpReLU spliced through its hard step (θ gets no end-to-end gradient)",
-             "tests/test_e2e.py -k jumprelu"),
+             "tests/core/train/test_e2e.py -k jumprelu"),
     Mutation("e2e-jumprelu-ste-factor-dropped", f"{CORE}/archs/jumprelu.py",
              'return jumprelu(pre, self.threshold[:, None, :], self.hyper_tensor("bandwidth")[:, None, None])',
              'return jumprelu(pre, self.threshold[:, None, :], 2 * self.hyper_tensor("bandwidth")[:, None, None])',
-             "--e2e: JumpReLU's spliced estimator with twice the bandwidth", "tests/test_e2e.py -k jumprelu"),
+             "--e2e: JumpReLU's spliced estimator with twice the bandwidth", "tests/core/train/test_e2e.py -k jumprelu"),
     Mutation("grad-clip-whole-bank", f"{CORE}/train/step.py",
              "norms = sq.sqrt()", "norms = sq.sum().sqrt().expand_as(sq)",
              "gradient clipped by the norm of the whole bank, not each SAE's", DETAILS),

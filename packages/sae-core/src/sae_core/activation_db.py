@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from sae_core.checkpoint.filenames import ACTIVATION_DB_DIR, ACTIVATION_DB_MANIFEST
 from sae_core.errors import SAEError
-from sae_core.layout import ACTIVATION_DB_DIR, ACTIVATION_DB_MANIFEST
 
 
 @dataclass

@@ -14,16 +14,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from sae_core.checkpoint.cfg import SAECheckpointConfig, read_cfg
+from sae_core.checkpoint.discovery import is_checkpoint
+from sae_core.checkpoint.filenames import CFG_FILE, RUN_CONFIG_FILE, SWEEP_FILE
 from sae_core.errors import SAEError
 from sae_core.io import atomic_write_text
-from sae_core.layout import (
-    CFG_FILE,
-    RUN_CONFIG_FILE,
-    SWEEP_FILE,
-    SAECheckpointConfig,
-    is_checkpoint,
-    read_cfg,
-)
 
 LIBRARY_NAME = "sae"
 SKIP = {"state"}  # resumable training state stays local
@@ -141,7 +136,7 @@ def _outside_links(root: Path, dirs: list[Path]) -> list[tuple[Path, Path]]:
 def upload(path: str | Path, repo: str, *, private: bool = False, revision: str | None = None,
            token: str | None = None, endpoint: str | None = None, message: str | None = None) -> str:
     """Upload a run or one checkpoint to ``repo``; returns the repo URL."""
-    from sae_core.checkpoint import find_checkpoints
+    from sae_core.checkpoint.discovery import find_checkpoints
 
     if repo.count("/") != 1:
         raise SAEError(f"--repo must look like user/name, got {repo!r}")

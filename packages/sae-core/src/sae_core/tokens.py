@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from sae_core.layout import VOCAB_FILE
+from sae_core.checkpoint.filenames import VOCAB_FILE
 
 
 def load_vocab(cache: str | Path) -> list[str] | None:

@@ -102,15 +102,15 @@ def _print_table(run: Path) -> None:
     Dead latents are counted twice, each on the tokens it names: in training (silent for the
     last ``dead_window_tokens`` training tokens, the set AuxK revives) and by ``feature-stats``
     (never fired on any analysed token)."""
-    from sae_core import SWEEP_FILE, layout
+    from sae_core import SWEEP_FILE, filenames
 
     sweep = json.loads((run / SWEEP_FILE).read_text())
     rows, causal = [], False
     for s in sweep["saes"]:
         ckpt = run / s["path"]
-        recon = ckpt / layout.RECONSTRUCTION_FILE
-        down = _read(ckpt / layout.DOWNSTREAM_FILE)
-        stats = _read(ckpt / layout.FEATURE_STATS_SUMMARY_FILE)
+        recon = ckpt / filenames.RECONSTRUCTION_FILE
+        down = _read(ckpt / filenames.DOWNSTREAM_FILE)
+        stats = _read(ckpt / filenames.FEATURE_STATS_SUMMARY_FILE)
         causal = causal or "ce_loss_recovered" in down
         score = down.get("embedding_cosine", down.get("ce_loss_recovered"))
         rows.append((s, json.loads(recon.read_text())["fvu"] if recon.exists() else None, score, stats))

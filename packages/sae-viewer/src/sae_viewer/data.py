@@ -16,16 +16,16 @@ from sae_core import (
     CFG_FILE,
     METRICS_FILE,
     SAECheckpointConfig,
-    layout,
+    filenames,
     open_dataset,
     read_cfg,
 )
 
-RECONSTRUCTION, DOWNSTREAM, ABLATION = layout.RECONSTRUCTION_FILE, layout.DOWNSTREAM_FILE, layout.ABLATION_FILE
-FEATURE_STATS, TOP_EXAMPLES, TOP_EXAMPLES_META = (layout.FEATURE_STATS_FILE, layout.TOP_EXAMPLES_FILE,
-                                                  layout.TOP_EXAMPLES_META_FILE)
+RECONSTRUCTION, DOWNSTREAM, ABLATION = filenames.RECONSTRUCTION_FILE, filenames.DOWNSTREAM_FILE, filenames.ABLATION_FILE
+FEATURE_STATS, TOP_EXAMPLES, TOP_EXAMPLES_META = (filenames.FEATURE_STATS_FILE, filenames.TOP_EXAMPLES_FILE,
+                                                  filenames.TOP_EXAMPLES_META_FILE)
 #: written by text adapters' write_extras into the cache directory: token id -> piece
-VOCAB = layout.VOCAB_FILE
+VOCAB = filenames.VOCAB_FILE
 
 
 @dataclass

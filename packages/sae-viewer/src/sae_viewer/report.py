@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sae_core import SAEError, layout
+from sae_core import SAEError, filenames
 
 from sae_viewer import data, render, report_plots
 
@@ -92,13 +92,13 @@ class _Plots:
 
 
 def _frontier(run: Path, saes: list[data.SAEFiles], plots: _Plots) -> str:
-    sweep = _json(run / layout.SWEEP_FILE) if (run / layout.SWEEP_FILE).is_file() else None
+    sweep = _json(run / filenames.SWEEP_FILE) if (run / filenames.SWEEP_FILE).is_file() else None
     finals = {e["name"]: e.get("final", {}) for e in (sweep or {}).get("saes", [])}
     series: dict[str, list[tuple[str, float, float]]] = {"training (final batches)": [], "validation split": []}
     rows = []
     for s in saes:
         m = finals.get(s.name) or (s.cfg.metrics if s.cfg is not None else {})
-        rec = _json(s.path / layout.RECONSTRUCTION_FILE)
+        rec = _json(s.path / filenames.RECONSTRUCTION_FILE)
         row = {"SAE": s.name, "arch": s.cfg.architecture if s.cfg else None, "d_sae": s.cfg.d_sae if s.cfg else None,
                "FVU (train batches)": m.get("fvu"), "L0 (train batches)": m.get("l0"),
                "FVU (val split)": m.get("val_fvu"), "L0 (val split)": m.get("val_l0"),
@@ -111,14 +111,14 @@ def _frontier(run: Path, saes: list[data.SAEFiles], plots: _Plots) -> str:
             row.update({"FVU (analysed)": rec.get("fvu"), "L0 (analysed)": rec.get("l0"),
                         "analysed split": split, "analysed tokens": rec.get("n_tokens")})
         rows.append(row)
-    src = f"{layout.SWEEP_FILE}" if sweep else "each SAE's cfg.json metrics"
+    src = f"{filenames.SWEEP_FILE}" if sweep else "each SAE's cfg.json metrics"
     out = [f'<h2 id="frontier">FVU vs L0 frontier</h2><p class="note">Training numbers from {src}: "train batches" '
            "are the batches read after the last step (inference mode), \"val split\" the held-out validation "
            "examples; \"analysed\" numbers from reconstruction.json (<code>sae analyze</code>), on the split it names.</p>"]
     if any(p[1] is not None and p[2] is not None for pts in series.values() for p in pts):
         out.append(plots.img("frontier", report_plots.frontier(series), "FVU vs L0"))
     out.append(_table(rows))
-    if not any((s.path / layout.RECONSTRUCTION_FILE).is_file() for s in saes):
+    if not any((s.path / filenames.RECONSTRUCTION_FILE).is_file() for s in saes):
         out.append(_missing("held-out reconstruction metrics", f"sae analyze {run}"))
     return "\n".join(out)
 
@@ -136,10 +136,10 @@ def _curves(run: Path, saes: list[data.SAEFiles], plots: _Plots) -> str:
 def _density(run: Path, saes: list[data.SAEFiles], plots: _Plots) -> str:
     hists, notes = {}, []
     for s in saes:
-        summary = _json(s.path / layout.FEATURE_STATS_SUMMARY_FILE)
+        summary = _json(s.path / filenames.FEATURE_STATS_SUMMARY_FILE)
         if summary and "log_freq_hist" in summary:
             hists[s.name] = summary["log_freq_hist"]
-        elif s.has(layout.FEATURE_STATS_FILE):  # an older summary: bin the frequencies here
+        elif s.has(filenames.FEATURE_STATS_FILE):  # an older summary: bin the frequencies here
             freq = data.feature_table(s)["frequency"].astype(np.float64)  # (d_sae,)
             counts, edges = np.histogram(np.log10(np.clip(freq, 1e-10, None)), bins=40, range=(-10, 0))
             hists[s.name] = {"edges": edges.tolist(), "counts": counts.tolist()}
@@ -227,7 +227,7 @@ def _features(run: Path, saes: list[data.SAEFiles], n_features: int, n_examples:
         freq = feats["frequency"].astype(np.float64)  # (d_sae,)
         dense = freq > 0.1
         order = [int(i) for i in np.lexsort((-freq, dense)) if freq[i] > 0][:n_features]
-        summary = _json(s.path / layout.FEATURE_STATS_SUMMARY_FILE) or {}
+        summary = _json(s.path / filenames.FEATURE_STATS_SUMMARY_FILE) or {}
         out.append(f'<p class="note">Statistics from {summary.get("n_tokens", "an unrecorded number of")} tokens '
                    f'of the {html.escape(str(summary.get("split", "unrecorded")))} split.</p>')
         vocab_cache: dict[str, list[str] | None] = {}

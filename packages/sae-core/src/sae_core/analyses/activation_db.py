@@ -32,8 +32,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from sae_core.analyses.common import descriptive_side, option
+from sae_core.checkpoint.filenames import ACTIVATION_DB_DIR, ACTIVATION_DB_MANIFEST
 from sae_core.errors import SAEError
-from sae_core.layout import ACTIVATION_DB_DIR, ACTIVATION_DB_MANIFEST
 from sae_core.protocols.analysis import AnalysisContext, CodeChunk, CodeConsumer, PassAnalysis
 
 DB_FORMAT, DB_VERSION = "sae-activation-db", 1

@@ -192,7 +192,7 @@ def rows_per_chunk(ctx: AnalysisContext) -> int:
 
 def encode_tokens(ctx: AnalysisContext, x: torch.Tensor) -> torch.Tensor:
     """(n, T, d) -> (n, T, d_sae) codes (signed if the SAE's architecture says so: a latent fires
-    where its code is non-zero, see :mod:`sae_core.codes`)."""
+    where its code is non-zero, see :mod:`sae_core.firing`)."""
     n, t, d = x.shape
     with torch.no_grad():
         return ctx.sae.encode(x.reshape(n * t, d)).view(n, t, -1)
@@ -200,7 +200,7 @@ def encode_tokens(ctx: AnalysisContext, x: torch.Tensor) -> torch.Tensor:
 
 def save_safetensors(path, tensors: dict[str, torch.Tensor], meta: dict[str, str] | None = None) -> None:
     """Durably write an analysis's tensors (see :mod:`sae_core.io`)."""
-    from sae_core.weights import save_weights
+    from sae_core.checkpoint.weights import save_weights
 
     save_weights(path, tensors, metadata=meta)
 

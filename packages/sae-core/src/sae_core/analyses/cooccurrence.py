@@ -36,10 +36,10 @@ import numpy as np
 import torch
 
 from sae_core.analyses.common import option, save_json, save_safetensors
-from sae_core.codes import firing
+from sae_core.checkpoint.filenames import COOCCURRENCE_FILE, COOCCURRENCE_META_FILE
 from sae_core.errors import SAEError
+from sae_core.firing import firing
 from sae_core.io import open_scratch
-from sae_core.layout import COOCCURRENCE_FILE, COOCCURRENCE_META_FILE
 from sae_core.protocols.analysis import AnalysisContext, CodeConsumer, PassAnalysis
 
 #: entries of the dense per-block count matrix (block · d_sae)

@@ -54,9 +54,9 @@ from sae_core.analyses.common import (
     save_json,
     target_layer,
 )
+from sae_core.checkpoint.filenames import DOWNSTREAM_FILE
 from sae_core.errors import SAEError, UnknownComponentError
 from sae_core.inference.heldout import last_rows_with, rows_span
-from sae_core.layout import DOWNSTREAM_FILE
 from sae_core.protocols.analysis import Analysis, AnalysisContext
 
 MISMATCH = 0.05  # cache_rel_error above this: the re-created model does not reproduce the cache

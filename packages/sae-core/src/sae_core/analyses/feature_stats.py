@@ -1,6 +1,6 @@
 """``feature-stats``: firing frequency, mean/max activation and activation histograms per latent.
 
-A latent fires where its code is non-zero, whatever its sign (:mod:`sae_core.codes`); strengths
+A latent fires where its code is non-zero, whatever its sign (:mod:`sae_core.firing`); strengths
 are magnitudes |code|, so signed architectures are measured like non-negative ones. One streaming
 pass; memory is O(d_sae · bins). Writes ``feature_stats.safetensors`` (frequency,
 mean_activation (mean |code| over firing tokens), max_activation (max |code|), positive_fraction
@@ -18,8 +18,8 @@ import torch
 
 from sae_core.analyses.common import descriptive_side, save_json, save_safetensors
 from sae_core.analyses.shared_pass import bincount
-from sae_core.codes import magnitude
-from sae_core.layout import FEATURE_STATS_FILE, FEATURE_STATS_SUMMARY_FILE
+from sae_core.checkpoint.filenames import FEATURE_STATS_FILE, FEATURE_STATS_SUMMARY_FILE
+from sae_core.firing import magnitude
 from sae_core.protocols.analysis import AnalysisContext, CodeChunk, CodeConsumer, PassAnalysis
 
 N_BINS = 40

@@ -30,8 +30,8 @@ from typing import Any, ClassVar
 import torch
 
 from sae_core.analyses.common import layer_and_positions, option, save_json, save_safetensors, target_layer
+from sae_core.checkpoint.filenames import LOGIT_EFFECTS_FILE, LOGIT_EFFECTS_META_FILE
 from sae_core.errors import SAEError, UnknownComponentError
-from sae_core.layout import LOGIT_EFFECTS_FILE, LOGIT_EFFECTS_META_FILE
 from sae_core.protocols.analysis import Analysis, AnalysisContext
 
 #: logit entries per block (block · d_vocab floats)

@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 from sae_core.analyses.common import option, save_json, save_safetensors
+from sae_core.checkpoint.filenames import PROBE_FILE, PROBE_META_FILE
 from sae_core.errors import SAEError
-from sae_core.layout import PROBE_FILE, PROBE_META_FILE
 from sae_core.protocols.analysis import Analysis, AnalysisContext
 
 DEFAULTS = {"split": "all", "test_fraction": 0.25, "probe_seed": 0, "probe_l1": 0.05, "probe_top": 20,
@@ -139,7 +139,7 @@ def _linear_probe(items: Any, names: list[str], ok: torch.Tensor, test_fraction:
     """Fit the L1 probe on the train examples, measure it on the test examples."""
     from sae_core.probing.linear import fit_l1_logistic, lambda_max, predict_proba
     from sae_core.probing.ranking import average_precision
-    from sae_core.split import ExampleSplit
+    from sae_core.validation_split import ExampleSplit
 
     test = torch.from_numpy(ExampleSplit(test_fraction, seed).is_val(items.example))  # (N,) by example
     train = ~test

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from sae_core.analyses.common import option, save_json, save_safetensors
-from sae_core.layout import QUANTILE_EXAMPLES_FILE, QUANTILE_EXAMPLES_META_FILE
+from sae_core.checkpoint.filenames import QUANTILE_EXAMPLES_FILE, QUANTILE_EXAMPLES_META_FILE
 from sae_core.protocols.analysis import Analysis, AnalysisContext
 
 

@@ -24,8 +24,8 @@ from sae_core.analyses.common import (
     save_json,
     selected_mask,
 )
-from sae_core.codes import firing
-from sae_core.layout import RECONSTRUCTION_FILE
+from sae_core.checkpoint.filenames import RECONSTRUCTION_FILE
+from sae_core.firing import firing
 from sae_core.protocols.analysis import Analysis, AnalysisContext
 
 

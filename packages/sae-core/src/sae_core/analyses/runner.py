@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from sae_core.errors import SAEError
 
 if TYPE_CHECKING:
-    from sae_core.layout import SAECheckpointConfig
+    from sae_core.checkpoint.cfg import SAECheckpointConfig
 
 
 def analyse_run(
@@ -33,7 +33,8 @@ def analyse_run(
     before any analysis runs).
     """
     from sae_core.analyses.shared_pass import run_shared_pass
-    from sae_core.checkpoint import find_checkpoints, load_sae
+    from sae_core.checkpoint.directory import load_sae
+    from sae_core.checkpoint.discovery import find_checkpoints
     from sae_core.plugins import get_registry
     from sae_core.protocols.analysis import AnalysisContext, PassAnalysis
     from sae_core.stores import check_complete, open_reader
@@ -146,7 +147,7 @@ def _recorded_cache(ckpt: Path, cfg: SAECheckpointConfig) -> str:
     run, so a moved run with its cache works), else the absolute path in ``cfg.json``."""
     import json
 
-    from sae_core.layout import RUN_CONFIG_FILE
+    from sae_core.checkpoint.filenames import RUN_CONFIG_FILE
     from sae_core.train.rundir import resolve_cache
 
     source = cfg.source

@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from sae_core.analyses.common import option
-from sae_core.layout import (
+from sae_core.checkpoint.filenames import (
     COOCCURRENCE_FILE,
     FEATURE_STATS_FILE,
     FEATURE_SUMMARIES_FILE,

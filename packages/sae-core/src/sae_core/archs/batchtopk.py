@@ -26,7 +26,7 @@ from typing import ClassVar
 
 import torch
 
-from sae_core.archs.base import Bank, BankArchitecture, BatchComm, TrainContext, TrainOutput, mse_per_sae
+from sae_core import Architecture, Bank, BatchComm, TrainContext, TrainOutput, mse_per_sae
 from sae_core.archs.topk import TopKBank, TopKHyper, auxk_loss
 
 
@@ -106,7 +106,7 @@ class BatchTopKBank(Bank):
         )
 
 
-class BatchTopK(BankArchitecture):
+class BatchTopK(Architecture):
     """BatchTopK SAE: batch-level top-k in training, learned JumpReLU threshold at inference."""
 
     name = "batchtopk"

@@ -22,7 +22,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from sae_core.archs.base import Bank, BankArchitecture, TrainContext, TrainOutput, mse_per_sae
+from sae_core import Architecture, Bank, TrainContext, TrainOutput, mse_per_sae
 from sae_core.errors import ConfigError
 
 
@@ -102,7 +102,7 @@ class GatedBank(Bank):
         )
 
 
-class Gated(BankArchitecture):
+class Gated(Architecture):
     """Gated SAE (gate/magnitude paths with tied weights)."""
 
     name = "gated"

@@ -42,7 +42,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from sae_core.archs.base import Bank, BankArchitecture, TrainContext, TrainOutput, mse_per_sae
+from sae_core import Architecture, Bank, TrainContext, TrainOutput, mse_per_sae
 from sae_core.errors import ConfigError
 
 
@@ -178,7 +178,7 @@ class JumpReLUBank(Bank):
         )
 
 
-class JumpReLU(BankArchitecture):
+class JumpReLU(Architecture):
     """JumpReLU SAE (STE with bandwidth; L0 penalty or target-L0)."""
 
     name = "jumprelu"

@@ -18,7 +18,7 @@ from typing import ClassVar, Literal
 
 import torch
 
-from sae_core.archs.base import BankArchitecture, TrainContext, TrainOutput, mse_per_sae, sparse_decode
+from sae_core import Architecture, TrainContext, TrainOutput, mse_per_sae, sparse_decode
 from sae_core.archs.batchtopk import BatchTopKBank, BatchTopKHyper
 from sae_core.archs.topk import auxk_loss, fired_counts, topk_codes
 from sae_core.errors import ConfigError
@@ -100,7 +100,7 @@ class MatryoshkaBank(BatchTopKBank):
         )
 
 
-class Matryoshka(BankArchitecture):
+class Matryoshka(Architecture):
     """Matryoshka SAE over a TopK or BatchTopK encoder (nested prefix losses)."""
 
     name = "matryoshka"

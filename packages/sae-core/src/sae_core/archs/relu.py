@@ -17,7 +17,7 @@ from typing import ClassVar
 
 import torch
 
-from sae_core.archs.base import Bank, BankArchitecture, TrainContext, TrainOutput, mse_per_sae
+from sae_core import Architecture, Bank, TrainContext, TrainOutput, mse_per_sae
 from sae_core.errors import ConfigError
 
 
@@ -63,7 +63,7 @@ class ReLUBank(Bank):
         )
 
 
-class ReLU(BankArchitecture):
+class ReLU(Architecture):
     """ReLU SAE with decoder-norm-weighted L1."""
 
     name = "relu"

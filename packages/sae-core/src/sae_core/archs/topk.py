@@ -23,7 +23,7 @@ from typing import ClassVar
 
 import torch
 
-from sae_core.archs.base import Bank, BankArchitecture, TrainContext, TrainOutput, mse_per_sae, sparse_decode
+from sae_core import Architecture, Bank, TrainContext, TrainOutput, mse_per_sae, sparse_decode
 from sae_core.archs.ragged import (
     RaggedCodes,
     gather_flat,
@@ -166,7 +166,7 @@ class TopKBank(Bank):
         )
 
 
-class TopK(BankArchitecture):
+class TopK(Architecture):
     """TopK SAE with AuxK (k active latents per token)."""
 
     name = "topk"

@@ -8,8 +8,8 @@ from typing import Annotated, Any
 
 import typer
 
+from sae_core.checkpoint.filenames import CFG_FILE, SAELENS_WEIGHTS_FILE, SWEEP_FILE, WEIGHTS_FILE
 from sae_core.errors import SAEError
-from sae_core.layout import CFG_FILE, SAELENS_WEIGHTS_FILE, SWEEP_FILE, WEIGHTS_FILE
 
 
 def _read_json(path: Path) -> Any:
@@ -49,8 +49,8 @@ def describe(path: Path) -> dict[str, Any]:
             "bytes": size,
         }
     if (path / CFG_FILE).is_file():
+        from sae_core.checkpoint.weights import safetensors_problem
         from sae_core.errors import CheckpointError
-        from sae_core.weights import safetensors_problem
 
         cfg = _read_json(path / CFG_FILE)
         files = sorted(p.name for p in path.iterdir() if p.is_file())

@@ -253,7 +253,7 @@ def _max_tokens(tables: dict[str, dict[str, Any]], max_tokens: int | None, steps
 def _buffer(tables: dict[str, dict[str, Any]], buffer_tokens: int | None, tokens_per_example: int, *,
             live: bool) -> None:
     """The mixing window in examples, from --buffer-tokens (or its default) and the rows' length."""
-    from sae_core.live.config import DEFAULT_BUFFER_TOKENS
+    from sae_core.train.live.options import DEFAULT_BUFFER_TOKENS
     from sae_core.validate import check_positive
 
     data = tables["data"]
@@ -282,9 +282,9 @@ def _train_live(out: Path, data: str, adapter: str, model: str, tables: dict[str
 
     from sae_core import dist as sae_dist
     from sae_core.commands.cache_cmd import parse_kv
-    from sae_core.live.config import LiveConfig
-    from sae_core.live.source import LiveSource
     from sae_core.train import expand, run_training
+    from sae_core.train.live.options import LiveConfig
+    from sae_core.train.live.source import LiveSource
     from sae_core.validate import check_device, check_positive
 
     if Path(data).is_dir() and (Path(data) / "metadata.json").is_file():

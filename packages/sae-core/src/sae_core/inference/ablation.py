@@ -25,8 +25,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from sae_core.codes import firing
+from sae_core.checkpoint.filenames import ABLATION_FILE
 from sae_core.errors import SAEError
+from sae_core.firing import firing
 from sae_core.inference.compare import compare
 from sae_core.inference.edits import Ablate
 from sae_core.inference.heldout import (
@@ -39,7 +40,6 @@ from sae_core.inference.heldout import (
     select_rows,
 )
 from sae_core.inference.hook import SAEHook, check_changes_allowed, layer_hook
-from sae_core.layout import ABLATION_FILE
 
 if TYPE_CHECKING:
     from sae_core.inference.target import SAETarget

@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from sae_core.codes import firing, magnitude
+from sae_core.firing import firing, magnitude
 from sae_core.inference.hook import SAEHook
 
 if TYPE_CHECKING:
+    from sae_core.checkpoint.sae import SAE
     from sae_core.inference.model import HookedModel, RunResult
-    from sae_core.sae_module import SAE
 
 
 def record(model: HookedModel, sae: SAE, examples: list[Any]) -> tuple[RunResult, SAEHook]:

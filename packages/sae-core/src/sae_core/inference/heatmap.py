@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from sae_core.codes import firing, magnitude
 from sae_core.errors import SAEError
+from sae_core.firing import firing, magnitude
 
 
 def heatmap_overlay(image: Any, patch_acts: np.ndarray, extra: dict[str, Any], size: int = 224,

@@ -4,7 +4,7 @@ Every evaluation that claims to be on held-out data (``reconstruction``, ``downs
 ``sae ablate``) gets its rows from :func:`select_rows`, as ascending row numbers:
 
 - ``val`` (the default for SAEs trained with a validation split, ``cfg.json`` ``val``): the rows
-  of the validation examples (:mod:`sae_core.split`), whole examples training never read;
+  of the validation examples (:mod:`sae_core.validation_split`), whole examples training never read;
 - ``tail`` (the default for SAEs trained without one: older runs, ``--val-fraction 0``): the
   last ``frac`` (10%) of the cache's rows, at least one — training read them too, but in a
   shuffled cache they are a sample of the same distribution;
@@ -21,9 +21,9 @@ import numpy as np
 from sae_core.errors import SAEError
 
 if TYPE_CHECKING:
-    from sae_core.layout import SAECheckpointConfig
+    from sae_core.checkpoint.cfg import SAECheckpointConfig
     from sae_core.protocols.store import ActivationReader
-    from sae_core.split import ExampleSplit
+    from sae_core.validation_split import ExampleSplit
 
 DEFAULT_FRAC = 0.1
 SIDES = ("val", "all", "tail")
@@ -31,7 +31,7 @@ SIDES = ("val", "all", "tail")
 
 def sae_split(cfg: SAECheckpointConfig) -> ExampleSplit | None:
     """The validation split an SAE was trained with (its cfg.json ``val``), or None."""
-    from sae_core.split import ExampleSplit
+    from sae_core.validation_split import ExampleSplit
 
     val = cfg.val
     return ExampleSplit(float(val.fraction), int(val.seed)) if val.fraction > 0 else None
@@ -56,7 +56,7 @@ def select_rows(
     if side == "val":
         if split is None:
             raise SAEError(f"{what} was trained without a validation split; use {arg}tail or all")
-        from sae_core.split import Selection
+        from sae_core.validation_split import Selection
 
         rows = np.asarray(reader.rows(Selection(split, "val")), dtype=np.int64)
     elif side == "tail":

@@ -26,8 +26,8 @@ from sae_core.inference.edits import Edit, edited_features
 from sae_core.inference.records import FeatureActs
 
 if TYPE_CHECKING:
+    from sae_core.checkpoint.sae import SAE
     from sae_core.protocols.running import LayerHook
-    from sae_core.sae_module import SAE
 
 KINDS = ("all", "cls", "register", "patch", "token")
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from sae_core.errors import SAEError
 
 if TYPE_CHECKING:
-    from sae_core.layout import SAECheckpointConfig
+    from sae_core.checkpoint.cfg import SAECheckpointConfig
     from sae_core.protocols.adapter import AdapterRequest, ModelAdapter
     from sae_core.protocols.store import CacheMetadata
 

@@ -25,9 +25,9 @@ from sae_core.inference.hook import SAEHook, collect, layer_hook
 from sae_core.inference.records import FeatureActs
 
 if TYPE_CHECKING:
+    from sae_core.checkpoint.sae import SAE
     from sae_core.protocols.adapter import ModelAdapter
     from sae_core.protocols.running import Generation, LayerHook, ModelInputs, ModelOutput
-    from sae_core.sae_module import SAE
 
 
 @dataclass

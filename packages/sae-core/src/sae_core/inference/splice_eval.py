@@ -17,10 +17,10 @@ from sae_core.inference.compare import compare
 from sae_core.inference.hook import SAEHook, kind_mask, layer_hook
 
 if TYPE_CHECKING:
+    from sae_core.checkpoint.sae import SAE
     from sae_core.protocols.adapter import ModelAdapter
     from sae_core.protocols.dataset import Dataset
     from sae_core.protocols.running import LayerHook
-    from sae_core.sae_module import SAE
 
 
 class CacheCheck:

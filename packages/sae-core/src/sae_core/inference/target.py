@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING
 from sae_core.errors import SAEError
 
 if TYPE_CHECKING:
+    from sae_core.checkpoint.cfg import SAECheckpointConfig
+    from sae_core.checkpoint.sae import SAE
     from sae_core.inference.model import HookedModel
-    from sae_core.layout import SAECheckpointConfig
     from sae_core.protocols.store import ActivationReader, CacheMetadata
-    from sae_core.sae_module import SAE
 
 
 class SAETarget:
@@ -44,7 +44,7 @@ class SAETarget:
     def sae(self) -> SAE:
         """The SAE's weights, loaded on first use."""
         if self._sae is None:
-            from sae_core.checkpoint import load_sae
+            from sae_core.checkpoint.directory import load_sae
 
             self._sae = load_sae(self.checkpoint, device=self.device)
         return self._sae
@@ -111,9 +111,9 @@ def open_target(checkpoint: str | Path, *, data: str | Path | None = None, devic
     """The SAE's config and its cache's metadata (JSON only, no torch); check the adapter plugin
     can run models. Checkpoints of other tools' formats (read through :func:`load_sae`) load
     their weights here."""
+    from sae_core.checkpoint.cfg import read_cfg
     from sae_core.errors import CheckpointError
     from sae_core.inference.loading import cache_path
-    from sae_core.layout import read_cfg
     from sae_core.plugins import get_component
     from sae_core.validate import check_device
 
@@ -123,7 +123,7 @@ def open_target(checkpoint: str | Path, *, data: str | Path | None = None, devic
     try:
         cfg = read_cfg(checkpoint)
     except CheckpointError:  # not our cfg.json: a format load_sae recognises, or its one-line error
-        from sae_core.checkpoint import load_sae
+        from sae_core.checkpoint.directory import load_sae
 
         sae = load_sae(checkpoint, device=device)
         cfg = sae.cfg
@@ -143,7 +143,7 @@ def open_target(checkpoint: str | Path, *, data: str | Path | None = None, devic
 def _cache_metadata(cache: str) -> CacheMetadata:
     """The cache's metadata: read from its metadata.json when it has one (the local store; no
     torch), else through its store's reader."""
-    from sae_core.config import from_dict
+    from sae_core.dataclass_parsing import from_dict
     from sae_core.protocols.metadata import CacheMetadata
 
     file = Path(cache) / "metadata.json"

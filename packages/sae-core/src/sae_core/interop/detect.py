@@ -16,8 +16,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from sae_core.checkpoint.filenames import CFG_FILE, RUN_CONFIG_FILE, SAELENS_WEIGHTS_FILE, WEIGHTS_FILE
 from sae_core.errors import CheckpointError
-from sae_core.layout import CFG_FILE, RUN_CONFIG_FILE, SAELENS_WEIGHTS_FILE, WEIGHTS_FILE
 
 #: every format we read, with the files that make one (shown in errors and in ``sae import --help``)
 FORMATS: dict[str, str] = {

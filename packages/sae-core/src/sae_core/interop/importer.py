@@ -39,10 +39,10 @@ def import_checkpoints(path: str | Path, out: str | Path, *, overwrite: bool = F
     layer up by name). Returns the directories written."""
     from importlib.metadata import version
 
+    from sae_core.checkpoint.filenames import CFG_FILE, WEIGHTS_FILE
+    from sae_core.checkpoint.weights import save_weights
     from sae_core.interop.readers import read_any
     from sae_core.io import atomic_write_json, staged_dir
-    from sae_core.layout import CFG_FILE, WEIGHTS_FILE
-    from sae_core.weights import save_weights
 
     path, out = Path(path), Path(out)
     sources = _sources(path)

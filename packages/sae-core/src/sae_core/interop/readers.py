@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 
+from sae_core.checkpoint.cfg import SAECheckpointConfig
 from sae_core.interop.detect import checkpoint_format
-from sae_core.layout import SAECheckpointConfig
 
 Reader = Callable[[Path], tuple[SAECheckpointConfig, dict[str, torch.Tensor]]]
 
@@ -36,8 +36,9 @@ def _reader(fmt: str) -> Reader:
         from sae_core.interop.saev import read_saev
 
         return read_saev
-    from sae_core.layout import WEIGHTS_FILE, read_cfg
-    from sae_core.weights import load_weights
+    from sae_core.checkpoint.cfg import read_cfg
+    from sae_core.checkpoint.filenames import WEIGHTS_FILE
+    from sae_core.checkpoint.weights import load_weights
 
     return lambda p: (read_cfg(p), load_weights(p / WEIGHTS_FILE))
 

@@ -26,19 +26,13 @@ from typing import Any, ClassVar
 
 import torch
 
+from sae_core.checkpoint.cfg import SAECheckpointConfig, SourceInfo, read_cfg
+from sae_core.checkpoint.filenames import CFG_FILE, SAELENS_WEIGHTS_FILE, WEIGHTS_FILE
+from sae_core.checkpoint.weights import load_weights, save_weights
 from sae_core.errors import CheckpointError, ExportError
 from sae_core.interop.detect import read_peer_json
 from sae_core.io import atomic_write_json
-from sae_core.layout import (
-    CFG_FILE,
-    SAELENS_WEIGHTS_FILE,
-    WEIGHTS_FILE,
-    SAECheckpointConfig,
-    SourceInfo,
-    read_cfg,
-)
 from sae_core.protocols.exporter import Exporter
-from sae_core.weights import load_weights, save_weights
 
 TARGETS = ("standard", "topk", "jumprelu", "gated")
 #: the SAELens cfg.json layout we write (metadata nested, SAELens >= 6). SAELens reads the version
@@ -158,8 +152,8 @@ def export_saelens(checkpoint: str | Path, out: str | Path) -> Path:
 
 
 def load_saelens(path: str | Path, device: str | torch.device = "cpu") -> Any:
-    """A SAELens checkpoint directory as our :class:`~sae_core.sae_module.SAE`."""
-    from sae_core.sae_module import build_sae
+    """A SAELens checkpoint directory as our :class:`~sae_core.checkpoint.sae.SAE`."""
+    from sae_core.checkpoint.sae import build_sae
 
     return build_sae(*read_saelens(path), device)
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import torch
 
+from sae_core.checkpoint.cfg import SAECheckpointConfig, SourceInfo
 from sae_core.errors import CheckpointError
 from sae_core.interop.detect import saev_file, saev_header
-from sae_core.layout import SAECheckpointConfig, SourceInfo
 
 FORMAT = "saev"
 

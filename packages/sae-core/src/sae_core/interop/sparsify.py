@@ -21,12 +21,13 @@ from typing import Any, ClassVar
 
 import torch
 
+from sae_core.checkpoint.cfg import SAECheckpointConfig, SourceInfo
+from sae_core.checkpoint.filenames import CFG_FILE, WEIGHTS_FILE
+from sae_core.checkpoint.weights import load_weights, save_weights
 from sae_core.errors import CheckpointError, ExportError
 from sae_core.interop.detect import read_peer_json
 from sae_core.io import atomic_write_json
-from sae_core.layout import CFG_FILE, WEIGHTS_FILE, SAECheckpointConfig, SourceInfo
 from sae_core.protocols.exporter import Exporter
-from sae_core.weights import load_weights, save_weights
 
 FORMAT = "sparsify"
 

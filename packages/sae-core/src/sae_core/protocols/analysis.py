@@ -18,8 +18,8 @@ if TYPE_CHECKING:
     import numpy as np
     import torch
 
+    from sae_core.checkpoint.sae import SAE
     from sae_core.protocols.store import ActivationReader
-    from sae_core.sae_module import SAE
 
 
 @dataclass
@@ -70,7 +70,7 @@ class AnalysisContext:
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Codes (..., d_sae) of inputs (..., d_in), without gradients. A latent fires where its
-        code is non-zero (``sae_core.codes.firing``); codes are signed when
+        code is non-zero (``sae_core.firing.firing``); codes are signed when
         ``self.sae.non_negative_codes`` is False."""
         import torch
 

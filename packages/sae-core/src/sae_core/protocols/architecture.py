@@ -14,7 +14,7 @@ one SAE to the checkpoint layout (with the input normalisation folded in) and lo
 
 Codes are zero where a latent is inactive. Non-negative codes are the default; an architecture
 whose codes may be negative sets ``non_negative_codes = False`` and every consumer treats firing
-as ``code != 0`` (:mod:`sae_core.codes`).
+as ``code != 0`` (:mod:`sae_core.firing`).
 
 Notation used in the architecture docstrings: x ∈ R^d_in, pre = (x − b_dec) W_enc + b_enc,
 x̂ = f W_dec + b_dec, SSE = ||x − x̂||².
@@ -46,8 +46,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from sae_core.codes import firing
 from sae_core.errors import ConfigError, ExportError, PluginError
+from sae_core.firing import firing
 
 
 class BatchComm:
@@ -241,7 +241,7 @@ class Bank(nn.Module, metaclass=ABCMeta):
         inactive, and non-negative unless the architecture sets ``non_negative_codes = False``."""
 
     def splice_encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Codes (n, batch, d_sae) of x (batch, d_in) for end-to-end training (:mod:`sae_core.live.e2e`):
+        """Codes (n, batch, d_sae) of x (batch, d_in) for end-to-end training (:mod:`sae_core.train.live.e2e`):
         the inference codes, differentiated the way training differentiates them. Default:
         :meth:`encode`. An architecture whose inference forward has no useful gradient for some
         parameter (JumpReLU's hard threshold) overrides it with its training estimator, equal in value."""
@@ -379,7 +379,7 @@ class Architecture:
     def make_hyper(cls, values: dict[str, Any], d_sae: int, *, strict: bool = True) -> Any:
         """One SAE's hyperparameters from ``values``, validated for ``d_sae``. ``strict``: unknown
         keys are errors (user input); lenient for cfg.json files written by other versions."""
-        from sae_core.config import from_dict
+        from sae_core.dataclass_parsing import from_dict
 
         where = f"{cls.name} hyperparameters" if strict else "cfg.json hyper"
         hyper = from_dict(cls.Hyper, values, strict=strict, where=where)

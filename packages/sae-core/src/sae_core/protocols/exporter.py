@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:
-    from sae_core.layout import SAECheckpointConfig
+    from sae_core.checkpoint.cfg import SAECheckpointConfig
 
 
 class Exporter(ABC):

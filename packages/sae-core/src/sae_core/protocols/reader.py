@@ -19,7 +19,7 @@ from sae_core.protocols.metadata import CacheMetadata
 if TYPE_CHECKING:
     import torch
 
-    from sae_core.split import Selection
+    from sae_core.validation_split import Selection
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,7 @@ class Mixing:
 
     ``shuffle`` (the default): the store's own plan, a seeded shuffle of the whole cache (the
     local store: shuffled chunks in windows of about 256 MiB). ``buffer``: the plan a live source
-    (a model running beside the trainer, :mod:`sae_core.live`) can follow, so that a live run
+    (a model running beside the trainer, :mod:`sae_core.train.live`) can follow, so that a live run
     and a run on the cache it wrote see the same batches: the dataset's examples are cut into
     consecutive *windows* of ``window_examples`` examples (window ``w`` holds the rows of
     examples ``[w * E, (w + 1) * E)``, in dataset order); each window's selected samples, after
@@ -170,7 +170,7 @@ class ActivationReader(ABC):
     def sample_ids(self, tokens: str = "all", *, select: Selection | None = None) -> np.ndarray:
         """Sorted global ids (``row * tokens_per_example + position``) of every sample the
         ``tokens`` filter selects: valid tokens of that kind, of the examples ``select`` keeps
-        (one side of a validation split, :mod:`sae_core.split`; None: all)."""
+        (one side of a validation split, :mod:`sae_core.validation_split`; None: all)."""
         positions, t = self.positions(tokens), self.meta.tokens_per_example
         parts = [np.empty(0, np.int64)]
         for lo in range(0, self.n_examples, _INDEX_ROWS):
@@ -290,7 +290,7 @@ class ActivationReader(ABC):
         ``start_batch`` skips that many batches (exact resume). ``part=(rank, world)``: only
         rank's share of each batch, such that the shares of all ranks, concatenated in rank
         order, are the batch a single reader yields (data-parallel training across ranks).
-        ``select``: only the examples of one side of a validation split (:mod:`sae_core.split`,
+        ``select``: only the examples of one side of a validation split (:mod:`sae_core.validation_split`,
         by each row's example id): training reads ``train``, evaluation ``val``.
         ``mixing``: the order of the epoch (:class:`Mixing`; None: the store's own shuffle).
         """

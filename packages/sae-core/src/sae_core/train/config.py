@@ -34,9 +34,9 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from sae_core.config import from_dict
+from sae_core.dataclass_parsing import from_dict
 from sae_core.errors import ConfigError
-from sae_core.live.config import LiveConfig
+from sae_core.train.live.options import LiveConfig
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ class DataConfig:
     layer_out: str | None = None
     batch_size: int = 4096
     normalize: bool = True
-    val_fraction: float = 0.02  # whole examples held out for validation (sae_core.split)
+    val_fraction: float = 0.02  # whole examples held out for validation (sae_core.validation_split)
     val_seed: int = 0  # which examples: fixed by default, so every run of a cache shares its split
     #: order of an epoch: "shuffle" (the store's own) or "buffer" (consecutive windows of
     #: buffer_examples dataset examples, each shuffled: what live training does, reproducible
@@ -88,7 +88,7 @@ class DataConfig:
 
     def split(self):
         """The validation split of this stream (fraction 0: no split, training reads everything)."""
-        from sae_core.split import ExampleSplit
+        from sae_core.validation_split import ExampleSplit
 
         return ExampleSplit(self.val_fraction, self.val_seed)
 
@@ -127,7 +127,7 @@ class TrainSettings:
     wandb_mode: str = ""  # online | offline | disabled; "" : wandb's default (WANDB_MODE)
     wandb_artifact: bool = False  # log each final checkpoint as a `model` artifact
     parallel: str = "data"  # under torchrun: "data" (split batches) or "sae" (split the sweep)
-    #: end-to-end training (live only, sae_core.live.e2e): "" (off), "kl" (next-token KL of the
+    #: end-to-end training (live only, sae_core.train.live.e2e): "" (off), "kl" (next-token KL of the
     #: spliced model, causal LMs) or "mse" (normalised MSE of the final hidden states)
     e2e: str = ""
     e2e_coeff: float = 1.0  # weight of the end-to-end term in each SAE's loss
@@ -191,7 +191,7 @@ class TrainConfig:
     saes: list[SAEConfig]
     train: TrainSettings = field(default_factory=TrainSettings)
     out: str = "runs/sae"
-    #: live training: the model and dataset the activations come from (sae_core.live)
+    #: live training: the model and dataset the activations come from (sae_core.train.live)
     live: LiveConfig | None = None
 
     def groups(self) -> dict[DataConfig, list[SAEConfig]]:

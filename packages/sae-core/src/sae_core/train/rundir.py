@@ -19,9 +19,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from sae_core.checkpoint.discovery import is_checkpoint
+from sae_core.checkpoint.filenames import METRICS_FILE, RUN_CONFIG_FILE, STATE_DIR, SWEEP_FILE
 from sae_core.errors import ConfigError, SAEError, StoreError
 from sae_core.io import atomic_write_json, fsync_dir
-from sae_core.layout import METRICS_FILE, RUN_CONFIG_FILE, STATE_DIR, SWEEP_FILE, is_checkpoint
 from sae_core.train.config import TrainConfig
 
 CONFIG, SWEEP, STATE = RUN_CONFIG_FILE, SWEEP_FILE, STATE_DIR  # this module's former names

@@ -18,5 +18,5 @@ def lr_factor(step: int, total: int, warmup: int, decay_frac: float) -> float:
 def sparsity_factor(step: int, warmup: int) -> float:
     """Sparsity coefficient ramps linearly from 0 to its value over ``warmup`` steps: step ``s``
     (0-based) uses ``min(1, (s + 1) / warmup)``, so the last warmup step is the first at full value
-    (``tests/test_train_details.py`` reads the applied weight back from the logged loss terms)."""
+    (``tests/core/train/test_train_details.py`` reads the applied weight back from the logged loss terms)."""
     return 1.0 if warmup <= 0 else min(1.0, (step + 1) / warmup)

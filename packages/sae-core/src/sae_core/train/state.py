@@ -38,7 +38,7 @@ def tensors_name(step: int, rank: int) -> str:
 
 def save_tensors(dirpath: Path, step: int, rank: int, tensors: dict[str, torch.Tensor]) -> str:
     """One rank's part of the state at ``step``, written durably; returns its file name."""
-    from sae_core.weights import save_weights
+    from sae_core.checkpoint.weights import save_weights
 
     dirpath.mkdir(parents=True, exist_ok=True)
     name = tensors_name(step, rank)

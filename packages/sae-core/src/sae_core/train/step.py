@@ -43,7 +43,7 @@ def bank_step(
     Each SAE's loss is back-propagated as part of their sum (SAEs share no parameters, so each
     gets exactly its own gradient); ``reduce_grads`` averages gradients over data-parallel ranks.
     ``extra_loss(bank)``: a further (n,) term added to each SAE's loss (end-to-end training,
-    :mod:`sae_core.live.e2e`), logged as ``e2e``. ``grad_clip`` > 0: each SAE's (projected)
+    :mod:`sae_core.train.live.e2e`), logged as ``e2e``. ``grad_clip`` > 0: each SAE's (projected)
     gradient is clipped to that norm before Adam (:func:`clip_grad_norms`).
     """
     with autocast if autocast is not None else contextlib.nullcontext():

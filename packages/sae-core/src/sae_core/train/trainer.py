@@ -25,13 +25,14 @@ from typing import Any
 
 import torch
 
-from sae_core.checkpoint import save_sae
+from sae_core.checkpoint.cfg import SAECheckpointConfig, read_cfg
+from sae_core.checkpoint.directory import save_sae
+from sae_core.checkpoint.discovery import is_checkpoint
+from sae_core.checkpoint.filenames import METRICS_FILE, SWEEP_FILE
 from sae_core.dist import Dist
 from sae_core.errors import CheckpointError, ConfigError, RunInterrupted, SAEError
-from sae_core.layout import METRICS_FILE, SWEEP_FILE, SAECheckpointConfig, is_checkpoint, read_cfg
 from sae_core.protocols.architecture import Bank, BatchComm, TrainContext, firing_stats
 from sae_core.protocols.reader import with_mixing
-from sae_core.split import Selection
 from sae_core.train.checks import NonFiniteWatch, check_sample, nonfinite_error
 from sae_core.train.config import DataConfig, SAEConfig, TrainConfig
 from sae_core.train.init import geometric_median, norm_scale
@@ -43,6 +44,7 @@ from sae_core.train.signals import StopRequest
 from sae_core.train.state import commit, load_state, save_tensors, tensors_name
 from sae_core.train.step import bank_step
 from sae_core.train.validation import Validation
+from sae_core.validation_split import Selection
 
 DENSE_FREQ = 0.1  # a latent firing on more than 10% of tokens counts as dense
 
@@ -84,7 +86,7 @@ class GroupTrainer:
             )
         self.e2e = None  # end-to-end training (live only): the spliced model's output in the loss
         if s.e2e:
-            from sae_core.live.e2e import EndToEnd
+            from sae_core.train.live.e2e import EndToEnd
 
             data_parallel = dist.active and s.parallel == "data"
             self.e2e = EndToEnd(reader, mode=s.e2e, coeff=s.e2e_coeff, layer=self.layer, tokens=data.tokens,
@@ -533,7 +535,7 @@ class GroupTrainer:
 
     def _cfg(self, m: SAEConfig) -> SAECheckpointConfig:
         """The checkpoint's cfg.json for SAE ``m`` as trained so far."""
-        from sae_core.layout import Normalization, SourceInfo, TrainInfo, ValInfo
+        from sae_core.checkpoint.cfg import Normalization, SourceInfo, TrainInfo, ValInfo
         from sae_core.plugins import get_component
 
         meta = self.reader.meta
@@ -592,7 +594,7 @@ def run_training(
     process's place in a ``torchrun`` job (see :mod:`sae_core.dist`); None is one process.
     The run directory is locked for the whole call (:mod:`sae_core.lock`), and SIGINT/SIGTERM
     stop it at a step boundary with its state saved (:mod:`sae_core.train.signals`).
-    ``config.live`` trains on a running model (:mod:`sae_core.live`) instead of a cache;
+    ``config.live`` trains on a running model (:mod:`sae_core.train.live`) instead of a cache;
     ``source``: that live source already opened (it is closed at the end).
     """
     from sae_core.stores import check_complete, open_reader
@@ -627,7 +629,7 @@ def run_training(
 
 def open_live(config: TrainConfig, dist: Dist | None = None, progress: bool = False) -> Any:
     """The live source of ``config`` (model loaded, also-cache opened)."""
-    from sae_core.live.source import LiveSource
+    from sae_core.train.live.source import LiveSource
 
     assert config.live is not None
     return LiveSource(config.live, device=config.train.device, dist=dist, progress=progress).configure(config)

@@ -1,6 +1,6 @@
 """Validation during training: inference-mode metrics of every SAE on held-out examples.
 
-The examples come from the data group's validation split (:mod:`sae_core.split`), which the
+The examples come from the data group's validation split (:mod:`sae_core.validation_split`), which the
 training stream never reads. At most ``val_tokens`` of their tokens are loaded once (a fixed,
 seeded sample), normalised like the training stream, and every ``eval_every`` steps each bank's
 SAEs encode and decode them exactly as a saved checkpoint would: FVU, L0 (non-zero codes per
@@ -14,8 +14,8 @@ from typing import Any
 
 import torch
 
-from sae_core.split import Selection
 from sae_core.train.metrics import fvu_from_sums
+from sae_core.validation_split import Selection
 
 SAMPLE_SEED = 104_729  # fixed: the same validation tokens whatever the run's seed
 

@@ -22,8 +22,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from sae_core.checkpoint.cfg import read_cfg
+from sae_core.checkpoint.filenames import CFG_FILE, STATE_DIR, WEIGHTS_FILE
 from sae_core.errors import ConfigError
-from sae_core.layout import CFG_FILE, STATE_DIR, WEIGHTS_FILE, read_cfg
 from sae_core.train.config import SAEConfig, TrainConfig
 
 IDS_FILE = "wandb.json"  # under the run's state/: {sae name: W&B run id}

@@ -73,7 +73,7 @@ class TextAdapter(ModelAdapter):
 
     def write_extras(self, cache_dir: Path) -> None:
         """``vocab.json``: token strings by id, so viewers show text without the model."""
-        from sae_core.layout import VOCAB_FILE
+        from sae_core.checkpoint.filenames import VOCAB_FILE
 
         path = Path(cache_dir) / VOCAB_FILE
         if path.exists():

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from sae_core.config import from_dict
+from sae_core.dataclass_parsing import from_dict
 from sae_core.errors import StoreError
 from sae_core.protocols.reader import Mixing, buffer_batches
 from sae_core.protocols.store import (  # noqa: F401 (TOKEN_FILTERS re-exported)
@@ -32,9 +32,9 @@ from sae_core.protocols.store import (  # noqa: F401 (TOKEN_FILTERS re-exported)
     CacheMetadata,
     check_batching,
 )
-from sae_core.split import Selection
 from sae_core.stores.local import format as fmt
 from sae_core.stores.local.shuffle import Chunk, group_windows
+from sae_core.validation_split import Selection
 
 VERIFY_ON_OPEN_BYTES = 32 * 2**20  # caches up to this size are checksummed whenever they are opened
 MADV_POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ", 22)  # Linux >= 5.14: populate page tables
@@ -287,7 +287,7 @@ class LocalReader(ActivationReader):
         disjoint samples, concatenating their slices in rank order gives exactly the batch a
         single process reads, and results do not depend on the number of ranks.
         ``select`` keeps only one side of a validation split (whole examples; see
-        :mod:`sae_core.split`): training reads ``train``, evaluation ``val``. ``mixing``: the
+        :mod:`sae_core.validation_split`): training reads ``train``, evaluation ``val``. ``mixing``: the
         ``buffer`` plan of :class:`~sae_core.protocols.reader.Mixing` instead of shuffled chunks.
         """
         layer_ids = self._resolve_layers(layers)

@@ -1,0 +1,46 @@
+"""The benchmark scripts still run (tiny sizes; the real numbers come from running them by hand)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+def test_vs_saelens_quick(tmp_path: Path) -> None:
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "vs_saelens.py"), "--quick", "--data", "synthetic", "--d-sae", "256",
+         "--batch-size", "128", "--steps", "4", "--sweep-steps", "2", "--dir", str(tmp_path / "data"), "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "| one TopK SAE (k=32) | sae |" in res.stdout
+    doc = json.loads((tmp_path / "out" / "vs_saelens.json").read_text())
+    assert {e["k"] for e in doc["pareto"]["saelens"]} == {16, 32, 64}
+    assert (tmp_path / "out" / "vs_saelens_fvu_l0.png").stat().st_size > 1000
+
+
+def test_store_bench_quick(tmp_path: Path) -> None:
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "store_read.py"), "--size-gb", "0.02", "--dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "sae reader, shuffled" in res.stdout
+
+
+@pytest.mark.slow
+def test_live_training_bench_quick() -> None:
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "live_training.py"), "--docs", "20", "--batch-size", "128",
+         "--buffers", "2048,4096"],
+        capture_output=True, text=True, timeout=900,
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "| live, --buffer-tokens 2048 |" in res.stdout and "| cache then train" in res.stdout

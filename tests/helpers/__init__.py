@@ -1,0 +1,1 @@
+"""Shared code of the tests: small caches, fake hubs, reference SAEs, shared runs (not tests)."""
