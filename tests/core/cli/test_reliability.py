@@ -131,7 +131,7 @@ def test_overwrite_clears_old_state_before_training(run_cli, reference, tmp_path
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """The issue's scenario: a new run with another d_sae killed before its first checkpoint must not
     leave the old state for `--resume` to pick up."""
-    from sae_core.train import trainer
+    from sae_core.train import group
 
     cache, _ = reference
     run = tmp_path / "run"
@@ -142,7 +142,7 @@ def test_overwrite_clears_old_state_before_training(run_cli, reference, tmp_path
         raise SAEError("killed")
 
     with monkeypatch.context() as m:
-        m.setattr(trainer.GroupTrainer, "run", killed)
+        m.setattr(group.GroupTrainer, "run", killed)
         code, _, err = run_cli(*train_args(cache, run, "--exp-factor", "3", "--overwrite"))
     assert code == 1 and "killed" in err
     assert not (run / "state").exists() and not (run / "topk-k4").exists()

@@ -51,7 +51,7 @@ def _config(cache: Path, out: Path, archs: list[str], steps: int = 12, **data):
 
 def test_saved_transcoder_maps_raw_input_to_raw_target_like_the_training_model(tmp_path: Path) -> None:
     from sae_core import load_sae
-    from sae_core.train.trainer import GroupTrainer
+    from sae_core.train.group import GroupTrainer
 
     cache = _write_pair_cache(tmp_path / "cache")
     config = _config(cache, tmp_path / "run", ARCHS, steps=30)

@@ -93,7 +93,7 @@ _WHERE: dict[str, str] = {
     "open_writer": "sae_core.stores",
     "open_dataset": "sae_core.datasets",
     "cache_activations": "sae_core.caching:run_cache",
-    "run_training": "sae_core.train.trainer",
+    "run_training": "sae_core.train.run",
     "expand_sweep": "sae_core.train.config:expand",
     "load_sweep": "sae_core.train.config",
     "TrainConfig": "sae_core.train.config",

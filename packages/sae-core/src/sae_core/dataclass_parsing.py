@@ -31,18 +31,7 @@ def _coerce(value: Any, tp: Any, where: str, strict: bool = True) -> Any:
     if tp is Any:
         return value
     if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(value, arg, where, strict)
-            except ConfigError as e:
-                errors.append(str(e))
-        raise ConfigError(errors[0] if errors else f"{where}: invalid value {value!r}")
+        return _coerce_union(value, typing.get_args(tp), where, strict)
     if origin is typing.Literal:
         allowed = typing.get_args(tp)
         if value not in allowed:
@@ -57,33 +46,8 @@ def _coerce(value: Any, tp: Any, where: str, strict: bool = True) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a table/dict, got {value!r}")
         return dict(value)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
-            return value.lower() in ("true", "1", "yes")
-        raise ConfigError(f"{where}: expected true/false, got {value!r}")
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int | float | str):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        try:
-            f = float(value)
-        except ValueError:
-            raise ConfigError(f"{where}: expected an integer, got {value!r}") from None
-        if f != int(f):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        return int(f)
-    if tp is float:
-        if isinstance(value, bool):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{where}: expected a number, got {value!r}") from None
-    if tp is str:
-        if not isinstance(value, str | int | float):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
-        return str(value)
+    if tp in _SCALARS:
+        return _SCALARS[tp](value, where)
     if dataclasses.is_dataclass(tp) and isinstance(tp, type):
         if isinstance(value, tp):
             return value
@@ -91,6 +55,62 @@ def _coerce(value: Any, tp: Any, where: str, strict: bool = True) -> Any:
             raise ConfigError(f"{where}: expected a table/dict, got {value!r}")
         return from_dict(tp, value, strict=strict, where=where)
     return value
+
+
+def _coerce_union(value: Any, args: tuple[Any, ...], where: str, strict: bool) -> Any:
+    """``X | Y | None``: None where allowed, else the first member type that takes ``value``
+    (the first member's error when none does)."""
+    if value is None and type(None) in args:
+        return None
+    errors = []
+    for arg in args:
+        if arg is type(None):
+            continue
+        try:
+            return _coerce(value, arg, where, strict)
+        except ConfigError as e:
+            errors.append(str(e))
+    raise ConfigError(errors[0] if errors else f"{where}: invalid value {value!r}")
+
+
+def _to_bool(value: Any, where: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+        return value.lower() in ("true", "1", "yes")
+    raise ConfigError(f"{where}: expected true/false, got {value!r}")
+
+
+def _to_int(value: Any, where: str) -> int:
+    """An integer, also from an integral float or a numeric string (``"4096"``, ``1e4``)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    try:
+        f = float(value)
+    except ValueError:
+        raise ConfigError(f"{where}: expected an integer, got {value!r}") from None
+    if f != int(f):
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    return int(f)
+
+
+def _to_float(value: Any, where: str) -> float:
+    if isinstance(value, bool):
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+
+
+def _to_str(value: Any, where: str) -> str:
+    if not isinstance(value, str | int | float):
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    return str(value)
+
+
+#: scalar annotations and their coercions (``_coerce``)
+_SCALARS: dict[Any, Any] = {bool: _to_bool, int: _to_int, float: _to_float, str: _to_str}
 
 
 def from_dict(cls: type[T], data: dict[str, Any], *, strict: bool = True, where: str = "config") -> T:

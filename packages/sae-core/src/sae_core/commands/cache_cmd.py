@@ -22,6 +22,15 @@ def parse_kv(pairs: list[str] | None, flag: str) -> dict[str, str]:
     return out
 
 
+def layer_names(layers: str | None, hook: list[str] | None) -> list[str]:
+    """``--layers 3,-1`` and ``--hook NAME`` (repeatable) as one list of what to read."""
+    layer_list = [x.strip() for x in layers.split(",") if x.strip()] if layers else []
+    layer_list += list(hook or [])
+    if not layer_list:
+        raise SAEError("no layers given; pass --layers -2 (block indices) or --hook NAME")
+    return layer_list
+
+
 def cache(
     adapter: Annotated[str, typer.Option(help="Model adapter, one of the installed: {adapter}.")],
     model: Annotated[str, typer.Option(help="Model name for the adapter, e.g. ViT-B-32/openai, gpt2, minilm.")],
@@ -59,18 +68,8 @@ def cache(
     from sae_core.validate import check_device
 
     check_device(device)  # before torchrun's process group picks a backend for it
-    layer_list = [x.strip() for x in layers.split(",") if x.strip()] if layers else []
-    layer_list += list(hook or [])
-    if not layer_list:
-        raise SAEError("no layers given; pass --layers -2 (block indices) or --hook NAME")
-    request = AdapterRequest(
-        model=model,
-        layers=layer_list,
-        checkpoint=checkpoint,
-        device=device,
-        context_size=context_size,
-        options=parse_kv(opt, "--opt"),
-    )
+    request = AdapterRequest(model=model, layers=layer_names(layers, hook), checkpoint=checkpoint, device=device,
+                             context_size=context_size, options=parse_kv(opt, "--opt"))
     data_options: dict[str, object] = {"split": split, "field": field, **parse_kv(data_opt, "--data-opt")}
     # ranks may finish their blocks hours apart: the final barrier must outwait the slowest
     dist = sae_dist.init(device, timeout=timedelta(hours=72))

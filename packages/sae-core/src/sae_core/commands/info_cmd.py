@@ -24,7 +24,7 @@ def describe(path: Path) -> dict[str, Any]:
     if not path.exists():
         raise SAEError(f"{path} does not exist; pass a cache directory, an SAE checkpoint or a run directory")
     from sae_core.interop.detect import FORMATS, sniff_format
-    from sae_core.stores.local.format import METADATA, SHARDS
+    from sae_core.stores.local.format import METADATA
     from sae_core.stores.saev import SaevStore
 
     fmt = sniff_format(path)
@@ -36,41 +36,9 @@ def describe(path: Path) -> dict[str, Any]:
         return {"kind": "saev-cache", "path": str(path), "metadata": _read_json(path / METADATA),
                 "shards": len(list(path.glob("acts*.bin")))}
     if (path / METADATA).is_file() and _is_local_cache(meta := _read_json(path / METADATA)):  # the local store's layout
-        shards = _read_json(path / SHARDS) if (path / SHARDS).is_file() else {"shards": []}
-        shard_list = shards.get("shards", [])
-        n_written = sum(int(s.get("n_examples", 0)) for s in shard_list)
-        size = sum((path / s["file"]).stat().st_size for s in shard_list if (path / s["file"]).exists())
-        return {
-            "kind": "cache",
-            "path": str(path),
-            "metadata": meta,
-            "shards": len(shard_list),
-            "examples_written": n_written,
-            "bytes": size,
-        }
+        return _describe_local_cache(path, meta)
     if (path / CFG_FILE).is_file():
-        from sae_core.checkpoint.weights import safetensors_problem
-        from sae_core.errors import CheckpointError
-
-        cfg = _read_json(path / CFG_FILE)
-        files = sorted(p.name for p in path.iterdir() if p.is_file())
-        kind = "saelens-checkpoint" if (path / SAELENS_WEIGHTS_FILE).exists() else "checkpoint"
-        missing = [k for k in ("architecture", "d_in", "d_sae") if not isinstance(cfg, dict) or k not in cfg]
-        if missing and kind == "checkpoint":
-            raise CheckpointError(f"{path} has a {CFG_FILE} but is not an SAE checkpoint this toolkit reads (it lacks "
-                                  f"{', '.join(missing)}); `sae import` converts other tools' checkpoints")
-        weights = path / (SAELENS_WEIGHTS_FILE if kind == "saelens-checkpoint" else WEIGHTS_FILE)
-        if weights.exists() and (problem := safetensors_problem(weights)):
-            raise CheckpointError(f"checkpoint {path}: {problem}; train or download that SAE again")
-        doc = {"kind": kind, "path": str(path), "cfg": cfg, "files": files}
-        if isinstance(cfg, dict) and _is_transcoder(cfg):
-            source, meta = cfg.get("source") or {}, cfg.get("metadata") or {}
-            doc["transcoder"] = {  # encodes `input`, reconstructs `output`
-                "input": source.get("layer", meta.get("hook_name")),
-                "output": source.get("layer_out", meta.get("hook_name_out")),
-                "d_in": cfg.get("d_in"), "d_out": cfg.get("d_out"),
-            }
-        return doc
+        return _describe_checkpoint(path)
     if (path / SWEEP_FILE).is_file():
         return {"kind": "run", "path": str(path), "sweep": _read_json(path / SWEEP_FILE)}
     other = _other_store_cache(path)
@@ -85,6 +53,51 @@ def describe(path: Path) -> dict[str, Any]:
     raise SAEError(
         f"{path} is not a cache (no metadata.json), a checkpoint (no {CFG_FILE}) or a run (no {SWEEP_FILE})"
     )
+
+
+def _describe_local_cache(path: Path, meta: dict[str, Any]) -> dict[str, Any]:
+    """A cache of the local store: its metadata, shards written and their bytes."""
+    from sae_core.stores.local.format import SHARDS
+
+    shards = _read_json(path / SHARDS) if (path / SHARDS).is_file() else {"shards": []}
+    shard_list = shards.get("shards", [])
+    n_written = sum(int(s.get("n_examples", 0)) for s in shard_list)
+    size = sum((path / s["file"]).stat().st_size for s in shard_list if (path / s["file"]).exists())
+    return {
+        "kind": "cache",
+        "path": str(path),
+        "metadata": meta,
+        "shards": len(shard_list),
+        "examples_written": n_written,
+        "bytes": size,
+    }
+
+
+def _describe_checkpoint(path: Path) -> dict[str, Any]:
+    """A directory with a cfg.json: our checkpoint or SAELens's (an error if it is neither, or if
+    its weights file is damaged)."""
+    from sae_core.checkpoint.weights import safetensors_problem
+    from sae_core.errors import CheckpointError
+
+    cfg = _read_json(path / CFG_FILE)
+    files = sorted(p.name for p in path.iterdir() if p.is_file())
+    kind = "saelens-checkpoint" if (path / SAELENS_WEIGHTS_FILE).exists() else "checkpoint"
+    missing = [k for k in ("architecture", "d_in", "d_sae") if not isinstance(cfg, dict) or k not in cfg]
+    if missing and kind == "checkpoint":
+        raise CheckpointError(f"{path} has a {CFG_FILE} but is not an SAE checkpoint this toolkit reads (it lacks "
+                              f"{', '.join(missing)}); `sae import` converts other tools' checkpoints")
+    weights = path / (SAELENS_WEIGHTS_FILE if kind == "saelens-checkpoint" else WEIGHTS_FILE)
+    if weights.exists() and (problem := safetensors_problem(weights)):
+        raise CheckpointError(f"checkpoint {path}: {problem}; train or download that SAE again")
+    doc = {"kind": kind, "path": str(path), "cfg": cfg, "files": files}
+    if isinstance(cfg, dict) and _is_transcoder(cfg):
+        source, meta = cfg.get("source") or {}, cfg.get("metadata") or {}
+        doc["transcoder"] = {  # encodes `input`, reconstructs `output`
+            "input": source.get("layer", meta.get("hook_name")),
+            "output": source.get("layer_out", meta.get("hook_name_out")),
+            "d_in": cfg.get("d_in"), "d_out": cfg.get("d_out"),
+        }
+    return doc
 
 
 def _is_local_cache(meta: Any) -> bool:

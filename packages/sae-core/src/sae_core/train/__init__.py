@@ -1,4 +1,5 @@
-"""The shared-batch multi-SAE trainer (see trainer.py).
+"""The shared-batch multi-SAE trainer: run.py runs a sweep, group.py trains one data group
+of it, bookkeeping.py writes down its metrics, state and checkpoints, flags.py is `sae train`'s flags.
 
 Names load on first use (PEP 562): importing ``sae_core.train.config`` or ``.rundir`` (which the
 commands use to check a run before anything heavy) does not import torch.
@@ -10,13 +11,13 @@ from typing import TYPE_CHECKING, Any
 
 _NAMES = {
     "DataConfig": "config", "SAEConfig": "config", "TrainConfig": "config", "TrainSettings": "config",
-    "expand": "config", "load_sweep": "config", "run_training": "trainer",
+    "expand": "config", "load_sweep": "config", "run_training": "run",
 }
 __all__ = ["DataConfig", "SAEConfig", "TrainConfig", "TrainSettings", "expand", "load_sweep", "run_training"]
 
 if TYPE_CHECKING:
     from sae_core.train.config import DataConfig, SAEConfig, TrainConfig, TrainSettings, expand, load_sweep
-    from sae_core.train.trainer import run_training
+    from sae_core.train.run import run_training
 
 
 def __getattr__(name: str) -> Any:

@@ -239,8 +239,32 @@ def expand(
     *, live: LiveConfig | None = None,
 ) -> TrainConfig:
     """Expand [data] × [sae] grids into SAE configs, validating every key and value."""
-    from sae_core.plugins import get_component
+    data = _data_table(data)
+    settings = from_dict(TrainSettings, train, where="[train]")
+    data_grid = _grid({k: (str(v) if k in _LAYER_KEYS and v is not None and not isinstance(v, list) else v)
+                       for k, v in data.items()})
+    sae_grid = _grid(sae)
+    other_keys = _other_arch_keys(sae.get("arch", "topk"))
+    swept = {k for k, v in {**data, **sae}.items() if isinstance(v, list) and len(v) > 1 and k != "prefixes"}
+    saes: list[SAEConfig] = []
+    for d in data_grid:
+        dcfg = from_dict(DataConfig, {k: (str(v) if k in _LAYER_KEYS and v is not None else v) for k, v in d.items()},
+                         where="[data]")
+        saes += [_sae_config(dcfg, dict(s), d_in, other_keys, swept) for s in sae_grid]
+    names = [s.name for s in saes]
+    for i, s in enumerate(saes):
+        if names.count(s.name) > 1:
+            s.name = f"{s.name}-{i}"
+    if not saes:
+        raise ConfigError("the sweep is empty: a list in [data] or [sae] has no values")
+    return TrainConfig(cache=cache, saes=saes, train=settings, out=out, live=live)
 
+
+_LAYER_KEYS = ("layer", "layer_out")  # given as index or name: kept as strings
+
+
+def _data_table(data: dict[str, Any]) -> dict[str, Any]:
+    """[data] with ``layer_in`` spelled ``layer``; an unknown key is an error."""
     data = dict(data)
     if "layer_in" in data:  # the transcoder spelling of `layer`
         if "layer" in data:
@@ -250,65 +274,60 @@ def expand(
     if unknown_data:
         raise ConfigError(f"[data]: unknown key {unknown_data[0]!r}; valid keys: {', '.join(f.name for f in fields(DataConfig))}"
                           ", layer_in")
-    settings = from_dict(TrainSettings, train, where="[train]")
-    layer_keys = ("layer", "layer_out")
-    data_grid = _grid({k: (str(v) if k in layer_keys and v is not None and not isinstance(v, list) else v)
-                       for k, v in data.items()})
-    sae_grid = _grid(sae)
-    arch_names = sae.get("arch", "topk")
+    return data
+
+
+def _other_arch_keys(arch_names: Any) -> set[str]:
+    """Hyperparameters of every architecture a sweep over several names: a key of one of them is
+    dropped from the others' SAEs rather than refused."""
+    from sae_core.plugins import get_component
+
     arch_names = arch_names if isinstance(arch_names, list) else [arch_names]
     valid_any: set[str] = set()
     if len(arch_names) > 1:
         for a in arch_names:
             valid_any |= set(get_component("architecture", str(a)).factory.hyper_fields())
-    swept = {k for k, v in {**data, **sae}.items() if isinstance(v, list) and len(v) > 1 and k != "prefixes"}
-    saes: list[SAEConfig] = []
-    for d in data_grid:
-        dcfg = from_dict(DataConfig, {k: (str(v) if k in layer_keys and v is not None else v) for k, v in d.items()},
-                         where="[data]")
-        for s in sae_grid:
-            s = dict(s)
-            arch_name = str(s.pop("arch", "topk"))
-            arch = get_component("architecture", arch_name).factory
-            if dcfg.transcoder:
-                arch.check_transcoder()
-            exp_factor = s.pop("exp_factor", None)
-            d_sae = s.pop("d_sae", None)
-            if d_sae is None:
-                d_sae = round(float(exp_factor if exp_factor is not None else 8) * d_in)
-            if int(d_sae) < 1:
-                raise ConfigError(f"d_sae must be >= 1, got {d_sae}")
-            lr = float(s.pop("lr", 3e-4))
-            if lr <= 0:
-                raise ConfigError(f"lr must be > 0, got {lr}")
-            name = s.pop("name", None)
-            valid = set(arch.hyper_fields()) | set(SAE_COMMON)
-            for key in list(s):
-                if key in valid:
-                    continue
-                if key in valid_any:  # belongs to another architecture of this sweep
-                    del s[key]
-                    continue
-                raise ConfigError(
-                    f"[sae]: unknown key {key!r} for arch {arch_name!r}; valid keys: {', '.join(sorted(valid))}"
-                )
-            hyper = arch.make_hyper(s, int(d_sae))
-            if name is None:
-                parts = [arch_name]
-                for key, val in [("layer", dcfg.layer), ("layer_out", dcfg.layer_out), ("tokens", dcfg.tokens),
-                                 ("batch_size", dcfg.batch_size),
-                                 ("exp_factor", exp_factor), ("d_sae", d_sae), ("lr", lr), *s.items()]:
-                    if key in swept or (key == "k" and "k" in arch.hyper_fields()):
-                        parts.append(f"{key}{_fmt(val)}")
-                name = "-".join(parts).replace("/", "_")
-            saes.append(SAEConfig(arch=arch_name, d_sae=int(d_sae), lr=lr, hyper=asdict(hyper), data=dcfg, name=name))
-    names = [s.name for s in saes]
-    for i, s in enumerate(saes):
-        if names.count(s.name) > 1:
-            s.name = f"{s.name}-{i}"
-    if not saes:
-        raise ConfigError("the sweep is empty: a list in [data] or [sae] has no values")
-    return TrainConfig(cache=cache, saes=saes, train=settings, out=out, live=live)
+    return valid_any
+
+
+def _sae_config(dcfg: DataConfig, s: dict[str, Any], d_in: int, other_keys: set[str], swept: set[str]) -> SAEConfig:
+    """One SAE of the grid: ``s`` is one combination of [sae] (consumed)."""
+    from sae_core.plugins import get_component
+
+    arch_name = str(s.pop("arch", "topk"))
+    arch = get_component("architecture", arch_name).factory
+    if dcfg.transcoder:
+        arch.check_transcoder()
+    exp_factor = s.pop("exp_factor", None)
+    d_sae = s.pop("d_sae", None)
+    if d_sae is None:
+        d_sae = round(float(exp_factor if exp_factor is not None else 8) * d_in)
+    if int(d_sae) < 1:
+        raise ConfigError(f"d_sae must be >= 1, got {d_sae}")
+    lr = float(s.pop("lr", 3e-4))
+    if lr <= 0:
+        raise ConfigError(f"lr must be > 0, got {lr}")
+    name = s.pop("name", None)
+    valid = set(arch.hyper_fields()) | set(SAE_COMMON)
+    for key in list(s):
+        if key in valid:
+            continue
+        if key in other_keys:  # belongs to another architecture of this sweep
+            del s[key]
+            continue
+        raise ConfigError(
+            f"[sae]: unknown key {key!r} for arch {arch_name!r}; valid keys: {', '.join(sorted(valid))}"
+        )
+    hyper = arch.make_hyper(s, int(d_sae))
+    if name is None:
+        parts = [arch_name]
+        for key, val in [("layer", dcfg.layer), ("layer_out", dcfg.layer_out), ("tokens", dcfg.tokens),
+                         ("batch_size", dcfg.batch_size),
+                         ("exp_factor", exp_factor), ("d_sae", d_sae), ("lr", lr), *s.items()]:
+            if key in swept or (key == "k" and "k" in arch.hyper_fields()):
+                parts.append(f"{key}{_fmt(val)}")
+        name = "-".join(parts).replace("/", "_")
+    return SAEConfig(arch=arch_name, d_sae=int(d_sae), lr=lr, hyper=asdict(hyper), data=dcfg, name=name)
 
 
 def load_sweep(path: Path) -> dict[str, dict[str, Any]]:
