@@ -181,6 +181,7 @@ def _saelens_sae(arch: str, d_in: int, d_sae: int, level: float, steps: int, dev
 
 
 def worker_saelens(a: argparse.Namespace) -> list[dict[str, Any]]:
+    from sae_core.protocols import BatchPlan
     from sae_core.stores import open_reader
     from sae_core.train.init import norm_scale
     from sae_lens import SAE
@@ -190,7 +191,8 @@ def worker_saelens(a: argparse.Namespace) -> list[dict[str, Any]]:
     reader = open_reader(a.cache)
     d = reader.meta.d_model
     # the scale our trainer uses: its side stream (seed + 7919), norm_batches = 8 batches
-    side = [b[:, 0] for _, b in zip(range(8), reader.batches(a.batch_size, layers=[0], seed=a.seed + 7919), strict=False)]
+    side_plan = BatchPlan(a.batch_size, layers=[0], seed=a.seed + 7919)
+    side = [b[:, 0] for _, b in zip(range(8), reader.batches(side_plan), strict=False)]
     scale = norm_scale(torch.cat(side))
     x = heldout_tokens(a.heldout) * scale
     rows = []
@@ -202,7 +204,8 @@ def worker_saelens(a: argparse.Namespace) -> list[dict[str, Any]]:
             def provider():
                 epoch = 0
                 while True:
-                    for b in reader.batches(a.batch_size, layers=[0], seed=a.seed, epoch=epoch, device=a.device):
+                    plan = BatchPlan(a.batch_size, layers=[0], seed=a.seed, epoch=epoch, device=a.device)
+                    for b in reader.batches(plan):
                         yield b[:, 0] * scale
                     epoch += 1
 

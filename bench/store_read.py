@@ -20,7 +20,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from sae_core.protocols import ActivationBatch, CacheMetadata
+from sae_core.protocols import ActivationBatch, BatchPlan, CacheMetadata
 from sae_core.stores import open_reader, open_writer
 
 D = 768
@@ -84,8 +84,8 @@ def main() -> None:
         pass
     rows = [
         timed("np.memmap sequential (ceiling)", memmap_sequential(reader, bs), per),
-        timed("sae reader, sequential", reader.batches(bs, shuffle=False), per),
-        timed("sae reader, shuffled", reader.batches(bs, shuffle=True, seed=0), per),
+        timed("sae reader, sequential", reader.batches(BatchPlan(bs, shuffle=False)), per),
+        timed("sae reader, shuffled", reader.batches(BatchPlan(bs, shuffle=True, seed=0)), per),
         timed("np.memmap random gather", memmap_random(reader, bs), per),
     ]
     base = rows[0]["samples_per_s"]

@@ -58,8 +58,11 @@ def tokens_filter(reader: Any) -> str:
 
 
 def heldout(reader: Any, bs: int, seed: int) -> torch.Tensor:
+    from sae_core.protocols import BatchPlan
+
     n_batches = reader.n_tokens(tokens_filter(reader)) // bs
-    return next(reader.batches(bs, layers=[0], tokens=tokens_filter(reader), seed=seed, start_batch=n_batches - 1))[:, 0]
+    plan = BatchPlan(bs, layers=[0], tokens=tokens_filter(reader), seed=seed, start_batch=n_batches - 1)
+    return next(reader.batches(plan))[:, 0]
 
 
 def evaluate(encode, decode, x: torch.Tensor) -> dict[str, float]:
@@ -100,6 +103,7 @@ def worker_ours(a: argparse.Namespace) -> dict[str, Any]:
 
 
 def worker_saelens(a: argparse.Namespace) -> dict[str, Any]:
+    from sae_core.protocols import BatchPlan
     from sae_core.stores import open_reader
     from sae_lens.config import LoggingConfig, SAETrainerConfig
     from sae_lens.saes.topk_sae import TopKTrainingSAE, TopKTrainingSAEConfig
@@ -117,7 +121,8 @@ def worker_saelens(a: argparse.Namespace) -> dict[str, Any]:
         def provider():
             epoch = 0
             while True:
-                for b in reader.batches(a.batch_size, layers=[0], tokens=tok, seed=a.seed, epoch=epoch, device=a.device):
+                plan = BatchPlan(a.batch_size, layers=[0], tokens=tok, seed=a.seed, epoch=epoch, device=a.device)
+                for b in reader.batches(plan):
                     yield b[:, 0]
                 epoch += 1
 

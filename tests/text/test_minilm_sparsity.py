@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from sae_core.checkpoint import load_sae
+from sae_core.protocols import BatchPlan
 from sae_core.stores import open_reader
 
 
@@ -25,7 +26,7 @@ def test_minilm_checkpoints_have_the_configured_sparsity(run_cli, tmp_path: Path
                     '[sae]\narch = ["jumprelu", "batchtopk"]\nd_sae = 1536\nlr = 3e-3\ntarget_l0 = 16.0\nk = 16\n')
     code, _, err = run_cli("train", "--data", str(cache), "--sweep", str(grid), "--out", str(tmp_path / "run"), "-q")
     assert code == 0, err
-    x = next(open_reader(cache).batches(8192, layers=[0], seed=123))[:, 0]  # valid tokens only, shuffled
+    x = next(open_reader(cache).batches(BatchPlan(8192, layers=[0], seed=123)))[:, 0]  # valid tokens only, shuffled
     for name, goal, tol in (("jumprelu", 16, 0.25), ("batchtopk-k16", 16, 0.15)):
         ckpt = tmp_path / "run" / name
         sae = load_sae(ckpt)

@@ -11,6 +11,7 @@ from helpers.archs import assert_topk_grads_match_dense
 from helpers.stores import gaussian_cache
 from sae_core.archs.ops import make_hyper
 from sae_core.plugins import get_registry
+from sae_core.protocols import BatchPlan
 from sae_core.stores import open_reader
 
 pytestmark = pytest.mark.gpu
@@ -39,7 +40,7 @@ def test_sweep_trains_on_cuda_with_bf16_autocast(run_cli, tmp_path: Path) -> Non
 
 def test_reader_delivers_batches_on_cuda(tmp_path: Path) -> None:
     reader = open_reader(gaussian_cache(tmp_path / "c", n=2000))
-    cpu = next(reader.batches(128, seed=3))
-    gpu = next(reader.batches(128, seed=3, device="cuda"))
+    cpu = next(reader.batches(BatchPlan(128, seed=3)))
+    gpu = next(reader.batches(BatchPlan(128, seed=3, device="cuda")))
     assert gpu.device.type == "cuda"
     torch.testing.assert_close(gpu.cpu(), cpu)

@@ -28,6 +28,7 @@ from helpers.reliability import (
     wait_for_metrics,
 )
 from sae_core.errors import SAEError
+from sae_core.protocols import BatchPlan
 
 
 @pytest.fixture(scope="module")
@@ -210,7 +211,7 @@ def _batch_of(cache: Path, row: int, *, seed: int, batches: int) -> int | None:
     reader = open_reader(cache)
     train = Selection(ExampleSplit(0.02), "train")  # training reads the train side of the default split
     for b in range(batches):
-        if row in reader.batch_sample_ids(128, layers=[1], seed=seed, epoch=0, batch=b, select=train):
+        if row in reader.batch_sample_ids(BatchPlan(128, layers=[1], seed=seed, epoch=0, select=train), b):
             return b
     return None
 

@@ -22,6 +22,7 @@ from sae_core import (
     INDEX_DTYPE,
     ActivationReader,
     Bank,
+    BatchPlan,
     CacheMetadata,
     DataError,
     ImageGeometry,
@@ -132,23 +133,24 @@ def reader() -> MemoryReader:
 def test_default_batches_cover_every_selected_token_once_per_epoch(reader: MemoryReader) -> None:
     expected = sorted(r * 3 + p for r in range(37) for p in (1, 2) if not (p == 2 and r % 4 == 0))
     assert reader.n_tokens("patch") == len(expected) and reader.n_tokens("cls") == 37
-    seen = [x[:, 0, 0] for x in reader.batches(8, layers=["l0"], tokens="patch", seed=3, drop_last=False)]
+    seen = [x[:, 0, 0] for x in reader.batches(BatchPlan(8, layers=["l0"], tokens="patch", seed=3, drop_last=False))]
     assert sorted(int(v) for v in torch.cat(seen)) == expected
-    again = [x[:, 0, 0] for x in reader.batches(8, layers=[0], tokens="patch", seed=3, drop_last=False)]
+    again = [x[:, 0, 0] for x in reader.batches(BatchPlan(8, layers=[0], tokens="patch", seed=3, drop_last=False))]
     assert all(torch.equal(a, b) for a, b in zip(seen, again, strict=True))  # seeded
-    other = torch.cat([x[:, 0, 0] for x in reader.batches(8, layers=[0], tokens="patch", seed=4, drop_last=False)])
+    other_plan = BatchPlan(8, layers=[0], tokens="patch", seed=4, drop_last=False)
+    other = torch.cat([x[:, 0, 0] for x in reader.batches(other_plan)])
     assert not torch.equal(torch.cat(seen), other)
-    layer1 = next(iter(reader.batches(8, layers=[1], tokens="patch", seed=3)))
+    layer1 = next(iter(reader.batches(BatchPlan(8, layers=[1], tokens="patch", seed=3))))
     assert torch.equal(layer1[:, 0, 0], -seen[0])
 
 
 def test_default_batches_resume_split_and_locate(reader: MemoryReader) -> None:
-    full = list(reader.batches(6, tokens="patch", seed=1))
+    full = list(reader.batches(BatchPlan(6, tokens="patch", seed=1)))
     assert len(full) == reader.n_tokens("patch") // 6  # drop_last
-    assert torch.equal(next(iter(reader.batches(6, tokens="patch", seed=1, start_batch=2))), full[2])
-    shares = [next(iter(reader.batches(6, tokens="patch", seed=1, part=(r, 3)))) for r in range(3)]
+    assert torch.equal(next(iter(reader.batches(BatchPlan(6, tokens="patch", seed=1, start_batch=2)))), full[2])
+    shares = [next(iter(reader.batches(BatchPlan(6, tokens="patch", seed=1, part=(r, 3))))) for r in range(3)]
     assert torch.equal(torch.cat(shares), full[0])
-    ids = reader.batch_sample_ids(6, tokens="patch", seed=1, batch=2)
+    ids = reader.batch_sample_ids(BatchPlan(6, tokens="patch", seed=1), 2)
     assert [int(v) for v in full[2][:, 0, 0]] == list(ids)
     src = reader.sample_source(int(ids[0]))
     assert src["row"] == ids[0] // 3 and src["example"] == ids[0] // 3 and src["position"] == ids[0] % 3

@@ -16,6 +16,7 @@ import pytest
 import torch
 from helpers.stores import make_meta, unique_acts, write_cache
 from sae_core.errors import StoreError
+from sae_core.protocols import BatchPlan
 from sae_core.stores import open_reader
 from sae_core.stores.local.reader import LocalReader
 
@@ -41,15 +42,15 @@ def test_roundtrip_all_dtypes(tmp_path: Path, dtype: str) -> None:
 def test_shuffle_covers_every_sample_once(tmp_path: Path) -> None:
     meta = make_meta(n_layers=2, tokens=3)
     path = write_cache(tmp_path, meta, 101)
-    reader = open_reader(path)
     # tiny chunks/buffer force many windows, so the test exercises the window logic
-    kw = {"layers": [1], "tokens": "all", "buffer_bytes": 400, "chunk_bytes": 100, "drop_last": False}
-    seen = torch.cat([b[:, 0, 0] for b in reader.batches(16, seed=3, epoch=0, **kw)])
+    reader = open_reader(path, buffer_bytes=400, chunk_bytes=100)
+    kw = {"layers": [1], "tokens": "all", "drop_last": False}
+    seen = torch.cat([b[:, 0, 0] for b in reader.batches(BatchPlan(16, seed=3, epoch=0, **kw))])
     expected = sorted(r * 100 + 10 + t for r in range(101) for t in range(3))
     assert sorted(seen.tolist()) == expected
-    again = torch.cat([b[:, 0, 0] for b in reader.batches(16, seed=3, epoch=0, **kw)])
+    again = torch.cat([b[:, 0, 0] for b in reader.batches(BatchPlan(16, seed=3, epoch=0, **kw))])
     assert torch.equal(seen, again)  # deterministic given (seed, epoch)
-    other = torch.cat([b[:, 0, 0] for b in reader.batches(16, seed=3, epoch=1, **kw)])
+    other = torch.cat([b[:, 0, 0] for b in reader.batches(BatchPlan(16, seed=3, epoch=1, **kw))])
     assert not torch.equal(seen, other) and sorted(other.tolist()) == expected
     assert not torch.equal(seen, torch.tensor(sorted(seen.tolist())))  # actually shuffled
     assert reader.n_tokens("all") == 303
@@ -58,9 +59,9 @@ def test_shuffle_covers_every_sample_once(tmp_path: Path) -> None:
 def test_drop_last_and_start_batch(tmp_path: Path) -> None:
     path = write_cache(tmp_path, make_meta(), 50)
     reader = open_reader(path)
-    full = list(reader.batches(16, seed=1))
+    full = list(reader.batches(BatchPlan(16, seed=1)))
     assert [len(b) for b in full] == [16] * (150 // 16)
-    resumed = list(reader.batches(16, seed=1, start_batch=3))
+    resumed = list(reader.batches(BatchPlan(16, seed=1, start_batch=3)))
     assert len(resumed) == len(full) - 3
     assert all(torch.equal(a, b) for a, b in zip(full[3:], resumed, strict=True))
 
@@ -69,19 +70,19 @@ def test_token_filters_and_valid_mask(tmp_path: Path) -> None:
     meta = make_meta(tokens=4, kinds=["cls", "register", "patch", "patch"])
     path = write_cache(tmp_path, meta, 30, valid_fn=lambda rows: np.tile([1, 1, 1, 0], (len(rows), 1)))
     reader = open_reader(path)
-    cls = torch.cat(list(reader.batches(8, tokens="cls", layers=[0], drop_last=False)))[:, 0, 0]
+    cls = torch.cat(list(reader.batches(BatchPlan(8, tokens="cls", layers=[0], drop_last=False))))[:, 0, 0]
     assert sorted(cls.tolist()) == [r * 100 for r in range(30)]
-    patch = torch.cat(list(reader.batches(8, tokens="patch", layers=[-1], drop_last=False)))[:, 0, 0]
+    patch = torch.cat(list(reader.batches(BatchPlan(8, tokens="patch", layers=[-1], drop_last=False))))[:, 0, 0]
     assert sorted(patch.tolist()) == [r * 100 + 10 + 2 for r in range(30)]  # position 3 is invalid
     assert reader.n_tokens("patch") == 30 and reader.n_tokens("all") == 90
-    seq = torch.cat(list(reader.batches(8, tokens="register", shuffle=False, drop_last=False)))
+    seq = torch.cat(list(reader.batches(BatchPlan(8, tokens="register", shuffle=False, drop_last=False))))
     assert seq[:, 1, 0].tolist() == [r * 100 + 10 + 1 for r in range(30)]
     with pytest.raises(StoreError, match="unknown token filter"):
-        next(reader.batches(8, tokens="patches"))
+        next(reader.batches(BatchPlan(8, tokens="patches")))
     with pytest.raises(StoreError, match="has no 'token' tokens"):
-        next(reader.batches(8, tokens="token"))
+        next(reader.batches(BatchPlan(8, tokens="token")))
     with pytest.raises(StoreError, match="out of range"):
-        next(reader.batches(8, layers=[5]))
+        next(reader.batches(BatchPlan(8, layers=[5])))
 
 
 def test_text_windows_stay_in_one_shard(tmp_path: Path) -> None:

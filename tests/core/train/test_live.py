@@ -226,7 +226,9 @@ def test_buffer_plan_of_the_protocol_equals_the_local_store(tmp_path: Path) -> N
     """The reader protocol's default (any plugin store) and the local store's fast path give the
     same buffer-plan batches; every selected sample once per epoch; windows follow example ids."""
     from helpers.stores import make_meta, write_cache
-    from sae_core.protocols.reader import ActivationReader, Mixing
+    from sae_core.protocols.batch_plan import BatchPlan, Mixing
+    from sae_core.protocols.reader import ActivationReader
+    from sae_core.stores.batching import epoch_batch_ids
     from sae_core.validation_split import ExampleSplit, Selection
 
     meta = make_meta(n_layers=2, tokens=3, d_model=4, kinds=["token"] * 3)
@@ -235,18 +237,19 @@ def test_buffer_plan_of_the_protocol_equals_the_local_store(tmp_path: Path) -> N
     select = Selection(ExampleSplit(0.2, 0), "train")
     mixing = Mixing("buffer", 10)
     kw = dict(layers=[1], tokens="all", seed=3, epoch=1, select=select, mixing=mixing)
-    fast = list(reader.batches(8, **kw))
-    default = list(ActivationReader.batches(reader, 8, **kw))
+    fast = list(reader.batches(BatchPlan(8, **kw)))
+    default = list(ActivationReader.batches(reader, BatchPlan(8, **kw)))
     assert len(fast) == len(default) > 3
     for a, b in zip(fast, default, strict=True):
         assert torch.equal(a, b)
-    ids = np.concatenate(list(reader.batch_plan(8, tokens="all", seed=3, epoch=1, select=select, mixing=mixing,
-                                                drop_last=False)))
+    ids = np.concatenate(list(epoch_batch_ids(reader, BatchPlan(8, tokens="all", seed=3, epoch=1, select=select,
+                                                                mixing=mixing, drop_last=False))))
     assert np.array_equal(np.sort(ids), reader.sample_ids("all", select=select))
     # the first batches come from the first window(s): examples 0..9 (+ the carry)
-    first = reader.batch_sample_ids(8, seed=3, epoch=1, batch=0, select=select, mixing=mixing)
+    plan = BatchPlan(8, seed=3, epoch=1, select=select, mixing=mixing)
+    first = reader.batch_sample_ids(plan, 0)
     assert (first // 3 < 10).all()
-    assert np.array_equal(first, reader.batch_sample_ids(8, seed=3, epoch=1, batch=0, select=select, mixing=mixing))
+    assert np.array_equal(first, reader.batch_sample_ids(plan, 0))
 
 
 # -- errors -------------------------------------------------------------------------------------------

@@ -87,13 +87,15 @@ def test_sparsity_warmup_reaches_the_loss_with_its_exact_values(tmp_path: Path) 
 def test_every_epoch_has_its_own_order_with_the_same_seed(tmp_path: Path) -> None:
     """Same seed, epochs 0, 1, 2: the buffer plan and the store's own shuffle give each epoch a
     different order of the same samples (and epoch e twice gives the same order)."""
-    from sae_core.protocols.reader import Mixing
+    from sae_core.protocols.batch_plan import BatchPlan, Mixing
     from sae_core.stores import open_reader
+    from sae_core.stores.batching import epoch_batch_ids
 
     reader = open_reader(gaussian_cache(tmp_path / "c", n=1000))
     for mixing in (Mixing("buffer", 100), None):
         def plan(epoch: int, mixing: Any = mixing) -> np.ndarray:
-            return np.concatenate(list(reader.batch_plan(32, seed=5, epoch=epoch, mixing=mixing, drop_last=False)))
+            return np.concatenate(list(epoch_batch_ids(reader, BatchPlan(32, seed=5, epoch=epoch, mixing=mixing,
+                                                                         drop_last=False))))
 
         orders = [plan(e) for e in range(3)]
         assert np.array_equal(plan(1), orders[1])
@@ -104,7 +106,7 @@ def test_every_epoch_has_its_own_order_with_the_same_seed(tmp_path: Path) -> Non
                 assert (orders[a] != orders[b]).mean() > 0.5, (mixing, a, b)
     # the local store's own shuffle (shuffled chunks, what `batches` reads without a Mixing)
     def store_plan(epoch: int) -> list[np.ndarray]:
-        return [reader.batch_sample_ids(100, layers=[1], seed=5, epoch=epoch, batch=b) for b in range(10)]
+        return [reader.batch_sample_ids(BatchPlan(100, layers=[1], seed=5, epoch=epoch), b) for b in range(10)]
 
     plans = [store_plan(e) for e in range(3)]
     assert all(np.array_equal(a, b) for a, b in zip(store_plan(2), plans[2], strict=True))
@@ -113,7 +115,7 @@ def test_every_epoch_has_its_own_order_with_the_same_seed(tmp_path: Path) -> Non
     for a in range(3):
         for b in range(a + 1, 3):
             assert sum(not np.array_equal(p, q) for p, q in zip(plans[a], plans[b], strict=True)) >= 8, (a, b)
-    data = [torch.cat(list(reader.batches(100, layers=[1], seed=5, epoch=e))) for e in (0, 1)]
+    data = [torch.cat(list(reader.batches(BatchPlan(100, layers=[1], seed=5, epoch=e)))) for e in (0, 1)]
     assert not torch.equal(data[0], data[1])
     torch.testing.assert_close(data[0].sum(0), data[1].sum(0))  # the same samples, in another order
 
@@ -133,7 +135,7 @@ def test_e2e_rows_are_the_batch_windows_own_rows_and_change_every_batch(rows_per
     window (examples [wE, (w+1)E), the window whose samples the batch ends on), in a permutation
     seeded by (seed, epoch, window) that cycles: consecutive batches get the next rows, so a window
     hands out min(batches · rows, E) distinct rows, each once before any repeats."""
-    from sae_core.protocols.reader import Mixing
+    from sae_core.protocols.batch_plan import BatchPlan, Mixing
 
     e, batch = 40, 16  # one example = one row = one sample (the mlp adapter: one token)
     source = _live_mlp()
@@ -141,7 +143,7 @@ def test_e2e_rows_are_the_batch_windows_own_rows_and_change_every_batch(rows_per
         source.e2e_rows = rows_per_batch
         per_window: dict[tuple[int, int], list[np.ndarray]] = {}
         for epoch in (0, 1):
-            for x in source.batches(batch, layers=[1], seed=7, epoch=epoch, mixing=Mixing("buffer", e)):
+            for x in source.batches(BatchPlan(batch, layers=[1], seed=7, epoch=epoch, mixing=Mixing("buffer", e))):
                 assert x.shape[0] == batch
                 rows = source.e2e_batch
                 assert rows is not None and rows.shape == (rows_per_batch, 1)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from sae_core.protocols import ActivationBatch, CacheMetadata
+from sae_core.protocols import ActivationBatch, BatchPlan, CacheMetadata
 from sae_core.stores import open_reader, open_writer
 from sae_core.validation_split import ExampleSplit, Selection
 
@@ -53,7 +53,7 @@ def test_reader_yields_each_side_of_the_split_once(tmp_path: Path) -> None:
     seen = {}
     for side in ("train", "val", "all"):
         sel = Selection(split, side)
-        xs = torch.cat(list(reader.batches(7, seed=1, select=sel, drop_last=False)))[:, 0, 0]
+        xs = torch.cat(list(reader.batches(BatchPlan(7, seed=1, select=sel, drop_last=False))))[:, 0, 0]
         assert len(xs) == reader.n_tokens(select=sel)
         seen[side] = xs.long().numpy()
     val_examples = set(seen["val"].tolist())
@@ -102,7 +102,8 @@ def test_cli_records_validation_metrics_and_keeps_the_best(run_cli, tmp_path: Pa
     from sae_core.checkpoint import load_sae
 
     sae = load_sae(ckpt / "best")  # the best checkpoint is a complete SAE
-    x = torch.cat(list(open_reader(cache).batches(50, select=Selection(split, "val"), drop_last=False)))[:, 0]
+    val_plan = BatchPlan(50, select=Selection(split, "val"), drop_last=False)
+    x = torch.cat(list(open_reader(cache).batches(val_plan)))[:, 0]
     with torch.no_grad():
         fvu = float(((sae(x) - x) ** 2).sum() / ((x - x.mean(0)) ** 2).sum())
     assert fvu == pytest.approx(best["val_fvu"], rel=1e-3)

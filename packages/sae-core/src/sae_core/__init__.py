@@ -47,6 +47,8 @@ _WHERE: dict[str, str] = {
     "ActivationWriter": "sae_core.protocols.store",
     "CacheMetadata": "sae_core.protocols.store",
     "INDEX_DTYPE": "sae_core.protocols.store",
+    "BatchPlan": "sae_core.protocols.batch_plan",
+    "Mixing": "sae_core.protocols.batch_plan",
     "Architecture": "sae_core.protocols.architecture",
     "Bank": "sae_core.protocols.architecture",
     "BatchComm": "sae_core.protocols.architecture",

@@ -23,6 +23,7 @@ _WHERE = {
     "Exporter": "exporter",
     "INDEX_DTYPE": "store", "ActivationReader": "store", "ActivationStore": "store", "ActivationWriter": "store",
     "CacheMetadata": "store",
+    "BatchPlan": "batch_plan", "Mixing": "batch_plan",
     "Generation": "running", "LayerHook": "running", "ModelInputs": "running", "ModelOutput": "running",
 }
 
@@ -39,6 +40,7 @@ __all__ = [
     "Architecture",
     "Bank",
     "BatchComm",
+    "BatchPlan",
     "CacheMetadata",
     "CodeChunk",
     "CodeConsumer",
@@ -48,6 +50,7 @@ __all__ = [
     "Generation",
     "ImageGeometry",
     "LayerHook",
+    "Mixing",
     "ModelAdapter",
     "ModelInputs",
     "ModelOutput",
@@ -75,6 +78,7 @@ if TYPE_CHECKING:
         TrainOutput,
         firing_stats,
     )
+    from sae_core.protocols.batch_plan import BatchPlan, Mixing
     from sae_core.protocols.dataset import Dataset, Example
     from sae_core.protocols.exporter import Exporter
     from sae_core.protocols.geometry import ImageGeometry

@@ -12,14 +12,15 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from sae_core.protocols.batch_plan import TOKEN_FILTERS
 from sae_core.protocols.metadata import DTYPES, INDEX_DTYPE, STORE_VERSION, CacheMetadata
-from sae_core.protocols.reader import TOKEN_FILTERS, ActivationReader, check_batching
+from sae_core.protocols.reader import ActivationReader
 
 if TYPE_CHECKING:
     from sae_core.protocols.adapter import ActivationBatch
 
 __all__ = ["DTYPES", "INDEX_DTYPE", "STORE_VERSION", "TOKEN_FILTERS", "ActivationReader", "ActivationStore",
-           "ActivationWriter", "CacheMetadata", "check_batching"]
+           "ActivationWriter", "CacheMetadata"]
 
 
 class ActivationWriter(ABC):

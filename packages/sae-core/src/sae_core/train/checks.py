@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from sae_core.errors import SAEError
+from sae_core.protocols.batch_plan import BatchPlan
 
 
 class NonFiniteError(SAEError):
@@ -82,16 +83,15 @@ def locate_nonfinite(reader: Any, *, layer: int | list[int], tokens: str, batch_
     describe its non-finite inputs (None if none). ``layer``: the layer read, or the layers
     (a transcoder's input and target)."""
     layers = layer if isinstance(layer, list) else [layer]
-    x = next(iter(reader.batches(batch_size, layers=layers, tokens=tokens, seed=seed, epoch=epoch,
-                                 start_batch=batch, select=select)))  # (batch, n_layers, d)
+    plan = BatchPlan(batch_size, layers=layers, tokens=tokens, seed=seed, epoch=epoch, start_batch=batch, select=select)
+    x = next(iter(reader.batches(plan)))  # (batch, n_layers, d)
     x = x.reshape(len(x), -1)
     bad = ~torch.isfinite(x)
     if not bool(bad.any()):
         return None
     rows = torch.nonzero(bad.any(-1)).flatten().tolist()
     what = f"{int(bad.sum())} value(s) in {len(rows)} of the {len(x)} samples of that batch"
-    ids = reader.batch_sample_ids(batch_size, layers=layers, tokens=tokens, seed=seed, epoch=epoch, batch=batch,
-                                  select=select)
+    ids = reader.batch_sample_ids(plan, batch)
     sources = [reader.sample_source(int(ids[r])) for r in rows]
     first = sources[0]
     shards = sorted({str(s["shard"]) for s in sources if s.get("shard")})

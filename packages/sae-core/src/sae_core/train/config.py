@@ -51,7 +51,7 @@ class DataConfig:
     val_seed: int = 0  # which examples: fixed by default, so every run of a cache shares its split
     #: order of an epoch: "shuffle" (the store's own) or "buffer" (consecutive windows of
     #: buffer_examples dataset examples, each shuffled: what live training does, reproducible
-    #: from the cache it wrote; sae_core.protocols.reader.Mixing)
+    #: from the cache it wrote; sae_core.protocols.batch_plan.Mixing)
     mixing: str = "shuffle"
     buffer_examples: int = 0  # buffer mixing: examples per window
 
@@ -65,8 +65,8 @@ class DataConfig:
         self.mixing_plan()  # validates mixing and buffer_examples
 
     def mixing_plan(self):
-        """The :class:`~sae_core.protocols.reader.Mixing` of this stream."""
-        from sae_core.protocols.reader import Mixing
+        """The :class:`~sae_core.protocols.batch_plan.Mixing` of this stream."""
+        from sae_core.protocols.batch_plan import Mixing
 
         if self.mixing == "buffer" and self.buffer_examples < 1:
             raise ConfigError(f"mixing = \"buffer\" needs buffer_examples >= 1 (or --buffer-tokens), got "

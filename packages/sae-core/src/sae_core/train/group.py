@@ -30,7 +30,8 @@ import torch
 from sae_core.dist import Dist
 from sae_core.errors import RunInterrupted, SAEError
 from sae_core.protocols.architecture import Bank, BatchComm, TrainContext, firing_stats
-from sae_core.protocols.reader import with_mixing
+from sae_core.protocols.batch_plan import BatchPlan
+from sae_core.stores.batching import with_mixing
 from sae_core.train.bookkeeping import GroupBookkeeping
 from sae_core.train.checks import NonFiniteWatch, check_sample
 from sae_core.train.config import DataConfig, SAEConfig, TrainConfig
@@ -190,11 +191,11 @@ class GroupTrainer(GroupBookkeeping):
         SAEs; a transcoder's target layer otherwise)."""
         s, dist = self.cfg.train, self.dist
         while True:
-            for b in self.reader.batches(
+            for b in self.reader.batches(BatchPlan(
                 self.data.batch_size, layers=self.read_layers, tokens=self.data.tokens, seed=s.seed,
                 epoch=self.epoch, start_batch=self.batch_in_epoch, device=self.device, part=(dist.rank, dist.world),
                 select=self.select,
-            ):
+            )):
                 self.batch_in_epoch += 1
                 if self.shard_saes:
                     b = dist.all_gather_cat(b)  # (batch, layers, d): every rank's SAEs see the whole batch
@@ -207,8 +208,9 @@ class GroupTrainer(GroupBookkeeping):
         """Normalisation scale and geometric-median b_dec from a few batches of a side stream."""
         s = self.cfg.train
         xs = []
-        for i, x in enumerate(self.reader.batches(self.data.batch_size, layers=self.read_layers, tokens=self.data.tokens,
-                                                  seed=s.seed + 7919, select=self.select)):
+        for i, x in enumerate(self.reader.batches(BatchPlan(self.data.batch_size, layers=self.read_layers,
+                                                            tokens=self.data.tokens, seed=s.seed + 7919,
+                                                            select=self.select))):
             xs.append(x)
             if i + 1 >= s.norm_batches:
                 break

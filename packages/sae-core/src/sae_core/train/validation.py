@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from sae_core.protocols.batch_plan import BatchPlan
 from sae_core.train.metrics import fvu_from_sums
 from sae_core.validation_split import Selection
 
@@ -35,8 +36,8 @@ class Validation:
             return
         parts, have = [], 0
         layers = [layer] if layer_out is None else [layer, layer_out]
-        for b in reader.batches(min(batch_size, n_val), layers=layers, tokens=tokens, seed=SAMPLE_SEED, select=select,
-                                drop_last=False):
+        for b in reader.batches(BatchPlan(min(batch_size, n_val), layers=layers, tokens=tokens, seed=SAMPLE_SEED,
+                                          select=select, drop_last=False)):
             parts.append(b)
             have += b.shape[0]
             if have >= max_tokens:

@@ -24,14 +24,9 @@ import torch
 
 from sae_core.dataclass_parsing import from_dict
 from sae_core.errors import StoreError
-from sae_core.protocols.reader import Mixing, buffer_batches
-from sae_core.protocols.store import (  # noqa: F401 (TOKEN_FILTERS re-exported)
-    INDEX_DTYPE,
-    TOKEN_FILTERS,
-    ActivationReader,
-    CacheMetadata,
-    check_batching,
-)
+from sae_core.protocols.batch_plan import BatchPlan
+from sae_core.protocols.store import INDEX_DTYPE, ActivationReader, CacheMetadata
+from sae_core.stores import batching
 from sae_core.stores.local import format as fmt
 from sae_core.stores.local.shuffle import Chunk, group_windows
 from sae_core.validation_split import Selection
@@ -57,10 +52,13 @@ def raw_to_torch(raw: np.ndarray, dtype: str) -> torch.Tensor:
 
 
 class LocalReader(ActivationReader):
-    """Opens ``path`` (a cache directory) read-only."""
+    """Opens ``path`` (a cache directory) read-only. The store's own shuffle pools the samples of
+    about ``buffer_bytes`` of chunks of about ``chunk_bytes`` (rows of one shard) per window."""
 
-    def __init__(self, path: str | Path, *, expect_dtype: str | None = None, io_threads: int = 2) -> None:
+    def __init__(self, path: str | Path, *, expect_dtype: str | None = None, io_threads: int = 2,
+                 buffer_bytes: int = 256 * 2**20, chunk_bytes: int = 8 * 2**20) -> None:
         self.path = Path(path)
+        self.buffer_bytes, self.chunk_bytes = buffer_bytes, chunk_bytes
         if not self.path.is_dir():
             raise StoreError(f"{self.path} is not a directory; pass the cache directory printed by `sae cache`")
         raw_meta = fmt.read_json(self.path / fmt.METADATA, "cache metadata")
@@ -259,50 +257,23 @@ class LocalReader(ActivationReader):
     def _resolve_layers(self, layers: list[int] | None) -> list[int]:
         return list(range(self.meta.n_layers)) if layers is None else [self.layer_index(x) for x in layers]
 
-    def batches(
-        self,
-        batch_size: int,
-        *,
-        layers: list[int] | None = None,
-        tokens: str = "all",
-        seed: int = 0,
-        epoch: int = 0,
-        shuffle: bool = True,
-        device: str | torch.device = "cpu",
-        dtype: torch.dtype | None = None,
-        drop_last: bool = True,
-        start_batch: int = 0,
-        part: tuple[int, int] = (0, 1),
-        buffer_bytes: int = 256 * 2**20,
-        chunk_bytes: int = 8 * 2**20,
-        select: Selection | None = None,
-        mixing: Mixing | None = None,
-    ) -> Iterator[torch.Tensor]:
+    def batches(self, plan: BatchPlan) -> Iterator[torch.Tensor]:
         """One epoch of ``(batch, len(layers), d_model)`` tensors; see ActivationReader.batches.
 
-        ``start_batch`` skips that many batches of the epoch (exact resume of training).
-        ``part=(rank, world)`` yields only that rank's share of every batch (data-parallel
+        ``plan.part=(rank, world)`` yields only that rank's share of every batch (data-parallel
         training): the plan of global batches is the same on every rank, and rank ``r`` reads the
         ``r``-th of ``world`` equal slices of each batch's sorted sample ids, so the ranks read
         disjoint samples, concatenating their slices in rank order gives exactly the batch a
-        single process reads, and results do not depend on the number of ranks.
-        ``select`` keeps only one side of a validation split (whole examples; see
-        :mod:`sae_core.validation_split`): training reads ``train``, evaluation ``val``. ``mixing``: the
-        ``buffer`` plan of :class:`~sae_core.protocols.reader.Mixing` instead of shuffled chunks.
+        single process reads, and results do not depend on the number of ranks. The store's own
+        order: shuffled chunks (:meth:`_plan`); a ``buffer`` mixing: the plan of
+        :mod:`sae_core.stores.batching`, gathered here.
         """
-        layer_ids = self._resolve_layers(layers)
-        positions = self.positions(tokens)
-        rank, world = check_batching(self, batch_size, part)
-        out_dtype = dtype or torch.float32
-        device = torch.device(device)
-
-        def batch_ids(pool: ThreadPoolExecutor) -> Iterator[np.ndarray]:
-            if mixing is not None and mixing.buffered:
-                return buffer_batches(self.buffer_windows(mixing.window_examples, tokens, select=select), batch_size,
-                                      seed=seed, epoch=epoch, shuffle=shuffle, drop_last=drop_last)
-            return self._plan(batch_size, positions, len(layer_ids), seed=seed, epoch=epoch, shuffle=shuffle,
-                              drop_last=drop_last, buffer_bytes=buffer_bytes, chunk_bytes=chunk_bytes,
-                              prefetch=lambda c: pool.submit(self._prefetch, c), select=select)
+        layer_ids = self._resolve_layers(plan.layers)
+        positions = self.positions(plan.tokens)
+        batching.check_readable(self)
+        rank, world = plan.part
+        out_dtype = plan.dtype or torch.float32
+        device = torch.device(plan.device)
 
         def load(ids: np.ndarray) -> torch.Tensor:
             if world > 1:  # this rank's contiguous slice of the sorted ids (np.array_split: a short tail too)
@@ -313,7 +284,8 @@ class LocalReader(ActivationReader):
             return out.pin_memory() if device.type == "cuda" else out
 
         with ThreadPoolExecutor(self.io_threads, thread_name_prefix="sae-store-read") as pool:
-            planned = (ids for i, ids in enumerate(batch_ids(pool)) if i >= start_batch)
+            ids_of = self._batch_ids(plan, positions, len(layer_ids), lambda c: pool.submit(self._prefetch, c))
+            planned = (ids for i, ids in enumerate(ids_of) if i >= plan.start_batch)
             pending: deque[Future[torch.Tensor]] = deque()
             for ids in planned:
                 pending.append(pool.submit(load, ids))
@@ -322,21 +294,31 @@ class LocalReader(ActivationReader):
             while pending:
                 yield self._to_device(pending.popleft().result(), device)
 
-    def _plan(
-        self, batch_size: int, positions: np.ndarray, n_layers: int, *, seed: int, epoch: int, shuffle: bool,
-        drop_last: bool, buffer_bytes: int = 256 * 2**20, chunk_bytes: int = 8 * 2**20,
-        prefetch: Callable[[Chunk], Any] | None = None, select: Selection | None = None,
-    ) -> Iterator[np.ndarray]:
-        """The sample ids of every batch of one epoch, in order (see :meth:`batches`).
+    def _batch_ids(self, plan: BatchPlan, positions: np.ndarray, n_layers: int,
+                   prefetch: Callable[[Chunk], Any] | None = None) -> Iterator[np.ndarray]:
+        """The sample ids of every batch of the epoch, in order: the ``buffer`` plan, or the
+        store's own shuffled chunks."""
+        if plan.buffered:
+            windows = batching.buffer_windows(self, plan.mixing.window_examples, plan.tokens, plan.select)
+            return batching.buffer_batches(windows, plan)
+        return self._plan(plan, positions, n_layers, prefetch=prefetch)
+
+    def _plan(self, plan: BatchPlan, positions: np.ndarray, n_layers: int, *,
+              prefetch: Callable[[Chunk], Any] | None = None) -> Iterator[np.ndarray]:
+        """The sample ids of every batch of one epoch of the store's own shuffle, in order:
+        chunks of about ``chunk_bytes`` in a seeded order, pooled into windows of about
+        ``buffer_bytes``, each permuted and cut into batches (the remainder carried over).
 
         ``prefetch`` is called with the chunks of the next window while one is being cut."""
+        batch_size = plan.batch_size
         sample_bytes = n_layers * self.meta.d_model * self._np_dtype.itemsize
-        chunk_rows = max(1, chunk_bytes // max(sample_bytes * len(positions), 1))
-        rng = np.random.default_rng([seed, epoch]) if shuffle else None
+        chunk_rows = max(1, self.chunk_bytes // max(sample_bytes * len(positions), 1))
+        rng = np.random.default_rng([plan.seed, plan.epoch]) if plan.shuffle else None
         chunks = [c for s in range(len(self.shards)) for c in self._shard_chunks(s, chunk_rows)]
         if rng is not None:
             chunks = [chunks[i] for i in rng.permutation(len(chunks))]
-        per_window = max(1, buffer_bytes // max(chunk_rows * sample_bytes * len(positions), 1)) if shuffle else 1
+        chunk_bytes = chunk_rows * sample_bytes * len(positions)
+        per_window = max(1, self.buffer_bytes // max(chunk_bytes, 1)) if plan.shuffle else 1
         windows = group_windows(chunks, per_window)
         carry = np.empty(0, np.int64)
         for w, window in enumerate(windows):
@@ -344,36 +326,25 @@ class LocalReader(ActivationReader):
                 for ahead in windows[w : w + 2] if w == 0 else windows[w + 1 : w + 2]:
                     for c in ahead:  # I/O threads map the next window while this one is gathered
                         prefetch(c)
-            ids = np.concatenate([carry, *(self._chunk_samples(c, positions, select) for c in window)])
+            ids = np.concatenate([carry, *(self._chunk_samples(c, positions, plan.select) for c in window)])
             if rng is not None:
                 ids = ids[rng.permutation(len(ids))]
             full = len(ids) - len(ids) % batch_size
             for lo in range(0, full, batch_size):
                 yield ids[lo : lo + batch_size]
             carry = ids[full:]
-        if len(carry) and not drop_last:
+        if len(carry) and not plan.drop_last:
             yield carry
 
-    def batch_sample_ids(
-        self, batch_size: int, *, layers: list[int] | None = None, tokens: str = "all", seed: int = 0,
-        epoch: int = 0, batch: int = 0, shuffle: bool = True, select: Selection | None = None,
-        mixing: Mixing | None = None,
-    ) -> np.ndarray:
+    def batch_sample_ids(self, plan: BatchPlan, batch: int) -> np.ndarray:
         """Sorted global sample ids (``row * tokens_per_example + position``) of batch ``batch``
-        of an epoch: row ``i`` of that batch as :meth:`batches` yields it is sample ``ids[i]``.
+        of the epoch: row ``i`` of that batch as :meth:`batches` yields it is sample ``ids[i]``.
         Replans the epoch up to that batch (ids only): for error reports, not the hot path."""
-        positions = self.positions(tokens)
-        n_layers = len(self._resolve_layers(layers))
-        if mixing is not None and mixing.buffered:
-            plan = buffer_batches(self.buffer_windows(mixing.window_examples, tokens, select=select), batch_size,
-                                  seed=seed, epoch=epoch, shuffle=shuffle)
-        else:
-            plan = self._plan(batch_size, positions, n_layers, seed=seed, epoch=epoch, shuffle=shuffle,
-                              drop_last=True, select=select)
-        for i, ids in enumerate(plan):
+        ids_of = self._batch_ids(plan, self.positions(plan.tokens), len(self._resolve_layers(plan.layers)))
+        for i, ids in enumerate(ids_of):
             if i == batch:
                 return np.sort(ids)
-        raise StoreError(f"epoch {epoch} of cache {self.path} has no batch {batch} of size {batch_size}")
+        raise StoreError(f"epoch {plan.epoch} of cache {self.path} has no batch {batch} of size {plan.batch_size}")
 
     def sample_source(self, sample_id: int) -> dict[str, Any]:
         """Where a sample comes from: shard file, cache row, dataset example and token position."""

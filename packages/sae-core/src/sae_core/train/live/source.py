@@ -4,7 +4,7 @@
 through the very code paths a cache takes (banks, sweep groups, validation, ``torchrun`` data
 parallelism with ``part=``): the trainer cannot tell the two apart.
 
-How batches come about (the ``buffer`` plan of :class:`~sae_core.protocols.reader.Mixing`):
+How batches come about (the ``buffer`` plan of :class:`~sae_core.protocols.batch_plan.Mixing`):
 
 - The dataset is cut into *windows* of ``E`` consecutive examples. Window ``w`` is computed by one
   call of the adapter, ``iter_batches(first (w+1)E examples, start=wE)``, in a background thread
@@ -13,8 +13,8 @@ How batches come about (the ``buffer`` plan of :class:`~sae_core.protocols.reade
 - A window's selected samples (the group's layer and token kind, valid tokens, the train side of
   the validation split) are kept, rounded to the storage dtype (what ``--also-cache`` stores), in
   CPU memory: the *mixing buffer*. After the previous window's remainder, they are permuted by
-  ``default_rng([seed, epoch, w])`` and cut into batches (:class:`BufferMixer`); the remainder
-  carries over. Sample ids are ``row * T + position`` with rows counted from the dataset's start,
+  ``default_rng([seed, epoch, w])`` and cut into batches
+  (:class:`~sae_core.stores.batching.BufferMixer`); the remainder carries over. Sample ids are ``row * T + position`` with rows counted from the dataset's start,
   as in a cache, and each batch is yielded in id order: a cached run with the same plan
   (``--mixing buffer``) on the cache ``--also-cache`` wrote gets the same batches, bit for bit.
 - ``--also-cache ROOT`` hands every row to the store's writer as it is computed (the cache
@@ -39,6 +39,7 @@ ids and activations) is part of the training state (:meth:`LiveSource.stream_sta
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import queue
 import threading
@@ -55,7 +56,9 @@ import torch
 from sae_core.dist import Dist
 from sae_core.errors import ConfigError, DataError, SAEError, StoreError
 from sae_core.protocols.adapter import ActivationBatch
-from sae_core.protocols.reader import ActivationReader, BufferMixer, Mixing
+from sae_core.protocols.batch_plan import BatchPlan, Mixing
+from sae_core.protocols.reader import ActivationReader
+from sae_core.stores.batching import BufferMixer
 from sae_core.train.live.options import DEFAULT_BUFFER_TOKENS, LiveConfig
 from sae_core.train.live.views import SequentialView, SubsetView
 from sae_core.validation_split import Selection
@@ -204,7 +207,8 @@ class LiveSource(ActivationReader):
     caller does not pass a :class:`Mixing`.
     """
 
-    #: the trainer wraps readers with a Mixing; this source takes it as it is (see with_mixing)
+    #: the trainer wraps readers with a Mixing; this source takes it as it is
+    #: (see sae_core.stores.batching.with_mixing)
     live = True
 
     def __init__(self, cfg: LiveConfig, *, device: str = "cpu", dist: Dist | None = None, train_seed: int = 0,
@@ -333,22 +337,11 @@ class LiveSource(ActivationReader):
         """Run the adapter on this rank's examples of window ``w`` and keep the stream's samples.
         ``stop`` set: abandon the window between forward batches (not while writing the cache,
         whose rows must go in whole examples, in order: that window is finished)."""
-        from sae_core.datasets import DatasetHead
-
         layer, tokens, side, e, select = key
-        t = self.meta.tokens_per_example
-        pos_ok = np.zeros(t, dtype=bool)
+        pos_ok = np.zeros(self.meta.tokens_per_example, dtype=bool)
         pos_ok[self.positions(tokens)] = True
         lo, hi = self._bounds(w, e)
-        subset = None
-        if side == "val":
-            cand = np.arange(lo, hi, dtype=np.int64)
-            subset = cand[select.rows(cand)]
-            batches = self.adapter.iter_batches(SubsetView(self.dataset, subset), start=0,
-                                                batch_size=self.cfg.model_batch_size, num_workers=self.cfg.num_workers)
-        else:
-            batches = self.adapter.iter_batches(DatasetHead(self.dataset, hi), start=lo,
-                                                batch_size=self.cfg.model_batch_size, num_workers=self.cfg.num_workers)
+        batches, subset = self._forwards(side, select, lo, hi)
         writing = subset is None and self.writer is not None and not self.writer.complete and hi > self._write_pos
         threshold = self._write_pos
         parts: list[tuple[np.ndarray, ...]] = []
@@ -356,8 +349,6 @@ class LiveSource(ActivationReader):
         kept_rows: list[np.ndarray] = []  # end-to-end training: the stream's rows
         n_rows = 0
         t0 = time.perf_counter()
-        if subset is not None and not len(subset):
-            batches = iter(())
         while True:
             with self._lock:  # the forward (and the dataset read) of one batch
                 batch = next(batches, None)
@@ -371,30 +362,18 @@ class LiveSource(ActivationReader):
                 ex = subset[ex]
             if writing:
                 self._write(batch, ex, threshold)
-            n = len(ex)
-            valid = np.ones((n, t), dtype=bool) if batch.valid is None else np.asarray(batch.valid, dtype=bool)
+            valid = np.ones((len(ex), len(pos_ok)), bool) if batch.valid is None else np.asarray(batch.valid, bool)
             keep = valid & pos_ok[None, :]
             if select is not None and side != "val":
                 keep &= select.rows(ex)[:, None]
             if self.e2e_rows and side != "val":
                 index = batch.index_records()
                 kept_rows.append(index[select.rows(ex)] if select is not None else index)
-            r, c = np.nonzero(keep)
-            acts = batch.acts[:, layer]  # (n, T, d)
-            x = acts[torch.from_numpy(r).to(acts.device), torch.from_numpy(c).to(acts.device)]
-            xs.append(x.detach().to(self.store_dtype).to("cpu", torch.float32))
-            tpos = c if batch.positions is None else np.asarray(batch.positions)[r, c]
-            parts.append((r.astype(np.int64) + n_rows, c.astype(np.int64), ex[r], np.asarray(tpos, np.int64)))
-            n_rows += n
-            self.model_rows += n
-            self.model_tokens += int(valid.sum())
-            if self.progress:
-                if self._bar is None:
-                    from tqdm.auto import tqdm
-
-                    self._bar = tqdm(unit="tok", unit_scale=True, desc=f"model ({self.meta.adapter})", position=1,
-                                     leave=False, dynamic_ncols=True, smoothing=0.05)
-                self._bar.update(int(valid.sum()))
+            cols, x = self._samples(batch, ex, keep, layer)
+            parts.append((cols[0] + n_rows, *cols[1:]))
+            xs.append(x)
+            n_rows += len(ex)
+            self._count(len(ex), int(valid.sum()))
         self.model_seconds += time.perf_counter() - t0
         if writing:
             self._write_pos = max(self._write_pos, hi)
@@ -405,6 +384,43 @@ class LiveSource(ActivationReader):
         self.window_bytes = max(self.window_bytes, x.numel() * x.element_size())
         index = np.concatenate(kept_rows) if kept_rows else None
         return LocalWindow(w, n_rows, cols[0], cols[1], cols[2], cols[3], x, index)
+
+    def _forwards(self, side: str, select: Selection | None, lo: int, hi: int) -> tuple[Iterator[Any], Any]:
+        """The adapter's forward batches over this rank's examples ``[lo, hi)`` of a window, and
+        (validation side) the dataset ids of the validation examples among them, which the
+        batches' example ids index (None otherwise)."""
+        from sae_core.datasets import DatasetHead
+
+        kw = {"batch_size": self.cfg.model_batch_size, "num_workers": self.cfg.num_workers}
+        if side != "val":
+            return self.adapter.iter_batches(DatasetHead(self.dataset, hi), start=lo, **kw), None
+        cand = np.arange(lo, hi, dtype=np.int64)
+        subset = cand[select.rows(cand)]
+        batches = self.adapter.iter_batches(SubsetView(self.dataset, subset), start=0, **kw)
+        return (batches if len(subset) else iter(())), subset
+
+    def _samples(self, batch: ActivationBatch, ex: np.ndarray, keep: np.ndarray,
+                 layer: int) -> tuple[tuple[np.ndarray, ...], torch.Tensor]:
+        """The kept samples of one forward batch: ``(row in the batch, position, example, position
+        in the source example)`` and their activations ``(m, d)``, rounded to the storage dtype."""
+        r, c = np.nonzero(keep)
+        acts = batch.acts[:, layer]  # (n, T, d)
+        x = acts[torch.from_numpy(r).to(acts.device), torch.from_numpy(c).to(acts.device)]
+        tpos = c if batch.positions is None else np.asarray(batch.positions)[r, c]
+        cols = (r.astype(np.int64), c.astype(np.int64), ex[r], np.asarray(tpos, np.int64))
+        return cols, x.detach().to(self.store_dtype).to("cpu", torch.float32)
+
+    def _count(self, n_rows: int, n_valid: int) -> None:
+        """Count one forward batch's rows and valid tokens (and show them, with ``progress``)."""
+        self.model_rows += n_rows
+        self.model_tokens += n_valid
+        if self.progress:
+            if self._bar is None:
+                from tqdm.auto import tqdm
+
+                self._bar = tqdm(unit="tok", unit_scale=True, desc=f"model ({self.meta.adapter})", position=1,
+                                 leave=False, dynamic_ncols=True, smoothing=0.05)
+            self._bar.update(n_valid)
 
     def _assemble(self, local: LocalWindow, row_offset: int) -> Window:
         """Every rank's part of the window, in rank (= example) order; a collective under torchrun."""
@@ -498,40 +514,31 @@ class LiveSource(ActivationReader):
             windows.close()
         return have
 
-    def _plan(self, batch_size: int, *, layers: list[int | str] | None, tokens: str, seed: int, epoch: int,
-              shuffle: bool, drop_last: bool, start_batch: int, select: Selection | None,
-              mixing: Mixing | None) -> Iterator[_Pool]:
-        """The batches of one epoch (samples in id order), from ``start_batch`` on."""
-        key = self._key(layers, tokens, select, mixing)
-        d = self.meta.d_model
+    def _plan(self, plan: BatchPlan) -> Iterator[_Pool]:
+        """The batches of one epoch (samples in id order), from ``plan.start_batch`` on."""
+        key = self._key(plan.layers, plan.tokens, plan.select, plan.mixing)
+        seed, epoch = plan.seed, plan.epoch
         if key[2] == "val":
             windows: Iterator[Window] = iter(self._val_windows(key))
-            main, counter, carry = False, 0, _Pool.empty(d)
+            main, counter, carry = False, 0, _Pool.empty(self.meta.d_model)
         else:
             main = seed == self.train_seed
-            w0, row0, counter, carry = 0, 0, 0, _Pool.empty(d)
-            if self._restored is not None:
-                doc, tensors = self._restored
-                if (doc["seed"], doc["epoch"], doc["window_examples"], doc["tokens"], doc["layer"]) == \
-                        (seed, epoch, key[3], tokens, key[0]) and doc["batch_start"] <= start_batch:
-                    w0, row0, counter = int(doc["window"]), int(doc["row_offset"]), int(doc["batch_start"])
-                    carry = _Pool(tensors["carry_gid"].numpy(), tensors["carry_example"].numpy(),
-                                  tensors["carry_tpos"].numpy(), tensors["carry_x"].float())
+            w0, row0, counter, carry = self._resume_point(plan, key)
             windows = self._windows(key, w0, row0, main)
-        mixer = BufferMixer(batch_size, seed=seed, epoch=epoch, shuffle=shuffle, carry=carry.gid)
+        mixer = BufferMixer(plan.batch_size, seed=seed, epoch=epoch, shuffle=plan.shuffle, carry=carry.gid)
         try:
             for win in windows:
                 if not len(win.gid):
                     continue
                 if main:
                     self._record = {"seed": seed, "epoch": epoch, "window": win.w, "batch_start": counter,
-                                    "row_offset": win.row_offset, "window_examples": key[3], "tokens": tokens,
+                                    "row_offset": win.row_offset, "window_examples": key[3], "tokens": plan.tokens,
                                     "layer": key[0], "carry": carry}
                 pool_ids, batches = mixer.add(win.w, win.gid)
                 pool = _Pool.cat(carry, win)
                 rows = self._e2e_order(win, seed, epoch) if main else None
                 for j, b in enumerate(batches):
-                    if counter >= start_batch:
+                    if counter >= plan.start_batch:
                         if rows is not None:  # the token windows end-to-end training runs with this batch
                             self.e2e_batch = win.index[rows[(np.arange(self.e2e_rows) + j * self.e2e_rows) % len(rows)]]
                         yield pool.take(b[np.argsort(pool_ids[b], kind="stable")])
@@ -540,11 +547,23 @@ class LiveSource(ActivationReader):
         finally:
             if hasattr(windows, "close"):
                 windows.close()
-        if not drop_last and len(carry.gid):
+        if not plan.drop_last and len(carry.gid):
             yield carry.take(np.argsort(carry.gid, kind="stable"))
         elif counter == 0 and key[2] != "val":
-            raise DataError(f"dataset {self.cfg.data!r} gives fewer than one batch ({batch_size}) of {tokens!r} "
-                            "training samples; lower --batch-size or use more data")
+            raise DataError(f"dataset {self.cfg.data!r} gives fewer than one batch ({plan.batch_size}) of "
+                            f"{plan.tokens!r} training samples; lower --batch-size or use more data")
+
+    def _resume_point(self, plan: BatchPlan, key: tuple[Any, ...]) -> tuple[int, int, int, _Pool]:
+        """Where the training stream starts: ``(window, rows before it, batches before it, carry)``;
+        the restored state's when it is this epoch's and not past ``plan.start_batch``."""
+        if self._restored is not None:
+            doc, tensors = self._restored
+            if (doc["seed"], doc["epoch"], doc["window_examples"], doc["tokens"], doc["layer"]) == \
+                    (plan.seed, plan.epoch, key[3], plan.tokens, key[0]) and doc["batch_start"] <= plan.start_batch:
+                carry = _Pool(tensors["carry_gid"].numpy(), tensors["carry_example"].numpy(),
+                              tensors["carry_tpos"].numpy(), tensors["carry_x"].float())
+                return int(doc["window"]), int(doc["row_offset"]), int(doc["batch_start"]), carry
+        return 0, 0, 0, _Pool.empty(self.meta.d_model)
 
     def _e2e_order(self, win: Window, seed: int, epoch: int) -> np.ndarray | None:
         """The order in which a window's rows go to end-to-end training (``e2e_rows`` per batch,
@@ -553,49 +572,26 @@ class LiveSource(ActivationReader):
             return None
         return np.random.default_rng([seed, epoch, win.w, 1]).permutation(len(win.index))
 
-    def batches(
-        self,
-        batch_size: int,
-        *,
-        layers: list[int | str] | None = None,
-        tokens: str = "all",
-        seed: int = 0,
-        epoch: int = 0,
-        shuffle: bool = True,
-        device: str | torch.device = "cpu",
-        dtype: torch.dtype | None = None,
-        drop_last: bool = True,
-        start_batch: int = 0,
-        part: tuple[int, int] = (0, 1),
-        select: Selection | None = None,
-        mixing: Mixing | None = None,
-    ) -> Iterator[torch.Tensor]:
+    def batches(self, plan: BatchPlan) -> Iterator[torch.Tensor]:
         """One epoch of ``(batch, 1, d_model)`` tensors, as :meth:`ActivationReader.batches`
-        (the ``buffer`` plan; ``part=(rank, world)``: this rank's slice of each batch)."""
-        rank, world = part
-        if not 0 <= rank < world:
-            raise StoreError(f"part {part} is not (rank, world) with 0 <= rank < world")
-        if world > 1 and batch_size % world:
-            raise StoreError(f"batch size {batch_size} does not split evenly over {world} ranks")
-        for pool in self._plan(batch_size, layers=layers, tokens=tokens, seed=seed, epoch=epoch, shuffle=shuffle,
-                               drop_last=drop_last, start_batch=start_batch, select=select, mixing=mixing):
+        (the ``buffer`` plan; ``plan.part=(rank, world)``: this rank's slice of each batch)."""
+        rank, world = plan.part
+        for pool in self._plan(plan):
             x = pool.x
             if world > 1:
                 x = x[torch.from_numpy(np.array_split(np.arange(len(x)), world)[rank])]
-            yield x[:, None].to(device=device, dtype=dtype or torch.float32)
+            yield x[:, None].to(device=plan.device, dtype=plan.dtype or torch.float32)
 
-    def batch_sample_ids(self, batch_size: int, *, layers: list[int | str] | None = None, tokens: str = "all",
-                         seed: int = 0, epoch: int = 0, batch: int = 0, shuffle: bool = True,
-                         select: Selection | None = None, mixing: Mixing | None = None) -> np.ndarray:
+    def batch_sample_ids(self, plan: BatchPlan, batch: int) -> np.ndarray:
         """Sorted sample ids of one batch (replays the stream: for error reports only)."""
-        plan = self._plan(batch_size, layers=layers, tokens=tokens, seed=seed, epoch=epoch, shuffle=shuffle,
-                          drop_last=True, start_batch=batch, select=select, mixing=mixing)
+        stream = self._plan(dataclasses.replace(plan, start_batch=batch))
         try:
-            pool = next(plan)
+            pool = next(stream)
         except StopIteration:
-            raise StoreError(f"epoch {epoch} of the live stream has no batch {batch} of size {batch_size}") from None
+            raise StoreError(f"epoch {plan.epoch} of the live stream has no batch {batch} of size "
+                             f"{plan.batch_size}") from None
         finally:
-            plan.close()
+            stream.close()
         self._located = {int(g): (int(e), int(p)) for g, e, p in zip(pool.gid, pool.example, pool.tpos, strict=True)}
         return pool.gid
 
