@@ -2,8 +2,10 @@
 
 The example plugin (tests/example_plugin, the code of docs/plugins.md) caches a toy image model
 with its ``patches`` adapter into its ``npz`` store, trains its signed architecture in one sweep
-with the built-in ``topk``, analyses the run (built-in analyses and its own), shows it in the
-viewer's data layer and exports it (its ``npz`` format; SAELens refuses the signed SAE and
+with the built-in ``topk`` (reading through the plugin's ``NpzReader``), analyses the run
+(built-in analyses and its own), runs ``sae features --image`` and ``sae ablate`` through the
+adapter's ``make_inputs``/``cached_inputs``/``run_with_hooks``, reads the cache from Python,
+shows the run in the viewer's data layer and exports it (its ``npz`` format; SAELens refuses the signed SAE and
 writes nothing). The numbers are checked against the checkpoint itself: an SAE whose codes may
 be negative must report the L0 it fires, not the count of its positive codes.
 """
@@ -120,6 +122,48 @@ def test_builtin_topk_trained_in_the_same_sweep(made) -> None:
     assert _read(topk / "feature_stats.json")["mean_l0"] == pytest.approx(float((codes != 0).sum(-1).float().mean()))
     sweep = _read(made["run"] / "sweep.json")
     assert {s["architecture"] for s in sweep["saes"]} == {"signed-topk", "topk"}
+
+
+def test_the_plugin_reader_from_python(made) -> None:
+    """What docs/plugins.md section 10 shows: the cache through the plugin's reader and the defaults."""
+    from sae_core import INDEX_DTYPE, open_reader
+
+    reader = open_reader(made["cache"])
+    assert type(reader).__name__ == "NpzReader" and reader.meta.adapter == "patches" and reader.meta.layers == ["mix"]
+    assert reader.n_examples == 40 and reader.n_tokens() == 40 * 16
+    acts, index = reader.read_examples(0, 8)
+    assert acts.shape == (8, 1, 16, reader.meta.d_model) and acts.dtype == torch.float32
+    assert index.dtype == INDEX_DTYPE and index.shape == (8, 16) and index["valid"].all()
+    assert (index["example"][:, 0] == np.arange(8)).all()
+
+
+def test_sae_features_and_ablate_run_the_plugin_adapter(made, run_cli) -> None:
+    """`sae features --image` hands the adapter a PIL image (make_inputs) and records the SAE's
+    codes on the 16 patches; `sae ablate` runs cache rows (cached_inputs). The codes equal the
+    checkpoint's own encode of the cached activations of the same image."""
+    from sae_core import load_sae, open_reader
+    from sae_example_plugin.shapes import ShapesDataset
+
+    root, signed = made["root"], made["signed"]
+    image = root / "shape3.png"
+    ShapesDataset("4")[3].data.save(image)
+    code, out, err = run_cli("features", str(signed), "--image", str(image), "--top", "3", "--out", str(root / "maps"),
+                             "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert len(doc["tokens"]) == 16 and [t["patch"] for t in doc["tokens"]][:5] == [[0, 0], [0, 1], [0, 2], [0, 3], [1, 0]]
+    assert len(doc["heatmaps"]) == 3 and all(Path(p).is_file() for p in doc["heatmaps"])
+    reader = open_reader(made["cache"])
+    acts, _ = reader.read_examples(3, 4)  # example 3 of shapes:40 is the same image (seeded by index)
+    with torch.no_grad():
+        want = load_sae(signed).encode(acts[0, 0])  # (16, d_sae)
+    got = {(t["patch"][0] * 4 + t["patch"][1], i): v for t in doc["tokens"] for i, v in t["features"]}
+    for (p, i), v in got.items():
+        assert v == pytest.approx(float(want[p, i]), abs=1e-4)
+    code, out, err = run_cli("ablate", str(made["topk"]), "--features", "0,1", "--json")
+    assert code == 0, err
+    r = json.loads(out)["results"][0]
+    assert r["embedding"] == "mean patch embedding" and -1 <= r["cos_ablated"] <= 1 + 1e-6 and r["n_rows"] >= 1
 
 
 def test_viewer_loads_the_run_with_signed_heatmaps(made) -> None:

@@ -161,8 +161,8 @@ def test_optional_adapter_methods_are_declared_not_guessed() -> None:
     from sae_example_plugin.components import MLPAdapter
     from sae_example_plugin.patches import PatchAdapter
 
-    assert PatchAdapter.supports("splice_eval") and not MLPAdapter.supports("splice_eval")
-    assert not ModelAdapter.supports("splice_eval")
+    assert PatchAdapter.supports("run_with_hooks") and not MLPAdapter.supports("run_with_hooks")
+    assert not PatchAdapter.supports("splice_eval") and not ModelAdapter.supports("splice_eval")
     MLPAdapter.write_extras(object.__new__(MLPAdapter), Path("/nonexistent"))  # the default writes nothing
 
 

@@ -45,10 +45,12 @@ def normalize_dtype(dtype: str) -> str:
 
 def build_adapter(adapter: str, request: AdapterRequest) -> ModelAdapter:
     """Instantiate the adapter plugin ``adapter`` (unknown names list the installed ones)."""
+    from sae_core.plugin_calls import guarded
     from sae_core.plugins import get_component
 
     component = get_component("adapter", adapter)
-    return component.build(request)
+    with guarded("adapter", adapter, "building it", "the adapter built from an AdapterRequest (model, layers, options)"):
+        return component.build(request)
 
 
 def run_cache(
@@ -120,7 +122,11 @@ def open_source(adapter: str, request: AdapterRequest, data: str, options: dict[
         dataset = open_dataset(data, model_adapter.modality, **options)
     if len(dataset) == 0:
         raise SAEError(f"dataset {data!r} has no examples; point --data at a non-empty source")
-    spec = model_adapter.spec()
+    from sae_core.plugin_calls import guarded, returned
+    from sae_core.protocols.adapter import ActivationSpec
+
+    with guarded("adapter", adapter, "spec()", "an ActivationSpec"):
+        spec = returned(model_adapter.spec(), ActivationSpec, "adapter", adapter, "spec()", "an ActivationSpec")
     _check_spec(spec)
     meta = CacheMetadata(
         adapter=spec.adapter,
@@ -195,7 +201,7 @@ def _write(model_adapter: ModelAdapter, dataset: Any, meta: CacheMetadata, out: 
     bar = _progress(n_total, start, progress, unit=meta.extra.get("example_unit", "ex"))
     t0 = time.perf_counter()
     try:
-        _fill(writer, model_adapter, dataset, start, bar, batch_size=batch_size, num_workers=num_workers)
+        _fill(writer, model_adapter, dataset, start, bar, batch_size=batch_size, num_workers=num_workers, store=store)
     finally:
         if bar is not None:
             bar.close()
@@ -206,11 +212,18 @@ def _write(model_adapter: ModelAdapter, dataset: Any, meta: CacheMetadata, out: 
 
 
 def _fill(writer: Any, adapter: ModelAdapter, dataset: Any, start: int, bar: Any, *, batch_size: int,
-          num_workers: int) -> None:
+          num_workers: int, store: str = "local") -> None:
     """Write the adapter's activations of ``dataset[start:]``, advancing ``bar`` in examples."""
+    from sae_core.plugin_calls import guarded, guarded_iter, returned
+    from sae_core.protocols.adapter import ActivationBatch
+
     done = start
-    for batch in adapter.iter_batches(dataset, start=start, batch_size=batch_size, num_workers=num_workers):
-        writer.write(batch)
+    name, expected = adapter.name, "ActivationBatch(acts=(batch, n_layers, tokens, d_model), example_ids=(batch,))"
+    batches = adapter.iter_batches(dataset, start=start, batch_size=batch_size, num_workers=num_workers)
+    for batch in guarded_iter(batches, "adapter", name, "iter_batches", expected):
+        returned(batch, ActivationBatch, "adapter", name, "iter_batches", expected)
+        with guarded("store", store, "its writer's write(batch)"):
+            writer.write(batch)
         if bar is not None and len(batch.example_ids):
             # progress in dataset examples (a text document may span several rows)
             new_done = int(batch.example_ids.max()) + 1
@@ -256,7 +269,7 @@ def _cache_blocks(
                 if bar is not None:
                     bar.update(writer.n_done - lo)
                 _fill(writer, adapter, DatasetHead(dataset, hi), writer.n_done, bar,
-                      batch_size=batch_size, num_workers=num_workers)
+                      batch_size=batch_size, num_workers=num_workers, store=store)
             writer.close()
             if bar is not None:  # the whole block counts as done, unreadable trailing examples too
                 bar.update(before + (hi - lo) - bar.n)

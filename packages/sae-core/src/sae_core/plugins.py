@@ -55,6 +55,7 @@ class PluginInfo:
     version: str | None
     builtin: bool
     hooks: list[str] = field(default_factory=list)
+    distribution: str | None = None  # the installed package that provides it (entry-point plugins)
 
 
 class PluginManager:
@@ -75,7 +76,8 @@ class PluginManager:
         self._registry: Registry | None = None
         self._commands: dict[str, list[str]] | None = None  # plugin -> commands, once add_commands ran
 
-    def _register(self, name: str, obj: Any, version: str | None, *, builtin: bool) -> None:
+    def _register(self, name: str, obj: Any, version: str | None, *, builtin: bool,
+                  distribution: str | None = None) -> None:
         if self.pm.has_plugin(name) or self.pm.is_registered(obj):
             return
         try:
@@ -85,7 +87,8 @@ class PluginManager:
             return
         hooks = sorted(h.name for h in self.pm.get_hookcallers(obj) or [])
         self.infos[name] = PluginInfo(
-            name=name, module=getattr(obj, "__name__", repr(obj)), version=version, builtin=builtin, hooks=hooks
+            name=name, module=getattr(obj, "__name__", repr(obj)), version=version, builtin=builtin, hooks=hooks,
+            distribution=distribution,
         )
 
     def _load_entry_points(self) -> None:
@@ -100,7 +103,8 @@ class PluginManager:
             except Exception as e:  # a broken third-party plugin must not break the CLI
                 self.failures[ep.name] = f"{type(e).__name__}: {e}"
                 continue
-            self._register(ep.name, obj, version, builtin=False)
+            dist = ep.dist.metadata["Name"] if ep.dist is not None else None
+            self._register(ep.name, obj, version, builtin=False, distribution=dist)
 
     @property
     def registry(self) -> Registry:

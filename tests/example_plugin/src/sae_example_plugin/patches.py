@@ -7,13 +7,15 @@ The image is resized (shorter side 32 px) and center-cropped to 32×32, cut into
     mix   = embed + ReLU(embed W_m)             (16, d)
     image embedding = mean of mix over patches  (d,)
 
-``ImageGeometry`` tells the viewer where each patch lies on the original picture, and
-``splice_eval`` lets the ``downstream`` analysis measure the embedding with an SAE spliced in.
+``ImageGeometry`` tells the viewer where each patch lies on the original picture.
+``make_inputs`` / ``cached_inputs`` / ``run_with_hooks`` run the model with SAEs attached: the
+``downstream`` analysis (embedding cosine with an SAE spliced in), ``sae features --image``,
+``sae ablate`` and the Python API ``sae_core.inference``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -24,7 +26,10 @@ from sae_core import (
     AdapterRequest,
     Dataset,
     ImageGeometry,
+    LayerHook,
     ModelAdapter,
+    ModelInputs,
+    ModelOutput,
     SAEError,
 )
 
@@ -76,16 +81,16 @@ class PatchAdapter(ModelAdapter):
         x = x.reshape(GRID, PATCH, GRID, PATCH, 3).transpose(0, 2, 1, 3, 4)  # (4, 4, 8, 8, 3)
         return torch.from_numpy(x.reshape(GRID * GRID, -1).copy())
 
-    def forward(self, x: torch.Tensor, edit: tuple[int, Callable] | None = None) -> tuple[list[torch.Tensor], torch.Tensor]:
+    def forward(self, x: torch.Tensor, edits: Mapping[int, Callable] | None = None) -> tuple[list[torch.Tensor], torch.Tensor]:
         """x (b, 16, 192) -> both layers' outputs (b, 16, d) and the image embedding (b, d);
-        ``edit=(layer, fn)`` replaces that layer's output h by fn(h) before the model goes on."""
+        ``edits[i](h)`` may replace layer i's output h (None: unchanged) before the model goes on."""
         hs = []
         h = x @ self.w_embed + self.pos  # (b, 16, d)
         for i in range(len(LAYERS)):
             if i == 1:
                 h = h + torch.relu(h @ self.w_mix)
-            if edit is not None and edit[0] == i:
-                h = edit[1](h)
+            new = edits[i](h) if edits and i in edits else None
+            h = h if new is None else new
             hs.append(h)
         return hs, h.mean(1)
 
@@ -98,25 +103,29 @@ class PatchAdapter(ModelAdapter):
             hs, _ = self.forward(x)
             yield ActivationBatch(acts=torch.stack([hs[i] for i in self.layers], dim=1), example_ids=ids)
 
-    def splice_eval(self, index: np.ndarray, mask: np.ndarray, layer: str, replace: Callable[[torch.Tensor], torch.Tensor],
-                    *, dataset: Dataset | None = None, batch_rows: int = 8) -> dict[str, Any]:
-        """Cosine of the image embedding with vs without ``layer`` replaced at ``mask``."""
+    # -- running the model with SAEs attached (sae_core.protocols.running) ---------------------
+    def _inputs(self, images: list[Any], valid: np.ndarray, example: np.ndarray) -> ModelInputs:
+        x = torch.stack([self.patches(im) for im in images])  # (b, 16, 192)
+        return ModelInputs(data=x, valid=valid, kinds=["patch"] * (GRID * GRID), example=example, images=images)
+
+    def make_inputs(self, examples: Sequence[Any]) -> ModelInputs:
+        """PIL images (``sae features --image FILE`` opens the file and passes the RGB image)."""
+        images = list(examples)
+        return self._inputs(images, np.ones((len(images), GRID * GRID), dtype=bool), np.arange(len(images)))
+
+    def cached_inputs(self, index: np.ndarray, dataset: Dataset | None = None) -> ModelInputs:
+        """Cache rows (``index``: (rows, 16) INDEX_DTYPE records): the images are the dataset's,
+        and ``valid`` is the cache's own, so SAEs read exactly the tokens they were trained on."""
         if dataset is None:
-            raise SAEError("patches adapter: splice_eval needs the dataset the cache was made from")
-        li, cos, n = LAYERS.index(layer), {"spliced": 0.0, "zero": 0.0}, 0
-        for lo in range(0, len(index), batch_rows):
-            x = torch.stack([self.patches(dataset[int(e)].data) for e in index["example"][lo : lo + batch_rows, 0]])
-            m = torch.from_numpy(mask[lo : lo + batch_rows].astype(bool))  # (b, 16)
+            raise SAEError("patches adapter: running the model on cache rows needs the dataset the cache was made from")
+        ids = index["example"][:, 0].astype(np.int64)
+        return self._inputs([dataset[int(e)].data for e in ids], index["valid"].astype(bool), ids)
 
-            def put(h: torch.Tensor, fn: Callable, m: torch.Tensor = m) -> torch.Tensor:
-                h = h.clone()
-                h[m] = fn(h[m]).to(h.dtype)
-                return h
-
-            clean = self.forward(x)[1]
-            for mode, fn in (("spliced", replace), ("zero", torch.zeros_like)):
-                other = self.forward(x, (li, lambda h, fn=fn: put(h, fn)))[1]
-                cos[mode] += float(torch.nn.functional.cosine_similarity(clean, other, dim=-1).sum())
-            n += len(x)
-        return {"kind": "embedding_cosine", "embedding": "mean patch embedding",
-                "embedding_cosine": cos["spliced"] / max(n, 1), "embedding_cosine_zero_ablated": cos["zero"] / max(n, 1)}
+    def run_with_hooks(self, inputs: ModelInputs, hooks: Mapping[str, LayerHook], *, output: bool = True) -> ModelOutput:
+        """``hooks[layer](acts (b, 16, d), valid (b, 16)) -> new acts or None`` at each hooked layer."""
+        valid = torch.from_numpy(inputs.valid)
+        edits = {LAYERS.index(name): (lambda h, fn=fn: fn(h, valid)) for name, fn in hooks.items()}
+        _, embedding = self.forward(inputs.data, edits)
+        if not output:
+            return ModelOutput()
+        return ModelOutput(kind="embedding", embedding=embedding, embedding_name="mean patch embedding")

@@ -89,12 +89,23 @@ def analyse_run(
             if isinstance(analysis, PassAnalysis):
                 out[ctx.checkpoint.name][analysis.name] = passed[ctx.checkpoint][analysis.name]
                 continue
-            out[ctx.checkpoint.name][analysis.name] = analysis.run(ctx)
+            out[ctx.checkpoint.name][analysis.name] = _run_one(analysis, ctx)
             if bar is not None:
                 bar.update(1)
     if bar is not None:
         bar.close()
     return out
+
+
+def _run_one(analysis: Any, ctx: Any) -> dict[str, Any]:
+    """``analysis.run(ctx)``, guarded: a plugin analysis's bug or a summary that is not a dict is
+    one line naming it."""
+    from sae_core.plugin_calls import guarded, returned
+
+    expected = "a JSON-able dict (the summary sae analyze prints)"
+    with guarded("analysis", analysis.name, "run(ctx)", expected):
+        summary = analysis.run(ctx)
+    return returned(summary, dict, "analysis", analysis.name, "run(ctx)", expected)
 
 
 def _refuse_foreign(ckpt: Path) -> None:

@@ -34,6 +34,7 @@ from sae_core.analyses.common import (
     sae_split,
     selected_mask,
 )
+from sae_core.plugin_calls import guarded
 from sae_core.protocols.analysis import AnalysisContext, CodeChunk, CodeConsumer
 
 if TYPE_CHECKING:
@@ -125,7 +126,8 @@ def _run_group(group: list[tuple[AnalysisContext, Sequence[PassAnalysis]]],
         for ctx, analyses in group:  # inside the try: a consumer that fails to start aborts the others
             consumers.append([])
             for a in analyses:
-                consumers[-1].append((a.name, a.consumer(ctx)))
+                with guarded("analysis", a.name, "consumer(ctx)", "a consumer with update(chunk) and finish()"):
+                    consumers[-1].append((a.name, a.consumer(ctx)))
         for lo in range(0, len(rows), step):
             row_ids = rows[lo : lo + step]
             acts, index = read_rows(first, row_ids, li)

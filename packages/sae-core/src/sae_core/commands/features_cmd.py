@@ -37,10 +37,17 @@ def features(
         raise SAEError("--text is empty; pass some text")
     target = open_target(checkpoint, data=data, device=device)  # JSON only: refusals come before loading
     target.require("text" if text is not None else "image", "--text" if text is not None else "--image")
+    example: Any = text
+    if image is not None:  # the adapter's make_inputs receives the loaded RGB PIL image, not the path
+        from sae_core.inference.heatmap import read_image
+
+        example = read_image(image)
     model = target.model()  # the model first: loading it is where the time goes
     from sae_core.inference.features import record, token_table, top_features, write_heatmaps
 
-    result, hook = record(model, target.sae, [text if text is not None else str(image)])
+    result, hook = record(model, target.sae, [example])
+    if image is not None and result.inputs.images is None:
+        result.inputs.images = [example]  # heatmaps are drawn over it even if the adapter keeps no images
     grid = target.meta.extra.get("grid")
     doc: dict[str, Any] = {"checkpoint": str(checkpoint), "sae": target.name, "model": target.meta.model,
                            "layer": hook.layer, "tokens_kind": hook.tokens, "top": top}

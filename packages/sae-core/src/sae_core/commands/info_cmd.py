@@ -114,12 +114,17 @@ def _other_store_cache(path: Path) -> dict[str, Any] | None:
     """A cache of a store other than ``local`` (a plugin's), described through its reader."""
     import dataclasses
 
+    from sae_core.plugin_calls import guarded
     from sae_core.plugins import get_registry
+    from sae_core.stores import open_reader
 
     for component in get_registry().all("store"):
-        backend = component.build()
-        if component.name != "local" and backend.detect(path):
-            reader = backend.open_reader(path)
+        if component.name == "local":
+            continue
+        with guarded("store", component.name, "detect(path)", "True or False: is this path one of its caches"):
+            found = component.build().detect(path)
+        if found:
+            reader = open_reader(path, store=component.name)  # guarded: a plugin's bad reader is one line
             return {"kind": "cache", "store": component.name, "path": str(path),
                     "metadata": dataclasses.asdict(reader.meta), "examples_written": reader.n_examples}
     return None

@@ -110,7 +110,7 @@ def ablation_study(
 
     def batches() -> Iterator[ModelInputs]:
         for lo in range(0, len(index), batch_rows):
-            yield model.adapter.cached_inputs(index[lo : lo + batch_rows], dataset)
+            yield model.cached_inputs(index[lo : lo + batch_rows], dataset)
 
     result = compare(model, batches(), variants, keep_embeddings=False)
     s = result.summary()

@@ -13,6 +13,21 @@ from sae_core.errors import SAEError
 from sae_core.firing import firing, magnitude
 
 
+def read_image(path: Any) -> Any:
+    """The RGB PIL image at ``path`` — what ``sae features --image`` hands the adapter's
+    ``make_inputs`` (adapters receive images, never paths); a one-line error for a file that is
+    not an image."""
+    try:
+        from PIL import Image, UnidentifiedImageError
+    except ImportError:
+        raise SAEError("--image needs Pillow: pip install pillow (it comes with sae-vision)") from None
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except (OSError, UnidentifiedImageError) as e:
+        raise SAEError(f"cannot read image {path}: {e}; pass a PNG or JPEG file") from None
+
+
 def heatmap_overlay(image: Any, patch_acts: np.ndarray, extra: dict[str, Any], size: int = 224,
                     peak: float | None = None) -> Any:
     """The image cropped as the model's eval transform crops it, resized to ``size``, with

@@ -68,7 +68,20 @@ class HookedModel:
 
     def inputs(self, examples: Sequence[Any]) -> ModelInputs:
         """Model inputs for raw examples (texts for text models, PIL images for image models)."""
-        return self.adapter.make_inputs(list(examples))
+        from sae_core.plugin_calls import check_inputs, guarded
+
+        what = "texts" if self.modality == "text" else "PIL images" if self.modality == "image" else "raw examples"
+        with guarded("adapter", self.adapter.name, "make_inputs", f"ModelInputs for a list of {what}"):
+            inputs = self.adapter.make_inputs(list(examples))
+        return check_inputs(inputs, "adapter", self.adapter.name, "make_inputs")
+
+    def cached_inputs(self, index: Any, dataset: Any = None) -> ModelInputs:
+        """Model inputs for cache rows (``index``: their ``INDEX_DTYPE`` records, (rows, tokens))."""
+        from sae_core.plugin_calls import check_inputs, guarded
+
+        with guarded("adapter", self.adapter.name, "cached_inputs", "ModelInputs for the cache rows `index`"):
+            inputs = self.adapter.cached_inputs(index, dataset)
+        return check_inputs(inputs, "adapter", self.adapter.name, "cached_inputs")
 
     def hooks(self, saes: Sequence[SAEHook], kinds: Sequence[str], records: dict[str, list[Any]]) -> dict[str, LayerHook]:
         """Adapter callbacks for ``saes``, one per layer (SAEs at one layer apply in order)."""
@@ -91,15 +104,29 @@ class HookedModel:
         saes = [saes] if isinstance(saes, SAEHook) else list(saes)
         prepared = inputs if isinstance(inputs, ModelInputs) else self.inputs(inputs)
         records: dict[str, list[Any]] = {}
-        out = self.adapter.run_with_hooks(prepared, self.hooks(saes, prepared.kinds, records), output=output)
+        out = self.run_hooks(prepared, self.hooks(saes, prepared.kinds, records), output=output)
         return RunResult(prepared, out, collect(records, saes))
 
     def run_hooks(self, inputs: ModelInputs, hooks: Mapping[str, LayerHook], *, output: bool = True) -> ModelOutput:
         """The adapter's ``run_with_hooks`` with raw layer callbacks (metrics, tests)."""
-        return self.adapter.run_with_hooks(inputs, hooks, output=output)
+        from sae_core.plugin_calls import guarded, returned
+        from sae_core.protocols.running import ModelOutput
+
+        expected = "ModelOutput(kind='lm', logits=...) or ModelOutput(kind='embedding', embedding=...)"
+        with guarded("adapter", self.adapter.name, "run_with_hooks", expected):
+            out = self.adapter.run_with_hooks(inputs, hooks, output=output)
+        if out is None and not output:
+            return ModelOutput()  # only the hooks were wanted
+        return returned(out, ModelOutput, "adapter", self.adapter.name, "run_with_hooks", expected)
 
     def generate(self, prompt: str, saes: SAEHook | Sequence[SAEHook] = (), *, max_new_tokens: int = 20) -> Generation:
         """Greedy continuation of ``prompt`` with ``saes`` attached at every step (causal LMs)."""
         saes = [saes] if isinstance(saes, SAEHook) else list(saes)
         saes = [dataclasses.replace(h, record=False) for h in saes]  # nothing to record while generating
-        return self.adapter.generate(prompt, self.hooks(saes, ["token"], {}), max_new_tokens=max_new_tokens)
+        from sae_core.plugin_calls import guarded, returned
+        from sae_core.protocols.running import Generation
+
+        hooks = self.hooks(saes, ["token"], {})
+        with guarded("adapter", self.adapter.name, "generate", "a Generation"):
+            out = self.adapter.generate(prompt, hooks, max_new_tokens=max_new_tokens)
+        return returned(out, Generation, "adapter", self.adapter.name, "generate", "a Generation(text, token_ids, ...)")

@@ -84,7 +84,7 @@ def splice_metrics(
         for lo in range(0, len(index), batch_rows):
             part = index[lo : lo + batch_rows]
             check.lo, state["rows"] = lo, len(part)
-            yield adapter.cached_inputs(part, dataset)
+            yield model.cached_inputs(part, dataset)
 
     variants = {
         "spliced": lambda inputs: {layer: _then(check.hook(state["rows"]), layer_hook([spliced], kinds, {}))},

@@ -20,6 +20,7 @@ def export_checkpoints(path: str | Path, out: str | Path, *, format: str = "sael
     from sae_core.checkpoint.cfg import read_cfg
     from sae_core.checkpoint.discovery import find_checkpoints, is_checkpoint
     from sae_core.io import staged_dir
+    from sae_core.plugin_calls import guarded
     from sae_core.plugins import get_component
 
     path, out = Path(path), Path(out)
@@ -32,7 +33,8 @@ def export_checkpoints(path: str | Path, out: str | Path, *, format: str = "sael
     for ckpt in ckpts:
         try:
             cfg = read_cfg(ckpt)
-            exporter.check(ckpt, cfg)
+            with guarded("exporter", format, "check(checkpoint, cfg)", "None, or an ExportError saying why not"):
+                exporter.check(ckpt, cfg)
             cfgs.append(cfg)
         except SAEError as e:
             problems.append(f"{ckpt.name}: {e}" if not single else str(e))
@@ -46,5 +48,6 @@ def export_checkpoints(path: str | Path, out: str | Path, *, format: str = "sael
         for ckpt, cfg in zip(ckpts, cfgs, strict=True):
             target = stage if single else stage / ckpt.name
             target.mkdir(exist_ok=True)
-            exporter.write(ckpt, cfg, target)
+            with guarded("exporter", format, "write(checkpoint, cfg, out)", "the export's files written under out"):
+                exporter.write(ckpt, cfg, target)
     return [out] if single else [out / c.name for c in ckpts]
