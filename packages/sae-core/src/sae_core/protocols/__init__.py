@@ -15,7 +15,7 @@ _WHERE = {
     "ActivationBatch": "adapter", "ActivationSpec": "adapter", "AdapterRequest": "adapter", "ModelAdapter": "adapter",
     "Unembedding": "adapter",
     "ImageGeometry": "geometry",
-    "Analysis": "analysis", "AnalysisContext": "analysis", "CodeChunk": "analysis", "CodeConsumer": "analysis",
+    "Analysis": "analysis", "AnalysisContext": "analysis", "CodeChunk": "codes", "CodeConsumer": "codes",
     "PassAnalysis": "analysis",
     "Architecture": "architecture", "Bank": "architecture", "BatchComm": "architecture",
     "TrainContext": "architecture", "TrainOutput": "architecture", "firing_stats": "architecture",
@@ -66,7 +66,7 @@ if TYPE_CHECKING:
         ModelAdapter,
         Unembedding,
     )
-    from sae_core.protocols.analysis import Analysis, AnalysisContext, CodeChunk, CodeConsumer, PassAnalysis
+    from sae_core.protocols.analysis import Analysis, AnalysisContext, PassAnalysis
     from sae_core.protocols.architecture import (
         Architecture,
         Bank,
@@ -75,6 +75,7 @@ if TYPE_CHECKING:
         TrainOutput,
         firing_stats,
     )
+    from sae_core.protocols.codes import CodeChunk, CodeConsumer
     from sae_core.protocols.dataset import Dataset, Example
     from sae_core.protocols.exporter import Exporter
     from sae_core.protocols.geometry import ImageGeometry
