@@ -58,8 +58,8 @@ _WHERE: dict[str, str] = {
     "Analysis": "sae_core.protocols.analysis",
     "AnalysisContext": "sae_core.protocols.analysis",
     "PassAnalysis": "sae_core.protocols.analysis",
-    "CodeChunk": "sae_core.protocols.analysis",
-    "CodeConsumer": "sae_core.protocols.analysis",
+    "CodeChunk": "sae_core.protocols.codes",
+    "CodeConsumer": "sae_core.protocols.codes",
     "Exporter": "sae_core.protocols.exporter",
     # what an adapter exchanges when it runs its model with hooks (ModelAdapter.run_with_hooks)
     "ModelInputs": "sae_core.protocols.running",

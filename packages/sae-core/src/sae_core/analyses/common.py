@@ -8,12 +8,13 @@ against): :func:`target_layer` and :func:`iter_io_rows`.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from sae_core.protocols.analysis import AnalysisContext
+if TYPE_CHECKING:  # annotations only: AnalysisContext's methods call these helpers
+    from sae_core.protocols.analysis import AnalysisContext
 
 
 def layer_and_positions(ctx: AnalysisContext) -> tuple[int, np.ndarray]:

@@ -35,10 +35,10 @@ from sae_core.analyses.common import (
     selected_mask,
 )
 from sae_core.plugin_calls import guarded
-from sae_core.protocols.analysis import AnalysisContext, CodeChunk, CodeConsumer
+from sae_core.protocols.codes import CodeChunk, CodeConsumer
 
-if TYPE_CHECKING:
-    from sae_core.protocols.analysis import PassAnalysis
+if TYPE_CHECKING:  # annotations only: the protocol's PassAnalysis.run runs this pass
+    from sae_core.protocols.analysis import AnalysisContext, PassAnalysis
 
 CHUNK_VALUES = 2**24  # dense codes per chunk (64 MB of float32): bounds memory, amortises top-k merges
 

@@ -12,7 +12,7 @@ See ``docs/using-saes.md``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 #: public name -> defining module; loaded on first use (PEP 562), so importing a submodule
 #: (``sae_core.inference.target``: the commands' cheap option checks) does not import torch
@@ -20,13 +20,7 @@ _NAMES = {
     "Ablate": "edits", "Clamp": "edits", "Edit": "edits", "Scale": "edits", "Steer": "edits",
     "SAEHook": "hook", "HookedModel": "model", "RunResult": "model", "FeatureActs": "records",
 }
-__all__ = ["Ablate", "Clamp", "Edit", "FeatureActs", "HookedModel", "RunResult", "SAEHook", "Scale", "Steer"]
-
-if TYPE_CHECKING:
-    from sae_core.inference.edits import Ablate, Clamp, Edit, Scale, Steer
-    from sae_core.inference.hook import SAEHook
-    from sae_core.inference.model import HookedModel, RunResult
-    from sae_core.inference.records import FeatureActs
+__all__ = sorted(_NAMES)
 
 
 def __getattr__(name: str) -> Any:

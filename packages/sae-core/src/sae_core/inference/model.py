@@ -20,8 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sae_core.checkpoint.directory import load_sae
 from sae_core.errors import SAEError
 from sae_core.inference.hook import SAEHook, collect, layer_hook
+from sae_core.inference.loading import adapter_for_cache
+from sae_core.inference.opening import can_run_hooks, open_checkpoint
 from sae_core.inference.records import FeatureActs
 
 if TYPE_CHECKING:
@@ -43,9 +46,7 @@ class HookedModel:
     """Wraps a :class:`~sae_core.protocols.ModelAdapter` that implements ``run_with_hooks``."""
 
     def __init__(self, adapter: ModelAdapter) -> None:
-        from sae_core.inference.target import _can_run
-
-        if not _can_run(type(adapter)):
+        if not can_run_hooks(type(adapter)):
             raise SAEError(f"adapter {adapter.name!r} cannot run its model with SAEs attached (it does not "
                            "implement run_with_hooks); use hf, tlens, clip or timm, or add it to the plugin")
         self.adapter = adapter
@@ -57,10 +58,9 @@ class HookedModel:
         """The model an SAE was trained on (re-created from its cache's metadata) and the SAE.
 
         ``data``: the cache to take the model from, if not the one the checkpoint records."""
-        from sae_core.inference.target import open_target
-
-        target = open_target(checkpoint, data=data, device=device)
-        return target.model(), target.sae
+        found = open_checkpoint(checkpoint, data=data, device=device)
+        model = cls(adapter_for_cache(found.meta, device))
+        return model, found.sae if found.sae is not None else load_sae(found.checkpoint, device=device)
 
     @property
     def modality(self) -> str:

@@ -7,11 +7,11 @@ a while (a model download or load).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sae_core.errors import SAEError
+from sae_core.inference.opening import open_checkpoint
 
 if TYPE_CHECKING:
     from sae_core.checkpoint.cfg import SAECheckpointConfig
@@ -111,59 +111,8 @@ def open_target(checkpoint: str | Path, *, data: str | Path | None = None, devic
     """The SAE's config and its cache's metadata (JSON only, no torch); check the adapter plugin
     can run models. Checkpoints of other tools' formats (read through :func:`load_sae`) load
     their weights here."""
-    from sae_core.checkpoint.cfg import read_cfg
-    from sae_core.errors import CheckpointError
-    from sae_core.inference.loading import cache_path
-    from sae_core.plugins import get_component
-    from sae_core.validate import check_device
-
-    check_device(device)
-    checkpoint = Path(checkpoint)
-    sae = None
-    try:
-        cfg = read_cfg(checkpoint)
-    except CheckpointError:  # not our cfg.json: a format load_sae recognises, or its one-line error
-        from sae_core.checkpoint.directory import load_sae
-
-        sae = load_sae(checkpoint, device=device)
-        cfg = sae.cfg
-    cache = cache_path(checkpoint, cfg, data)
-    meta = _cache_metadata(cache)
-    if meta.d_model != cfg.d_in:
-        raise SAEError(f"SAE {checkpoint} has d_in={cfg.d_in} but cache {meta.model!r} layers have d_model={meta.d_model}; "
-                       "pass the cache it was trained on with --data")
-    component = get_component("adapter", meta.adapter)
-    factory = component.factory
-    if isinstance(factory, type) and not _can_run(factory):
-        raise SAEError(f"adapter {meta.adapter!r} cannot run its model with SAEs attached (it does not implement "
-                       "run_with_hooks); use hf, tlens, clip or timm, or add it to the plugin")
-    return SAETarget(checkpoint, cfg, cache, meta, str(component.attrs.get("modality") or ""), device, sae=sae)
-
-
-def _cache_metadata(cache: str) -> CacheMetadata:
-    """The cache's metadata: read from its metadata.json when it has one (the local store; no
-    torch), else through its store's reader."""
-    from sae_core.dataclass_parsing import from_dict
-    from sae_core.protocols.metadata import CacheMetadata
-
-    file = Path(cache) / "metadata.json"
-    if file.is_file():
-        try:
-            return from_dict(CacheMetadata, json.loads(file.read_text()), strict=False, where=str(file))
-        except (ValueError, SAEError):
-            pass  # let the store's reader give its own one-line error
-    from sae_core.stores import open_reader
-
-    return open_reader(cache).meta
-
-
-def _can_run(cls: type) -> bool:
-    """Whether adapter class ``cls`` implements ``run_with_hooks``."""
-    from sae_core.protocols.adapter import ModelAdapter
-
-    if issubclass(cls, ModelAdapter):
-        return cls.supports("run_with_hooks")
-    return callable(getattr(cls, "run_with_hooks", None))
+    found = open_checkpoint(checkpoint, data=data, device=device)
+    return SAETarget(found.checkpoint, found.cfg, found.cache, found.meta, found.modality, device, sae=found.sae)
 
 
 def parse_feature_ids(raw: str, d_sae: int | None = None) -> list[int]:

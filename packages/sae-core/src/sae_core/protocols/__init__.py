@@ -9,13 +9,13 @@ torch (the architecture protocol does).
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 _WHERE = {
     "ActivationBatch": "adapter", "ActivationSpec": "adapter", "AdapterRequest": "adapter", "ModelAdapter": "adapter",
     "Unembedding": "adapter",
     "ImageGeometry": "geometry",
-    "Analysis": "analysis", "AnalysisContext": "analysis", "CodeChunk": "analysis", "CodeConsumer": "analysis",
+    "Analysis": "analysis", "AnalysisContext": "analysis", "CodeChunk": "codes", "CodeConsumer": "codes",
     "PassAnalysis": "analysis",
     "Architecture": "architecture", "Bank": "architecture", "BatchComm": "architecture",
     "TrainContext": "architecture", "TrainOutput": "architecture", "firing_stats": "architecture",
@@ -27,69 +27,8 @@ _WHERE = {
     "Generation": "running", "LayerHook": "running", "ModelInputs": "running", "ModelOutput": "running",
 }
 
-__all__ = [
-    "INDEX_DTYPE",
-    "ActivationBatch",
-    "ActivationReader",
-    "ActivationSpec",
-    "ActivationStore",
-    "ActivationWriter",
-    "AdapterRequest",
-    "Analysis",
-    "AnalysisContext",
-    "Architecture",
-    "Bank",
-    "BatchComm",
-    "BatchPlan",
-    "CacheMetadata",
-    "CodeChunk",
-    "CodeConsumer",
-    "Dataset",
-    "Example",
-    "Exporter",
-    "Generation",
-    "ImageGeometry",
-    "LayerHook",
-    "Mixing",
-    "ModelAdapter",
-    "ModelInputs",
-    "ModelOutput",
-    "PassAnalysis",
-    "TrainContext",
-    "TrainOutput",
-    "Unembedding",
-    "firing_stats",
-]
+__all__ = sorted(_WHERE)
 
-if TYPE_CHECKING:
-    from sae_core.protocols.adapter import (
-        ActivationBatch,
-        ActivationSpec,
-        AdapterRequest,
-        ModelAdapter,
-        Unembedding,
-    )
-    from sae_core.protocols.analysis import Analysis, AnalysisContext, CodeChunk, CodeConsumer, PassAnalysis
-    from sae_core.protocols.architecture import (
-        Architecture,
-        Bank,
-        BatchComm,
-        TrainContext,
-        TrainOutput,
-        firing_stats,
-    )
-    from sae_core.protocols.batch_plan import BatchPlan, Mixing
-    from sae_core.protocols.dataset import Dataset, Example
-    from sae_core.protocols.exporter import Exporter
-    from sae_core.protocols.geometry import ImageGeometry
-    from sae_core.protocols.running import Generation, LayerHook, ModelInputs, ModelOutput
-    from sae_core.protocols.store import (
-        INDEX_DTYPE,
-        ActivationReader,
-        ActivationStore,
-        ActivationWriter,
-        CacheMetadata,
-    )
 
 
 def __getattr__(name: str) -> Any:

@@ -430,6 +430,6 @@ class Architecture:
             signed = "" if cls.non_negative_codes else " (its codes are signed; SAELens codes are not)"
             raise ExportError(f"architecture {cls.name!r} has no SAELens equivalent{signed}; export it in "
                               "another format (`sae export --help` lists them)")
-        from sae_core.interop.saelens import saelens_mapping
+        from sae_core.interop.saelens_mapping import saelens_mapping
 
         return saelens_mapping(target, cfg, tensors)

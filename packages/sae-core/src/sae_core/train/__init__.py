@@ -7,17 +7,13 @@ commands use to check a run before anything heavy) does not import torch.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 _NAMES = {
     "DataConfig": "config", "SAEConfig": "config", "TrainConfig": "config", "TrainSettings": "config",
     "expand": "config", "load_sweep": "config", "run_training": "run",
 }
-__all__ = ["DataConfig", "SAEConfig", "TrainConfig", "TrainSettings", "expand", "load_sweep", "run_training"]
-
-if TYPE_CHECKING:
-    from sae_core.train.config import DataConfig, SAEConfig, TrainConfig, TrainSettings, expand, load_sweep
-    from sae_core.train.run import run_training
+__all__ = sorted(_NAMES)
 
 
 def __getattr__(name: str) -> Any:
