@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -38,41 +38,21 @@ def quickstart(
     """Run the main job end to end offline: cache MiniLM activations on Python docstrings,
     train a TopK sweep, analyse it, and print how to open it in the viewer. Re-running reuses
     the cache and replaces the run."""
-    from sae_core import (
-        SWEEP_FILE,
-        AdapterRequest,
-        SAEError,
-        cache_activations,
-        expand_sweep,
-        open_reader,
-        run_training,
-    )
+    from sae_core import open_reader, run_training
 
-    for name, value in (("--steps", steps), ("--max-examples", max_examples), ("--batch-size", batch_size)):
-        if value < 1:
-            raise SAEError(f"{name} must be >= 1, got {value}")
-    if adapter not in ("hf", "tlens"):
-        raise SAEError(f"--adapter must be hf or tlens, got {adapter!r}")
+    _check_options(steps=steps, max_examples=max_examples, batch_size=batch_size, adapter=adapter)
     t0 = time.perf_counter()
     times: dict[str, float] = {}
     out_dir.mkdir(parents=True, exist_ok=True)
-    label = "MiniLM" if model == "minilm" else model
-    typer.echo(f"[1/3] caching {label} layer {layer} on pydocs ({max_examples} documents, adapter {adapter})")
-    request = AdapterRequest(model=model, layers=[str(layer)], context_size=context_size, device=device)
-    cache = cache_activations(adapter, request, "pydocs", out_dir / "cache", batch_size=32, max_examples=max_examples,
-                      progress=not quiet)
+    cache = _cache(out_dir, model=model, adapter=adapter, layer=layer, context_size=context_size,
+                   max_examples=max_examples, device=device, quiet=quiet)
     times["cache"] = time.perf_counter() - t0
     reader = open_reader(cache)
     n_tokens = reader.n_tokens("token")
     typer.echo(f"      {cache}  ({reader.n_examples} windows, {n_tokens:,} tokens, d_model {reader.meta.d_model})")
     typer.echo(f"[2/3] training TopK SAEs k in {{16, 32}}, expansion 8, {steps} steps, as one bank")
-    config = expand_sweep(
-        str(cache), reader.meta.d_model,
-        {"layer": 0, "tokens": "token", "batch_size": min(batch_size, n_tokens)},
-        {"arch": "topk", "k": [16, 32], "exp_factor": 8, "lr": 1e-3},
-        {"steps": steps, "log_every": max(1, steps // 20), "checkpoint_every": max(1, steps // 2), "device": device},
-        str(out_dir / "run"),
-    )
+    config = _sweep_config(cache, reader.meta.d_model, n_tokens, out_dir, steps=steps, batch_size=batch_size,
+                           device=device)
     t = time.perf_counter()
     run = run_training(config, progress=not quiet, overwrite=True)  # re-running the demo replaces its run
     times["train"] = time.perf_counter() - t
@@ -84,6 +64,51 @@ def quickstart(
     typer.echo("")
     spent = ", ".join(f"{k} {v:.0f} s" for k, v in times.items())
     typer.echo(f"done in {time.perf_counter() - t0:.0f} s ({spent}). Next:")
+    _print_next_steps(run)
+
+
+def _check_options(*, steps: int, max_examples: int, batch_size: int, adapter: str) -> None:
+    """Refuse bad options before anything is loaded (a model load takes seconds)."""
+    from sae_core import SAEError
+
+    for name, value in (("--steps", steps), ("--max-examples", max_examples), ("--batch-size", batch_size)):
+        if value < 1:
+            raise SAEError(f"{name} must be >= 1, got {value}")
+    if adapter not in ("hf", "tlens"):
+        raise SAEError(f"--adapter must be hf or tlens, got {adapter!r}")
+
+
+def _cache(out_dir: Path, *, model: str, adapter: str, layer: int, context_size: int, max_examples: int, device: str,
+           quiet: bool) -> Path:
+    """Step 1: cache the model's layer ``layer`` on the bundled pydocs corpus into ``OUT_DIR/cache``."""
+    from sae_core import AdapterRequest, cache_activations
+
+    label = "MiniLM" if model == "minilm" else model
+    typer.echo(f"[1/3] caching {label} layer {layer} on pydocs ({max_examples} documents, adapter {adapter})")
+    request = AdapterRequest(model=model, layers=[str(layer)], context_size=context_size, device=device)
+    return cache_activations(adapter, request, "pydocs", out_dir / "cache", batch_size=32, max_examples=max_examples,
+                             progress=not quiet)
+
+
+def _sweep_config(cache: Path, d_model: int, n_tokens: int, out_dir: Path, *, steps: int, batch_size: int,
+                  device: str) -> Any:
+    """Step 2's sweep: TopK k ∈ {16, 32}, expansion 8, trained as one bank into ``OUT_DIR/run``
+    (batches no larger than the cache; about 20 log lines and two checkpoints whatever ``steps``)."""
+    from sae_core import expand_sweep
+
+    return expand_sweep(
+        str(cache), d_model,
+        {"layer": 0, "tokens": "token", "batch_size": min(batch_size, n_tokens)},
+        {"arch": "topk", "k": [16, 32], "exp_factor": 8, "lr": 1e-3},
+        {"steps": steps, "log_every": max(1, steps // 20), "checkpoint_every": max(1, steps // 2), "device": device},
+        str(out_dir / "run"),
+    )
+
+
+def _print_next_steps(run: Path) -> None:
+    """The commands to try next on the run (those of sub-commands that are installed)."""
+    from sae_core import SWEEP_FILE
+
     sweep = json.loads((run / SWEEP_FILE).read_text())
     commands = _installed_commands()
     if "view" in commands:

@@ -80,8 +80,6 @@ class Downstream(Analysis):
                                           "heldout_frac")
 
     def run(self, ctx: AnalysisContext) -> dict[str, Any]:
-        from sae_core.plugins import get_component
-
         n_tokens = option(ctx, "downstream_tokens", 8192, int, "positive")
         n_rows = option(ctx, "downstream_rows", 512, int, "positive")
         batch_rows = option(ctx, "downstream_batch", 8, int, "positive")
@@ -94,35 +92,13 @@ class Downstream(Analysis):
         source_kw: dict[str, Any] = {}
         if lo is not None:
             head["source"] = source_kw["source"] = meta.layers[li]
-        try:
-            component = get_component("adapter", meta.adapter)
-        except UnknownComponentError as e:
-            return self._skip(ctx, head, f"the adapter plugin that made the cache is not installed: {e}")
-        if _cannot_run(component.factory, transcoder=lo is not None):
-            return self._skip(ctx, head, _CANNOT.format(meta.adapter))  # known without a model
-        if lo is not None and _lacks_sources(component.factory):
-            return self._skip(ctx, head, _NO_SOURCES.format(meta.adapter))
-        allowed = np.zeros(meta.tokens_per_example, dtype=bool)
-        allowed[positions] = True
-        rows = last_rows_with(ctx.reader, heldout_rows(ctx), lambda ix: (ix["valid"].astype(bool) & allowed).sum(1),
-                              tokens=n_tokens, max_rows=n_rows)
-        acts, index = read_rows(ctx, rows, li)
-        mask = index["valid"].astype(bool) & allowed[None, :]
-        if not mask.any():
-            raise SAEError(f"no held-out tokens of kind {tokens!r} in {len(rows)} rows of {ctx.reader.path}; cache more data")
-        try:
-            adapter = self._adapter(component, meta, ctx.device)
-            if _cannot_run(type(adapter), transcoder=lo is not None):
-                return self._skip(ctx, head, _CANNOT.format(meta.adapter))
-            if lo is not None and not getattr(adapter, "splice_sources", False):
-                return self._skip(ctx, head, _NO_SOURCES.format(meta.adapter))
-            dataset = None
-            if adapter.modality != "text":  # text adapters read the tokens from the index
-                from sae_core.datasets import open_dataset
-
-                dataset = open_dataset(meta.dataset["spec"], adapter.modality, **meta.dataset.get("options", {}))
-        except (SAEError, OSError) as e:
-            return self._skip(ctx, head, f"cannot re-create the model or dataset of the cache here: {e}")
+        component, why = _component(meta.adapter, transcoder=lo is not None)
+        if why is not None:
+            return self._skip(ctx, head, why)
+        rows, acts, index, mask = _spliced_rows(ctx, li, positions, tokens, n_tokens=n_tokens, n_rows=n_rows)
+        adapter, dataset, why = self._model(component, meta, ctx.device, transcoder=lo is not None)
+        if why is not None:
+            return self._skip(ctx, head, why)
 
         if lo is None and _runs_with_hooks(type(adapter)):
             from sae_core.inference.splice_eval import splice_metrics
@@ -137,15 +113,26 @@ class Downstream(Analysis):
                     raise
                 # e.g. the input hook runs after the output hook (a post-LN model's ln2): nothing to splice
                 return self._skip(ctx, head, f"cannot splice this transcoder into the model: {e}")
-        rel = result.pop("cache_rel_error", None)
-        result = flag_unmovable(result)
-        result = {**head, "split": _side(ctx), "rows": rows_span(rows), "n_rows": len(rows),
-                  "n_tokens": int(mask.sum()), "n_spliced_tokens": int(mask.sum()), **result, "cache_rel_error": rel}
-        if rel is not None and rel > MISMATCH:
-            result["warning"] = (f"the re-created model's activations differ from the cache by {rel:.1%}: "
-                                 "it is not the model that was cached, so these numbers do not describe it")
-        save_json(ctx.checkpoint / DOWNSTREAM_FILE, result)
-        return result
+        return _record(ctx, head, rows, mask, result)
+
+    def _model(self, component: Any, meta: Any, device: str, *, transcoder: bool) -> tuple[Any, Any, str | None]:
+        """(adapter, dataset, None): the live model (one for every analysis of the run) and, for
+        non-text models, the dataset their inputs come from; or (None, None, why) when it cannot
+        splice this SAE or cannot be re-created here (a skip, not a failure of the other analyses)."""
+        try:
+            adapter = self._adapter(component, meta, device)
+            if _cannot_run(type(adapter), transcoder=transcoder):
+                return None, None, _CANNOT.format(meta.adapter)
+            if transcoder and not getattr(adapter, "splice_sources", False):
+                return None, None, _NO_SOURCES.format(meta.adapter)
+            dataset = None
+            if adapter.modality != "text":  # text adapters read the tokens from the index
+                from sae_core.datasets import open_dataset
+
+                dataset = open_dataset(meta.dataset["spec"], adapter.modality, **meta.dataset.get("options", {}))
+        except (SAEError, OSError) as e:
+            return None, None, f"cannot re-create the model or dataset of the cache here: {e}"
+        return adapter, dataset, None
 
     def _legacy(self, adapter: Any, ctx: AnalysisContext, index: np.ndarray, mask: np.ndarray, layer: str,
                 acts: torch.Tensor, dataset: Any, batch_rows: int, source_kw: dict[str, Any]) -> dict[str, Any]:
@@ -178,6 +165,53 @@ class Downstream(Analysis):
         result = {**head, "skipped": why}
         save_json(ctx.checkpoint / DOWNSTREAM_FILE, result)
         return result
+
+
+def _component(name: str, *, transcoder: bool) -> tuple[Any, str | None]:
+    """(the adapter plugin that made the cache, None), or (None, why) when it is not installed
+    or its class shows it cannot splice this SAE: known without building the model."""
+    from sae_core.plugins import get_component
+
+    try:
+        component = get_component("adapter", name)
+    except UnknownComponentError as e:
+        return None, f"the adapter plugin that made the cache is not installed: {e}"
+    if _cannot_run(component.factory, transcoder=transcoder):
+        return None, _CANNOT.format(name)
+    if transcoder and _lacks_sources(component.factory):
+        return None, _NO_SOURCES.format(name)
+    return component, None
+
+
+def _spliced_rows(ctx: AnalysisContext, li: int, positions: np.ndarray, tokens: str, *, n_tokens: int, n_rows: int
+                  ) -> tuple[np.ndarray, torch.Tensor, np.ndarray, np.ndarray]:
+    """(rows, acts (n, 1, T, d) of the SAE's input layer, index (n, T), mask (n, T) of the tokens
+    spliced): the last held-out rows holding ``n_tokens`` tokens of the SAE's kind (at most
+    ``n_rows``); none at all is an error (nothing to measure)."""
+    allowed = np.zeros(ctx.reader.meta.tokens_per_example, dtype=bool)  # (T,) positions of the SAE's kind
+    allowed[positions] = True
+    rows = last_rows_with(ctx.reader, heldout_rows(ctx), lambda ix: (ix["valid"].astype(bool) & allowed).sum(1),
+                          tokens=n_tokens, max_rows=n_rows)
+    acts, index = read_rows(ctx, rows, li)
+    mask = index["valid"].astype(bool) & allowed[None, :]
+    if not mask.any():
+        raise SAEError(f"no held-out tokens of kind {tokens!r} in {len(rows)} rows of {ctx.reader.path}; cache more data")
+    return rows, acts, index, mask
+
+
+def _record(ctx: AnalysisContext, head: dict[str, Any], rows: np.ndarray, mask: np.ndarray, result: dict[str, Any]
+            ) -> dict[str, Any]:
+    """Write ``downstream.json``: the rows measured, the metrics (unmovable ones flagged) and the
+    cache check, with a warning when the re-created model is not the one that was cached."""
+    rel = result.pop("cache_rel_error", None)
+    result = flag_unmovable(result)
+    result = {**head, "split": _side(ctx), "rows": rows_span(rows), "n_rows": len(rows),
+              "n_tokens": int(mask.sum()), "n_spliced_tokens": int(mask.sum()), **result, "cache_rel_error": rel}
+    if rel is not None and rel > MISMATCH:
+        result["warning"] = (f"the re-created model's activations differ from the cache by {rel:.1%}: "
+                             "it is not the model that was cached, so these numbers do not describe it")
+    save_json(ctx.checkpoint / DOWNSTREAM_FILE, result)
+    return result
 
 
 #: relative change below which zeroing the spliced positions "changes nothing" (float noise)

@@ -15,7 +15,7 @@ Writes ``probe.safetensors`` (``ap``, ``f1``, ``threshold``, ``probe_weight`` [n
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 import torch
@@ -40,24 +40,35 @@ class Probe(Analysis):
         self._labels: dict[tuple[str, str], Any] = {}  # (spec, cache) -> labels: read once for a run's SAEs
 
     def run(self, ctx: AnalysisContext) -> dict[str, Any]:
+        opts = _options(ctx)
+        labels, items, side = self._items(ctx, opts.spec, opts.max_tokens)
+        d_sae, names = ctx.sae.d_sae, labels.names
+        pos, ok, skipped, (ap, f1, thr) = _latent_scores(items, names, d_sae)
+        probe = _linear_probe(items, names, ok, opts.test_fraction, opts.seed, opts.l1, opts.top, opts.iters, d_sae)
+        save_safetensors(ctx.checkpoint / PROBE_FILE, {
+            "ap": ap, "f1": f1, "threshold": thr, "probe_weight": probe.pop("_weight"), "probe_bias": probe.pop("_bias"),
+        })
+        per_label = _per_label(names, pos, items.n, ok, (ap, f1, thr), opts.top, probe["per_label"])
+        doc = {
+            "labels": names, "level": labels.level, "source": labels.source, "split": side, "n_rows": items.n_rows,
+            "n_items": items.n, "n_examples": len(np.unique(items.example)),
+            "score": "max |code| over the example's tokens" if labels.level == "example" else "|code| of the token",
+            "d_sae": d_sae, "top": opts.top, "per_label": per_label, "skipped_labels": skipped,
+            "probe": {k: v for k, v in probe.items() if k != "per_label"},
+        }
+        save_json(ctx.checkpoint / PROBE_META_FILE, doc)
+        best_ap = {n: per_label[n]["top_latents"][0] for n in names if "top_latents" in per_label[n]}
+        return {"labels": len(names), "level": labels.level, "n_items": items.n,
+                "best_latent": {n: {"latent": v["latent"], "ap": round(v["ap"], 4)} for n, v in best_ap.items()},
+                "probe_test_ap": {n: (p or {}).get("test_ap") for n, p in probe["per_label"].items()}}
+
+    def _items(self, ctx: AnalysisContext, spec: str, max_tokens: int) -> tuple[Any, Any, str]:
+        """(labels, items, side): the labels (read once per labels spec and cache, for all of a
+        run's SAEs) and the latents' scores on the labelled items of the rows probed; no labelled
+        item in those rows is an error (wrong example ids, or a split without them)."""
         from sae_core.probing.collect import collect
         from sae_core.probing.labels import load_labels
-        from sae_core.probing.ranking import latent_metrics
 
-        spec = ctx.options.get("labels")
-        if not spec:
-            raise SAEError("the probe analysis needs labels: --option labels=dataset|PATH.csv|PATH.jsonl|regex:PATTERN "
-                           "(or use `sae probe CKPT --labels ...`)")
-        test_fraction = option(ctx, "test_fraction", DEFAULTS["test_fraction"], float, "fraction")
-        if test_fraction >= 1:
-            raise SAEError("--option test_fraction= must be below 1 (the probe needs training examples)")
-        seed = option(ctx, "probe_seed", DEFAULTS["probe_seed"], int)
-        l1 = option(ctx, "probe_l1", DEFAULTS["probe_l1"], float)
-        if not l1 >= 0:
-            raise SAEError(f"--option probe_l1= must be >= 0, got {l1}")
-        top = option(ctx, "probe_top", DEFAULTS["probe_top"], int, "positive")
-        max_tokens = option(ctx, "probe_tokens", DEFAULTS["probe_tokens"], int, "positive")
-        iters = option(ctx, "probe_iters", DEFAULTS["probe_iters"], int, "positive")
         key = (str(spec), str(ctx.reader.path))
         if key not in self._labels:
             self._labels[key] = load_labels(str(spec), ctx.reader.meta, ctx.reader.path)
@@ -71,42 +82,76 @@ class Probe(Analysis):
             raise SAEError(f"none of the labelled {labels.level}s occurs in the {len(rows)} {side} rows read of cache "
                            f"{ctx.reader.path}; check the example ids of the labels (dataset ids, as in the cache "
                            "index) or use --option split=all")
-        d_sae, names = ctx.sae.d_sae, labels.names
-        pos = items.y.sum(0)  # (n_labels,)
-        ok = (pos > 0) & (pos < items.n)
-        skipped = {n: ("no positive" if int(pos[j]) == 0 else "every item is positive")
-                   for j, n in enumerate(names) if not ok[j]}
-        nan = torch.full((len(names), d_sae), float("nan"))
-        ap, f1, thr = nan.clone(), nan.clone(), nan.clone()
-        if ok.any():
-            sub = latent_metrics(items.item, items.latent, items.value, items.y[:, ok], d_sae)
-            for full, part in zip((ap, f1, thr), sub, strict=True):
-                full[ok] = part
-        probe = _linear_probe(items, names, ok, test_fraction, seed, l1, top, iters, d_sae)
-        save_safetensors(ctx.checkpoint / PROBE_FILE, {
-            "ap": ap, "f1": f1, "threshold": thr, "probe_weight": probe.pop("_weight"), "probe_bias": probe.pop("_bias"),
-        })
-        per_label: dict[str, Any] = {}
-        for j, name in enumerate(names):
-            entry: dict[str, Any] = {"n_positive": int(pos[j]), "base_rate": float(pos[j]) / items.n}
-            if ok[j]:
-                best = torch.argsort(ap[j], descending=True, stable=True)[:top]
-                entry["top_latents"] = [{"latent": int(k), "ap": float(ap[j, k]), "f1": float(f1[j, k]),
-                                         "threshold": float(thr[j, k])} for k in best]
-            entry["probe"] = probe["per_label"].get(name)
-            per_label[name] = entry
-        doc = {
-            "labels": names, "level": labels.level, "source": labels.source, "split": side, "n_rows": items.n_rows,
-            "n_items": items.n, "n_examples": len(np.unique(items.example)),
-            "score": "max |code| over the example's tokens" if labels.level == "example" else "|code| of the token",
-            "d_sae": d_sae, "top": top, "per_label": per_label, "skipped_labels": skipped,
-            "probe": {k: v for k, v in probe.items() if k != "per_label"},
-        }
-        save_json(ctx.checkpoint / PROBE_META_FILE, doc)
-        best_ap = {n: per_label[n]["top_latents"][0] for n in names if "top_latents" in per_label[n]}
-        return {"labels": len(names), "level": labels.level, "n_items": items.n,
-                "best_latent": {n: {"latent": v["latent"], "ap": round(v["ap"], 4)} for n, v in best_ap.items()},
-                "probe_test_ap": {n: (p or {}).get("test_ap") for n, p in probe["per_label"].items()}}
+        return labels, items, side
+
+
+class _Options(NamedTuple):
+    """The probe's ``--option`` values, checked."""
+
+    spec: Any  # labels: dataset | PATH.csv | PATH.jsonl | regex:PATTERN
+    test_fraction: float
+    seed: int
+    l1: float
+    top: int
+    max_tokens: int
+    iters: int
+
+
+def _options(ctx: AnalysisContext) -> _Options:
+    """Read and check the options before anything is read or encoded: a bad value fails at once."""
+    spec = ctx.options.get("labels")
+    if not spec:
+        raise SAEError("the probe analysis needs labels: --option labels=dataset|PATH.csv|PATH.jsonl|regex:PATTERN "
+                       "(or use `sae probe CKPT --labels ...`)")
+    test_fraction = option(ctx, "test_fraction", DEFAULTS["test_fraction"], float, "fraction")
+    if test_fraction >= 1:
+        raise SAEError("--option test_fraction= must be below 1 (the probe needs training examples)")
+    seed = option(ctx, "probe_seed", DEFAULTS["probe_seed"], int)
+    l1 = option(ctx, "probe_l1", DEFAULTS["probe_l1"], float)
+    if not l1 >= 0:
+        raise SAEError(f"--option probe_l1= must be >= 0, got {l1}")
+    top = option(ctx, "probe_top", DEFAULTS["probe_top"], int, "positive")
+    max_tokens = option(ctx, "probe_tokens", DEFAULTS["probe_tokens"], int, "positive")
+    iters = option(ctx, "probe_iters", DEFAULTS["probe_iters"], int, "positive")
+    return _Options(spec, test_fraction, seed, l1, top, max_tokens, iters)
+
+
+def _latent_scores(items: Any, names: list[str], d_sae: int
+                   ) -> tuple[torch.Tensor, torch.Tensor, dict[str, str], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Each latent alone as a classifier of each label: (positives per label (n_labels,), which
+    labels can be scored (some positive and some negative item: else nothing to rank), why the
+    others cannot, (AP, best F1, its threshold) each (n_labels, d_sae), NaN rows for the others)."""
+    from sae_core.probing.ranking import latent_metrics
+
+    pos = items.y.sum(0)  # (n_labels,)
+    ok = (pos > 0) & (pos < items.n)
+    skipped = {n: ("no positive" if int(pos[j]) == 0 else "every item is positive")
+               for j, n in enumerate(names) if not ok[j]}
+    nan = torch.full((len(names), d_sae), float("nan"))
+    ap, f1, thr = nan.clone(), nan.clone(), nan.clone()
+    if ok.any():
+        sub = latent_metrics(items.item, items.latent, items.value, items.y[:, ok], d_sae)
+        for full, part in zip((ap, f1, thr), sub, strict=True):
+            full[ok] = part
+    return pos, ok, skipped, (ap, f1, thr)
+
+
+def _per_label(names: list[str], pos: torch.Tensor, n_items: int, ok: torch.Tensor,
+               scores: tuple[torch.Tensor, torch.Tensor, torch.Tensor], top: int, probe: dict[str, Any]
+               ) -> dict[str, Any]:
+    """``probe.json``'s per-label entries: base rate, the ``top`` latents by AP (scored labels
+    only) and the linear probe's result (``probe``: per label, None when it was not fitted)."""
+    ap, f1, thr = scores  # (n_labels, d_sae) each
+    per_label: dict[str, Any] = {}
+    for j, name in enumerate(names):
+        entry: dict[str, Any] = {"n_positive": int(pos[j]), "base_rate": float(pos[j]) / n_items}
+        if ok[j]:
+            best = torch.argsort(ap[j], descending=True, stable=True)[:top]
+            entry["top_latents"] = [{"latent": int(k), "ap": float(ap[j, k]), "f1": float(f1[j, k]),
+                                     "threshold": float(thr[j, k])} for k in best]
+        entry["probe"] = probe.get(name)
+        per_label[name] = entry
+    return per_label
 
 
 def _rows(ctx: AnalysisContext) -> tuple[np.ndarray, str]:
@@ -138,7 +183,6 @@ def _linear_probe(items: Any, names: list[str], ok: torch.Tensor, test_fraction:
                   top: int, iters: int, d_sae: int) -> dict[str, Any]:
     """Fit the L1 probe on the train examples, measure it on the test examples."""
     from sae_core.probing.linear import fit_l1_logistic, lambda_max, predict_proba
-    from sae_core.probing.ranking import average_precision
     from sae_core.validation_split import ExampleSplit
 
     test = torch.from_numpy(ExampleSplit(test_fraction, seed).is_val(items.example))  # (N,) by example
@@ -152,23 +196,8 @@ def _linear_probe(items: Any, names: list[str], ok: torch.Tensor, test_fraction:
             "lambda": "probe_l1 * lambda_max per label"}
     if not fit.any():
         return {**head, "per_label": {}, "_weight": weight, "_bias": bias}
-    # item -> row of the train / test matrices
-    where = torch.full((items.n,), -1, dtype=torch.long)
-    where[train] = torch.arange(int(train.sum()))
-    where_test = torch.full((items.n,), -1, dtype=torch.long)
-    where_test[test] = torch.arange(int(test.sum()))
-    on_train = train[items.item]
-    sq = torch.zeros(d_sae, dtype=torch.float64).index_add_(0, items.latent[on_train],
-                                                            items.value[on_train].double() ** 2)
-    rms = (sq / max(int(train.sum()), 1)).sqrt()
-    rms[rms == 0] = 1.0
-
-    def matrix(rows_of: torch.Tensor, mask: torch.Tensor, n: int) -> torch.Tensor:
-        sel = mask[items.item]
-        idx = torch.stack([rows_of[items.item[sel]], items.latent[sel]])
-        return torch.sparse_coo_tensor(idx, items.value[sel].double() / rms[items.latent[sel]], (n, d_sae), check_invariants=False).coalesce()
-
-    x_train = matrix(where, train, int(train.sum()))
+    rms = _train_rms(items, train, d_sae)
+    x_train = _features(items, train, rms, d_sae)
     y_train = y[train][:, fit].double()
     lam = l1 * lambda_max(x_train, y_train)
     w, b, n_iter = fit_l1_logistic(x_train, y_train, lam, max_iter=iters, tol=1e-6)
@@ -176,26 +205,58 @@ def _linear_probe(items: Any, names: list[str], ok: torch.Tensor, test_fraction:
     bias[fit] = b.float()
     p_train = predict_proba(x_train, w, b)
     per_label: dict[str, Any] = {}
-    x_test = matrix(where_test, test, int(test.sum())) if test.any() else None
+    x_test = _features(items, test, rms, d_sae) if test.any() else None
     p_test = predict_proba(x_test, w, b) if x_test is not None else None
     for c, j in enumerate(torch.nonzero(fit).flatten().tolist()):
-        yt = y[test][:, j]
-        entry: dict[str, Any] = {
-            "train_ap": average_precision(p_train[:, c], y[train][:, j]),
-            "n_nonzero": int((w[c] != 0).sum()), "lambda": float(lam[c]),
-            "test_ap": None, "test_accuracy": None,
-        }
-        if p_test is not None and int(yt.sum()) > 0:
-            entry["test_ap"] = average_precision(p_test[:, c], yt)
-        if p_test is not None:
-            entry["test_accuracy"] = float(((p_test[:, c] >= 0.5) == yt).double().mean())
-        order = torch.argsort(w[c].abs(), descending=True, stable=True)[:top]
-        entry["top_weights"] = [{"latent": int(k), "weight": float(w[c, k] / rms[k]), "std_weight": float(w[c, k])}
-                                for k in order if w[c, k] != 0]
-        per_label[names[j]] = entry
+        per_label[names[j]] = _probe_entry(w[c], rms, float(lam[c]), p_train[:, c], y[train][:, j],
+                                           None if p_test is None else p_test[:, c], y[test][:, j], top)
     head["iterations"] = n_iter
     head["converged"] = n_iter < iters  # else raise --option probe_iters=
     single = bool((y.sum(1) == 1).all()) and int(fit.sum()) == len(names) and len(names) > 1
     if single and p_test is not None:  # one class per example: also the argmax accuracy
         head["test_top1_accuracy"] = float((p_test.argmax(1) == y[test].double().argmax(1)).double().mean())
     return {**head, "per_label": per_label, "_weight": weight, "_bias": bias}
+
+
+def _train_rms(items: Any, train: torch.Tensor, d_sae: int) -> torch.Tensor:
+    """(d_sae,) each latent's RMS score over the train items (1 for a latent silent there): the
+    probe's features are scaled by it, so that one λ penalizes every latent alike."""
+    on_train = train[items.item]
+    sq = torch.zeros(d_sae, dtype=torch.float64).index_add_(0, items.latent[on_train],
+                                                            items.value[on_train].double() ** 2)
+    rms = (sq / max(int(train.sum()), 1)).sqrt()
+    rms[rms == 0] = 1.0
+    return rms
+
+
+def _features(items: Any, mask: torch.Tensor, rms: torch.Tensor, d_sae: int) -> torch.Tensor:
+    """The sparse (mask.sum(), d_sae) matrix of scaled scores of the items in ``mask`` (train or
+    test), one row per item in item order: the scores are sparse, the matrix stays so."""
+    rows_of = torch.full((items.n,), -1, dtype=torch.long)  # item -> row of the matrix
+    rows_of[mask] = torch.arange(int(mask.sum()))
+    sel = mask[items.item]
+    idx = torch.stack([rows_of[items.item[sel]], items.latent[sel]])
+    return torch.sparse_coo_tensor(idx, items.value[sel].double() / rms[items.latent[sel]], (int(mask.sum()), d_sae),
+                                   check_invariants=False).coalesce()
+
+
+def _probe_entry(w: torch.Tensor, rms: torch.Tensor, lam: float, p_train: torch.Tensor, y_train: torch.Tensor,
+                 p_test: torch.Tensor | None, y_test: torch.Tensor, top: int) -> dict[str, Any]:
+    """One label's probe (weights ``w`` (d_sae,) on the scaled features): AP on the train items;
+    on the test items AP (None without a positive there) and accuracy at p = 0.5; and its
+    ``top`` largest weights, in raw-score units and on the scaled features."""
+    from sae_core.probing.ranking import average_precision
+
+    entry: dict[str, Any] = {
+        "train_ap": average_precision(p_train, y_train),
+        "n_nonzero": int((w != 0).sum()), "lambda": lam,
+        "test_ap": None, "test_accuracy": None,
+    }
+    if p_test is not None and int(y_test.sum()) > 0:
+        entry["test_ap"] = average_precision(p_test, y_test)
+    if p_test is not None:
+        entry["test_accuracy"] = float(((p_test >= 0.5) == y_test).double().mean())
+    order = torch.argsort(w.abs(), descending=True, stable=True)[:top]
+    entry["top_weights"] = [{"latent": int(k), "weight": float(w[k] / rms[k]), "std_weight": float(w[k])}
+                            for k in order if w[k] != 0]
+    return entry

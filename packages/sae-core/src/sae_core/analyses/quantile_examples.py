@@ -83,9 +83,29 @@ def _block(db: Any, lo: int, hi: int, edges: np.ndarray, m: int, seed: int, rows
            values: np.ndarray, token_acts: np.ndarray, counts: np.ndarray) -> None:
     """Fill latents [lo, hi) of the output arrays: the same draws as ``db.quantiles`` per latent,
     computed for the whole block at once."""
-    from sae_core.activation_db import band_of, draw_keys
-
     n_bands, t = len(edges) - 1, db.tokens_per_example
+    firings = _block_firings(db, lo, hi)
+    if firings is None:
+        return
+    lat, row, example, slot, val = firings
+    mag = np.abs(val)
+    group, firsts = _strongest_per_example(lat, row, mag)
+    e_lat, e_row, e_ex, e_score = lat[firsts], row[firsts], example[firsts], mag[firsts]
+    band = _bands(e_lat, e_score, edges)
+    chosen, c_rank = _draw(e_lat, e_row, e_score, band, lo, n_bands, m, seed, counts)
+    cl, cb = e_lat[chosen], band[chosen]
+    rows[cl, cb, c_rank], examples[cl, cb, c_rank], values[cl, cb, c_rank] = e_row[chosen], e_ex[chosen], e_score[chosen]
+    # token activations of the drawn examples: every firing of their (latent, row) group, at its slot
+    slot_of = np.full(len(e_lat), -1, dtype=np.int64)
+    slot_of[chosen] = ((cl * n_bands + cb) * m + c_rank)
+    dest = slot_of[group]  # (nnz,) flat (latent, band, m) place of each firing's example, -1: not drawn
+    hit = dest >= 0
+    token_acts.reshape(-1, t)[dest[hit], slot[hit]] = val[hit]
+
+
+def _block_firings(db: Any, lo: int, hi: int) -> tuple[np.ndarray, ...] | None:
+    """Every firing of latents [lo, hi) in the database, as (nnz,) columns (latent, row, example,
+    slot, value) sorted by (latent, token); None when none of them fires."""
     parts = []
     for s in db.shards:  # each shard's firings of the block are one contiguous slice, by latent then token
         off = s.get("offsets")
@@ -99,21 +119,30 @@ def _block(db: Any, lo: int, hi: int, edges: np.ndarray, m: int, seed: int, rows
         parts.append((lat, row[at], example[at], s.get("slot")[a:b].astype(np.int64),
                       np.array(s.get("value")[a:b], dtype=np.float32)))
     if not parts:
-        return
+        return None
     lat, row, example, slot, val = (np.concatenate(c) for c in zip(*parts, strict=True))
     order = np.argsort(lat, kind="stable")  # (latent, token): shards are in token order
-    lat, row, example, slot, val = lat[order], row[order], example[order], slot[order], val[order]
-    # examples: groups of (latent, row); each group's strongest firing (the first of ties)
+    return lat[order], row[order], example[order], slot[order], val[order]
+
+
+def _strongest_per_example(lat: np.ndarray, row: np.ndarray, mag: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Examples are groups of (latent, row) firings: (group of each firing (nnz,), index of each
+    group's strongest firing (e,), the first of ties): an example's score is its largest |code|."""
     new = np.concatenate([[True], (lat[1:] != lat[:-1]) | (row[1:] != row[:-1])])
     starts = np.flatnonzero(new)
     sizes = np.diff(np.append(starts, len(lat)))
     group = np.repeat(np.arange(len(starts)), sizes)  # (nnz,) example of each firing
-    mag = np.abs(val)
     best = mag == np.repeat(np.maximum.reduceat(mag, starts), sizes)
     cand = np.flatnonzero(best)
     firsts = cand[np.concatenate([[True], group[cand][1:] != group[cand][:-1]])]  # (e,)
-    e_lat, e_row, e_ex, e_score = lat[firsts], row[firsts], example[firsts], mag[firsts]
-    # bands: score / the latent's max (band_of per latent)
+    return group, firsts
+
+
+def _bands(e_lat: np.ndarray, e_score: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """(e,) band of each example: its score / its latent's max (``band_of`` per latent); -1 for
+    a score of 0, which is in no band."""
+    from sae_core.activation_db import band_of
+
     lat_start = np.flatnonzero(np.concatenate([[True], e_lat[1:] != e_lat[:-1]]))
     lat_size = np.diff(np.append(lat_start, len(e_lat)))
     peak = np.repeat(np.maximum.reduceat(e_score, lat_start), lat_size)
@@ -121,12 +150,20 @@ def _block(db: Any, lo: int, hi: int, edges: np.ndarray, m: int, seed: int, rows
     ok = peak > 0
     band[ok] = band_of(e_score[ok] / peak[ok], edges) if ok.any() else band[ok]
     band[ok & (e_score <= 0)] = -1
-    # draw: by (latent, band, key); the first m of each (latent, band), then by score descending
+    return band
+
+
+def _draw(e_lat: np.ndarray, e_row: np.ndarray, e_score: np.ndarray, band: np.ndarray, lo: int, n_bands: int, m: int,
+          seed: int, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Draw up to ``m`` examples per (latent, band) as ``db.quantiles`` does: by (latent, band,
+    draw key), the first m of each. Adds every banded example into ``counts`` (d_sae, B); returns
+    (drawn examples, their rank within their (latent, band)), by score descending, ties in draw order."""
+    from sae_core.activation_db import draw_keys
+
     pick_order = np.lexsort((draw_keys(seed, e_lat, e_row), band, e_lat))
     pl, pb = e_lat[pick_order], band[pick_order]
     cell = (pl - lo) * n_bands + pb  # (latent, band) of each example, -1 bands out
-    start = np.concatenate([[True], cell[1:] != cell[:-1]])
-    rank = np.arange(len(cell)) - np.maximum.accumulate(np.where(start, np.arange(len(cell)), 0))
+    rank = _rank_in_runs(cell)
     valid = pb >= 0
     np.add.at(counts, (pl[valid], pb[valid]), 1)
     take = valid & (rank < m)
@@ -135,14 +172,11 @@ def _block(db: Any, lo: int, hi: int, edges: np.ndarray, m: int, seed: int, rows
     tie = np.arange(len(chosen))
     by_score = np.lexsort((tie, -e_score[chosen].astype(np.float64), band[chosen], e_lat[chosen]))
     chosen = chosen[by_score]
-    cl, cb = e_lat[chosen], band[chosen]
-    c_cell = (cl - lo) * n_bands + cb
-    c_start = np.concatenate([[True], c_cell[1:] != c_cell[:-1]])
-    c_rank = np.arange(len(c_cell)) - np.maximum.accumulate(np.where(c_start, np.arange(len(c_cell)), 0))
-    rows[cl, cb, c_rank], examples[cl, cb, c_rank], values[cl, cb, c_rank] = e_row[chosen], e_ex[chosen], e_score[chosen]
-    # token activations of the drawn examples: every firing of their (latent, row) group, at its slot
-    slot_of = np.full(len(e_lat), -1, dtype=np.int64)
-    slot_of[chosen] = ((cl * n_bands + cb) * m + c_rank)
-    dest = slot_of[group]  # (nnz,) flat (latent, band, m) place of each firing's example, -1: not drawn
-    hit = dest >= 0
-    token_acts.reshape(-1, t)[dest[hit], slot[hit]] = val[hit]
+    c_cell = (e_lat[chosen] - lo) * n_bands + band[chosen]
+    return chosen, _rank_in_runs(c_cell)
+
+
+def _rank_in_runs(cell: np.ndarray) -> np.ndarray:
+    """Position of each element within its run of equal consecutive values: [5, 5, 7, 7, 7] → [0, 1, 0, 1, 2]."""
+    start = np.concatenate([[True], cell[1:] != cell[:-1]])
+    return np.arange(len(cell)) - np.maximum.accumulate(np.where(start, np.arange(len(cell)), 0))

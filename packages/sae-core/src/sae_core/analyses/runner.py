@@ -32,15 +32,26 @@ def analyse_run(
     Results go beside each checkpoint, so every checkpoint directory must be writable (checked
     before any analysis runs).
     """
-    from sae_core.analyses.shared_pass import run_shared_pass
-    from sae_core.checkpoint.directory import load_sae
     from sae_core.checkpoint.discovery import find_checkpoints
-    from sae_core.plugins import get_registry
-    from sae_core.protocols.analysis import AnalysisContext, PassAnalysis
-    from sae_core.stores import check_complete, open_reader
     from sae_core.validate import check_device
 
     check_device(device)
+    analyses = _analyses(only, options)
+    ckpts = find_checkpoints(path)
+    for ckpt in ckpts:
+        _refuse_foreign(ckpt)
+        if not os.access(ckpt, os.W_OK | os.X_OK):
+            raise SAEError(f"cannot write analysis results into {ckpt} (read-only or no permission); copy the run "
+                           "to a writable place and analyse the copy")
+    contexts = _contexts(ckpts, data=data, device=device, batch_size=batch_size, max_examples=max_examples,
+                         options=options, allow_incomplete=allow_incomplete)
+    return _run_analyses(contexts, analyses, progress=progress)
+
+
+def _analyses(only: list[str] | None, options: dict[str, Any] | None) -> list[Any]:
+    """The analyses to run, each after those it requires (``only``, else every analysis that is
+    on by default); an ``--option`` no installed analysis reads is refused (a typo, not ignored)."""
+    from sae_core.plugins import get_registry
 
     registry = get_registry()
     names = _with_requirements(registry, only or [c.name for c in registry.all("analysis") if c.attrs.get("default", True)])
@@ -49,13 +60,18 @@ def analyse_run(
     unknown = sorted(set(options or {}) - known)
     if unknown:
         raise SAEError(f"unknown analysis option(s) {unknown}; valid: {', '.join(sorted(known)) or 'none'}")
+    return analyses
+
+
+def _contexts(ckpts: list[Path], *, data: str | Path | None, device: str, batch_size: int, max_examples: int | None,
+              options: dict[str, Any] | None, allow_incomplete: bool) -> list[Any]:
+    """One :class:`AnalysisContext` per checkpoint: its SAE and a reader of its cache (one reader
+    per cache, shared by the checkpoints trained on it), checked to hold the SAE's input width."""
+    from sae_core.checkpoint.directory import load_sae
+    from sae_core.protocols.analysis import AnalysisContext
+    from sae_core.stores import check_complete, open_reader
+
     readers: dict[str, Any] = {}
-    ckpts = find_checkpoints(path)
-    for ckpt in ckpts:
-        _refuse_foreign(ckpt)
-        if not os.access(ckpt, os.W_OK | os.X_OK):
-            raise SAEError(f"cannot write analysis results into {ckpt} (read-only or no permission); copy the run "
-                           "to a writable place and analyse the copy")
     contexts = []
     for ckpt in ckpts:
         sae = load_sae(ckpt, device=device)
@@ -71,16 +87,25 @@ def analyse_run(
             )
         contexts.append(AnalysisContext(checkpoint=ckpt, sae=sae, reader=reader, device=device, batch_size=batch_size,
                                         max_examples=max_examples, options=dict(options or {})))
+    return contexts
+
+
+def _run_analyses(contexts: list[Any], analyses: list[Any], *, progress: bool) -> dict[str, dict[str, Any]]:
+    """Run every analysis on every context: the pass analyses together in one shared read of each
+    cache, then the others one by one; {checkpoint name: {analysis: summary}}."""
+    from sae_core.analyses.shared_pass import run_shared_pass
+    from sae_core.protocols.analysis import PassAnalysis
+
     shared = [a for a in analyses if isinstance(a, PassAnalysis)]
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(ckpts) * len(analyses), desc="analyses", unit="analysis")
+        bar = tqdm(total=len(contexts) * len(analyses), desc="analyses", unit="analysis")
     # one read of each cache for every SAE and every pass analysis (statistics, examples, database)
     passed = run_shared_pass([(ctx, shared) for ctx in contexts])
     if bar is not None:
-        bar.update(len(ckpts) * len(shared))
+        bar.update(len(contexts) * len(shared))
     _warn_if_few_tokens(passed)
     out: dict[str, dict[str, Any]] = {}
     for ctx in contexts:

@@ -63,10 +63,39 @@ def ablation_study(
     for fs in feature_sets:
         Ablate(tuple(fs)).check(sae.d_sae)
     layer, kind = target.layer, target.tokens
-    kinds = list(reader.meta.token_kinds)
-    allowed = np.zeros(reader.meta.tokens_per_example, dtype=bool)
+    side, rows, index, n_tokens = _heldout(target, split, frac, tokens=tokens, max_rows=max_rows)
+    model = target.model()
+    dataset = _dataset(model, reader)
+    feats = sorted({i for fs in feature_sets for i in fs})
+    fired = torch.zeros(len(feats), dtype=torch.float64)
+    variants = _variants(target, feature_sets, feats, fired)
+
+    def batches() -> Iterator[ModelInputs]:
+        for lo in range(0, len(index), batch_rows):
+            yield model.cached_inputs(index[lo : lo + batch_rows], dataset)
+
+    result = compare(model, batches(), variants, keep_embeddings=False)
+    fired_frac = dict(zip(feats, (fired / n_tokens).tolist(), strict=True))
+    head = {"checkpoint": target.checkpoint.name, "adapter": reader.meta.adapter, "model": reader.meta.model,
+            "layer": layer, "tokens": kind, "split": side, "rows": rows_span(rows), "n_rows": len(rows),
+            "n_tokens": n_tokens}
+    lm = result.kind == "lm"
+    entries = _entries(result, feature_sets, fired_frac, head)
+    doc = {"kind": "lm_ce" if lm else "embedding_cosine", "sae": target.name, "results": entries}
+    if write:
+        merge(target.checkpoint / FILE, doc)
+    return doc
+
+
+def _heldout(target: SAETarget, split: str | None, frac: float, *, tokens: int, max_rows: int
+             ) -> tuple[str, np.ndarray, np.ndarray, int]:
+    """The held-out rows evaluated: (side, rows, their index records (n, T), tokens the SAE reads
+    in them). Only tokens of the SAE's kind count towards ``tokens``, so that every study
+    measures about as many tokens whatever the kind; none at all is an error, not a 0/0."""
+    reader, kind = target.reader, target.tokens
+    allowed = np.zeros(reader.meta.tokens_per_example, dtype=bool)  # (T,) positions of the SAE's kind
     allowed[reader.positions(kind)] = True
-    val = sae_split(sae.cfg)
+    val = sae_split(target.sae.cfg)
     side = split or default_side(val)
     candidates = select_rows(reader, val, side, frac=frac, what=f"SAE {target.checkpoint}", flag="--split")
     rows = last_rows_with(reader, candidates, lambda ix: (ix["valid"].astype(bool) & allowed).sum(1),
@@ -75,16 +104,28 @@ def ablation_study(
     n_tokens = int((index["valid"].astype(bool) & allowed[None, :]).sum())
     if n_tokens == 0:
         raise SAEError(f"no held-out tokens of kind {kind!r} in {len(rows)} {side} rows of {reader.path}; cache more data")
-    model = target.model()
-    dataset = None
-    if model.modality != "text":
-        from sae_core.datasets import open_dataset
+    return side, rows, index, n_tokens
 
-        meta = reader.meta
-        dataset = open_dataset(meta.dataset["spec"], model.modality, **meta.dataset.get("options", {}))
 
-    feats = sorted({i for fs in feature_sets for i in fs})
-    fired = torch.zeros(len(feats), dtype=torch.float64)
+def _dataset(model: Any, reader: Any) -> Any:
+    """The cache's dataset, from which non-text models take their inputs (images); None for text
+    models, which read the tokens from the cache index."""
+    if model.modality == "text":
+        return None
+    from sae_core.datasets import open_dataset
+
+    meta = reader.meta
+    return open_dataset(meta.dataset["spec"], model.modality, **meta.dataset.get("options", {}))
+
+
+def _variants(target: SAETarget, feature_sets: list[list[int]], feats: list[int], fired: torch.Tensor
+              ) -> dict[str, Any]:
+    """The runs :func:`compare` measures against the clean one: ``spliced`` (x ← x̂), and per
+    feature set ``ablated[...]`` (x ← x̂ without the set) and ``exact[...]`` (the set removed from
+    x, the error term kept). The spliced run also adds into ``fired`` (len(feats),) how many
+    evaluated tokens each feature of ``feats`` fires on: a feature that never fires removes nothing."""
+    sae, layer, kind = target.sae, target.layer, target.tokens
+    kinds = list(target.reader.meta.token_kinds)
 
     def spliced(inputs: ModelInputs) -> dict[str, LayerHook]:
         records: dict[str, list[Any]] = {}
@@ -107,17 +148,15 @@ def ablation_study(
         key = _key(fs)
         variants[f"ablated{key}"] = edit(fs, exact=False)
         variants[f"exact{key}"] = edit(fs, exact=True)
+    return variants
 
-    def batches() -> Iterator[ModelInputs]:
-        for lo in range(0, len(index), batch_rows):
-            yield model.cached_inputs(index[lo : lo + batch_rows], dataset)
 
-    result = compare(model, batches(), variants, keep_embeddings=False)
+def _entries(result: Any, feature_sets: list[list[int]], fired_frac: dict[int, float], head: dict[str, Any]
+             ) -> list[dict[str, Any]]:
+    """One ``ablation.json`` result per feature set. The SAE-internal ablation is measured from
+    the spliced run (its own baseline), the exact one from the clean model; causal LMs in
+    next-token CE (and KL), other models in the cosine of their final embedding."""
     s = result.summary()
-    fired_frac = dict(zip(feats, (fired / n_tokens).tolist(), strict=True))
-    head = {"checkpoint": target.checkpoint.name, "adapter": reader.meta.adapter, "model": reader.meta.model,
-            "layer": layer, "tokens": kind, "split": side, "rows": rows_span(rows), "n_rows": len(rows),
-            "n_tokens": n_tokens}
     lm = result.kind == "lm"
     if lm:
         base = {k: s[k] for k in ("ce_clean", "ce_clean_se", "ce_spliced", "ce_spliced_se", "n_targets")}
@@ -140,10 +179,7 @@ def ablation_study(
                          cos_delta=delta, cos_delta_se=delta_se,
                          cos_ablated_exact=s[f"cos_exact{key}"], cos_ablated_exact_se=s[f"cos_exact{key}_se"])
         entries.append(entry)
-    doc = {"kind": "lm_ce" if lm else "embedding_cosine", "sae": target.name, "results": entries}
-    if write:
-        merge(target.checkpoint / FILE, doc)
-    return doc
+    return entries
 
 
 def _key(fs: list[int]) -> str:

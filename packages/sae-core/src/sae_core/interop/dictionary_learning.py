@@ -73,6 +73,23 @@ def read_dictionary_learning(path: str | Path, *, normalize_decoder: bool = True
                              ) -> tuple[SAECheckpointConfig, dict[str, torch.Tensor]]:
     """Our config and checkpoint-layout tensors for the dictionary_learning folder ``path``."""
     path = Path(path)
+    doc, tr, cls = _read_config(path)
+    sd = {k: v.float() for k, v in load_state_dict(path / DL_WEIGHTS_FILE).items()}
+    tensors, hyper = _our_tensors(path, sd, cls, normalize_decoder=normalize_decoder)
+    tensors = {k: v.contiguous() for k, v in tensors.items()}
+    d_in, d_sae = tensors["W_enc"].shape
+    layer = tr.get("submodule_name") or (f"layer {tr['layer']}" if tr.get("layer") is not None else None)
+    cfg = SAECheckpointConfig(
+        name=path.name, architecture=ARCHITECTURES[cls], d_in=d_in, d_sae=d_sae, hyper=hyper,
+        source=SourceInfo(model=tr.get("lm_name"), layer=layer, imported_from=FORMAT),
+        provenance={"format": FORMAT, "path": str(path.resolve()), "peer_config": doc},
+    )
+    return cfg, tensors
+
+
+def _read_config(path: Path) -> tuple[Any, dict[str, Any], str]:
+    """(the whole ``config.json``, its ``trainer`` section, its ``dict_class``), refused with a
+    one-line error when it is not a dictionary_learning config or names a class we cannot read."""
     try:
         doc = json.loads((path / DL_CONFIG_FILE).read_text())
         tr = doc["trainer"]
@@ -83,7 +100,13 @@ def read_dictionary_learning(path: str | Path, *, normalize_decoder: bool = True
     if cls not in ARCHITECTURES:
         raise CheckpointError(f"{path}: dictionary_learning dict_class {cls!r} is not supported; supported: "
                               f"{', '.join(ARCHITECTURES)}")
-    sd = {k: v.float() for k, v in load_state_dict(path / DL_WEIGHTS_FILE).items()}
+    return doc, tr, cls
+
+
+def _our_tensors(path: Path, sd: dict[str, torch.Tensor], cls: str, *, normalize_decoder: bool
+                 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(tensors, hyper) of our architecture for ``dict_class`` ``cls``'s state dict ``sd``: the
+    equations of the module docstring's table (biases absorbed where theirs differ from ours)."""
     hyper: dict[str, Any] = {}
     if cls in ("AutoEncoder", "AutoEncoderNew"):
         _need(path, sd, ["encoder.weight", "encoder.bias", "decoder.weight"], cls)
@@ -123,15 +146,7 @@ def read_dictionary_learning(path: str | Path, *, normalize_decoder: bool = True
         _need(path, sd, ["encoder.weight", "decoder.weight", "decoder_bias", "gate_bias", "mag_bias", "r_mag"], cls)
         tensors = {"W_enc": sd["encoder.weight"].T, "b_enc": sd["gate_bias"], "W_dec": sd["decoder.weight"].T,
                    "b_dec": sd["decoder_bias"], "r_mag": sd["r_mag"], "b_mag": sd["mag_bias"]}
-    tensors = {k: v.contiguous() for k, v in tensors.items()}
-    d_in, d_sae = tensors["W_enc"].shape
-    layer = tr.get("submodule_name") or (f"layer {tr['layer']}" if tr.get("layer") is not None else None)
-    cfg = SAECheckpointConfig(
-        name=path.name, architecture=ARCHITECTURES[cls], d_in=d_in, d_sae=d_sae, hyper=hyper,
-        source=SourceInfo(model=tr.get("lm_name"), layer=layer, imported_from=FORMAT),
-        provenance={"format": FORMAT, "path": str(path.resolve()), "peer_config": doc},
-    )
-    return cfg, tensors
+    return tensors, hyper
 
 
 def _scalar_threshold(cfg: SAECheckpointConfig, theta: torch.Tensor) -> torch.Tensor:

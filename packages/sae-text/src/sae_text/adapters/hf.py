@@ -244,31 +244,39 @@ class HFAdapter(HFRunning, TextAdapter):
                 if key in self.splice_memo:  # clean and zero-ablated runs are the same for every SAE of a layer
                     outputs[mode] = self.splice_memo[key]
                     continue
-
-                seen: dict[Tap, torch.Tensor] = {}  # the source module's activation in this forward
-
-                def fn(x: torch.Tensor, mode: str = mode, m: torch.Tensor = m, seen: dict = seen) -> torch.Tensor:
-                    from_src = None
-                    if src is not None and mode == "spliced":
-                        if src not in seen:
-                            raise SAEError(f"module {source!r} does not run before {layer!r} in a forward, so a "
-                                           "transcoder from it cannot be spliced in there")
-                        from_src = per_token(seen.pop(src), self.seq_first.get(src, False))
-                    return replace_per_token(x, m, mode, replace, seq_first=seq_first, source=from_src)
-
-                if mode == "clean":
-                    out = self._splice_forward(tokens, attention)
-                else:
-                    with contextlib.ExitStack() as stack:
-                        if src is not None and mode == "spliced":
-                            stack.enter_context(taps.watching(src, seen))
-                        stack.enter_context(taps.replacing(tap, fn))
-                        out = self._splice_forward(tokens, attention)
+                out = self._splice_run(mode, tokens, attention, m, taps, tap, src, replace, seq_first,
+                                       source=source, layer=layer)
                 outputs[mode] = out
                 if key is not None:
                     self.splice_memo[key] = out
             scores.add(outputs, index["position"][rows])
         return scores.result()
+
+    def _splice_run(self, mode: str, tokens: torch.Tensor, attention: torch.Tensor, m: torch.Tensor, taps: Taps,
+                    tap: Tap, src: Tap | None, replace: Callable[[torch.Tensor], torch.Tensor], seq_first: bool, *,
+                    source: str | None, layer: str) -> torch.Tensor:
+        """One forward of one chunk in ``mode``: clean, or with module ``tap``'s per-token outputs at
+        ``m`` (rows, T) spliced or zero-ablated. A transcoder's spliced run watches module ``src``
+        in the same forward and hands its activations to ``replace``; a source that runs after
+        ``tap`` is an error."""
+        if mode == "clean":
+            return self._splice_forward(tokens, attention)
+        seen: dict[Tap, torch.Tensor] = {}  # the source module's activation in this forward
+
+        def fn(x: torch.Tensor) -> torch.Tensor:
+            from_src = None
+            if src is not None and mode == "spliced":
+                if src not in seen:
+                    raise SAEError(f"module {source!r} does not run before {layer!r} in a forward, so a "
+                                   "transcoder from it cannot be spliced in there")
+                from_src = per_token(seen.pop(src), self.seq_first.get(src, False))
+            return replace_per_token(x, m, mode, replace, seq_first=seq_first, source=from_src)
+
+        with contextlib.ExitStack() as stack:
+            if src is not None and mode == "spliced":
+                stack.enter_context(taps.watching(src, seen))
+            stack.enter_context(taps.replacing(tap, fn))
+            return self._splice_forward(tokens, attention)
 
     def spliced_forward(self, index: np.ndarray, mask: np.ndarray, layer: str,
                         replace: Callable[[torch.Tensor], torch.Tensor] | None, *, output: str = "logits") -> torch.Tensor:

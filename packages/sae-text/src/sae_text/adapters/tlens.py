@@ -342,7 +342,6 @@ class TLensAdapter(TLensRunning, TextAdapter):
             self._probe([src_name])  # its layout (a hook this adapter was not built with)
         device = torch.device(self.request.device)
         causal = self.is_causal_lm()
-        last = f"blocks.{self.cfg.n_layers - 1}.hook_resid_post"
         attention_all = self.attention_from_index(index)
         scores = SpliceScores(causal)
         for lo in range(0, len(index), batch_rows):
@@ -352,34 +351,46 @@ class TLensAdapter(TLensRunning, TextAdapter):
             attention = torch.from_numpy(attention_all[rows]).long().to(device)
 
             seen: dict[str, torch.Tensor] = {}  # the source hook's activation in this forward
-
-            def splice(mode: str, m: torch.Tensor = m, seen: dict[str, torch.Tensor] = seen) -> Callable[..., torch.Tensor]:
-                def fn(act: torch.Tensor, hook: Any) -> torch.Tensor:
-                    src = None
-                    if src_name is not None and mode == "spliced":
-                        if "src" not in seen:
-                            raise SAEError(f"hook {source!r} does not run before {layer!r} in a forward, so a transcoder "
-                                           "from it cannot be spliced in at that hook")
-                        src = per_token(seen.pop("src"), self.seq_first[src_name])
-                    return replace_per_token(act, m, mode, replace, seq_first=seq_first, source=src)
-
-                return fn
-
             outputs = {}
             for mode in MODES:
-                hooks = [] if mode == "clean" else [(hook_name, splice(mode))]
+                hooks = [] if mode == "clean" else [
+                    (hook_name, self._splice_hook(mode, m, replace, seq_first, seen, src_name, source=source, layer=layer))]
                 if src_name is not None and mode == "spliced":
                     hooks.insert(0, (src_name, _keyed("src", seen)))
-                if causal:
-                    logits = self.model.run_with_hooks(tokens, fwd_hooks=hooks, return_type="logits", attention_mask=attention)
-                    outputs[mode] = next_token_nll(logits, tokens)
-                else:
-                    captured: dict[str, torch.Tensor] = {}
-                    self.model.run_with_hooks(tokens, fwd_hooks=[*hooks, (last, _keyed("x", captured))], return_type=None,
-                                              attention_mask=attention)
-                    outputs[mode] = mean_pool(captured["x"], attention)
+                outputs[mode] = self._splice_output(tokens, attention, hooks, causal)
             scores.add(outputs, index["position"][rows])
         return scores.result()
+
+    def _splice_hook(self, mode: str, m: torch.Tensor, replace: Callable[[torch.Tensor], torch.Tensor], seq_first: bool,
+                     seen: dict[str, torch.Tensor], src_name: str | None, *, source: str | None, layer: str
+                     ) -> Callable[..., torch.Tensor]:
+        """The hook at ``layer`` for ``mode`` (spliced or zero-ablated) of one chunk, ``m`` its
+        (rows, T) mask. A transcoder's spliced hook reads its input from ``seen``, where the
+        source hook put it earlier in the same forward; a source that runs later is an error."""
+        def fn(act: torch.Tensor, hook: Any) -> torch.Tensor:
+            src = None
+            if src_name is not None and mode == "spliced":
+                if "src" not in seen:
+                    raise SAEError(f"hook {source!r} does not run before {layer!r} in a forward, so a transcoder "
+                                   "from it cannot be spliced in at that hook")
+                src = per_token(seen.pop("src"), self.seq_first[src_name])
+            return replace_per_token(act, m, mode, replace, seq_first=seq_first, source=src)
+
+        return fn
+
+    def _splice_output(self, tokens: torch.Tensor, attention: torch.Tensor, hooks: list[tuple[str, Any]], causal: bool
+                       ) -> torch.Tensor:
+        """One forward with ``hooks``, reduced to what the splice is measured on: per-token
+        next-token NLL (causal LMs) or the mean-pooled last residual stream (encoders: the sentence
+        embedding of sentence transformers)."""
+        if causal:
+            logits = self.model.run_with_hooks(tokens, fwd_hooks=hooks, return_type="logits", attention_mask=attention)
+            return next_token_nll(logits, tokens)
+        last = f"blocks.{self.cfg.n_layers - 1}.hook_resid_post"
+        captured: dict[str, torch.Tensor] = {}
+        self.model.run_with_hooks(tokens, fwd_hooks=[*hooks, (last, _keyed("x", captured))], return_type=None,
+                                  attention_mask=attention)
+        return mean_pool(captured["x"], attention)
 
 
     def spliced_forward(self, index: np.ndarray, mask: np.ndarray, layer: str,
