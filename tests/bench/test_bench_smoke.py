@@ -44,3 +44,15 @@ def test_live_training_bench_quick() -> None:
     )
     assert res.returncode == 0, res.stderr[-2000:]
     assert "| live, --buffer-tokens 2048 |" in res.stdout and "| cache then train" in res.stdout
+
+
+@pytest.mark.slow
+def test_cold_cache_bench_quick(tmp_path: Path) -> None:
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "cold_cache.py"), "--ns", "2", "--dtypes", "bfloat16", "--rows", "8192",
+         "--d-in", "32", "--d-sae", "64", "--batch-size", "1024", "--dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "bfloat16 cache: 8,192 samples" in res.stdout and "sequential     2" in res.stdout
+    assert "crossover" in res.stdout
