@@ -13,17 +13,19 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
-def test_vs_saelens_quick(tmp_path: Path) -> None:
+def test_vs_peers_quick(tmp_path: Path) -> None:
     res = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "vs_saelens.py"), "--quick", "--data", "synthetic", "--d-sae", "256",
+        [sys.executable, str(ROOT / "bench" / "vs_peers.py"), "--quick", "--data", "synthetic", "--d-sae", "256",
          "--batch-size", "128", "--steps", "4", "--sweep-steps", "2", "--dir", str(tmp_path / "data"), "--out", str(tmp_path / "out")],
         capture_output=True, text=True, timeout=600,
     )
     assert res.returncode == 0, res.stderr[-2000:]
-    assert "| one TopK SAE (k=32) | sae |" in res.stdout
-    doc = json.loads((tmp_path / "out" / "vs_saelens.json").read_text())
-    assert {e["k"] for e in doc["pareto"]["saelens"]} == {16, 32, 64}
-    assert (tmp_path / "out" / "vs_saelens_fvu_l0.png").stat().st_size > 1000
+    assert "| one TopK SAE (k=32) | sae |" in res.stdout and "| 8 TopK SAEs (k=16..72) | sparsify |" in res.stdout
+    doc = json.loads((tmp_path / "out" / "vs_peers.json").read_text())
+    for lib in ("saelens", "sparsify"):
+        assert {e["k"] for e in doc["pareto"][lib]} == {16, 32, 64}
+        assert all(0 < e["fvu"] < 2 for e in doc["pareto"][lib])
+    assert (tmp_path / "out" / "vs_peers_fvu_l0.png").stat().st_size > 1000
 
 
 def test_store_bench_quick(tmp_path: Path) -> None:
