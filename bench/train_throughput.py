@@ -87,8 +87,8 @@ def step_profile(args: argparse.Namespace) -> None:
 
     gemm = timed(lambda: torch.mm(x, W))
     arch = get_registry().get("architecture", "topk").factory
-    bank = arch.build_bank(args.d_in, d_sae, [arch.make_hyper({"k": 32}, d_sae)], generator=torch.Generator().manual_seed(0))
-    bank.to(dev)
+    bank = arch.build_bank(args.d_in, d_sae, [arch.make_hyper({"k": 32}, d_sae)], device=dev,
+                           generator=torch.Generator().manual_seed(0))
     opt = BankAdam({k: p for k, p in bank.named_parameters() if p.requires_grad})
     lr = torch.full((1,), 1e-3, device=dev)
     dead = torch.rand(1, d_sae, generator=torch.Generator().manual_seed(1)).to(dev) < 0.1  # (1, d_sae)
