@@ -95,33 +95,35 @@ def step_profile(args: argparse.Namespace) -> None:
     step_plain = timed(lambda: bank_step(bank, opt, x, TrainContext(step=5, sparsity_scale=1.0), lr))
     ctx = TrainContext(step=5, sparsity_scale=1.0, dead=dead)
     step_aux = timed(lambda: bank_step(bank, opt, x, ctx, lr))
-    reps = 3
-    with profile() as prof:
-        for _ in range(reps):  # bank_step's sequence, with its three regions labelled
-            with record_function("phase:forward"):
-                out = bank.train_forward(x, ctx)
-            for q in bank.parameters():
-                q.grad = None
-            with record_function("phase:backward"):
-                out.loss.sum().backward()
-            with record_function("phase:update"):
-                bank.project_decoder_grad()
-                opt.step(lr)
-                bank.post_step()
-            sync()
-    phases: dict[str, float] = {}
-    for ev in prof.events():  # the direct children of a region: each op once, with its children's time
-        parent = ev.cpu_parent
-        if parent is None or not parent.name.startswith("phase:") or ev.name.startswith("phase:"):
-            continue
-        ph = phase_of(parent.name.split(":", 1)[1], ev.name)
-        phases[ph] = phases.get(ph, 0.0) + ev.cpu_time_total / 1e6 / reps
-    regions = {e.name: 0.0 for e in prof.events() if e.name.startswith("phase:")}
-    for e in prof.events():
-        if e.name.startswith("phase:"):
-            regions[e.name] += e.cpu_time_total / 1e6 / reps
+    def phases(ctx: TrainContext, reps: int = 3) -> tuple[dict[str, float], float]:
+        """Seconds per step of each phase, and of the profiled step (profiler overhead included)."""
+        with profile() as prof:
+            for _ in range(reps):  # bank_step's sequence, with its three regions labelled
+                with record_function("phase:forward"):
+                    out = bank.train_forward(x, ctx)
+                for q in bank.parameters():
+                    q.grad = None
+                with record_function("phase:backward"):
+                    out.loss.sum().backward()
+                with record_function("phase:update"):
+                    bank.project_decoder_grad()
+                    opt.step(lr)
+                    bank.post_step()
+                sync()
+        out_s: dict[str, float] = {}
+        for ev in prof.events():  # the direct children of a region: each op once, with its children's time
+            parent = ev.cpu_parent
+            if parent is None or not parent.name.startswith("phase:") or ev.name.startswith("phase:"):
+                continue
+            ph = phase_of(parent.name.split(":", 1)[1], ev.name)
+            out_s[ph] = out_s.get(ph, 0.0) + ev.cpu_time_total / 1e6 / reps
+        return out_s, sum(e.cpu_time_total for e in prof.events() if e.name.startswith("phase:")) / 1e6 / reps
+
+    plain, plain_total = phases(TrainContext(step=5, sparsity_scale=1.0))
+    aux, aux_total = phases(ctx)
     print(json.dumps({"gemm_s": gemm, "gemm_gflops": 2 * B * args.d_in * d_sae / gemm / 1e9, "step_s": step_plain,
-                      "step_aux_s": step_aux, "phases": phases, "profiled_step_s": sum(regions.values())}))
+                      "step_aux_s": step_aux, "phases": plain, "phases_aux": aux, "profiled_step_s": plain_total,
+                      "profiled_aux_s": aux_total}))
 
 
 def print_profile(r: dict, args: argparse.Namespace) -> None:
@@ -132,11 +134,14 @@ def print_profile(r: dict, args: argparse.Namespace) -> None:
           f"GEMMs at the ceiling; the encoder GEMM alone is {r['gemm_s'] / r['step_s']:.0%} of the step")
     print(f"  against a dense training step's 6 GEMMs of this shape (encoder and decoder, forward and backward; "
           f"{6 * flop / 1e9:.0f} GFLOP): {6 * r['gemm_s'] / r['step_s']:.0%} of the ceiling's rate")
-    print(f"  with AuxK (10% of latents dead): {r['step_aux_s'] * 1e3:.0f} ms; profiled "
-          f"{r['profiled_step_s'] * 1e3:.0f} ms a step (profiler overhead included):")
-    total = sum(r["phases"].values())
-    for ph, sec in sorted(r["phases"].items(), key=lambda kv: -kv[1]):
-        print(f"    {ph:36s} {sec * 1e3:8.1f} ms {sec / total:6.0%}")
+    print(f"  with AuxK (10% of latents dead, k_aux = d_in/2): {r['step_aux_s'] * 1e3:.0f} ms")
+    print(f"where one step's time goes (torch.profiler, 3 steps; profiled step {r['profiled_step_s'] * 1e3:.0f} ms, "
+          f"with AuxK {r['profiled_aux_s'] * 1e3:.0f} ms, profiler overhead included):")
+    print(f"    {'phase':36s} {'no dead latents':>20s} {'10% dead (AuxK)':>20s}")
+    tot, tot_aux = sum(r["phases"].values()), sum(r["phases_aux"].values())
+    for ph in sorted(set(r["phases"]) | set(r["phases_aux"]), key=lambda p: -r["phases"].get(p, 0.0)):
+        a, b = r["phases"].get(ph, 0.0), r["phases_aux"].get(ph, 0.0)
+        print(f"    {ph:36s} {a * 1e3:9.1f} ms {a / tot:6.0%}  {b * 1e3:9.1f} ms {b / tot_aux:6.0%}")
 
 
 def worker(args: argparse.Namespace) -> None:
