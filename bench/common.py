@@ -31,19 +31,20 @@ def cpu_model() -> str:
 
 def synthetic_cache(
     root: Path, *, adapter: str, model: str, spec: str, d: int, n: int, chunk: int,
-    rows: Callable[[int], torch.Tensor],
+    rows: Callable[[int], torch.Tensor], dtype: str = "float32",
 ) -> Path:
     """A one-layer, one-token-per-example cache of ``n`` rows written in chunks of ``chunk``.
 
     ``rows(m)`` makes the next ``(m, d)`` rows (from the caller's seeded generator, so the same
-    arguments always give the same rows). The store is content-addressed by its metadata, so a
+    arguments always give the same rows). ``dtype``: the storage dtype (``float32``, ``float16``
+    or ``bfloat16``; rows are rounded to it). The store is content-addressed by its metadata, so a
     finished cache of the same arguments is reused, not rewritten.
     """
     import numpy as np
     from sae_core.protocols import ActivationBatch, CacheMetadata
     from sae_core.stores import open_writer
 
-    meta = CacheMetadata(adapter=adapter, model=model, layers=["x"], d_model=d, dtype="float32",
+    meta = CacheMetadata(adapter=adapter, model=model, layers=["x"], d_model=d, dtype=dtype,
                          tokens_per_example=1, token_kinds=["token"], dataset={"spec": spec})
     w = open_writer(root, meta)
     if w.complete:

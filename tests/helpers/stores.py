@@ -47,9 +47,9 @@ def write_cache(
     return writer.close()
 
 
-def gaussian_cache(root: Path, n: int = 4000, d: int = 16, layers: int = 2, seed: int = 0) -> Path:
+def gaussian_cache(root: Path, n: int = 4000, d: int = 16, layers: int = 2, seed: int = 0, dtype: str = "float32") -> Path:
     meta = CacheMetadata(adapter="test", model=f"gauss{seed}", layers=[f"l{i}" for i in range(layers)], d_model=d,
-                         dtype="float32", tokens_per_example=1, token_kinds=["token"], dataset={"spec": "gauss"})
+                         dtype=dtype, tokens_per_example=1, token_kinds=["token"], dataset={"spec": "gauss"})
     gen = torch.Generator().manual_seed(seed)
     w = open_writer(root, meta, shard_examples=1000)
     for lo in range(0, n, 500):

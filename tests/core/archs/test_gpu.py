@@ -44,3 +44,24 @@ def test_reader_delivers_batches_on_cuda(tmp_path: Path) -> None:
     gpu = next(reader.batches(BatchPlan(128, seed=3, device="cuda")))
     assert gpu.device.type == "cuda"
     torch.testing.assert_close(gpu.cpu(), cpu)
+
+
+def test_bf16_cache_crosses_to_cuda_as_bf16(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """sae_core.train.transfer: a bf16 cache's training batches are handed to the GPU in bf16 (half
+    the bytes), one batch at a time, and become fp32 there."""
+    from sae_core.stores.local.reader import LocalReader
+    from sae_core.train import expand, run_training
+
+    handed: list[tuple[torch.dtype, tuple[int, ...]]] = []
+    to_device = LocalReader._to_device
+
+    def spy(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
+        handed.append((batch.dtype, tuple(batch.shape)))
+        return to_device(batch, device)
+
+    monkeypatch.setattr(LocalReader, "_to_device", staticmethod(spy))
+    cache = gaussian_cache(tmp_path / "c", n=2000, dtype="bfloat16")
+    cfg = expand(str(cache), 16, {"layer": 1, "batch_size": 128}, {"arch": "topk", "k": 4, "d_sae": 64},
+                 {"steps": 10, "log_every": 5, "device": "cuda"}, str(tmp_path / "run"))
+    run_training(cfg, progress=False)
+    assert (torch.bfloat16, (128, 1, 16)) in handed

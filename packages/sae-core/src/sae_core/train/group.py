@@ -42,6 +42,7 @@ from sae_core.train.parallel import DistBatchComm, average_grads, owners, sae_se
 from sae_core.train.schedule import lr_factor, sparsity_factor
 from sae_core.train.signals import StopRequest
 from sae_core.train.step import bank_step
+from sae_core.train.transfer import transfer_dtype
 from sae_core.train.validation import Validation
 from sae_core.validation_split import ExampleSplit, Selection
 
@@ -190,12 +191,14 @@ class GroupTrainer(GroupBookkeeping):
         """Normalised batches ``(x, y)``: the input and what the SAEs reconstruct (``y is x`` for
         SAEs; a transcoder's target layer otherwise)."""
         s, dist = self.cfg.train, self.dist
+        dtype = transfer_dtype(self.reader.meta.dtype, self.device)  # half caches cross to a GPU as stored
         while True:
             for b in self.reader.batches(BatchPlan(
                 self.data.batch_size, layers=self.read_layers, tokens=self.data.tokens, seed=s.seed,
                 epoch=self.epoch, start_batch=self.batch_in_epoch, device=self.device, part=(dist.rank, dist.world),
-                select=self.select,
+                select=self.select, dtype=dtype,
             )):
+                b = b.float()  # (batch, layers, d) fp32 on the device (no-op when it already is)
                 self.batch_in_epoch += 1
                 if self.shard_saes:
                     b = dist.all_gather_cat(b)  # (batch, layers, d): every rank's SAEs see the whole batch

@@ -1,14 +1,25 @@
-"""sae vs SAELens: the same TopK SAEs trained on the same activations, side by side.
+"""sae vs its peers (SAELens, EleutherAI sparsify): the same TopK SAEs on the same activations.
 
-    uv run python bench/vs_saelens.py [--data minilm|synthetic] [--steps 200] [--device cpu]
+    uv run python bench/vs_peers.py [--data minilm|synthetic] [--steps 200] [--device cpu]
+                                    [--libs sae,saelens,sparsify] [--pareto-ks 16,32,64]
 
-Both libraries get: the same cache and the same batches in the same order (SAELens's data provider
-reads our store's shuffled stream with the same seed), the same k, d_sae, batch size, lr, Adam
-betas, step count and seed, no lr warmup/decay, no input normalisation, AuxK coefficient 1/32.
+Every library gets: the same cache and the same batches in the same order (each peer reads our
+store's shuffled stream with the same seed), the same k, d_sae, batch size, lr, Adam betas, step
+count and seed, no lr warmup/decay, no input normalisation, AuxK coefficient 1/32.
 Unavoidable differences (stated in docs/benchmarks.md): initialisation (ours: tied, unit-norm
 decoder and geometric-median b_dec; SAELens: its TopK init with decoder norm 0.1 and
-decoder-norm rescaling of activations) and the decoder constraint (ours: unit norm + gradient
-projection; SAELens: rescaling by decoder norm).
+decoder-norm rescaling of activations; sparsify: ``nn.Linear`` encoder, decoder = its unit-norm
+transpose, b_dec = the mean of the first batch) and the decoder constraint (ours and sparsify:
+unit norm + gradient projection; SAELens: rescaling by decoder norm).
+
+sparsify's own ``Trainer`` hooks a language model; it has no entry point for cached activations,
+so its worker drives ``sparsify.SparseCoder`` with the steps of ``Trainer.fit``'s ``fvu`` loss:
+b_dec from the first batch, decoder rows renormalised before each forward, loss ``fvu +
+auxk_alpha * auxk_loss`` from ``SparseCoder.forward`` (its dead mask: tokens since a latent
+fired > the same dead window as ours), the decoder gradient's radial part removed, one
+``torch.optim.Adam`` over all SAEs (sparsify's ``adam`` optimizer) at a constant lr (its linear
+warmup/decay is left out, as for the others). A sweep is several SparseCoders on each batch, one
+after another, as its trainer does with several hookpoints or seeds.
 
 Every measured configuration runs in a fresh subprocess (peak RSS / CUDA memory per run). FVU and
 L0 are measured on the same held-out batch (the last batch of epoch 0, never trained on). The
@@ -19,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -27,8 +39,11 @@ from typing import Any
 
 import torch
 from common import cpu_model, peak_rss_mb, synthetic_cache
+from sae_core.protocols import BatchPlan
 
 HERE = Path(__file__).resolve().parent
+LIBS = ("sae", "saelens", "sparsify")
+LABELS = {"sae": "sae", "saelens": "SAELens", "sparsify": "sparsify"}
 
 
 # -- data ------------------------------------------------------------------------------------------
@@ -58,19 +73,32 @@ def tokens_filter(reader: Any) -> str:
 
 
 def heldout(reader: Any, bs: int, seed: int) -> torch.Tensor:
-    from sae_core.protocols import BatchPlan
-
     n_batches = reader.n_tokens(tokens_filter(reader)) // bs
     plan = BatchPlan(bs, layers=[0], tokens=tokens_filter(reader), seed=seed, start_batch=n_batches - 1)
     return next(reader.batches(plan))[:, 0]
+
+
+def fvu_l0(recon: torch.Tensor, x: torch.Tensor, l0: float) -> dict[str, float]:
+    fvu = float(((recon.float() - x) ** 2).sum() / ((x - x.mean(0)) ** 2).sum())
+    return {"fvu": fvu, "l0": l0}
 
 
 def evaluate(encode, decode, x: torch.Tensor) -> dict[str, float]:
     with torch.no_grad():
         f = encode(x)
         recon = decode(f)
-    fvu = float(((recon - x) ** 2).sum() / ((x - x.mean(0)) ** 2).sum())
-    return {"fvu": fvu, "l0": float((f > 0).float().sum(-1).mean())}
+    return fvu_l0(recon, x, float((f > 0).float().sum(-1).mean()))
+
+
+def stream(reader: Any, a: argparse.Namespace):
+    """Our store's shuffled batches ``(batch, d)``, epoch after epoch: what every library trains on."""
+    epoch = 0
+    while True:
+        plan = BatchPlan(a.batch_size, layers=[0], tokens=tokens_filter(reader), seed=a.seed, epoch=epoch,
+                         device=a.device)
+        for b in reader.batches(plan):
+            yield b[:, 0]
+        epoch += 1
 
 
 # -- workers (one measured configuration each) ----------------------------------------------------
@@ -103,14 +131,12 @@ def worker_ours(a: argparse.Namespace) -> dict[str, Any]:
 
 
 def worker_saelens(a: argparse.Namespace) -> dict[str, Any]:
-    from sae_core.protocols import BatchPlan
     from sae_core.stores import open_reader
     from sae_lens.config import LoggingConfig, SAETrainerConfig
     from sae_lens.saes.topk_sae import TopKTrainingSAE, TopKTrainingSAEConfig
     from sae_lens.training.sae_trainer import SAETrainer
 
     reader = open_reader(a.cache)
-    tok = tokens_filter(reader)
     d = reader.meta.d_model
     seconds, evals = 0.0, []
     for k in [int(k) for k in a.ks.split(",")]:  # SAELens trains one SAE at a time
@@ -118,18 +144,10 @@ def worker_saelens(a: argparse.Namespace) -> dict[str, Any]:
         sae = TopKTrainingSAE(TopKTrainingSAEConfig(d_in=d, d_sae=a.d_sae, k=k, aux_loss_coefficient=1 / 32,
                                                     device=a.device, dtype="float32"))
 
-        def provider():
-            epoch = 0
-            while True:
-                plan = BatchPlan(a.batch_size, layers=[0], tokens=tok, seed=a.seed, epoch=epoch, device=a.device)
-                for b in reader.batches(plan):
-                    yield b[:, 0]
-                epoch += 1
-
         tcfg = SAETrainerConfig(total_training_samples=a.steps * a.batch_size, train_batch_size_samples=a.batch_size,
                                 lr=a.lr, lr_end=a.lr, lr_scheduler_name="constant", lr_warm_up_steps=0, device=a.device,
                                 logger=LoggingConfig(log_to_wandb=False), n_checkpoints=0, save_final_checkpoint=False)
-        trainer = SAETrainer(cfg=tcfg, sae=sae, data_provider=provider())
+        trainer = SAETrainer(cfg=tcfg, sae=sae, data_provider=stream(reader, a))
         t0 = time.perf_counter()
         trainer.fit()
         if a.device.startswith("cuda"):
@@ -140,9 +158,59 @@ def worker_saelens(a: argparse.Namespace) -> dict[str, Any]:
     return {"seconds": seconds, "evals": evals}
 
 
+def worker_sparsify(a: argparse.Namespace) -> dict[str, Any]:
+    if not a.device.startswith("cuda"):
+        os.environ.setdefault("SPARSIFY_DISABLE_TRITON", "1")  # its Triton decoder kernel is CUDA-only
+    from sae_core.stores import open_reader
+    from sparsify import SaeConfig, SparseCoder
+
+    reader = open_reader(a.cache)
+    d, bs = reader.meta.d_model, a.batch_size
+    ks = [int(k) for k in a.ks.split(",")]
+    torch.manual_seed(a.seed)
+    saes = [SparseCoder(d, SaeConfig(k=k, num_latents=a.d_sae), device=a.device, dtype=torch.float32) for k in ks]
+    opt = torch.optim.Adam([{"params": sae.parameters(), "lr": a.lr} for sae in saes])
+    dead_after = min(1_000_000, max(bs, a.steps * bs // 10))  # our TrainSettings.dead_window, in tokens
+    since_fired = [torch.zeros(a.d_sae, dtype=torch.long, device=a.device) for _ in saes]
+    batches = stream(reader, a)
+    t0 = time.perf_counter()
+    for step in range(a.steps):
+        x = next(batches)  # (batch, d)
+        fired = [torch.zeros(a.d_sae, dtype=torch.bool, device=a.device) for _ in saes]
+        for i, sae in enumerate(saes):  # one SparseCoder after another on the same batch
+            if step == 0:
+                sae.b_dec.data = x.mean(0)
+            sae.set_decoder_norm_to_unit_norm()
+            out = sae(x, dead_mask=since_fired[i] > dead_after)
+            (out.fvu + out.auxk_loss / 32).backward()
+            fired[i][out.latent_indices.flatten()] = True
+        for sae in saes:
+            sae.remove_gradient_parallel_to_decoder_directions()
+        opt.step()
+        opt.zero_grad()
+        with torch.no_grad():
+            for counts, f in zip(since_fired, fired, strict=True):
+                counts += bs
+                counts[f] = 0
+    if a.device.startswith("cuda"):
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - t0
+    x = heldout(reader, bs, a.seed).to(a.device)
+    evals = []
+    with torch.no_grad():
+        for k, sae in zip(ks, saes, strict=True):
+            enc = sae.encode(x)
+            evals.append({"k": k, **fvu_l0(sae.decode(enc.top_acts, enc.top_indices), x,
+                                           float((enc.top_acts > 0).float().sum(-1).mean()))})
+    return {"seconds": seconds, "evals": evals}
+
+
+WORKERS = {"sae": worker_ours, "saelens": worker_saelens, "sparsify": worker_sparsify}
+
+
 def worker(a: argparse.Namespace) -> None:
     torch.set_num_threads(a.threads)
-    out = worker_ours(a) if a.lib == "sae" else worker_saelens(a)
+    out = WORKERS[a.lib](a)
     n = len(a.ks.split(","))
     out.update({
         "lib": a.lib, "ks": a.ks, "n_saes": n,
@@ -188,7 +256,7 @@ def plot(results: dict[str, list[dict]], path: Path) -> None:
         g.text((xy(lx, 0)[0] - 8, h - m + 8), f"{lx:.0f}", fill="black")
     g.text((w // 2 - 20, h - 24), "L0", fill="black")
     g.text((8, 20), "FVU (held-out batch)", fill="black")
-    colors = {"sae": (200, 40, 40), "saelens": (40, 80, 200)}
+    colors = {"sae": (200, 40, 40), "saelens": (40, 80, 200), "sparsify": (30, 150, 60)}
     for lib, rs in results.items():
         rs = sorted(rs, key=lambda e: e["l0"])
         line = [xy(e["l0"], e["fvu"]) for e in rs]
@@ -199,24 +267,71 @@ def plot(results: dict[str, list[dict]], path: Path) -> None:
             g.text((px + 6, py - 14), f"k={e['k']}", fill=colors[lib])
     for i, lib in enumerate(results):
         g.rectangle([w - 170, 20 + 18 * i, w - 160, 30 + 18 * i], fill=colors[lib])
-        g.text((w - 150, 18 + 18 * i), {"sae": "sae (ours)", "saelens": "SAELens 6.54"}[lib], fill="black")
+        g.text((w - 150, 18 + 18 * i), {"sae": "sae (ours)"}.get(lib, version_label(lib)), fill="black")
     img.save(path)
+
+
+def version_label(lib: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    dist = {"sae": "sae-core", "saelens": "sae-lens", "sparsify": "eai-sparsify"}[lib]
+    try:
+        return f"{LABELS[lib]} {version(dist)}"
+    except PackageNotFoundError:
+        return LABELS[lib]
+
+
+def markdown(a: argparse.Namespace, d_in: int, single: dict, pareto: dict, sweep: dict) -> str:
+    peers = [lib for lib in single if lib != "sae"]
+    lines = [
+        f"data={a.data} d_in={d_in} d_sae={a.d_sae} batch={a.batch_size} steps={a.steps} (sweep {a.sweep_steps}) "
+        f"lr={a.lr} device={a.device} machine={cpu_model()} load={os.getloadavg()[0]:.1f}",
+        "",
+        "| setting | library | per-SAE samples/s | peak MB | FVU | L0 | sae speed-up vs this |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    rows = [("one TopK SAE (k=32)", single, True), (f"{len(SWEEP_KS)} TopK SAEs (k={SWEEP_KS[0]}..{SWEEP_KS[-1]})", sweep, False)]
+    for name, res, with_eval in rows:
+        for lib, r in res.items():
+            e = r["evals"][0] if with_eval else None
+            fvu, l0 = (f"{e['fvu']:.4f}", f"{e['l0']:.1f}") if e else ("-", "-")
+            sp = "" if lib == "sae" or "sae" not in res else \
+                f"{res['sae']['per_sae_samples_per_s'] / r['per_sae_samples_per_s']:.2f}x"
+            lines.append(f"| {name} | {LABELS[lib]} | {r['per_sae_samples_per_s']:,.0f} | {r['peak_mb']:,.0f} | {fvu} | {l0} | {sp} |")
+    if "sae" in pareto and peers:
+        lines += ["", "| k | sae FVU | sae L0 | " + " | ".join(f"{LABELS[p]} FVU | {LABELS[p]} L0 | sae vs {LABELS[p]}"
+                                                          for p in peers) + " |",
+                  "| ---: " * (3 + 3 * len(peers)) + "|"]
+        by_k = {lib: {e["k"]: e for e in rs} for lib, rs in pareto.items()}
+        for k in sorted(by_k["sae"]):
+            eo = by_k["sae"][k]
+            cells = [f"{k}", f"{eo['fvu']:.4f}", f"{eo['l0']:.1f}"]
+            for p in peers:
+                et = by_k[p][k]
+                cells += [f"{et['fvu']:.4f}", f"{et['l0']:.1f}", f"{(eo['fvu'] - et['fvu']) / et['fvu']:+.1%}"]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+SWEEP_KS = [16, 24, 32, 40, 48, 56, 64, 72]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", choices=["minilm", "synthetic"], default="minilm")
+    ap.add_argument("--libs", default=",".join(LIBS), help="comma-separated subset of " + ",".join(LIBS))
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--sweep-steps", type=int, default=None)
     ap.add_argument("--batch-size", type=int, default=None)
     ap.add_argument("--d-sae", type=int, default=None)
+    ap.add_argument("--pareto-ks", default="16,32,64", help="k of the single-SAE FVU-vs-L0 comparison (32 is always run)")
     # SAELens's best of {1e-3, 3e-3, 1e-2} on the MiniLM cache (k=32/64, 300 steps); see docs/benchmarks.md
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="tiny sizes (CI smoke test)")
-    ap.add_argument("--dir", type=Path, default=Path("/tmp/sae-bench-vs-saelens"))
+    ap.add_argument("--dir", type=Path, default=Path("/tmp/sae-bench-vs-peers"))
     ap.add_argument("--out", type=Path, default=HERE / "out")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--lib", default=None, help=argparse.SUPPRESS)
@@ -226,6 +341,10 @@ def main() -> None:
     if a.worker:
         worker(a)
         return
+    libs = [lib.strip() for lib in a.libs.split(",")]
+    unknown = [lib for lib in libs if lib not in LIBS]
+    if unknown:
+        raise SystemExit(f"--libs: unknown library {unknown[0]!r}; choose from {', '.join(LIBS)}")
     gpu = a.device.startswith("cuda")
     a.steps = a.steps or (20 if a.quick else (2000 if gpu else 300))
     a.sweep_steps = a.sweep_steps or (10 if a.quick else (500 if gpu else 60))
@@ -236,46 +355,20 @@ def main() -> None:
     d_in = open_reader(cache).meta.d_model
     a.d_sae = a.d_sae or (16384 if gpu else 8 * d_in)
     k_single = 32
-    pareto_ks = [16, 32, 64]
-    sweep_ks = [16, 24, 32, 40, 48, 56, 64, 72]
-    single = {lib: measure(a, cache, lib, [k_single], a.steps) for lib in ("sae", "saelens")}
-    pareto = {lib: [single[lib]["evals"][0]] + [measure(a, cache, lib, [k], a.steps)["evals"][0] for k in pareto_ks if k != k_single]
-              for lib in ("sae", "saelens")}
-    sweep = {lib: measure(a, cache, lib, sweep_ks, a.sweep_steps) for lib in ("sae", "saelens")}
+    pareto_ks = [k for k in (int(x) for x in a.pareto_ks.split(",")) if k != k_single]
+    single = {lib: measure(a, cache, lib, [k_single], a.steps) for lib in libs}
+    pareto = {lib: [single[lib]["evals"][0]] + [measure(a, cache, lib, [k], a.steps)["evals"][0] for k in pareto_ks]
+              for lib in libs}
+    sweep = {lib: measure(a, cache, lib, SWEEP_KS, a.sweep_steps) for lib in libs}
     a.out.mkdir(parents=True, exist_ok=True)
-    machine = cpu_model()
-    results = {"machine": machine, "device": a.device, "data": a.data, "d_in": d_in, "d_sae": a.d_sae,
+    results = {"machine": cpu_model(), "device": a.device, "data": a.data, "d_in": d_in, "d_sae": a.d_sae,
                "batch_size": a.batch_size, "steps": a.steps, "sweep_steps": a.sweep_steps, "lr": a.lr,
+               "versions": {lib: version_label(lib) for lib in libs},
                "single": single, "pareto": pareto, "sweep": sweep}
-    (a.out / "vs_saelens.json").write_text(json.dumps(results, indent=2))
-    plot(pareto, a.out / "vs_saelens_fvu_l0.png")
-    ours1, theirs1 = single["sae"], single["saelens"]
-    rows = [
-        ("one TopK SAE (k=32)", ours1, theirs1, ours1["evals"][0], theirs1["evals"][0]),
-        ("8 TopK SAEs (k=16..72)", sweep["sae"], sweep["saelens"], None, None),
-    ]
-    lines = [
-        f"data={a.data} d_in={d_in} d_sae={a.d_sae} batch={a.batch_size} steps={a.steps} (sweep {a.sweep_steps}) "
-        f"lr={a.lr} device={a.device} machine={machine}",
-        "",
-        "| setting | library | per-SAE samples/s | peak MB | FVU | L0 | speed-up |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    for name, ours, theirs, eo, et in rows:
-        speed = ours["per_sae_samples_per_s"] / theirs["per_sae_samples_per_s"]
-        for lib, r, e in (("sae", ours, eo), ("SAELens", theirs, et)):
-            fvu = f"{e['fvu']:.4f}" if e else "-"
-            l0 = f"{e['l0']:.1f}" if e else "-"
-            sp = f"{speed:.2f}x" if lib == "sae" else ""
-            lines.append(f"| {name} | {lib} | {r['per_sae_samples_per_s']:,.0f} | {r['peak_mb']:,.0f} | {fvu} | {l0} | {sp} |")
-    lines.append("")
-    lines.append("| k | sae FVU | sae L0 | SAELens FVU | SAELens L0 | FVU rel. diff |")
-    lines.append("| ---: | ---: | ---: | ---: | ---: | ---: |")
-    for eo, et in zip(sorted(pareto["sae"], key=lambda e: e["k"]), sorted(pareto["saelens"], key=lambda e: e["k"]), strict=True):
-        lines.append(f"| {eo['k']} | {eo['fvu']:.4f} | {eo['l0']:.1f} | {et['fvu']:.4f} | {et['l0']:.1f} | "
-                     f"{(eo['fvu'] - et['fvu']) / et['fvu']:+.1%} |")
-    table = "\n".join(lines)
-    (a.out / "vs_saelens.md").write_text(table + "\n")
+    (a.out / "vs_peers.json").write_text(json.dumps(results, indent=2))
+    plot(pareto, a.out / "vs_peers_fvu_l0.png")
+    table = markdown(a, d_in, single, pareto, sweep)
+    (a.out / "vs_peers.md").write_text(table + "\n")
     print(table)
 
 
