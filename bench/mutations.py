@@ -180,7 +180,10 @@ MUTATIONS = [
              "gradient clipped by the norm of the whole bank, not each SAE's", DETAILS),
     Mutation("grad-clip-arch-default-ignored", f"{CORE}/train/group.py",
              "grad_clip=type(bank).grad_clip if s.grad_clip is None else s.grad_clip", "grad_clip=s.grad_clip or 0.0",
-             "ReLU/Gated trained without their default gradient clipping", DETAILS),
+             "architectures trained without their default gradient clipping (all but JumpReLU clip)", DETAILS),
+    Mutation("grad-clip-topk-default-dropped", f"{CORE}/archs/topk.py",
+             "grad_clip: ClassVar[float] = 1.0", "grad_clip: ClassVar[float] = 0.0",
+             "TopK (and BatchTopK/Matryoshka, which take its value) trained without their measured clip", DETAILS),
 ]
 
 

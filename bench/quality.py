@@ -6,7 +6,7 @@ Both libraries train each of the six architectures SAELens ships (standard/relu,
 batchtopk, jumprelu, gated, matryoshka-batchtopk) on the same MiniLM layer-3 activations, in the
 same order: SAELens's data provider reads our store's shuffled stream, normalised with the scale
 our trainer computes (E||x|| = √d_in). Same d_sae, batch, steps, Adam betas, lr schedule (5%
-warmup, linear decay over the last 20%), sparsity-coefficient warmup (5%), three sparsity levels
+warmup, linear decay over the last 20%), sparsity-coefficient warmup (5%), three sparsity levels (four for gated)
 per architecture, and for each (level, library) the better of a small lr grid. SAELens runs at its
 documented defaults otherwise (decoder init norm 0.1, AuxK coefficient, BatchTopK threshold EMA
 0.01, JumpReLU bandwidth 0.05 / init 0.01 with its Gemma-Scope-2 "quadratic" target mode).
@@ -20,7 +20,7 @@ non-zero codes; "dead" is the fraction of latents that never fire on the held-ou
 FVU at matched L0: where both saved SAEs of a level fire within 5% of each other the level is
 compared directly; otherwise SAELens's curve is interpolated (linearly in log L0) at our L0, and
 a level whose L0 lies outside SAELens's range is reported without a ratio. Then the matched-L0
-frontier: each library's FVU and dead fraction at L0 = 16, 32, 64 on its own FVU-vs-L0 front over
+frontier: each library's FVU and dead fraction at L0 = 16, 32, 64 on its own FVU-vs-L0 front (lower convex hull in log L0) over
 every level and lr of the grid (the lr moves an L1 SAE's L0 as much as λ), and the winner. The tables are printed last; JSON, markdown and FVU-vs-L0 plots go to --out.
 """
 
@@ -48,8 +48,9 @@ ARCHS: dict[str, dict[str, Any]] = {
     "batchtopk": {"saelens": "batchtopk", "ours": "k", "theirs": "k", "levels": [16, 32, 64]},
     "jumprelu": {"saelens": "jumprelu", "ours": "target_l0", "theirs": "target_l0", "levels": [16.0, 32.0, 64.0]},
     # the same λ for both: with SAELens's encoder init scale and gradient clipping (issue 21) our
-    # gated SAE's λ -> L0 map is close to SAELens's (before, ours needed 2x the λ for its L0)
-    "gated": {"saelens": "gated", "ours": "l1_coeff", "theirs": "l1_coefficient", "levels": [1.5, 3.0, 6.0]},
+    # gated SAE's λ -> L0 map is close to SAELens's (before, ours needed 2x the λ for its L0); λ 2
+    # fills the hole between L0 ≈ 40 and 80 that left L0 64 to interpolation over a wide gap
+    "gated": {"saelens": "gated", "ours": "l1_coeff", "theirs": "l1_coefficient", "levels": [1.5, 2.0, 3.0, 6.0]},
     "matryoshka": {"saelens": "matryoshka_batchtopk", "ours": "k", "theirs": "k", "levels": [16, 32, 64]},
 }
 
@@ -289,13 +290,28 @@ def interp_key(curve: list[dict[str, Any]], l0: float, key: str) -> float | None
 
 
 def pareto(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The FVU-vs-L0 front of every (level, lr) run: the runs no other run beats on both L0 and
-    FVU. The lr changes an L1 SAE's L0 as much as λ does, so the best lr *per level* (lowest FVU)
-    would pick the densest run; at matched L0 the front is the fair curve."""
-    front = [r for r in rows if r["l0"] > 0 and not any(
-        o is not r and o["l0"] <= r["l0"] and o["fvu"] <= r["fvu"] and (o["l0"], o["fvu"]) != (r["l0"], r["fvu"])
-        for o in rows if o["l0"] > 0)]
-    return sorted(front, key=lambda r: r["l0"])
+    """The FVU-vs-L0 front of every (level, lr) run: the lower convex hull of the runs in (log L0,
+    FVU). The lr changes an L1 SAE's L0 as much as λ does, so the best lr *per level* (lowest FVU)
+    would pick the densest run; at matched L0 the front is the fair curve. Convex, not merely
+    non-dominated: a poorly trained run (lr 1e-3) that no run beats on both axes can still lie far
+    above the chord of its neighbours, and interpolating through it would charge its library for
+    a run it did not need (measured: SAELens BatchTopK, L0 86.0 at FVU 0.2166 between 46.3 at
+    0.2216 and 93.2 at 0.1497)."""
+    pts = sorted((r for r in rows if r["l0"] > 0), key=lambda r: (r["l0"], r["fvu"]))
+    hull: list[dict[str, Any]] = []
+    for r in pts:
+        if hull and r["l0"] == hull[-1]["l0"]:
+            continue  # same L0, higher FVU (sorted): never on the lower hull
+        while len(hull) >= 2:
+            (x1, y1), (x2, y2) = ((math.log(h["l0"]), h["fvu"]) for h in hull[-2:])
+            x3, y3 = math.log(r["l0"]), r["fvu"]
+            if (x2 - x1) * (y3 - y1) - (y2 - y1) * (x3 - x1) > 0:  # a left turn: hull[-1] below the chord
+                break
+            hull.pop()
+        hull.append(r)
+    # the FVU-decreasing part only: a denser run with a higher FVU than a sparser one is dominated
+    best = min(range(len(hull)), key=lambda i: hull[i]["fvu"]) if hull else -1
+    return hull[:best + 1]
 
 
 def frontier(raw: dict[str, dict[str, list[dict[str, Any]]]]) -> list[dict[str, Any]]:
@@ -412,6 +428,7 @@ def main() -> None:
         per_arch[arch], raw[arch] = {}, {}
         for lib in ("sae", "saelens"):
             name = f"{arch}/{lib}" + (f"[{a.ours_set}]" if lib == "sae" and a.ours_set else "")
+            name += " levels=" + "/".join(format(v, "g") for v in ARCHS[arch]["levels"])  # new levels: new runs
             if name not in done:
                 done[name] = measure(a, lib, arch, cache, heldout)
                 tmp = partial_path.with_suffix(".tmp")

@@ -44,6 +44,10 @@ class MatryoshkaBank(BatchTopKBank):
 
     name: ClassVar[str] = "matryoshka"
     Hyper: ClassVar[type] = MatryoshkaHyper
+    # gradient clipped at norm 1, inherited from BatchTopKBank and measured here too with
+    # bench/quality.py (docs/benchmarks.md): held-out FVU at L0 32 / 64 went from 0.2652 / 0.1884
+    # to 0.2595 / 0.1873 (SAELens 0.3124 / 0.2188), dead 34.4 / 26.9% -> 33.4 / 25.2%
+    grad_clip: ClassVar[float] = BatchTopKBank.grad_clip
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)

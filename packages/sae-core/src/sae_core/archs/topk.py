@@ -11,7 +11,8 @@ Transcoders (a bank built with d_out): pre = (x − b_in) W_enc + b_enc with b_i
 centre, and x̂, e, ê and L are those of the target y instead of x (e = y − ŷ, k_aux = d_out/2 by
 default).
 
-Decoder rows are kept at unit norm with the radial gradient projected out. k may differ across
+Decoder rows are kept at unit norm with the radial gradient projected out; each SAE's gradient is
+clipped at norm 1 before Adam by default (SAELens's trainer does it; measured in ``TopKBank``). k may differ across
 the SAEs of a bank: training keeps each SAE's own k and k_aux (ragged codes, no padding); inference
 ``encode`` takes the top max(k) and zeroes each SAE's values beyond its own k.
 """
@@ -125,6 +126,11 @@ class TopKBank(Bank):
     # Adam's steps are larger relative to the encoder, which learns faster early on (measured on
     # MiniLM residuals, 300 steps: FVU 0.160 -> 0.148 at lr 1e-3, 0.121 -> 0.118 at 3e-3, k=32).
     init_encoder_scale: ClassVar[float] = 0.1
+    # each SAE's gradient clipped to norm 1 before Adam, as SAELens's trainer does: measured with
+    # bench/quality.py (MiniLM layer 3, d_sae 768, 300 steps, lr grid 1e-3/3e-3/1e-2;
+    # docs/benchmarks.md) FVU at k 16 / 32 / 64 went from 0.3067 / 0.2516 / 0.1965 to 0.2992 /
+    # 0.2453 / 0.1945 (SAELens 0.3288 / 0.2497 / 0.1910), dead 10.9 / 6.7 / 2.5% -> 8.5 / 4.2 / 0.8%
+    grad_clip: ClassVar[float] = 1.0
 
     def ks(self) -> torch.Tensor:
         return self.hyper_tensor("k", torch.long)

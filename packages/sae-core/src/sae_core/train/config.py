@@ -110,7 +110,7 @@ class TrainSettings:
     adam_beta2: float = 0.999
     #: clip each SAE's gradient (all its parameters together) to this norm before Adam, as
     #: SAELens does with clip_grad_norm_(1.0); 0: off; None: the architecture's ``Bank.grad_clip``
-    #: (1.0 for ReLU and Gated, off otherwise; see sae_core.train.step.clip_grad_norms)
+    #: (1.0 for all built-in architectures but JumpReLU; see sae_core.train.step.clip_grad_norms)
     grad_clip: float | None = None
     norm_batches: int = 8  # batches used to estimate the normalisation scale / b_dec
     final_batches: int = 4  # batches after the last step: calibrate inference thresholds, final metrics
