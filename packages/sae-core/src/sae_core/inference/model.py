@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 from sae_core.checkpoint.directory import load_sae
 from sae_core.errors import SAEError
+from sae_core.inference import loading  # module attribute: tests count model loads by patching it
 from sae_core.inference.hook import SAEHook, collect, layer_hook
-from sae_core.inference.loading import adapter_for_cache
 from sae_core.inference.opening import can_run_hooks, open_checkpoint
 from sae_core.inference.records import FeatureActs
 
@@ -59,7 +59,7 @@ class HookedModel:
 
         ``data``: the cache to take the model from, if not the one the checkpoint records."""
         found = open_checkpoint(checkpoint, data=data, device=device)
-        model = cls(adapter_for_cache(found.meta, device))
+        model = cls(loading.adapter_for_cache(found.meta, device))
         return model, found.sae if found.sae is not None else load_sae(found.checkpoint, device=device)
 
     @property
