@@ -191,7 +191,7 @@ class ActivationDB:
 
     def token_table(self, tokens: np.ndarray) -> np.ndarray:
         """Records (TOKEN_DTYPE: row, slot, position, example, token_id) of token numbers ``tokens``."""
-        from sae_core.analyses.activation_db import TOKEN_DTYPE
+        from sae_core.analyses.activation_db import TOKEN_DTYPE  # lazy: loads torch, cuda
 
         tokens = np.asarray(tokens, dtype=np.int64)
         out = np.empty(len(tokens), dtype=TOKEN_DTYPE)

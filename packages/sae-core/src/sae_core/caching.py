@@ -15,12 +15,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sae_core.datasets import DatasetHead, open_dataset
 from sae_core.dist import Dist
 from sae_core.errors import ParallelCacheInProgress, SAEError
 from sae_core.io import append_line
 from sae_core.lock import DirLock
-from sae_core.protocols.adapter import AdapterRequest, ModelAdapter
+from sae_core.plugin_calls import guarded, guarded_iter, returned
+from sae_core.protocols.adapter import ActivationBatch, ActivationSpec, AdapterRequest, ModelAdapter
+from sae_core.protocols.geometry import ImageGeometry
 from sae_core.protocols.store import CacheMetadata
+from sae_core.stores import open_writer
+from sae_core.validate import check_device, check_input_file, check_output_dir, check_positive
 
 DTYPE_ALIASES = {
     "fp32": "float32",
@@ -45,8 +50,7 @@ def normalize_dtype(dtype: str) -> str:
 
 def build_adapter(adapter: str, request: AdapterRequest) -> ModelAdapter:
     """Instantiate the adapter plugin ``adapter`` (unknown names list the installed ones)."""
-    from sae_core.plugin_calls import guarded
-    from sae_core.plugins import get_component
+    from sae_core.plugins import get_component  # lazy: loads pluggy
 
     component = get_component("adapter", adapter)
     with guarded("adapter", adapter, "building it", "the adapter built from an AdapterRequest (model, layers, options)"):
@@ -77,7 +81,7 @@ def run_cache(
     ``dist`` (under torchrun): the ranks split the dataset into blocks and write disjoint shards
     of the same cache.
     """
-    from sae_core.plugins import get_component
+    from sae_core.plugins import get_component  # lazy: loads pluggy
 
     # every option is checked before the model loads (which can take minutes)
     dtype = _check_options(request, out, dtype=dtype, batch_size=batch_size, num_workers=num_workers,
@@ -110,8 +114,7 @@ def open_source(adapter: str, request: AdapterRequest, data: str, options: dict[
     """The adapter, the dataset and the metadata of the cache that ``sae cache`` would write (and
     that ``sae train --adapter`` trains on live): the same function, so both address the same
     cache. ``options`` are the dataset's (``limit`` for --max-examples); ``dtype`` canonical."""
-    from sae_core.datasets import open_dataset
-    from sae_core.plugins import get_component
+    from sae_core.plugins import get_component  # lazy: loads pluggy
 
     # the dataset opens first when the adapter's modality is registered: a bad --data fails in
     # a second, not after loading the model
@@ -122,8 +125,6 @@ def open_source(adapter: str, request: AdapterRequest, data: str, options: dict[
         dataset = open_dataset(data, model_adapter.modality, **options)
     if len(dataset) == 0:
         raise SAEError(f"dataset {data!r} has no examples; point --data at a non-empty source")
-    from sae_core.plugin_calls import guarded, returned
-    from sae_core.protocols.adapter import ActivationSpec
 
     with guarded("adapter", adapter, "spec()", "an ActivationSpec"):
         spec = returned(model_adapter.spec(), ActivationSpec, "adapter", adapter, "spec()", "an ActivationSpec")
@@ -150,7 +151,6 @@ def open_source(adapter: str, request: AdapterRequest, data: str, options: dict[
 def _check_spec(spec: Any) -> None:
     """An adapter's spec must be consistent before anything is written: one token kind per
     position, and image geometry (if any) the viewer can use (see ImageGeometry)."""
-    from sae_core.protocols.geometry import ImageGeometry
 
     if len(spec.token_kinds) != spec.tokens_per_example:
         raise SAEError(f"adapter {spec.adapter!r} declares {spec.tokens_per_example} tokens per example but "
@@ -165,7 +165,6 @@ def _check_spec(spec: Any) -> None:
 def _check_options(request: AdapterRequest, out: Path, *, dtype: str, batch_size: int, num_workers: int,
                    max_examples: int | None, shard_examples: int | None) -> str:
     """Validate what can be validated without the model; returns the canonical dtype."""
-    from sae_core.validate import check_device, check_input_file, check_output_dir, check_positive
 
     check_positive(batch_size, "--batch-size")
     check_positive(max_examples, "--max-examples")
@@ -187,7 +186,6 @@ def _write(model_adapter: ModelAdapter, dataset: Any, meta: CacheMetadata, out: 
     if dist.active:
         return _cache_blocks(model_adapter, dataset, meta, out, store, writer_opts, dist,
                              batch_size=batch_size, num_workers=num_workers, progress=progress, request=request)
-    from sae_core.stores import open_writer
 
     try:
         writer = open_writer(out, meta, store=store, **writer_opts)
@@ -214,8 +212,6 @@ def _write(model_adapter: ModelAdapter, dataset: Any, meta: CacheMetadata, out: 
 def _fill(writer: Any, adapter: ModelAdapter, dataset: Any, start: int, bar: Any, *, batch_size: int,
           num_workers: int, store: str = "local") -> None:
     """Write the adapter's activations of ``dataset[start:]``, advancing ``bar`` in examples."""
-    from sae_core.plugin_calls import guarded, guarded_iter, returned
-    from sae_core.protocols.adapter import ActivationBatch
 
     done = start
     name, expected = adapter.name, "ActivationBatch(acts=(batch, n_layers, tokens, d_model), example_ids=(batch,))"
@@ -237,9 +233,7 @@ def _cache_blocks(
 ) -> Path:
     """Several ranks write one cache: rank 0 plans blocks, each rank writes blocks rank, rank +
     world, ... (resuming finished ones for free), rank 0 merges (see stores/local/parallel.py)."""
-    from sae_core.datasets import DatasetHead
-    from sae_core.plugins import get_component
-    from sae_core.stores import open_writer
+    from sae_core.plugins import get_component  # lazy: loads pluggy
 
     backend = get_component("store", store).build()
     path = Path(out) / meta.fingerprint()

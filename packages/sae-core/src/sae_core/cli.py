@@ -21,7 +21,7 @@ HELP = (
 
 def build_app() -> typer.Typer:
     """The full CLI: core commands plus every plugin's commands."""
-    from sae_core.plugins import get_manager
+    from sae_core.plugins import get_manager  # lazy: loads pluggy
 
     app = typer.Typer(
         name="sae", help=HELP, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False

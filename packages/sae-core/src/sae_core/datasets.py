@@ -27,7 +27,7 @@ def open_dataset(spec: str, modality: str, **options: Any) -> Dataset:
     ``options`` (split, field, limit, seed and ``--data-opt`` keys) are passed to the factory,
     which rejects the ones it does not understand. ``None`` values are dropped.
     """
-    from sae_core.plugins import get_component
+    from sae_core.plugins import get_component  # lazy: loads pluggy
 
     name, arg = parse_spec(spec)
     component = get_component("dataset", name, modality=modality)

@@ -15,10 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from sae_core.checkpoint.cfg import SAECheckpointConfig, read_cfg
-from sae_core.checkpoint.discovery import is_checkpoint
+from sae_core.checkpoint.discovery import find_checkpoints, is_checkpoint
 from sae_core.checkpoint.filenames import CFG_FILE, RUN_CONFIG_FILE, SWEEP_FILE
-from sae_core.errors import SAEError
+from sae_core.errors import SAEError, os_error_message
+from sae_core.interop.detect import sniff_format
 from sae_core.io import atomic_write_text
+from sae_core.validate import check_output_dir
 
 LIBRARY_NAME = "sae"
 SKIP = {"state"}  # resumable training state stays local
@@ -72,7 +74,6 @@ def _hub_error(e: Exception, repo: str, revision: str | None = None) -> SAEError
         RevisionNotFoundError,
     )
 
-    from sae_core.errors import os_error_message
 
     status = getattr(getattr(e, "response", None), "status_code", None)
     first = (str(e).strip().splitlines() or [type(e).__name__])[0]
@@ -136,7 +137,6 @@ def _outside_links(root: Path, dirs: list[Path]) -> list[tuple[Path, Path]]:
 def upload(path: str | Path, repo: str, *, private: bool = False, revision: str | None = None,
            token: str | None = None, endpoint: str | None = None, message: str | None = None) -> str:
     """Upload a run or one checkpoint to ``repo``; returns the repo URL."""
-    from sae_core.checkpoint.discovery import find_checkpoints
 
     if repo.count("/") != 1:
         raise SAEError(f"--repo must look like user/name, got {repo!r}")
@@ -183,7 +183,6 @@ def _read_cfg(checkpoint: Path) -> SAECheckpointConfig:
 def _any_checkpoint(path: Path) -> bool:
     """A checkpoint folder in any format we read (a sparsify hook folder, a dictionary_learning
     ``trainer_N``, ...): ``load_sae`` reads each as it is, ``sae import`` converts it."""
-    from sae_core.interop.detect import sniff_format
 
     return is_checkpoint(path) or sniff_format(path) is not None
 
@@ -195,7 +194,6 @@ def download(repo: str, out: str | Path, *, sae: str | None = None, revision: st
     them, ``sae import`` converts them (the CLI says so)."""
     from huggingface_hub import snapshot_download
 
-    from sae_core.validate import check_output_dir
 
     out = check_output_dir(out)
     patterns = [f"{sae}/*", "README.md", SWEEP_FILE] if sae else None

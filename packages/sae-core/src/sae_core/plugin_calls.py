@@ -33,7 +33,7 @@ def describe(kind: str, name: str) -> tuple[str, bool]:
     alone and treated as third-party code."""
     label = f"{kind} {name!r}"
     try:
-        from sae_core.plugins import get_manager
+        from sae_core.plugins import get_manager  # lazy: loads pluggy
 
         manager = get_manager()
         component = next((c for c in manager.registry.all(kind) if c.name == name), None)
@@ -108,9 +108,9 @@ def returned(value: Any, types: type | tuple[type, ...], kind: str, name: str, c
 def check_inputs(inputs: Any, kind: str, name: str, call: str) -> Any:
     """An adapter's ``ModelInputs``: the right type, and ``valid`` (batch, tokens) consistent
     with ``kinds`` (tokens,) and ``example`` (batch,) — the facts every SAE hook relies on."""
-    import numpy as np
+    import numpy as np  # lazy: loads numpy
 
-    from sae_core.protocols.running import ModelInputs
+    from sae_core.protocols.running import ModelInputs  # lazy: loads numpy
 
     expected = "ModelInputs(data, valid=(batch, tokens) bool array, kinds=[one per token], example=(batch,) ids)"
     returned(inputs, ModelInputs, "adapter", name, call, expected)

@@ -19,7 +19,7 @@ def check_device(device: str, flag: str = "--device") -> str:
     """``device`` if torch can use it here: ``cpu``, ``cuda``, ``cuda:N`` (N < GPUs), ``mps``."""
     if device == "cpu":
         return device  # no torch import: commands validate their options before loading anything
-    import torch
+    import torch  # lazy: loads torch
 
     try:
         parsed = torch.device(device)

@@ -32,8 +32,10 @@ from typing import Any, ClassVar
 import numpy as np
 
 from sae_core.analyses.common import descriptive_side, option
+from sae_core.analyses.top_examples import example_meta
 from sae_core.checkpoint.filenames import ACTIVATION_DB_DIR, ACTIVATION_DB_MANIFEST
 from sae_core.errors import SAEError
+from sae_core.io import atomic_open, atomic_write_json, staged_dir
 from sae_core.protocols.analysis import AnalysisContext, CodeChunk, CodeConsumer, PassAnalysis
 
 DB_FORMAT, DB_VERSION = "sae-activation-db", 1
@@ -60,7 +62,6 @@ class ActivationDBAnalysis(PassAnalysis):
 
 
 def _save_npy(path: Any, array: np.ndarray) -> None:
-    from sae_core.io import atomic_open
 
     with atomic_open(path, "wb", sync_dir=False) as f:  # the stage directory is fsynced once, at the end
         np.lib.format.write_array(f, np.ascontiguousarray(array), allow_pickle=False)
@@ -70,7 +71,6 @@ class ActivationDBWriter:
     """The database's writer: buffers a shard's firings, sorts them by latent, writes the shard."""
 
     def __init__(self, ctx: AnalysisContext, shard_entries: int = SHARD_ENTRIES, value_dtype: str = "float32") -> None:
-        from sae_core.io import staged_dir
 
         self.ctx, self.shard_entries, self.value_dtype = ctx, shard_entries, np.dtype(value_dtype)
         self.d_sae = ctx.sae.d_sae
@@ -139,8 +139,6 @@ class ActivationDBWriter:
         self._reset(self.n_tokens)
 
     def finish(self) -> dict[str, Any]:
-        from sae_core.analyses.top_examples import example_meta
-        from sae_core.io import atomic_write_json
 
         self._flush()
         ctx = self.ctx

@@ -13,6 +13,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from sae_core.checkpoint.weights import save_weights
+from sae_core.errors import SAEError
+from sae_core.inference.heldout import DEFAULT_FRAC, read_index, runs, select_rows
+from sae_core.inference.heldout import sae_split as split_of
+from sae_core.io import atomic_write_json
+
 if TYPE_CHECKING:  # annotations only: AnalysisContext's methods call these helpers
     from sae_core.protocols.analysis import AnalysisContext
 
@@ -26,7 +32,6 @@ def layer_and_positions(ctx: AnalysisContext) -> tuple[int, np.ndarray]:
 
 def target_layer(ctx: AnalysisContext) -> int | None:
     """The cache layer a transcoder reconstructs (None for SAEs, which reconstruct their input)."""
-    from sae_core.errors import SAEError
 
     cfg = ctx.sae.cfg
     if not cfg.is_transcoder:
@@ -41,7 +46,6 @@ def target_layer(ctx: AnalysisContext) -> int | None:
 
 def sae_split(ctx: AnalysisContext) -> Any:
     """The validation split the SAE was trained with (its cfg.json ``val``), or None."""
-    from sae_core.inference.heldout import sae_split as split_of
 
     return split_of(ctx.sae.cfg)
 
@@ -58,7 +62,6 @@ def analysis_rows(ctx: AnalysisContext, legacy: str = "all") -> np.ndarray:
     ``legacy``: ``all`` for the descriptive analyses, ``tail`` for the metrics, as before. At most
     ``--max-examples`` rows are read (the first ones of the selection).
     """
-    from sae_core.inference.heldout import DEFAULT_FRAC, select_rows
 
     split = sae_split(ctx)
     side = str(option(ctx, "split", "val" if split is not None else legacy, str))
@@ -87,7 +90,6 @@ def descriptive_rows(ctx: AnalysisContext, positions: np.ndarray | None = None) 
     Why all rows: an SAE's validation split is a few percent of the cache (19 documents in the
     quickstart), too few to see rare latents fire; descriptive numbers need no held-out data.
     """
-    from sae_core.inference.heldout import DEFAULT_FRAC, select_rows
 
     side = descriptive_side(ctx)
     frac = option(ctx, "heldout_frac", DEFAULT_FRAC, float, "fraction") if side == "tail" else DEFAULT_FRAC
@@ -103,7 +105,6 @@ def rows_within_budget(reader: Any, rows: np.ndarray, positions: np.ndarray, max
                        chunk: int = 1024) -> np.ndarray:
     """The longest prefix of ``rows`` whose valid tokens at ``positions`` number at most
     ``max_tokens`` (at least one row); reads index records from the front, only as far as needed."""
-    from sae_core.inference.heldout import read_index
 
     allowed = np.zeros(reader.meta.tokens_per_example, dtype=bool)
     allowed[np.asarray(positions, dtype=np.int64)] = True
@@ -122,7 +123,6 @@ def option(ctx: AnalysisContext, name: str, default: Any, cast: Callable[[Any], 
 
     ``check`` is ``"positive"`` (> 0) or ``"fraction"`` (in (0, 1]) when the value is bounded.
     """
-    from sae_core.errors import SAEError
 
     raw = ctx.options.get(name, default)
     try:
@@ -144,7 +144,6 @@ def heldout_rows(ctx: AnalysisContext) -> np.ndarray:
 def read_rows(ctx: AnalysisContext, rows: np.ndarray, layer: int | list[int]) -> tuple[torch.Tensor, np.ndarray]:
     """Acts ``(n, len(layers), T, d)`` and index ``(n, T)`` of the given ascending rows (contiguous
     runs read at once); ``layer``: one layer index or several."""
-    from sae_core.inference.heldout import runs
 
     layers = layer if isinstance(layer, list) else [layer]
     parts = [ctx.reader.read_examples(int(run[0]), int(run[-1]) + 1, layers=layers) for run in runs(rows)]
@@ -201,13 +200,11 @@ def encode_tokens(ctx: AnalysisContext, x: torch.Tensor) -> torch.Tensor:
 
 def save_safetensors(path, tensors: dict[str, torch.Tensor], meta: dict[str, str] | None = None) -> None:
     """Durably write an analysis's tensors (see :mod:`sae_core.io`)."""
-    from sae_core.checkpoint.weights import save_weights
 
     save_weights(path, tensors, metadata=meta)
 
 
 def save_json(path, doc) -> None:
     """Durably write an analysis's JSON result."""
-    from sae_core.io import atomic_write_json
 
     atomic_write_json(path, doc, default=float)

@@ -35,7 +35,8 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from sae_core.analyses.common import option, save_json, save_safetensors
+from sae_core.analyses.common import descriptive_side, option, save_json, save_safetensors
+from sae_core.analyses.shared_pass import sparse_consumer
 from sae_core.checkpoint.filenames import COOCCURRENCE_FILE, COOCCURRENCE_META_FILE
 from sae_core.errors import SAEError
 from sae_core.firing import firing
@@ -210,8 +211,6 @@ class CooccurrenceAnalysis(PassAnalysis):
 
     def consumer(self, ctx: AnalysisContext) -> CodeConsumer:
         """Fed by the shared pass (the same read of the cache as the statistics and examples)."""
-        from sae_core.analyses.common import descriptive_side
-        from sae_core.analyses.shared_pass import sparse_consumer
 
         n = option(ctx, "cooccurrence_n", 10, int, "positive")
         block = option(ctx, "cooccurrence_block", 0, int) or None

@@ -55,8 +55,12 @@ from sae_core.analyses.common import (
     target_layer,
 )
 from sae_core.checkpoint.filenames import DOWNSTREAM_FILE
+from sae_core.datasets import open_dataset
 from sae_core.errors import SAEError, UnknownComponentError
 from sae_core.inference.heldout import last_rows_with, rows_span
+from sae_core.inference.loading import shared_adapter
+from sae_core.inference.splice_eval import splice_metrics
+from sae_core.protocols.adapter import ModelAdapter
 from sae_core.protocols.analysis import Analysis, AnalysisContext
 
 MISMATCH = 0.05  # cache_rel_error above this: the re-created model does not reproduce the cache
@@ -101,7 +105,6 @@ class Downstream(Analysis):
             return self._skip(ctx, head, why)
 
         if lo is None and _runs_with_hooks(type(adapter)):
-            from sae_core.inference.splice_eval import splice_metrics
 
             result = splice_metrics(adapter, ctx.sae, layer, index, acts[:, 0], kinds=list(meta.token_kinds),
                                     tokens=tokens, dataset=dataset, batch_rows=batch_rows)
@@ -127,7 +130,6 @@ class Downstream(Analysis):
                 return None, None, _NO_SOURCES.format(meta.adapter)
             dataset = None
             if adapter.modality != "text":  # text adapters read the tokens from the index
-                from sae_core.datasets import open_dataset
 
                 dataset = open_dataset(meta.dataset["spec"], adapter.modality, **meta.dataset.get("options", {}))
         except (SAEError, OSError) as e:
@@ -157,7 +159,6 @@ class Downstream(Analysis):
         return {**result, "cache_rel_error": rel}
 
     def _adapter(self, component: Any, meta: Any, device: str) -> Any:
-        from sae_core.inference.loading import shared_adapter
 
         return shared_adapter(component, meta, device)  # one model for every analysis of the run
 
@@ -170,7 +171,7 @@ class Downstream(Analysis):
 def _component(name: str, *, transcoder: bool) -> tuple[Any, str | None]:
     """(the adapter plugin that made the cache, None), or (None, why) when it is not installed
     or its class shows it cannot splice this SAE: known without building the model."""
-    from sae_core.plugins import get_component
+    from sae_core.plugins import get_component  # lazy: loads pluggy
 
     try:
         component = get_component("adapter", name)
@@ -250,14 +251,12 @@ def flag_unmovable(result: dict[str, Any]) -> dict[str, Any]:
 
 def _lacks_sources(factory: Any) -> bool:
     """Whether an adapter class is known not to splice transcoders (see ``splice_sources``)."""
-    from sae_core.protocols.adapter import ModelAdapter
 
     return isinstance(factory, type) and issubclass(factory, ModelAdapter) and not factory.splice_sources
 
 
 def _runs_with_hooks(cls: type) -> bool:
     """Whether adapter class ``cls`` implements ``run_with_hooks`` (the current protocol)."""
-    from sae_core.protocols.adapter import ModelAdapter
 
     if issubclass(cls, ModelAdapter):
         return cls.supports("run_with_hooks")
@@ -268,7 +267,6 @@ def _cannot_run(factory: Any, *, transcoder: bool = False) -> bool:
     """Whether an adapter class can run its model with an SAE spliced in by neither
     ``run_with_hooks`` nor the older ``splice_eval`` (transcoders: not by ``splice_eval``;
     False for a factory that is not a class: unknown until built)."""
-    from sae_core.protocols.adapter import ModelAdapter
 
     if not isinstance(factory, type):
         return False

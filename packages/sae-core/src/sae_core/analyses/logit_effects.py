@@ -32,7 +32,10 @@ import torch
 from sae_core.analyses.common import layer_and_positions, option, save_json, save_safetensors, target_layer
 from sae_core.checkpoint.filenames import LOGIT_EFFECTS_FILE, LOGIT_EFFECTS_META_FILE
 from sae_core.errors import SAEError, UnknownComponentError
+from sae_core.inference.loading import shared_adapter
+from sae_core.protocols.adapter import ModelAdapter
 from sae_core.protocols.analysis import Analysis, AnalysisContext
+from sae_core.tokens import load_vocab
 
 #: logit entries per block (block · d_vocab floats)
 BLOCK_ENTRIES = 2**25
@@ -81,7 +84,7 @@ class LogitEffects(Analysis):
     options: ClassVar[tuple[str, ...]] = ("logit_n",)
 
     def run(self, ctx: AnalysisContext) -> dict[str, Any]:
-        from sae_core.plugins import get_component
+        from sae_core.plugins import get_component  # lazy: loads pluggy
 
         n = option(ctx, "logit_n", 10, int, "positive")
         meta = ctx.reader.meta
@@ -100,7 +103,6 @@ class LogitEffects(Analysis):
         except UnknownComponentError as e:
             return self._skip(ctx, head, f"the adapter plugin that made the cache is not installed: {e}")
         factory = component.factory
-        from sae_core.protocols.adapter import ModelAdapter
 
         if isinstance(factory, type) and issubclass(factory, ModelAdapter) and not factory.supports("unembedding"):
             return self._skip(ctx, head, f"adapter {meta.adapter!r} exposes no unembedding (ModelAdapter.unembedding)")
@@ -127,7 +129,6 @@ class LogitEffects(Analysis):
         return {"n": n, "d_vocab": int(W_U.shape[1])}
 
     def _adapter(self, component: Any, meta: Any, device: str) -> Any:
-        from sae_core.inference.loading import shared_adapter
 
         return shared_adapter(component, meta, device)  # one model for every analysis of the run
 
@@ -141,7 +142,6 @@ class LogitEffects(Analysis):
 def _token_strings(ctx: AnalysisContext, adapter: Any, ids: list[int]) -> list[str]:
     """Raw token pieces of ``ids``: the cache's vocab.json (what the viewer shows), else the
     adapter's tokenizer, else ``<id N>``."""
-    from sae_core.tokens import load_vocab
 
     vocab = load_vocab(ctx.reader.path)
     if vocab is None and getattr(adapter, "tokenizer", None) is not None:

@@ -9,17 +9,17 @@ from sae_core.hookspecs import hookimpl
 
 @hookimpl
 def register_analyses(register: Any) -> None:
-    from sae_core.analyses.activation_db import ActivationDBAnalysis
-    from sae_core.analyses.cooccurrence import CooccurrenceAnalysis
-    from sae_core.analyses.downstream import Downstream
-    from sae_core.analyses.feature_stats import FeatureStats
-    from sae_core.analyses.logit_effects import LogitEffects
-    from sae_core.analyses.neighbours import DecoderNeighbours
-    from sae_core.analyses.probe import Probe
-    from sae_core.analyses.quantile_examples import QuantileExamples
-    from sae_core.analyses.reconstruction import Reconstruction
-    from sae_core.analyses.summaries import FeatureSummaries
-    from sae_core.analyses.top_examples import TopExamples
+    from sae_core.analyses.activation_db import ActivationDBAnalysis  # lazy: loads torch, numpy
+    from sae_core.analyses.cooccurrence import CooccurrenceAnalysis  # lazy: loads torch, numpy
+    from sae_core.analyses.downstream import Downstream  # lazy: loads torch, numpy
+    from sae_core.analyses.feature_stats import FeatureStats  # lazy: loads torch, numpy
+    from sae_core.analyses.logit_effects import LogitEffects  # lazy: loads torch, numpy
+    from sae_core.analyses.neighbours import DecoderNeighbours  # lazy: loads torch, numpy
+    from sae_core.analyses.probe import Probe  # lazy: loads torch, numpy
+    from sae_core.analyses.quantile_examples import QuantileExamples  # lazy: loads torch, numpy
+    from sae_core.analyses.reconstruction import Reconstruction  # lazy: loads torch, numpy
+    from sae_core.analyses.summaries import FeatureSummaries  # lazy: loads torch, numpy
+    from sae_core.analyses.top_examples import TopExamples  # lazy: loads torch, numpy
 
     # feature-summaries last: it joins the per-latent files the others write
     for cls in (FeatureStats, TopExamples, ActivationDBAnalysis, QuantileExamples, Reconstruction, Downstream,

@@ -20,10 +20,16 @@ from typing import Any, ClassVar, NamedTuple
 import numpy as np
 import torch
 
-from sae_core.analyses.common import option, save_json, save_safetensors
+from sae_core.analyses.common import option, sae_split, save_json, save_safetensors
 from sae_core.checkpoint.filenames import PROBE_FILE, PROBE_META_FILE
 from sae_core.errors import SAEError
+from sae_core.inference.heldout import DEFAULT_FRAC, select_rows
+from sae_core.probing.collect import collect
+from sae_core.probing.labels import load_labels
+from sae_core.probing.linear import fit_l1_logistic, lambda_max, predict_proba
+from sae_core.probing.ranking import average_precision, latent_metrics
 from sae_core.protocols.analysis import Analysis, AnalysisContext
+from sae_core.validation_split import ExampleSplit
 
 DEFAULTS = {"split": "all", "test_fraction": 0.25, "probe_seed": 0, "probe_l1": 0.05, "probe_top": 20,
             "probe_tokens": 200_000, "probe_iters": 1000}
@@ -66,8 +72,6 @@ class Probe(Analysis):
         """(labels, items, side): the labels (read once per labels spec and cache, for all of a
         run's SAEs) and the latents' scores on the labelled items of the rows probed; no labelled
         item in those rows is an error (wrong example ids, or a split without them)."""
-        from sae_core.probing.collect import collect
-        from sae_core.probing.labels import load_labels
 
         key = (str(spec), str(ctx.reader.path))
         if key not in self._labels:
@@ -121,7 +125,6 @@ def _latent_scores(items: Any, names: list[str], d_sae: int
     """Each latent alone as a classifier of each label: (positives per label (n_labels,), which
     labels can be scored (some positive and some negative item: else nothing to rank), why the
     others cannot, (AP, best F1, its threshold) each (n_labels, d_sae), NaN rows for the others)."""
-    from sae_core.probing.ranking import latent_metrics
 
     pos = items.y.sum(0)  # (n_labels,)
     ok = (pos > 0) & (pos < items.n)
@@ -157,8 +160,6 @@ def _per_label(names: list[str], pos: torch.Tensor, n_items: int, ok: torch.Tens
 def _rows(ctx: AnalysisContext) -> tuple[np.ndarray, str]:
     """Rows probed: ``--option split=`` (default ``all``: the SAE is fixed, and the probe keeps
     its own train/test split of examples)."""
-    from sae_core.analyses.common import sae_split
-    from sae_core.inference.heldout import DEFAULT_FRAC, select_rows
 
     side = str(ctx.options.get("split", DEFAULTS["split"]))
     frac = option(ctx, "heldout_frac", DEFAULT_FRAC, float, "fraction") if side == "tail" else DEFAULT_FRAC
@@ -182,8 +183,6 @@ def _labelled_rows(ctx: AnalysisContext, rows: np.ndarray, examples: np.ndarray 
 def _linear_probe(items: Any, names: list[str], ok: torch.Tensor, test_fraction: float, seed: int, l1: float,
                   top: int, iters: int, d_sae: int) -> dict[str, Any]:
     """Fit the L1 probe on the train examples, measure it on the test examples."""
-    from sae_core.probing.linear import fit_l1_logistic, lambda_max, predict_proba
-    from sae_core.validation_split import ExampleSplit
 
     test = torch.from_numpy(ExampleSplit(test_fraction, seed).is_val(items.example))  # (N,) by example
     train = ~test
@@ -245,7 +244,6 @@ def _probe_entry(w: torch.Tensor, rms: torch.Tensor, lam: float, p_train: torch.
     """One label's probe (weights ``w`` (d_sae,) on the scaled features): AP on the train items;
     on the test items AP (None without a positive there) and accuracy at p = 0.5; and its
     ``top`` largest weights, in raw-score units and on the scaled features."""
-    from sae_core.probing.ranking import average_precision
 
     entry: dict[str, Any] = {
         "train_ap": average_precision(p_train, y_train),

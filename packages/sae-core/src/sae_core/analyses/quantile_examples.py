@@ -21,7 +21,9 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from sae_core.activation_db import band_of, draw_keys, open_activation_db
 from sae_core.analyses.common import option, save_json, save_safetensors
+from sae_core.analyses.top_examples import example_meta
 from sae_core.checkpoint.filenames import QUANTILE_EXAMPLES_FILE, QUANTILE_EXAMPLES_META_FILE
 from sae_core.protocols.analysis import Analysis, AnalysisContext
 
@@ -34,8 +36,6 @@ class QuantileExamples(Analysis):
     options: ClassVar[tuple[str, ...]] = ("quantile_bands", "quantile_m", "quantile_seed")
 
     def run(self, ctx: AnalysisContext) -> dict[str, Any]:
-        from sae_core.activation_db import open_activation_db
-        from sae_core.analyses.top_examples import example_meta
 
         n_bands = option(ctx, "quantile_bands", 10, int, "positive")
         m = option(ctx, "quantile_m", 5, int, "positive")
@@ -141,7 +141,6 @@ def _strongest_per_example(lat: np.ndarray, row: np.ndarray, mag: np.ndarray) ->
 def _bands(e_lat: np.ndarray, e_score: np.ndarray, edges: np.ndarray) -> np.ndarray:
     """(e,) band of each example: its score / its latent's max (``band_of`` per latent); -1 for
     a score of 0, which is in no band."""
-    from sae_core.activation_db import band_of
 
     lat_start = np.flatnonzero(np.concatenate([[True], e_lat[1:] != e_lat[:-1]]))
     lat_size = np.diff(np.append(lat_start, len(e_lat)))
@@ -158,7 +157,6 @@ def _draw(e_lat: np.ndarray, e_row: np.ndarray, e_score: np.ndarray, band: np.nd
     """Draw up to ``m`` examples per (latent, band) as ``db.quantiles`` does: by (latent, band,
     draw key), the first m of each. Adds every banded example into ``counts`` (d_sae, B); returns
     (drawn examples, their rank within their (latent, band)), by score descending, ties in draw order."""
-    from sae_core.activation_db import draw_keys
 
     pick_order = np.lexsort((draw_keys(seed, e_lat, e_row), band, e_lat))
     pl, pb = e_lat[pick_order], band[pick_order]

@@ -25,6 +25,7 @@ from sae_core.analyses.common import (
     selected_mask,
 )
 from sae_core.checkpoint.filenames import RECONSTRUCTION_FILE
+from sae_core.errors import SAEError
 from sae_core.firing import firing
 from sae_core.protocols.analysis import Analysis, AnalysisContext
 
@@ -58,7 +59,6 @@ class Reconstruction(Analysis):
             fired += active.sum(0)
             n += len(x)
         if n == 0:
-            from sae_core.errors import SAEError
 
             raise SAEError(f"no held-out tokens in the {len(rows)} held-out rows of {ctx.reader.path}; cache more data")
         total_var = sum_x2 - float((sum_x**2).sum()) / n

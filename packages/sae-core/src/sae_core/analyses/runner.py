@@ -7,7 +7,16 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sae_core.checkpoint.directory import load_sae
+from sae_core.checkpoint.discovery import find_checkpoints
+from sae_core.checkpoint.filenames import RUN_CONFIG_FILE
 from sae_core.errors import SAEError
+from sae_core.interop.detect import matching_formats
+from sae_core.plugin_calls import guarded, returned
+from sae_core.protocols.analysis import AnalysisContext, PassAnalysis
+from sae_core.stores import check_complete, open_reader
+from sae_core.train.rundir import resolve_cache
+from sae_core.validate import check_device
 
 if TYPE_CHECKING:
     from sae_core.checkpoint.cfg import SAECheckpointConfig
@@ -32,8 +41,6 @@ def analyse_run(
     Results go beside each checkpoint, so every checkpoint directory must be writable (checked
     before any analysis runs).
     """
-    from sae_core.checkpoint.discovery import find_checkpoints
-    from sae_core.validate import check_device
 
     check_device(device)
     analyses = _analyses(only, options)
@@ -51,7 +58,7 @@ def analyse_run(
 def _analyses(only: list[str] | None, options: dict[str, Any] | None) -> list[Any]:
     """The analyses to run, each after those it requires (``only``, else every analysis that is
     on by default); an ``--option`` no installed analysis reads is refused (a typo, not ignored)."""
-    from sae_core.plugins import get_registry
+    from sae_core.plugins import get_registry  # lazy: loads pluggy
 
     registry = get_registry()
     names = _with_requirements(registry, only or [c.name for c in registry.all("analysis") if c.attrs.get("default", True)])
@@ -67,9 +74,6 @@ def _contexts(ckpts: list[Path], *, data: str | Path | None, device: str, batch_
               options: dict[str, Any] | None, allow_incomplete: bool) -> list[Any]:
     """One :class:`AnalysisContext` per checkpoint: its SAE and a reader of its cache (one reader
     per cache, shared by the checkpoints trained on it), checked to hold the SAE's input width."""
-    from sae_core.checkpoint.directory import load_sae
-    from sae_core.protocols.analysis import AnalysisContext
-    from sae_core.stores import check_complete, open_reader
 
     readers: dict[str, Any] = {}
     contexts = []
@@ -93,8 +97,7 @@ def _contexts(ckpts: list[Path], *, data: str | Path | None, device: str, batch_
 def _run_analyses(contexts: list[Any], analyses: list[Any], *, progress: bool) -> dict[str, dict[str, Any]]:
     """Run every analysis on every context: the pass analyses together in one shared read of each
     cache, then the others one by one; {checkpoint name: {analysis: summary}}."""
-    from sae_core.analyses.shared_pass import run_shared_pass
-    from sae_core.protocols.analysis import PassAnalysis
+    from sae_core.analyses.shared_pass import run_shared_pass  # lazy: loads torch, numpy
 
     shared = [a for a in analyses if isinstance(a, PassAnalysis)]
     bar = None
@@ -125,7 +128,6 @@ def _run_analyses(contexts: list[Any], analyses: list[Any], *, progress: bool) -
 def _run_one(analysis: Any, ctx: Any) -> dict[str, Any]:
     """``analysis.run(ctx)``, guarded: a plugin analysis's bug or a summary that is not a dict is
     one line naming it."""
-    from sae_core.plugin_calls import guarded, returned
 
     expected = "a JSON-able dict (the summary sae analyze prints)"
     with guarded("analysis", analysis.name, "run(ctx)", expected):
@@ -137,7 +139,6 @@ def _refuse_foreign(ckpt: Path) -> None:
     """Results are written beside the checkpoint, so never into another tool's directory (a
     SAELens export, a downloaded checkpoint of another format): those are converted first.
     Ours is what :func:`sae_core.interop.detect.matching_formats` finds to be ours alone."""
-    from sae_core.interop.detect import matching_formats
 
     found = matching_formats(ckpt)
     if found and found != ["sae"]:  # nothing found: load_sae gives the precise one-line error
@@ -166,7 +167,7 @@ def _warn_if_few_tokens(passed: dict[Path, dict[str, Any]]) -> None:
     """One line on stderr when the descriptive analyses of some SAE read fewer than FEW_TOKENS tokens."""
     import sys
 
-    from sae_core.analyses.common import FEW_TOKENS
+    from sae_core.analyses.common import FEW_TOKENS  # lazy: loads torch, numpy
 
     counts = {ckpt.name: s["n_tokens"] for ckpt, per in passed.items() for s in per.values()
               if isinstance(s, dict) and isinstance(s.get("n_tokens"), int)}
@@ -183,8 +184,6 @@ def _recorded_cache(ckpt: Path, cfg: SAECheckpointConfig) -> str:
     run, so a moved run with its cache works), else the absolute path in ``cfg.json``."""
     import json
 
-    from sae_core.checkpoint.filenames import RUN_CONFIG_FILE
-    from sae_core.train.rundir import resolve_cache
 
     source = cfg.source
     run_cfg = ckpt.parent / RUN_CONFIG_FILE

@@ -39,13 +39,16 @@ from sae_core.checkpoint.filenames import (
     NEIGHBOURS_FILE,
     TOP_EXAMPLES_FILE,
 )
+from sae_core.errors import SAEError
+from sae_core.io import atomic_open
 from sae_core.protocols.analysis import Analysis, AnalysisContext
+from sae_core.tokens import load_vocab, token_string
 
 BLOCK = 1024  # latents read at once
 
 
 def _slices(path: Path, keys: tuple[str, ...], lo: int, hi: int) -> dict[str, np.ndarray]:
-    from safetensors import safe_open
+    from safetensors import safe_open  # lazy: loads safetensors
 
     with safe_open(str(path), "np") as f:
         return {k: f.get_slice(k)[lo:hi] for k in keys if k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
@@ -53,7 +56,6 @@ def _slices(path: Path, keys: tuple[str, ...], lo: int, hi: int) -> dict[str, np
 
 def _top_tokens(ids: np.ndarray, acts: np.ndarray, vocab: list[str] | None, m: int) -> list[dict[str, Any]]:
     """The ``m`` token ids with the largest summed |code| among one latent's top examples."""
-    from sae_core.tokens import token_string
 
     mag = np.abs(acts.astype(np.float32))  # (k, T)
     keep = (mag > 0) & (ids >= 0)
@@ -74,15 +76,13 @@ def summary_rows(checkpoint: str | Path, *, vocab: list[str] | None = None, n_to
                  block: int = BLOCK) -> Iterator[dict[str, Any]]:
     """The rows of ``feature_summaries.jsonl`` of a checkpoint whose analyses have run (see the
     module docstring), one per latent in order; ``vocab``: token pieces by id (text caches)."""
-    from sae_core.tokens import token_string
 
     ckpt = Path(checkpoint)
     stats = ckpt / FEATURE_STATS_FILE
     if not stats.is_file():
-        from sae_core.errors import SAEError
 
         raise SAEError(f"{ckpt} has no {FEATURE_STATS_FILE}; run `sae analyze {ckpt} --only feature-stats` first")
-    from safetensors import safe_open
+    from safetensors import safe_open  # lazy: loads safetensors
 
     with safe_open(str(stats), "np") as f:
         d_sae = int(f.get_slice("frequency").get_shape()[0])
@@ -138,8 +138,6 @@ class FeatureSummaries(Analysis):
     options: ClassVar[tuple[str, ...]] = ("summary_tokens",)
 
     def run(self, ctx: AnalysisContext) -> dict[str, Any]:
-        from sae_core.io import atomic_open
-        from sae_core.tokens import load_vocab
 
         m = option(ctx, "summary_tokens", 10, int, "positive")
         vocab = load_vocab(ctx.reader.path)

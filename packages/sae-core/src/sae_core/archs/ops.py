@@ -15,6 +15,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from sae_core.dataclass_parsing import from_dict
+
 
 def sparse_decode(idx: torch.Tensor, vals: torch.Tensor, W_dec: torch.Tensor) -> torch.Tensor:
     """Σ_j vals[..., j] · W_dec[idx[..., j]] for every SAE, without a dense (batch, d_sae) matmul.
@@ -40,7 +42,6 @@ def make_hyper(cls: type, arch: str, values: dict[str, Any], d_sae: int) -> Any:
     """Build and validate one SAE's hyperparameters (strict: unknown keys are errors).
 
     The same as ``Architecture.make_hyper``, for callers that hold only the Hyper class."""
-    from sae_core.dataclass_parsing import from_dict
 
     hyper = from_dict(cls, values, where=f"{arch} hyperparameters")
     if hasattr(hyper, "validate"):

@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from sae_core.checkpoint.filenames import CFG_FILE, FORMAT, FORMAT_VERSION
+from sae_core.dataclass_parsing import from_dict
 from sae_core.errors import CheckpointError, ConfigError
+from sae_core.interop.detect import FOREIGN, foreign_hint, formats_line
 
 
 @dataclass
@@ -133,7 +135,6 @@ class SAECheckpointConfig:
     @classmethod
     def from_json(cls, doc: Any, *, strict: bool = False, where: str = CFG_FILE) -> SAECheckpointConfig:
         """Build from a parsed ``cfg.json``; bad content is a one-line :class:`ConfigError`."""
-        from sae_core.dataclass_parsing import from_dict
 
         if not isinstance(doc, dict):
             raise ConfigError(f"{where} is not a checkpoint config (not a JSON object)")
@@ -168,7 +169,6 @@ def read_cfg(path: str | Path, *, strict: bool = False) -> SAECheckpointConfig:
         raise CheckpointError(f"{file} is not a checkpoint config (not a JSON object); train or download that SAE again")
     for key in ("architecture", "d_in", "d_sae"):
         if key not in doc:
-            from sae_core.interop.detect import formats_line
 
             raise CheckpointError(foreign_checkpoint(file.parent) or f"{file} lacks {key!r}: {file.parent} is not an SAE checkpoint "
                                   f"in any format we read ({formats_line()})")
@@ -181,6 +181,5 @@ def read_cfg(path: str | Path, *, strict: bool = False) -> SAECheckpointConfig:
 def foreign_checkpoint(path: Path, *, saelens: bool = True) -> str | None:
     """The one-line answer for a checkpoint another library wrote (which one, how to convert).
     ``saelens=False``: SAELens directories pass (commands have always taken them as they are)."""
-    from sae_core.interop.detect import FOREIGN, foreign_hint
 
     return foreign_hint(path, FOREIGN if saelens else tuple(f for f in FOREIGN if f != "saelens"))

@@ -16,6 +16,7 @@ from sae_core.checkpoint.discovery import is_checkpoint
 from sae_core.checkpoint.filenames import CFG_FILE, WEIGHTS_FILE
 from sae_core.checkpoint.weights import load_weights, save_weights
 from sae_core.errors import CheckpointError
+from sae_core.interop.detect import checkpoint_format, matching_formats
 from sae_core.io import atomic_write_json
 
 if TYPE_CHECKING:
@@ -40,14 +41,13 @@ def load_sae(path: str | Path, device: str | torch.device = "cpu") -> SAE:
     """Load an SAE checkpoint in any format we read: ours, SAELens, EleutherAI sparsify,
     dictionary_learning or saev (recognised by content, :mod:`sae_core.interop.detect`); an
     unknown or ambiguous one is a one-line :class:`CheckpointError` listing those formats."""
-    from sae_core.interop.detect import checkpoint_format, matching_formats
 
     path = Path(path)
     found = matching_formats(path) if path.exists() else []
     if len(found) > 1 or (not found and not is_checkpoint(path)):
         checkpoint_format(path)  # raises: ambiguous, or no format we read
     if found and found[0] != "sae":
-        from sae_core.interop.readers import read_any
+        from sae_core.interop.readers import read_any  # lazy: loads torch, numpy
 
         _, cfg, tensors = read_any(path)
         return _build(cfg, tensors, device)
@@ -58,8 +58,6 @@ def load_sae(path: str | Path, device: str | torch.device = "cpu") -> SAE:
 
 
 def _build(cfg: Any, tensors: dict[str, torch.Tensor], device: Any) -> SAE:
-    from sae_core.checkpoint.sae import (
-        build_sae,  # lazy: torch (`sae info` and the viewer import this module)
-    )
+    from sae_core.checkpoint.sae import build_sae  # lazy: loads torch, numpy
 
     return build_sae(cfg, tensors, device)

@@ -8,6 +8,7 @@ from pathlib import Path
 from sae_core.checkpoint.cfg import foreign_checkpoint
 from sae_core.checkpoint.filenames import CFG_FILE, SWEEP_FILE
 from sae_core.errors import CheckpointError
+from sae_core.interop.detect import formats_line
 
 
 def is_checkpoint(path: str | Path) -> bool:
@@ -43,7 +44,6 @@ def _find(path: Path) -> list[Path]:
         found = sorted(p for p in path.iterdir() if is_checkpoint(p))
         if found:
             return found
-    from sae_core.interop.detect import formats_line
 
     raise CheckpointError(foreign_checkpoint(path) or f"no SAE checkpoints in {path}; pass a run directory from `sae train` or "
                           f"one SAE's directory (formats we read: {formats_line()})")

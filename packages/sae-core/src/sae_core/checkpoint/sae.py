@@ -79,7 +79,7 @@ class SAE(nn.Module):
 def build_sae(cfg: SAECheckpointConfig | dict[str, Any], tensors: dict[str, torch.Tensor],
               device: str | torch.device = "cpu") -> SAE:
     """An :class:`SAE` from its config (a dict is read leniently) and checkpoint-layout tensors."""
-    from sae_core.plugins import get_component
+    from sae_core.plugins import get_component  # lazy: loads pluggy
 
     if not isinstance(cfg, SAECheckpointConfig):
         cfg = SAECheckpointConfig.from_json(cfg, strict=False)

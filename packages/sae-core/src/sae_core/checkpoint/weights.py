@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 def save_weights(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
     """Write ``tensors`` to the safetensors file ``path`` durably (temporary name, fsync, rename)."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save_file  # lazy: loads safetensors
 
     with atomic_path(path) as tmp:
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
@@ -56,8 +56,8 @@ def safetensors_problem(path: str | Path) -> str | None:
 
 def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
     """All tensors of a safetensors file; damage is a one-line CheckpointError naming the file."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from safetensors import SafetensorError  # lazy: loads safetensors
+    from safetensors.torch import load_file  # lazy: loads safetensors
 
     path = Path(path)
     problem = safetensors_problem(path)

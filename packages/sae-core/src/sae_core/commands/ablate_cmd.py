@@ -8,6 +8,10 @@ from typing import Annotated, Any
 
 import typer
 
+from sae_core.errors import SAEError
+from sae_core.inference.target import open_target, parse_feature_ids
+from sae_core.validate import check_output_dir, check_positive
+
 
 def ablate(
     checkpoint: Annotated[Path, typer.Argument(help="One SAE checkpoint directory.")],
@@ -24,10 +28,7 @@ def ablate(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Change in the model's loss when features are ablated, on held-out rows (writes ablation.json)."""
-    from sae_core.errors import SAEError
-    from sae_core.inference.heldout import SIDES
-    from sae_core.inference.target import open_target, parse_feature_ids
-    from sae_core.validate import check_output_dir, check_positive
+    from sae_core.inference.heldout import SIDES  # lazy: loads numpy
 
     for value, flag in ((tokens, "--tokens"), (max_rows, "--max-rows"), (batch_rows, "--batch-rows")):
         check_positive(value, flag)
@@ -37,7 +38,10 @@ def ablate(
     check_output_dir(checkpoint, "CHECKPOINT")  # ablation.json is written there
     target = open_target(checkpoint, data=data, device=device)  # JSON only: refusals come before loading
     target.require_features(ids)
-    from sae_core.inference.ablation import FILE, ablation_study  # torch: only once the options are checked
+    from sae_core.inference.ablation import (  # torch: only once the options are checked  # lazy: loads torch, numpy
+        FILE,
+        ablation_study,
+    )
 
     sets = [[i] for i in dict.fromkeys(ids)] if each else [sorted(set(ids))]
     doc = ablation_study(target, sets, tokens=tokens, max_rows=max_rows, batch_rows=batch_rows, split=split)

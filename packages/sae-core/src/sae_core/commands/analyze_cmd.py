@@ -8,6 +8,8 @@ from typing import Annotated
 
 import typer
 
+from sae_core.analyses.runner import analyse_run
+from sae_core.commands.cache_cmd import parse_kv
 from sae_core.commands.dynamic_help import RegistryHelpCommand
 
 
@@ -29,8 +31,6 @@ def analyze(
     ] = False,
 ) -> None:
     """Analyse SAEs against a cache; results are written beside each checkpoint."""
-    from sae_core.analyses.runner import analyse_run
-    from sae_core.commands.cache_cmd import parse_kv
 
     options: dict[str, str | int] = {"k": k, **parse_kv(option, "--option")}
     results = analyse_run(path, data=data, only=only, device=device, batch_size=batch_size,

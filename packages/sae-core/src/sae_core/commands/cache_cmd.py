@@ -9,6 +9,7 @@ import typer
 
 from sae_core.commands.dynamic_help import RegistryHelpCommand
 from sae_core.errors import SAEError
+from sae_core.validate import check_device
 
 
 def parse_kv(pairs: list[str] | None, flag: str) -> dict[str, str]:
@@ -62,10 +63,9 @@ def cache(
     processes/GPUs writing one cache (see docs/scaling.md)."""
     from datetime import timedelta
 
-    from sae_core import dist as sae_dist
-    from sae_core.caching import run_cache
-    from sae_core.protocols.adapter import AdapterRequest
-    from sae_core.validate import check_device
+    from sae_core import dist as sae_dist  # lazy: loads torch, numpy
+    from sae_core.caching import run_cache  # lazy: loads torch, numpy
+    from sae_core.protocols.adapter import AdapterRequest  # lazy: loads numpy
 
     check_device(device)  # before torchrun's process group picks a backend for it
     request = AdapterRequest(model=model, layers=layer_names(layers, hook), checkpoint=checkpoint, device=device,

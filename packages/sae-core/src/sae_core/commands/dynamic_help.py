@@ -20,7 +20,7 @@ def fill(text: str | None) -> str | None:
     """``text`` with every ``{kind}`` placeholder replaced by the installed names of that kind."""
     if not text or "{" not in text:
         return text
-    from sae_core.plugins import get_registry
+    from sae_core.plugins import get_registry  # lazy: loads pluggy
 
     for kind in KINDS:
         token = "{" + kind + "}"

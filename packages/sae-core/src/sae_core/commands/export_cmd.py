@@ -8,6 +8,8 @@ from typing import Annotated
 import typer
 
 from sae_core.commands.dynamic_help import RegistryHelpCommand
+from sae_core.interop.export import export_checkpoints
+from sae_core.validate import check_output_dir
 
 
 def export(
@@ -18,8 +20,6 @@ def export(
 ) -> None:
     """Export SAEs so other libraries can load them (SAELens: SAE.load_from_disk(DIR)). Every SAE
     is checked first; a run is written completely or not at all."""
-    from sae_core.interop.export import export_checkpoints
-    from sae_core.validate import check_output_dir
 
     check_output_dir(out)
     for written in export_checkpoints(path, out, format=format, overwrite=overwrite):

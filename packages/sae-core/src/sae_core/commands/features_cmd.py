@@ -9,6 +9,8 @@ from typing import Annotated, Any
 import typer
 
 from sae_core.errors import SAEError
+from sae_core.inference.target import open_target
+from sae_core.validate import check_input_file, check_output_dir, check_positive
 
 
 def features(
@@ -22,8 +24,6 @@ def features(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Per token (or patch): the SAE's top features on your own input, with their values."""
-    from sae_core.inference.target import open_target
-    from sae_core.validate import check_input_file, check_output_dir, check_positive
 
     if (text is None) == (image is None):
         raise SAEError("pass exactly one of --text \"...\" or --image PATH")
@@ -39,11 +39,16 @@ def features(
     target.require("text" if text is not None else "image", "--text" if text is not None else "--image")
     example: Any = text
     if image is not None:  # the adapter's make_inputs receives the loaded RGB PIL image, not the path
-        from sae_core.inference.heatmap import read_image
+        from sae_core.inference.heatmap import read_image  # lazy: loads numpy
 
         example = read_image(image)
     model = target.model()  # the model first: loading it is where the time goes
-    from sae_core.inference.features import record, token_table, top_features, write_heatmaps
+    from sae_core.inference.features import (  # lazy: loads torch, numpy
+        record,
+        token_table,
+        top_features,
+        write_heatmaps,
+    )
 
     result, hook = record(model, target.sae, [example])
     if image is not None and result.inputs.images is None:

@@ -11,6 +11,8 @@ from typing import Annotated
 
 import typer
 
+from sae_core.commands.cache_cmd import parse_kv
+
 
 def hooks(
     adapter: Annotated[str, typer.Option(help="Model adapter plugin, e.g. hf, tlens, timm (see `sae plugins`).")],
@@ -21,9 +23,8 @@ def hooks(
     opt: Annotated[list[str] | None, typer.Option(help="Adapter-specific option KEY=VALUE (repeatable).")] = None,
 ) -> None:
     """List the hookable layer names of MODEL, one per line (usable as `sae cache --hook NAME`)."""
-    from sae_core.caching import build_adapter
-    from sae_core.commands.cache_cmd import parse_kv
-    from sae_core.protocols.adapter import AdapterRequest
+    from sae_core.caching import build_adapter  # lazy: loads torch, numpy
+    from sae_core.protocols.adapter import AdapterRequest  # lazy: loads numpy
 
     request = AdapterRequest(model=model, layers=[], checkpoint=checkpoint, device=device,
                              options=parse_kv(opt, "--opt"))

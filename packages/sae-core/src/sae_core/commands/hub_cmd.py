@@ -7,6 +7,10 @@ from typing import Annotated
 
 import typer
 
+from sae_core.hub import download as do_download
+from sae_core.hub import upload as do_upload
+from sae_core.interop.detect import foreign_hint
+
 
 def upload(
     path: Annotated[Path, typer.Argument(help="A run directory or one SAE checkpoint.")],
@@ -16,7 +20,6 @@ def upload(
     endpoint: Annotated[str | None, typer.Option(help="Hub endpoint (default: HF_ENDPOINT or huggingface.co).")] = None,
 ) -> None:
     """Upload SAEs (one folder each) with a generated model card."""
-    from sae_core.hub import upload as do_upload
 
     typer.echo(do_upload(path, repo, private=private, revision=revision, endpoint=endpoint))
 
@@ -29,8 +32,6 @@ def download(
     endpoint: Annotated[str | None, typer.Option(help="Hub endpoint (default: HF_ENDPOINT or huggingface.co).")] = None,
 ) -> None:
     """Download an SAE repo (or one SAE of it)."""
-    from sae_core.hub import download as do_download
-    from sae_core.interop.detect import foreign_hint
 
     got = do_download(repo, out, sae=sae, revision=revision, endpoint=endpoint)
     typer.echo(str(got))

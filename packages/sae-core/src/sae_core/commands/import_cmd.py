@@ -8,6 +8,9 @@ from typing import Annotated
 
 import typer
 
+from sae_core.interop.importer import import_checkpoints
+from sae_core.validate import check_output_dir
+
 
 def import_(
     path: Annotated[Path, typer.Argument(help="A peer checkpoint (folder, or a saev sae.pt) or a folder of them.")],
@@ -20,8 +23,6 @@ def import_(
     """Convert SAEs from SAELens, EleutherAI sparsify, dictionary_learning or saev (recognised by
     content) into sae checkpoints, with their provenance in cfg.json. All are read before any is
     written."""
-    from sae_core.interop.importer import import_checkpoints
-    from sae_core.validate import check_output_dir
 
     check_output_dir(out)
     for written in import_checkpoints(path, out, overwrite=overwrite, layer=layer, model=model):

@@ -9,7 +9,11 @@ from typing import Annotated, Any
 import typer
 
 from sae_core.checkpoint.filenames import CFG_FILE, SAELENS_WEIGHTS_FILE, SWEEP_FILE, WEIGHTS_FILE
-from sae_core.errors import SAEError
+from sae_core.checkpoint.weights import safetensors_problem
+from sae_core.errors import CheckpointError, SAEError, StoreError
+from sae_core.interop.detect import FORMATS, sniff_format
+from sae_core.plugin_calls import guarded
+from sae_core.stores import open_reader
 
 
 def _read_json(path: Path) -> Any:
@@ -23,9 +27,8 @@ def describe(path: Path) -> dict[str, Any]:
     """A JSON-able description of whatever sae artefact lives at ``path``."""
     if not path.exists():
         raise SAEError(f"{path} does not exist; pass a cache directory, an SAE checkpoint or a run directory")
-    from sae_core.interop.detect import FORMATS, sniff_format
-    from sae_core.stores.local.format import METADATA
-    from sae_core.stores.saev import SaevStore
+    from sae_core.stores.local.format import METADATA  # lazy: loads numpy
+    from sae_core.stores.saev import SaevStore  # lazy: loads torch, numpy
 
     fmt = sniff_format(path)
     if fmt in ("sparsify", "dictionary_learning", "saev"):  # another library's checkpoint (docs/interop.md)
@@ -57,7 +60,7 @@ def describe(path: Path) -> dict[str, Any]:
 
 def _describe_local_cache(path: Path, meta: dict[str, Any]) -> dict[str, Any]:
     """A cache of the local store: its metadata, shards written and their bytes."""
-    from sae_core.stores.local.format import SHARDS
+    from sae_core.stores.local.format import SHARDS  # lazy: loads numpy
 
     shards = _read_json(path / SHARDS) if (path / SHARDS).is_file() else {"shards": []}
     shard_list = shards.get("shards", [])
@@ -76,8 +79,6 @@ def _describe_local_cache(path: Path, meta: dict[str, Any]) -> dict[str, Any]:
 def _describe_checkpoint(path: Path) -> dict[str, Any]:
     """A directory with a cfg.json: our checkpoint or SAELens's (an error if it is neither, or if
     its weights file is damaged)."""
-    from sae_core.checkpoint.weights import safetensors_problem
-    from sae_core.errors import CheckpointError
 
     cfg = _read_json(path / CFG_FILE)
     files = sorted(p.name for p in path.iterdir() if p.is_file())
@@ -114,9 +115,7 @@ def _other_store_cache(path: Path) -> dict[str, Any] | None:
     """A cache of a store other than ``local`` (a plugin's), described through its reader."""
     import dataclasses
 
-    from sae_core.plugin_calls import guarded
-    from sae_core.plugins import get_registry
-    from sae_core.stores import open_reader
+    from sae_core.plugins import get_registry  # lazy: loads pluggy
 
     for component in get_registry().all("store"):
         if component.name == "local":
@@ -132,8 +131,6 @@ def _other_store_cache(path: Path) -> dict[str, Any] | None:
 
 def verify_cache(path: Path, progress: bool) -> dict[str, Any]:
     """Read the whole cache: shard checksums and non-finite values; an error if any is bad."""
-    from sae_core.errors import StoreError
-    from sae_core.stores import open_reader
 
     report = open_reader(path).verify(progress=progress)
     problems = []

@@ -12,7 +12,7 @@ def plugins(
     all_: Annotated[bool, typer.Option("--all", help="Include the built-in plugins of sae-core.")] = False,
 ) -> None:
     """List installed plugins, their versions, hooks and registered components (JSON)."""
-    from sae_core.plugins import get_manager
+    from sae_core.plugins import get_manager  # lazy: loads pluggy
 
     manager = get_manager()
     out: dict[str, Any] = {"plugins": []}

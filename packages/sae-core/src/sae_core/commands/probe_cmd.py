@@ -12,6 +12,8 @@ from typing import Annotated
 
 import typer
 
+from sae_core.analyses.runner import analyse_run
+
 
 def probe(
     path: Annotated[Path, typer.Argument(help="A run directory or one SAE checkpoint.")],
@@ -33,7 +35,6 @@ def probe(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Probe SAE latents with labels; writes probe.json + probe.safetensors beside each checkpoint."""
-    from sae_core.analyses.runner import analyse_run
 
     options = {"labels": labels, "split": split, "test_fraction": test_fraction, "probe_l1": l1, "probe_top": top,
                "probe_tokens": max_tokens, "probe_seed": seed}

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from sae_core.errors import SAEError
+from sae_core.validate import check_positive
 
 
 def query(
@@ -24,8 +25,7 @@ def query(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Top, quantile or random examples of a feature, or the features firing on an example."""
-    from sae_core.activation_db import open_activation_db
-    from sae_core.validate import check_positive
+    from sae_core.activation_db import open_activation_db  # lazy: loads numpy
 
     if (feature is None) == (example is None):
         raise SAEError("pass exactly one of --feature F or --example E")

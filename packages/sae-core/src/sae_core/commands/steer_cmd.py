@@ -10,6 +10,8 @@ from typing import Annotated
 import typer
 
 from sae_core.errors import SAEError
+from sae_core.inference.target import open_target
+from sae_core.validate import check_positive
 
 
 def steer(
@@ -23,8 +25,6 @@ def steer(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Greedy generation with and without a feature added (strength × its decoder row), side by side."""
-    from sae_core.inference.target import open_target
-    from sae_core.validate import check_positive
 
     check_positive(max_new_tokens, "--max-new-tokens")
     if not math.isfinite(strength):
@@ -35,7 +35,10 @@ def steer(
     target.require_generation("sae steer")
     target.require_features([feature])
     model = target.model()
-    from sae_core.inference import SAEHook, Steer  # torch: only once the options are checked
+    from sae_core.inference import (  # torch: only once the options are checked  # lazy: loads torch, numpy
+        SAEHook,
+        Steer,
+    )
 
     hook = SAEHook(target.sae, edits=[Steer((feature,), strength=strength)], record=False)
     clean = model.generate(prompt, max_new_tokens=max_new_tokens)

@@ -17,7 +17,9 @@ from typing import Annotated, Any, get_type_hints
 import typer
 
 from sae_core.commands.dynamic_help import RegistryHelpCommand
+from sae_core.stores import open_reader
 from sae_core.train.flags import Tables, TrainFlags
+from sae_core.validate import check_device
 
 
 def train(**values: Any) -> None:
@@ -56,7 +58,7 @@ train.__signature__ = cli_signature(TrainFlags)  # type: ignore[attr-defined]
 def _launch(device: str, body: Callable[[Any], Any]) -> None:
     """Run ``body(dist)`` in this process's place of a ``torchrun`` job (or alone); rank 0 prints
     what it returns (the run directory)."""
-    from sae_core import dist as sae_dist
+    from sae_core import dist as sae_dist  # lazy: loads torch, numpy
 
     dist = sae_dist.init(device)
     try:
@@ -69,7 +71,7 @@ def _launch(device: str, body: Callable[[Any], Any]) -> None:
 
 def _resume(flags: TrainFlags) -> None:
     """``--resume``: continue the run in --out from its last state."""
-    from sae_core.train import run_training
+    from sae_core.train import run_training  # lazy: loads torch, numpy
 
     config = flags.resumed_config()
 
@@ -82,8 +84,7 @@ def _resume(flags: TrainFlags) -> None:
 
 def _train_cache(flags: TrainFlags, tables: Tables) -> None:
     """A new run on the cache --data."""
-    from sae_core.stores import open_reader
-    from sae_core.train import expand, run_training
+    from sae_core.train import expand, run_training  # lazy: loads torch, numpy
 
     reader = open_reader(Path(str(flags.data)))
     flags.set_buffer(tables, reader.meta.tokens_per_example, live=False)
@@ -96,9 +97,8 @@ def _train_cache(flags: TrainFlags, tables: Tables) -> None:
 
 def _train_live(flags: TrainFlags, tables: Tables) -> None:
     """``sae train --adapter A --model M --layers L --data DATASET``: train on the running model."""
-    from sae_core.train import expand, run_training
-    from sae_core.train.live.source import LiveSource
-    from sae_core.validate import check_device
+    from sae_core.train import expand, run_training  # lazy: loads torch, numpy
+    from sae_core.train.live.source import LiveSource  # lazy: loads torch, numpy
 
     live = flags.live_config()
     device = str(tables["train"].get("device", "cpu"))

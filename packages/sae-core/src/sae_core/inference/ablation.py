@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from sae_core.checkpoint.filenames import ABLATION_FILE
+from sae_core.datasets import open_dataset
 from sae_core.errors import SAEError
 from sae_core.firing import firing
 from sae_core.inference.compare import compare
@@ -40,6 +41,7 @@ from sae_core.inference.heldout import (
     select_rows,
 )
 from sae_core.inference.hook import SAEHook, check_changes_allowed, layer_hook
+from sae_core.io import atomic_write_json
 
 if TYPE_CHECKING:
     from sae_core.inference.target import SAETarget
@@ -112,7 +114,6 @@ def _dataset(model: Any, reader: Any) -> Any:
     models, which read the tokens from the cache index."""
     if model.modality == "text":
         return None
-    from sae_core.datasets import open_dataset
 
     meta = reader.meta
     return open_dataset(meta.dataset["spec"], model.modality, **meta.dataset.get("options", {}))
@@ -189,7 +190,6 @@ def _key(fs: list[int]) -> str:
 def merge(path: Any, doc: dict[str, Any]) -> dict[str, Any]:
     """Write ``doc``'s results into ``path``, replacing earlier results for the same feature sets
     and keeping the others (each result names the rows it was measured on)."""
-    from sae_core.io import atomic_write_json
 
     old: list[dict[str, Any]] = []
     if path.is_file():

@@ -14,7 +14,9 @@ import numpy as np
 import torch
 
 from sae_core.firing import firing, magnitude
+from sae_core.inference.heatmap import heatmap_overlay
 from sae_core.inference.hook import SAEHook
+from sae_core.io import atomic_path
 
 if TYPE_CHECKING:
     from sae_core.checkpoint.sae import SAE
@@ -72,8 +74,6 @@ def top_features(result: RunResult, hook: SAEHook, n: int, row: int | None = Non
 def write_heatmaps(result: RunResult, hook: SAEHook, features: list[tuple[int, float]], extra: dict[str, Any],
                    out: Path, row: int = 0) -> list[Path]:
     """``feature-<id>.png`` per feature: its per-patch activation over image ``row``."""
-    from sae_core.inference.heatmap import heatmap_overlay
-    from sae_core.io import atomic_path
 
     acts = result.features[hook.name]
     inputs = result.inputs

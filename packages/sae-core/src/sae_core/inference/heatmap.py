@@ -11,6 +11,7 @@ import numpy as np
 
 from sae_core.errors import SAEError
 from sae_core.firing import firing, magnitude
+from sae_core.protocols.geometry import ImageGeometry
 
 
 def read_image(path: Any) -> Any:
@@ -42,7 +43,6 @@ def heatmap_overlay(image: Any, patch_acts: np.ndarray, extra: dict[str, Any], s
         from PIL import Image
     except ImportError:
         raise SAEError("heatmaps need Pillow: pip install pillow (it comes with sae-vision)") from None
-    from sae_core.protocols.geometry import ImageGeometry
 
     geo = ImageGeometry.from_extra(extra, n_patches=len(patch_acts))
     w, h = image.size

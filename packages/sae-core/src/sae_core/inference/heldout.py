@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from sae_core.errors import SAEError
+from sae_core.validation_split import ExampleSplit, Selection
 
 if TYPE_CHECKING:
     from sae_core.checkpoint.cfg import SAECheckpointConfig
@@ -31,7 +32,6 @@ SIDES = ("val", "all", "tail")
 
 def sae_split(cfg: SAECheckpointConfig) -> ExampleSplit | None:
     """The validation split an SAE was trained with (its cfg.json ``val``), or None."""
-    from sae_core.validation_split import ExampleSplit
 
     val = cfg.val
     return ExampleSplit(float(val.fraction), int(val.seed)) if val.fraction > 0 else None
@@ -56,7 +56,6 @@ def select_rows(
     if side == "val":
         if split is None:
             raise SAEError(f"{what} was trained without a validation split; use {arg}tail or all")
-        from sae_core.validation_split import Selection
 
         rows = np.asarray(reader.rows(Selection(split, "val")), dtype=np.int64)
     elif side == "tail":

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sae_core.analyses.runner import _recorded_cache
 from sae_core.errors import SAEError
 
 if TYPE_CHECKING:
@@ -20,7 +21,6 @@ if TYPE_CHECKING:
 
 def cache_path(checkpoint: Path, cfg: SAECheckpointConfig, data: str | Path | None = None) -> str:
     """The cache the SAE was trained on (as ``sae analyze`` finds it), or ``data``."""
-    from sae_core.analyses.runner import _recorded_cache
 
     if data is None and not cfg.source.cache:
         raise SAEError(f"{checkpoint} does not record the cache it was trained on (imported SAE?); "
@@ -34,7 +34,7 @@ def cache_path(checkpoint: Path, cfg: SAECheckpointConfig, data: str | Path | No
 
 def request_for_cache(meta: CacheMetadata, device: str = "cpu") -> AdapterRequest:
     """The :class:`AdapterRequest` that re-creates the model of a cache."""
-    from sae_core.protocols.adapter import AdapterRequest
+    from sae_core.protocols.adapter import AdapterRequest  # lazy: loads numpy
 
     extra = meta.extra
     return AdapterRequest(
@@ -46,7 +46,7 @@ def request_for_cache(meta: CacheMetadata, device: str = "cpu") -> AdapterReques
 
 def adapter_for_cache(meta: CacheMetadata, device: str = "cpu") -> ModelAdapter:
     """The cache's adapter plugin, built on its recorded request."""
-    from sae_core.caching import build_adapter
+    from sae_core.caching import build_adapter  # lazy: loads torch, numpy
 
     return build_adapter(meta.adapter, request_for_cache(meta, device))
 

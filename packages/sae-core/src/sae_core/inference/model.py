@@ -26,6 +26,8 @@ from sae_core.inference import loading  # module attribute: tests count model lo
 from sae_core.inference.hook import SAEHook, collect, layer_hook
 from sae_core.inference.opening import can_run_hooks, open_checkpoint
 from sae_core.inference.records import FeatureActs
+from sae_core.plugin_calls import check_inputs, guarded, returned
+from sae_core.protocols.running import Generation, ModelInputs, ModelOutput
 
 if TYPE_CHECKING:
     from sae_core.checkpoint.sae import SAE
@@ -68,7 +70,6 @@ class HookedModel:
 
     def inputs(self, examples: Sequence[Any]) -> ModelInputs:
         """Model inputs for raw examples (texts for text models, PIL images for image models)."""
-        from sae_core.plugin_calls import check_inputs, guarded
 
         what = "texts" if self.modality == "text" else "PIL images" if self.modality == "image" else "raw examples"
         with guarded("adapter", self.adapter.name, "make_inputs", f"ModelInputs for a list of {what}"):
@@ -77,7 +78,6 @@ class HookedModel:
 
     def cached_inputs(self, index: Any, dataset: Any = None) -> ModelInputs:
         """Model inputs for cache rows (``index``: their ``INDEX_DTYPE`` records, (rows, tokens))."""
-        from sae_core.plugin_calls import check_inputs, guarded
 
         with guarded("adapter", self.adapter.name, "cached_inputs", "ModelInputs for the cache rows `index`"):
             inputs = self.adapter.cached_inputs(index, dataset)
@@ -99,7 +99,6 @@ class HookedModel:
     ) -> RunResult:
         """Run the model with ``saes`` attached. ``inputs``: prepared :class:`ModelInputs` or raw
         examples. ``output=False`` skips the model's output (record only: it may stop early)."""
-        from sae_core.protocols.running import ModelInputs
 
         saes = [saes] if isinstance(saes, SAEHook) else list(saes)
         prepared = inputs if isinstance(inputs, ModelInputs) else self.inputs(inputs)
@@ -109,8 +108,6 @@ class HookedModel:
 
     def run_hooks(self, inputs: ModelInputs, hooks: Mapping[str, LayerHook], *, output: bool = True) -> ModelOutput:
         """The adapter's ``run_with_hooks`` with raw layer callbacks (metrics, tests)."""
-        from sae_core.plugin_calls import guarded, returned
-        from sae_core.protocols.running import ModelOutput
 
         expected = "ModelOutput(kind='lm', logits=...) or ModelOutput(kind='embedding', embedding=...)"
         with guarded("adapter", self.adapter.name, "run_with_hooks", expected):
@@ -123,8 +120,6 @@ class HookedModel:
         """Greedy continuation of ``prompt`` with ``saes`` attached at every step (causal LMs)."""
         saes = [saes] if isinstance(saes, SAEHook) else list(saes)
         saes = [dataclasses.replace(h, record=False) for h in saes]  # nothing to record while generating
-        from sae_core.plugin_calls import guarded, returned
-        from sae_core.protocols.running import Generation
 
         hooks = self.hooks(saes, ["token"], {})
         with guarded("adapter", self.adapter.name, "generate", "a Generation"):

@@ -12,7 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sae_core.errors import SAEError
+from sae_core.checkpoint.cfg import read_cfg
+from sae_core.checkpoint.directory import load_sae
+from sae_core.dataclass_parsing import from_dict
+from sae_core.errors import CheckpointError, SAEError
+from sae_core.inference.loading import cache_path
+from sae_core.stores import open_reader
+from sae_core.validate import check_device
 
 if TYPE_CHECKING:
     from sae_core.checkpoint.cfg import SAECheckpointConfig
@@ -35,11 +41,7 @@ class OpenedCheckpoint:
 def open_checkpoint(checkpoint: str | Path, *, data: str | Path | None = None, device: str = "cpu") -> OpenedCheckpoint:
     """Read the SAE's config and its cache's metadata (JSON only, no torch) and check the adapter
     plugin can run models; a one-line error otherwise."""
-    from sae_core.checkpoint.cfg import read_cfg
-    from sae_core.errors import CheckpointError
-    from sae_core.inference.loading import cache_path
-    from sae_core.plugins import get_component
-    from sae_core.validate import check_device
+    from sae_core.plugins import get_component  # lazy: loads pluggy
 
     check_device(device)
     checkpoint = Path(checkpoint)
@@ -47,7 +49,6 @@ def open_checkpoint(checkpoint: str | Path, *, data: str | Path | None = None, d
     try:
         cfg = read_cfg(checkpoint)
     except CheckpointError:  # not our cfg.json: a format load_sae recognises, or its one-line error
-        from sae_core.checkpoint.directory import load_sae
 
         sae = load_sae(checkpoint, device=device)
         cfg = sae.cfg
@@ -67,8 +68,7 @@ def open_checkpoint(checkpoint: str | Path, *, data: str | Path | None = None, d
 def _cache_metadata(cache: str) -> CacheMetadata:
     """The cache's metadata: read from its metadata.json when it has one (the local store; no
     torch), else through its store's reader."""
-    from sae_core.dataclass_parsing import from_dict
-    from sae_core.protocols.metadata import CacheMetadata
+    from sae_core.protocols.metadata import CacheMetadata  # lazy: loads numpy
 
     file = Path(cache) / "metadata.json"
     if file.is_file():
@@ -76,14 +76,13 @@ def _cache_metadata(cache: str) -> CacheMetadata:
             return from_dict(CacheMetadata, json.loads(file.read_text()), strict=False, where=str(file))
         except (ValueError, SAEError):
             pass  # let the store's reader give its own one-line error
-    from sae_core.stores import open_reader
 
     return open_reader(cache).meta
 
 
 def can_run_hooks(cls: type) -> bool:
     """Whether adapter class ``cls`` implements ``run_with_hooks``."""
-    from sae_core.protocols.adapter import ModelAdapter
+    from sae_core.protocols.adapter import ModelAdapter  # lazy: loads numpy
 
     if issubclass(cls, ModelAdapter):
         return cls.supports("run_with_hooks")

@@ -15,6 +15,7 @@ import torch
 
 from sae_core.inference.compare import compare
 from sae_core.inference.hook import SAEHook, kind_mask, layer_hook
+from sae_core.inference.model import HookedModel
 
 if TYPE_CHECKING:
     from sae_core.checkpoint.sae import SAE
@@ -73,7 +74,6 @@ def splice_metrics(
 ) -> dict[str, Any]:
     """``downstream.json`` metrics of ``sae`` spliced at ``layer`` on the cache rows ``index``
     (n, T) whose cached activations at that layer are ``cached`` (n, T, d)."""
-    from sae_core.inference.model import HookedModel
 
     model = HookedModel(adapter)
     check = CacheCheck(cached, kinds, tokens)

@@ -10,8 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from sae_core.checkpoint.directory import load_sae
 from sae_core.errors import SAEError
 from sae_core.inference.opening import open_checkpoint
+from sae_core.stores import open_reader
 
 if TYPE_CHECKING:
     from sae_core.checkpoint.cfg import SAECheckpointConfig
@@ -44,7 +46,6 @@ class SAETarget:
     def sae(self) -> SAE:
         """The SAE's weights, loaded on first use."""
         if self._sae is None:
-            from sae_core.checkpoint.directory import load_sae
 
             self._sae = load_sae(self.checkpoint, device=self.device)
         return self._sae
@@ -53,7 +54,6 @@ class SAETarget:
     def reader(self) -> ActivationReader:
         """A reader of the SAE's cache, opened on first use."""
         if self._reader is None:
-            from sae_core.stores import open_reader
 
             self._reader = open_reader(self.cache)
         return self._reader
@@ -76,10 +76,10 @@ class SAETarget:
 
     def model(self) -> HookedModel:
         """Load the model through its adapter plugin (slow: it imports torch and the model's library)."""
-        from sae_core.inference.loading import adapter_for_cache
+        from sae_core.inference.loading import adapter_for_cache  # lazy: tests patch it there
 
         adapter = adapter_for_cache(self.meta, self.device)
-        from sae_core.inference.model import HookedModel
+        from sae_core.inference.model import HookedModel  # lazy: loads torch, numpy
 
         return HookedModel(adapter)
 

@@ -11,17 +11,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sae_core.checkpoint.cfg import read_cfg
+from sae_core.checkpoint.discovery import find_checkpoints, is_checkpoint
 from sae_core.errors import ExportError, SAEError
+from sae_core.io import staged_dir
+from sae_core.plugin_calls import guarded
 
 
 def export_checkpoints(path: str | Path, out: str | Path, *, format: str = "saelens", overwrite: bool = False) -> list[Path]:
     """Export the SAE at ``path`` (or every SAE of the run at ``path``) in ``format`` to ``out``
     (one SAE: ``out`` itself; a run: one subdirectory per SAE). Returns the directories written."""
-    from sae_core.checkpoint.cfg import read_cfg
-    from sae_core.checkpoint.discovery import find_checkpoints, is_checkpoint
-    from sae_core.io import staged_dir
-    from sae_core.plugin_calls import guarded
-    from sae_core.plugins import get_component
+    from sae_core.plugins import get_component  # lazy: loads pluggy
 
     path, out = Path(path), Path(out)
     component = get_component("exporter", format)

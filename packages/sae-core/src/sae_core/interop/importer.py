@@ -12,11 +12,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sae_core.checkpoint.filenames import CFG_FILE, WEIGHTS_FILE
+from sae_core.checkpoint.weights import save_weights
 from sae_core.errors import CheckpointError
+from sae_core.interop.detect import FOREIGN, checkpoint_format, matching_formats, sniff_format
+from sae_core.io import atomic_write_json, staged_dir
 
 
 def _sources(path: Path) -> list[Path]:
-    from sae_core.interop.detect import FOREIGN, checkpoint_format, matching_formats, sniff_format
 
     if path.exists() and matching_formats(path):
         fmt = checkpoint_format(path)  # raises when ambiguous
@@ -39,10 +42,7 @@ def import_checkpoints(path: str | Path, out: str | Path, *, overwrite: bool = F
     layer up by name). Returns the directories written."""
     from importlib.metadata import version
 
-    from sae_core.checkpoint.filenames import CFG_FILE, WEIGHTS_FILE
-    from sae_core.checkpoint.weights import save_weights
-    from sae_core.interop.readers import read_any
-    from sae_core.io import atomic_write_json, staged_dir
+    from sae_core.interop.readers import read_any  # lazy: loads torch, numpy
 
     path, out = Path(path), Path(out)
     sources = _sources(path)

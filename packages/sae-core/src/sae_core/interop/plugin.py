@@ -9,9 +9,9 @@ from sae_core.hookspecs import hookimpl
 
 @hookimpl
 def register_exporters(register: Any) -> None:
-    from sae_core.interop.dictionary_learning import DictionaryLearningExporter
-    from sae_core.interop.saelens import SAELensExporter
-    from sae_core.interop.sparsify import SparsifyExporter
+    from sae_core.interop.dictionary_learning import DictionaryLearningExporter  # lazy: loads torch, numpy
+    from sae_core.interop.saelens import SAELensExporter  # lazy: loads torch, numpy
+    from sae_core.interop.sparsify import SparsifyExporter  # lazy: loads torch, numpy
 
     for cls in (SAELensExporter, SparsifyExporter, DictionaryLearningExporter):
         register(cls.name, cls, description=(cls.__doc__ or "").strip())
@@ -20,12 +20,12 @@ def register_exporters(register: Any) -> None:
 @hookimpl
 def register_stores(register: Any) -> None:
     def saev_store() -> Any:
-        from sae_core.stores.saev import SaevStore
+        from sae_core.stores.saev import SaevStore  # lazy: loads torch, numpy
 
         return SaevStore()
 
     def saelens_cache_store() -> Any:
-        from sae_core.stores.saelens_cache import SAELensCacheStore
+        from sae_core.stores.saelens_cache import SAELensCacheStore  # lazy: loads torch, numpy
 
         return SAELensCacheStore()
 

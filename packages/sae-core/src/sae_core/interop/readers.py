@@ -13,32 +13,31 @@ from pathlib import Path
 
 import torch
 
-from sae_core.checkpoint.cfg import SAECheckpointConfig
+from sae_core.checkpoint.cfg import SAECheckpointConfig, read_cfg
+from sae_core.checkpoint.filenames import WEIGHTS_FILE
+from sae_core.checkpoint.weights import load_weights
 from sae_core.interop.detect import checkpoint_format
+from sae_core.interop.dictionary_learning import read_dictionary_learning
+from sae_core.interop.saelens import read_saelens
+from sae_core.interop.saev import read_saev
+from sae_core.interop.sparsify import read_sparsify
 
 Reader = Callable[[Path], tuple[SAECheckpointConfig, dict[str, torch.Tensor]]]
 
 
 def _reader(fmt: str) -> Reader:
     if fmt == "saelens":
-        from sae_core.interop.saelens import read_saelens
 
         return read_saelens
     if fmt == "sparsify":
-        from sae_core.interop.sparsify import read_sparsify
 
         return read_sparsify
     if fmt == "dictionary_learning":
-        from sae_core.interop.dictionary_learning import read_dictionary_learning
 
         return read_dictionary_learning
     if fmt == "saev":
-        from sae_core.interop.saev import read_saev
 
         return read_saev
-    from sae_core.checkpoint.cfg import read_cfg
-    from sae_core.checkpoint.filenames import WEIGHTS_FILE
-    from sae_core.checkpoint.weights import load_weights
 
     return lambda p: (read_cfg(p), load_weights(p / WEIGHTS_FILE))
 

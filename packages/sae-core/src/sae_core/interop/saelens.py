@@ -28,6 +28,7 @@ import torch
 
 from sae_core.checkpoint.cfg import SAECheckpointConfig, SourceInfo, read_cfg
 from sae_core.checkpoint.filenames import CFG_FILE, SAELENS_WEIGHTS_FILE, WEIGHTS_FILE
+from sae_core.checkpoint.sae import build_sae
 from sae_core.checkpoint.weights import load_weights, save_weights
 from sae_core.errors import CheckpointError
 from sae_core.interop.detect import read_peer_json
@@ -36,7 +37,7 @@ from sae_core.protocols.exporter import Exporter
 
 
 def _convert(checkpoint: Path, cfg: SAECheckpointConfig) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    from sae_core.plugins import get_component
+    from sae_core.plugins import get_component  # lazy: loads pluggy
 
     arch = get_component("architecture", cfg.architecture).factory
     return arch.saelens_export(cfg, load_weights(checkpoint / WEIGHTS_FILE))
@@ -66,7 +67,6 @@ def export_saelens(checkpoint: str | Path, out: str | Path) -> Path:
 
 def load_saelens(path: str | Path, device: str | torch.device = "cpu") -> Any:
     """A SAELens checkpoint directory as our :class:`~sae_core.checkpoint.sae.SAE`."""
-    from sae_core.checkpoint.sae import build_sae
 
     return build_sae(*read_saelens(path), device)
 

@@ -70,7 +70,7 @@ def read_sparsify(path: str | Path) -> tuple[SAECheckpointConfig, dict[str, torc
 def sparsify_mapping(cfg: SAECheckpointConfig, tensors: dict[str, torch.Tensor]
                      ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """sparsify's cfg.json and weights for one of our checkpoints (TopK inference only)."""
-    from sae_core.plugins import get_component
+    from sae_core.plugins import get_component  # lazy: loads pluggy
 
     arch = get_component("architecture", cfg.architecture).factory
     target = arch.saelens_target(cfg.hyper) if hasattr(arch, "saelens_target") else None

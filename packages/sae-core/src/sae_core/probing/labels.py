@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from sae_core.datasets import open_dataset
 from sae_core.errors import SAEError
 
 POS_BITS = 32  # token key = example id << 32 | position
@@ -219,7 +220,6 @@ def _regex_labels(pattern: str, cache: Path) -> TokenLabels:
 def _dataset_labels(meta: Any) -> ExampleLabels:
     """The dataset plugin's labels of every example (``label_of(i)`` when the dataset has it,
     which reads no image; else ``dataset[i].label``)."""
-    from sae_core.datasets import open_dataset
 
     desc = meta.dataset or {}
     if not desc.get("spec"):

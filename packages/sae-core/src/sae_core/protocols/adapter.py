@@ -10,6 +10,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from sae_core.errors import SAEError
+from sae_core.protocols.store import INDEX_DTYPE
+
 if TYPE_CHECKING:
     import torch
 
@@ -58,7 +61,6 @@ class ActivationBatch:
     def index_records(self) -> np.ndarray:
         """The batch's ``INDEX_DTYPE`` records (batch, tokens), as every store writes them: example
         id per row, position (default: 0..T-1), token id (default -1), valid (default True)."""
-        from sae_core.protocols.store import INDEX_DTYPE
 
         n, t = int(self.acts.shape[0]), int(self.acts.shape[2])
         ids = np.asarray(self.example_ids, dtype=np.int64).reshape(-1)
@@ -115,7 +117,6 @@ class ModelAdapter(ABC):
         """Optional: the layer/hook names this model offers (``sae hooks``), each usable as
         ``--hook NAME``. Called on an adapter built with ``layers=[]``, so adapters that list
         hooks must accept an empty layer list (and refuse it only in :meth:`spec`/caching)."""
-        from sae_core.errors import SAEError
 
         raise SAEError(f"adapter {self.name!r} cannot list its hooks; see its documentation (`sae plugins --all`)")
 
@@ -180,7 +181,6 @@ class ModelAdapter(ABC):
         reason where the loaded model has none (an encoder without an LM head, an LM head that is
         not linear after the final norm). Used by the ``logit-effects`` analysis, which records the
         reason as a skip; adapters that do not implement it (ViTs) are skipped without loading."""
-        from sae_core.errors import SAEError
 
         raise SAEError(f"adapter {self.name!r} has no unembedding (it does not implement ModelAdapter.unembedding)")
 
@@ -246,7 +246,6 @@ class ModelAdapter(ABC):
 
 
 def _cannot(adapter: ModelAdapter, method: str) -> Exception:
-    from sae_core.errors import SAEError
 
     return SAEError(f"adapter {adapter.name!r} cannot run its model with SAEs attached (it does not implement "
                     f"{method}); use an adapter that does (hf, tlens, clip, timm) or add it to the plugin")

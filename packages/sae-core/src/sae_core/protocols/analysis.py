@@ -40,7 +40,7 @@ class AnalysisContext:
 
     def layer_and_positions(self) -> tuple[int, np.ndarray]:
         """The cache layer the SAE was trained on and the token positions of its token kind."""
-        from sae_core.analyses.common import layer_and_positions
+        from sae_core.analyses.common import layer_and_positions  # lazy: loads torch, numpy
 
         return layer_and_positions(self)
 
@@ -52,7 +52,7 @@ class AnalysisContext:
         reads, so that rare latents are seen. Metrics (``metrics=True``) read held-out rows: the
         SAE's validation examples (whole examples its training never read), or the last 10% of
         the rows for SAEs trained without a validation split. At most ``max_examples`` rows."""
-        from sae_core.analyses.common import analysis_rows, descriptive_rows
+        from sae_core.analyses.common import analysis_rows, descriptive_rows  # lazy: loads torch, numpy
 
         return analysis_rows(self, legacy="tail") if metrics else descriptive_rows(self)
 
@@ -61,14 +61,14 @@ class AnalysisContext:
         """(row numbers (n,), acts (n, T, d_in) of the SAE's layer on ``device``, index records
         (n, T)) for ``rows`` (default :meth:`rows`) in order; default chunks hold about
         ``batch_size`` tokens."""
-        from sae_core.analyses.common import iter_rows
-        from sae_core.analyses.common import rows_per_chunk as default_rows
+        from sae_core.analyses.common import iter_rows  # lazy: loads torch, numpy
+        from sae_core.analyses.common import rows_per_chunk as default_rows  # lazy: loads torch, numpy
 
         return iter_rows(self, self.rows() if rows is None else rows, rows_per_chunk or default_rows(self))
 
     def selected_mask(self, index: np.ndarray) -> torch.Tensor:
         """(n, T) bool: the tokens the SAE is meant for (valid, and of its token kind)."""
-        from sae_core.analyses.common import selected_mask
+        from sae_core.analyses.common import selected_mask  # lazy: loads torch, numpy
 
         return selected_mask(self, index)
 
@@ -76,7 +76,7 @@ class AnalysisContext:
         """Codes (..., d_sae) of inputs (..., d_in), without gradients. A latent fires where its
         code is non-zero (``sae_core.firing.firing``); codes are signed when
         ``self.sae.non_negative_codes`` is False."""
-        import torch
+        import torch  # lazy: loads torch
 
         with torch.no_grad():
             return self.sae.encode(x)
@@ -84,20 +84,20 @@ class AnalysisContext:
     def option(self, name: str, default: Any, cast: Callable[[Any], Any], check: str = "") -> Any:
         """``--option name=VALUE`` cast with ``cast`` (declare ``name`` in ``Analysis.options``);
         a bad value is a one-line error. ``check``: ``"positive"`` or ``"fraction"``."""
-        from sae_core.analyses.common import option
+        from sae_core.analyses.common import option  # lazy: loads torch, numpy
 
         return option(self, name, default, cast, check)
 
     def write_json(self, filename: str, doc: Any) -> Path:
         """Durably write ``doc`` as JSON into the checkpoint directory; returns the path."""
-        from sae_core.analyses.common import save_json
+        from sae_core.analyses.common import save_json  # lazy: loads torch, numpy
 
         save_json(self.checkpoint / filename, doc)
         return self.checkpoint / filename
 
     def write_tensors(self, filename: str, tensors: dict[str, torch.Tensor]) -> Path:
         """Durably write ``tensors`` as safetensors into the checkpoint directory."""
-        from sae_core.analyses.common import save_safetensors
+        from sae_core.analyses.common import save_safetensors  # lazy: loads torch, numpy
 
         save_safetensors(self.checkpoint / filename, tensors)
         return self.checkpoint / filename
@@ -130,6 +130,6 @@ class PassAnalysis(Analysis):
         """A fresh consumer for one SAE (its ``finish()`` returns this analysis's summary)."""
 
     def run(self, ctx: AnalysisContext) -> dict[str, Any]:
-        from sae_core.analyses.shared_pass import run_shared_pass
+        from sae_core.analyses.shared_pass import run_shared_pass  # lazy: loads torch, numpy
 
         return run_shared_pass([(ctx, [self])])[ctx.checkpoint][self.name]

@@ -46,8 +46,10 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from sae_core.dataclass_parsing import from_dict
 from sae_core.errors import ConfigError, ExportError, PluginError
 from sae_core.firing import firing
+from sae_core.interop.saelens_mapping import saelens_mapping
 
 
 class BatchComm:
@@ -379,7 +381,6 @@ class Architecture:
     def make_hyper(cls, values: dict[str, Any], d_sae: int, *, strict: bool = True) -> Any:
         """One SAE's hyperparameters from ``values``, validated for ``d_sae``. ``strict``: unknown
         keys are errors (user input); lenient for cfg.json files written by other versions."""
-        from sae_core.dataclass_parsing import from_dict
 
         where = f"{cls.name} hyperparameters" if strict else "cfg.json hyper"
         hyper = from_dict(cls.Hyper, values, strict=strict, where=where)
@@ -430,6 +431,5 @@ class Architecture:
             signed = "" if cls.non_negative_codes else " (its codes are signed; SAELens codes are not)"
             raise ExportError(f"architecture {cls.name!r} has no SAELens equivalent{signed}; export it in "
                               "another format (`sae export --help` lists them)")
-        from sae_core.interop.saelens_mapping import saelens_mapping
 
         return saelens_mapping(target, cfg, tensors)

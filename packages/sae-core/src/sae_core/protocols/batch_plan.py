@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from sae_core.errors import ConfigError, StoreError
+
 if TYPE_CHECKING:
     import torch
 
@@ -42,7 +44,6 @@ class Mixing:
     window_examples: int = 0  # buffer: examples per window
 
     def __post_init__(self) -> None:
-        from sae_core.errors import ConfigError
 
         if self.kind not in MIXINGS:
             raise ConfigError(f"mixing must be one of {', '.join(MIXINGS)}, got {self.kind!r}")
@@ -100,7 +101,6 @@ class BatchPlan:
 
     def validate(self) -> None:
         """One-line ``StoreError`` for a value no reader can honour."""
-        from sae_core.errors import StoreError
 
         if self.batch_size < 1:
             raise StoreError(f"batch size must be >= 1, got {self.batch_size}")

@@ -15,8 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from sae_core.errors import StoreError
 from sae_core.protocols.batch_plan import TOKEN_FILTERS, BatchPlan
 from sae_core.protocols.metadata import CacheMetadata
+from sae_core.stores import batching
+from sae_core.stores.batching import INDEX_ROWS
 
 if TYPE_CHECKING:
     import torch
@@ -63,7 +66,6 @@ class ActivationReader(ABC):
 
     def layer_index(self, layer: int | str) -> int:
         """Index into the cache's layers of ``layer`` (an int, negative allowed, or a name)."""
-        from sae_core.errors import StoreError
 
         names = self.meta.layers
         if isinstance(layer, str) and layer in names:
@@ -82,7 +84,6 @@ class ActivationReader(ABC):
 
     def positions(self, tokens: str = "all") -> np.ndarray:
         """Token positions selected by the ``tokens`` filter (``all`` or a token kind)."""
-        from sae_core.errors import StoreError
 
         if tokens not in TOKEN_FILTERS:
             raise StoreError(f"unknown token filter {tokens!r}; use one of {', '.join(TOKEN_FILTERS)}")
@@ -102,7 +103,6 @@ class ActivationReader(ABC):
         """Sorted global ids (``row * tokens_per_example + position``) of every sample the
         ``tokens`` filter selects: valid tokens of that kind, of the examples ``select`` keeps
         (one side of a validation split, :mod:`sae_core.validation_split`; None: all)."""
-        from sae_core.stores import batching
 
         return batching.sample_ids(self, tokens, select)
 
@@ -112,13 +112,11 @@ class ActivationReader(ABC):
 
     def rows(self, select: Selection | None = None) -> np.ndarray:
         """Global row numbers (ascending) of the examples ``select`` keeps (None: every row)."""
-        from sae_core.stores import batching
 
         return batching.selected_rows(self, select)
 
     def gather(self, sample_ids: np.ndarray, layers: list[int | str] | None = None) -> torch.Tensor:
         """Samples ``(n, len(layers), d_model)`` (float32) for global sample ids, in their order."""
-        from sae_core.stores import batching
 
         return batching.gather(self, sample_ids, layers)
 
@@ -130,7 +128,6 @@ class ActivationReader(ABC):
         exactly once per epoch. Row ``i`` of a batch is sample ``batch_sample_ids(plan, b)[i]``
         (a batch's samples in sorted order). Default: :func:`sae_core.stores.batching.batches`.
         """
-        from sae_core.stores import batching
 
         return batching.batches(self, plan)
 
@@ -139,7 +136,6 @@ class ActivationReader(ABC):
         the epoch's start, whatever ``plan.start_batch``; the whole batch, whatever ``plan.part``):
         row ``i`` of that batch as :meth:`batches` yields it is sample ``ids[i]`` (to locate bad
         inputs; not the hot path)."""
-        from sae_core.stores import batching
 
         return batching.batch_sample_ids(self, plan, batch)
 
@@ -154,9 +150,8 @@ class ActivationReader(ABC):
         """Read the whole cache: ``damaged`` (files failing their checksums), ``unchecked`` (files
         without one) and ``nonfinite`` (NaN/Inf count per shard). Default: no checksums; every row
         is read through :meth:`read_examples` and non-finite values are counted per row range."""
-        import torch
+        import torch  # lazy: loads torch
 
-        from sae_core.stores.batching import INDEX_ROWS
 
         report: dict[str, Any] = {"shards": 0, "damaged": [], "unchecked": [], "nonfinite": {}}
         for lo in range(0, self.n_examples, INDEX_ROWS):

@@ -12,6 +12,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from sae_core.errors import StoreError
 from sae_core.protocols.batch_plan import TOKEN_FILTERS
 from sae_core.protocols.metadata import DTYPES, INDEX_DTYPE, STORE_VERSION, CacheMetadata
 from sae_core.protocols.reader import ActivationReader
@@ -94,12 +95,10 @@ class ActivationStore(ABC):
         """Rank 0, before any writer: split the examples still to cache into contiguous blocks
         ``[(start, stop), ...]``, fixed at the first launch and read back on relaunch (None: the
         cache is already complete). Writers then open with ``open_writer(..., block=i)``."""
-        from sae_core.errors import StoreError
 
         raise StoreError(f"store {self.name!r} cannot be written by several ranks; cache with one process")
 
     def merge_blocks(self, root: str | Path, meta: CacheMetadata) -> Path:
         """Rank 0, after every block writer closed: make the blocks one complete cache."""
-        from sae_core.errors import StoreError
 
         raise StoreError(f"store {self.name!r} cannot be written by several ranks; cache with one process")

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sae_core.errors import StoreError
+from sae_core.plugin_calls import guarded, returned
 
 if TYPE_CHECKING:  # the CLI imports this package (its plugin modules) to start: keep numpy out
     from sae_core.protocols.store import ActivationReader, ActivationWriter, CacheMetadata
@@ -13,9 +14,8 @@ if TYPE_CHECKING:  # the CLI imports this package (its plugin modules) to start:
 
 def open_writer(root: str | Path, meta: CacheMetadata, *, store: str = "local", **options: Any) -> ActivationWriter:
     """A writer for a new or partially written cache of ``meta`` under ``root``."""
-    from sae_core.plugin_calls import guarded, returned
-    from sae_core.plugins import get_component
-    from sae_core.protocols.store import ActivationWriter
+    from sae_core.plugins import get_component  # lazy: loads pluggy
+    from sae_core.protocols.store import ActivationWriter  # lazy: loads numpy
 
     with guarded("store", store, "open_writer", "an ActivationWriter for the cache of meta under root"):
         writer = get_component("store", store).build().open_writer(root, meta, **options)
@@ -24,14 +24,13 @@ def open_writer(root: str | Path, meta: CacheMetadata, *, store: str = "local", 
 
 def open_reader(path: str | Path, *, store: str | None = None, **options: Any) -> ActivationReader:
     """A reader for the cache at ``path``; the backend is detected unless ``store`` is given."""
-    from sae_core.plugins import get_component, get_registry
+    from sae_core.plugins import get_component, get_registry  # lazy: loads pluggy
 
     if store is not None:
         return _open_reader(get_component("store", store).build(), store, path, options)
     p = Path(path)
     if not p.exists():
         raise StoreError(f"cache {p} does not exist; create it with `sae cache` or pass the path it printed")
-    from sae_core.plugin_calls import guarded
 
     for component in get_registry().all("store"):
         backend = component.build()
@@ -49,8 +48,7 @@ def open_reader(path: str | Path, *, store: str | None = None, **options: Any) -
 
 def _open_reader(backend: Any, name: str, path: str | Path, options: dict[str, Any]) -> ActivationReader:
     """``backend.open_reader``, guarded: a store plugin's bug is one line naming it."""
-    from sae_core.plugin_calls import guarded, returned
-    from sae_core.protocols.store import ActivationReader
+    from sae_core.protocols.store import ActivationReader  # lazy: loads numpy
 
     with guarded("store", name, "open_reader", "an ActivationReader of the cache at path"):
         reader = backend.open_reader(path, **options)

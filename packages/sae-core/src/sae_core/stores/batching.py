@@ -153,7 +153,7 @@ def epoch_batch_ids(reader: ActivationReader, plan: BatchPlan) -> Iterator[np.nd
 def gather(reader: ActivationReader, ids: np.ndarray, layers: Iterable[int | str] | None = None) -> torch.Tensor:
     """Samples ``(n, len(layers), d_model)`` (float32) for global sample ids, in their order;
     reads each run of consecutive rows with one ``read_examples`` call."""
-    import torch
+    import torch  # lazy: loads torch
 
     layer_ids = list(range(reader.meta.n_layers)) if layers is None else [reader.layer_index(x) for x in layers]
     t = reader.meta.tokens_per_example

@@ -19,16 +19,25 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from sae_core.checkpoint.cfg import SAECheckpointConfig, read_cfg
+from sae_core.checkpoint.cfg import (
+    Normalization,
+    SAECheckpointConfig,
+    SourceInfo,
+    TrainInfo,
+    ValInfo,
+    read_cfg,
+)
 from sae_core.checkpoint.directory import save_sae
 from sae_core.checkpoint.filenames import METRICS_FILE, SWEEP_FILE
 from sae_core.dist import Dist
 from sae_core.errors import CheckpointError, RunInterrupted
+from sae_core.io import atomic_write_json
 from sae_core.protocols.architecture import Bank, BatchComm
 from sae_core.train.checks import NonFiniteWatch, nonfinite_error
 from sae_core.train.config import DataConfig, SAEConfig, TrainConfig
 from sae_core.train.metrics import MetricsLog, fvu_from_sums
 from sae_core.train.optim import BankAdam
+from sae_core.train.rundir import cache_record
 from sae_core.train.state import commit, load_state, save_tensors, tensors_name
 from sae_core.train.validation import Validation
 from sae_core.validation_split import Selection
@@ -319,8 +328,7 @@ class GroupBookkeeping:
 
     def _cfg(self, m: SAEConfig) -> SAECheckpointConfig:
         """The checkpoint's cfg.json for SAE ``m`` as trained so far."""
-        from sae_core.checkpoint.cfg import Normalization, SourceInfo, TrainInfo, ValInfo
-        from sae_core.plugins import get_component
+        from sae_core.plugins import get_component  # lazy: loads pluggy
 
         meta = self.reader.meta
         split = self.data.split()
@@ -368,8 +376,6 @@ class GroupBookkeeping:
 
 def write_sweep(out: Path, config: TrainConfig, reader: Any) -> None:
     """The run's sweep.json: its cache, steps and every SAE with its final metrics (from cfg.json)."""
-    from sae_core.io import atomic_write_json
-    from sae_core.train.rundir import cache_record
 
     saes = []
     for sae in config.saes:

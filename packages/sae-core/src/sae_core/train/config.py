@@ -36,6 +36,7 @@ from typing import Any
 
 from sae_core.dataclass_parsing import from_dict
 from sae_core.errors import ConfigError
+from sae_core.protocols.batch_plan import Mixing
 from sae_core.train.live.options import LiveConfig
 
 
@@ -66,7 +67,6 @@ class DataConfig:
 
     def mixing_plan(self):
         """The :class:`~sae_core.protocols.batch_plan.Mixing` of this stream."""
-        from sae_core.protocols.batch_plan import Mixing
 
         if self.mixing == "buffer" and self.buffer_examples < 1:
             raise ConfigError(f"mixing = \"buffer\" needs buffer_examples >= 1 (or --buffer-tokens), got "
@@ -88,7 +88,7 @@ class DataConfig:
 
     def split(self):
         """The validation split of this stream (fraction 0: no split, training reads everything)."""
-        from sae_core.validation_split import ExampleSplit
+        from sae_core.validation_split import ExampleSplit  # lazy: loads numpy
 
         return ExampleSplit(self.val_fraction, self.val_seed)
 
@@ -280,7 +280,7 @@ def _data_table(data: dict[str, Any]) -> dict[str, Any]:
 def _other_arch_keys(arch_names: Any) -> set[str]:
     """Hyperparameters of every architecture a sweep over several names: a key of one of them is
     dropped from the others' SAEs rather than refused."""
-    from sae_core.plugins import get_component
+    from sae_core.plugins import get_component  # lazy: loads pluggy
 
     arch_names = arch_names if isinstance(arch_names, list) else [arch_names]
     valid_any: set[str] = set()
@@ -292,7 +292,7 @@ def _other_arch_keys(arch_names: Any) -> set[str]:
 
 def _sae_config(dcfg: DataConfig, s: dict[str, Any], d_in: int, other_keys: set[str], swept: set[str]) -> SAEConfig:
     """One SAE of the grid: ``s`` is one combination of [sae] (consumed)."""
-    from sae_core.plugins import get_component
+    from sae_core.plugins import get_component  # lazy: loads pluggy
 
     arch_name = str(s.pop("arch", "topk"))
     arch = get_component("architecture", arch_name).factory

@@ -19,6 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from sae_core.errors import SAEError
+from sae_core.train.config import DataConfig, load_sweep
+from sae_core.train.live.options import DEFAULT_BUFFER_TOKENS, LiveConfig
+from sae_core.train.rundir import load_config
+from sae_core.validate import check_device, check_output_dir, check_positive
 
 Tables = dict[str, dict[str, Any]]  # {"data": {...}, "sae": {...}, "train": {...}}: a sweep's tables
 
@@ -122,7 +126,6 @@ class TrainFlags:
     def check(self) -> None:
         """The checks that need no file but --out: each a one-line error naming the flag to drop
         or add, before anything is read or loaded."""
-        from sae_core.validate import check_device, check_output_dir
 
         check_output_dir(self.out)
         if self.device is not None:
@@ -150,7 +153,6 @@ class TrainFlags:
     def sweep_tables(self) -> Tables:
         """The sweep TOML's tables (empty without --sweep), each key a flag sets replaced by it;
         ``--max-tokens`` turned into [train] steps."""
-        from sae_core.train.config import load_sweep
 
         tables: Tables = load_sweep(self.sweep) if self.sweep else {"data": {}, "train": {}, "sae": {}}
         if self.layer is not None:
@@ -186,8 +188,6 @@ class TrainFlags:
         """``--max-tokens N``: steps = ceil(N / batch size) (one batch size; overrides the sweep's steps)."""
         if self.max_tokens is None:
             return
-        from sae_core.train.config import DataConfig
-        from sae_core.validate import check_positive
 
         check_positive(self.max_tokens, "--max-tokens")
         if self.steps is not None:
@@ -201,8 +201,6 @@ class TrainFlags:
 
     def set_buffer(self, tables: Tables, tokens_per_example: int, *, live: bool) -> None:
         """The mixing window in examples, from --buffer-tokens (or its default) and the rows' length."""
-        from sae_core.train.live.options import DEFAULT_BUFFER_TOKENS
-        from sae_core.validate import check_positive
 
         data = tables["data"]
         check_positive(self.buffer_tokens, "--buffer-tokens")
@@ -223,7 +221,6 @@ class TrainFlags:
     def resumed_config(self) -> Any:
         """The config of the run in --out (its cache re-resolved, --data if given), with --steps,
         --parallel and the --wandb* flags applied (the W&B run ids in state/wandb.json are kept)."""
-        from sae_core.train.rundir import load_config
 
         config, _ = load_config(self.out, self.data)
         if self.steps is not None:
@@ -239,10 +236,8 @@ class TrainFlags:
     def live_config(self) -> Any:
         """The :class:`~sae_core.train.live.options.LiveConfig` of ``--adapter --model --layers
         --data DATASET`` and the other live flags, checked."""
-        from sae_core.caching import normalize_dtype
-        from sae_core.commands.cache_cmd import parse_kv
-        from sae_core.train.live.options import LiveConfig
-        from sae_core.validate import check_positive
+        from sae_core.caching import normalize_dtype  # lazy: loads torch, numpy
+        from sae_core.commands.cache_cmd import parse_kv  # lazy: loads typer, annotated_doc
 
         data = str(self.data)
         if Path(data).is_dir() and (Path(data) / "metadata.json").is_file():
@@ -275,7 +270,7 @@ def parse_hypers(pairs: list[str] | None) -> dict[str, Any]:
     that is not TOML stays a string (``base=topk``) and is typed by the architecture's Hyper."""
     import tomllib
 
-    from sae_core.commands.cache_cmd import parse_kv
+    from sae_core.commands.cache_cmd import parse_kv  # lazy: loads typer, annotated_doc
 
     out: dict[str, Any] = {}
     for key, raw in parse_kv(pairs, "--hyper").items():

@@ -36,6 +36,7 @@ from sae_core.train.bookkeeping import GroupBookkeeping
 from sae_core.train.checks import NonFiniteWatch, check_sample
 from sae_core.train.config import DataConfig, SAEConfig, TrainConfig
 from sae_core.train.init import geometric_median, norm_scale
+from sae_core.train.live.e2e import EndToEnd
 from sae_core.train.metrics import MetricsLog, fvu_from_sums
 from sae_core.train.optim import BankAdam
 from sae_core.train.parallel import DistBatchComm, average_grads, owners, sae_seeds
@@ -144,7 +145,6 @@ class GroupTrainer(GroupBookkeeping):
         s, dist = self.cfg.train, self.dist
         if not s.e2e:
             return None
-        from sae_core.train.live.e2e import EndToEnd
 
         data_parallel = dist.active and s.parallel == "data"
         return EndToEnd(self.reader, mode=s.e2e, coeff=s.e2e_coeff, layer=self.layer, tokens=self.data.tokens,
@@ -166,7 +166,7 @@ class GroupTrainer(GroupBookkeeping):
     def _build_banks(self, mine: list[SAEConfig]) -> tuple[list[Bank], list[list[SAEConfig]]]:
         """One bank per architecture, shape and structural key (e.g. Matryoshka's base encoder),
         each SAE initialised from its own seed (as if trained alone); the banks and their SAEs."""
-        from sae_core.plugins import get_component
+        from sae_core.plugins import get_component  # lazy: loads pluggy
 
         by_bank: dict[tuple[Any, ...], list[tuple[SAEConfig, Any]]] = {}
         for sae in mine:

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from sae_core.errors import CheckpointError
 from sae_core.io import append_line, atomic_write_text, fsync_file
 
 
@@ -53,7 +54,6 @@ class MetricsLog:
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
     """The records of a ``metrics.jsonl``, tolerating a partial last line (see MetricsLog)."""
-    from sae_core.errors import CheckpointError
 
     lines = path.read_bytes().split(b"\n")
     records = []

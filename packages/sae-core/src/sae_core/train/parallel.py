@@ -20,6 +20,7 @@ import zlib
 from typing import TYPE_CHECKING
 
 import torch
+from torch.distributed.nn.functional import all_reduce
 
 from sae_core.protocols.architecture import Bank, BatchComm
 
@@ -38,7 +39,6 @@ class DistBatchComm(BatchComm):
         self.world = dist.world
 
     def mean(self, t: torch.Tensor) -> torch.Tensor:
-        from torch.distributed.nn.functional import all_reduce
 
         # autograd-aware: the backward all-reduces the incoming gradient, which (after the
         # trainer averages gradients over ranks) gives exactly d f(global mean) / d params

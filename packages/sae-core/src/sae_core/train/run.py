@@ -15,10 +15,17 @@ from typing import Any
 from sae_core.checkpoint.discovery import is_checkpoint
 from sae_core.dist import Dist
 from sae_core.errors import ConfigError
+from sae_core.lock import DirLock
+from sae_core.stores import check_complete, open_reader
 from sae_core.train.bookkeeping import StopTraining, write_sweep
 from sae_core.train.config import TrainConfig
 from sae_core.train.group import GroupTrainer
+from sae_core.train.host_alloc import keep_freed_host_memory
+from sae_core.train.live.source import LiveSource
+from sae_core.train.rundir import check_same_cache, prepare_new_run, read_config_doc, write_config
 from sae_core.train.signals import StopRequest
+from sae_core.train.wandb_log import WandbRuns
+from sae_core.validate import check_device, check_output_dir
 
 
 def run_training(
@@ -37,15 +44,12 @@ def run_training(
     ``config.live`` trains on a running model (:mod:`sae_core.train.live`) instead of a cache;
     ``source``: that live source already opened (it is closed at the end).
     """
-    from sae_core.stores import check_complete, open_reader
-    from sae_core.validate import check_device, check_output_dir
 
     dist = dist or Dist()
     out = Path(config.out)
     check_device(dist.device(config.train.device))
     check_output_dir(out)
     if dist.device(config.train.device) == "cpu":
-        from sae_core.train.host_alloc import keep_freed_host_memory
 
         keep_freed_host_memory()  # a bank's large tensors are reused, not page-faulted in every step
     if config.train.e2e and config.live is None:
@@ -69,7 +73,6 @@ def run_training(
 
 def open_live(config: TrainConfig, dist: Dist | None = None, progress: bool = False) -> Any:
     """The live source of ``config`` (model loaded, also-cache opened)."""
-    from sae_core.train.live.source import LiveSource
 
     assert config.live is not None
     return LiveSource(config.live, device=config.train.device, dist=dist, progress=progress).configure(config)
@@ -77,8 +80,6 @@ def open_live(config: TrainConfig, dist: Dist | None = None, progress: bool = Fa
 
 def _run_training(config: TrainConfig, reader: Any, out: Path, dist: Dist, *, progress: bool, resume: bool,
                   stop_after: int | None, overwrite: bool) -> Path:
-    from sae_core.lock import DirLock
-    from sae_core.train.rundir import check_same_cache, prepare_new_run, read_config_doc, write_config
 
     _check_saes(config, reader, dist)
     with contextlib.ExitStack() as held:
@@ -111,7 +112,7 @@ def _check_saes(config: TrainConfig, reader: Any, dist: Dist) -> None:
             if reader.layer_index(sae.data.layer_out) == reader.layer_index(sae.data.layer):
                 raise ConfigError(f"layer_out {sae.data.layer_out!r} is the input layer {sae.data.layer!r} itself: that "
                                   "is an SAE; drop --layer-out, or name the layer the transcoder should predict")
-            from sae_core.plugins import get_component
+            from sae_core.plugins import get_component  # lazy: loads pluggy
 
             get_component("architecture", sae.arch).factory.check_transcoder()
         reader.positions(sae.data.tokens)
@@ -146,6 +147,5 @@ def _train_groups(config: TrainConfig, reader: Any, out: Path, dist: Dist, stop:
 
 def _wandb(config: TrainConfig, out: Path, resume: bool) -> Any:
     """One W&B run per SAE (:mod:`sae_core.train.wandb_log`)."""
-    from sae_core.train.wandb_log import WandbRuns
 
     return WandbRuns(config, out, resume=resume)

@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from sae_core.checkpoint.weights import save_weights
 from sae_core.errors import CheckpointError
 from sae_core.io import atomic_write_json, fsync_dir
 
@@ -38,7 +39,6 @@ def tensors_name(step: int, rank: int) -> str:
 
 def save_tensors(dirpath: Path, step: int, rank: int, tensors: dict[str, torch.Tensor]) -> str:
     """One rank's part of the state at ``step``, written durably; returns its file name."""
-    from sae_core.checkpoint.weights import save_weights
 
     dirpath.mkdir(parents=True, exist_ok=True)
     name = tensors_name(step, rank)
@@ -73,8 +73,8 @@ def _peek(path: Path) -> dict[str, Any] | None:
 
 def _read(dirpath: Path, name: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """The state committed in ``name``; raises ``ValueError(why)`` when any part of it is damaged."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from safetensors import SafetensorError  # lazy: loads safetensors
+    from safetensors.torch import load_file  # lazy: loads safetensors
 
     try:
         doc = json.loads((dirpath / name).read_text())

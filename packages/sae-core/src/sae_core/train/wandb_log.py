@@ -25,6 +25,7 @@ from typing import Any
 from sae_core.checkpoint.cfg import read_cfg
 from sae_core.checkpoint.filenames import CFG_FILE, STATE_DIR, WEIGHTS_FILE
 from sae_core.errors import ConfigError
+from sae_core.io import atomic_write_json
 from sae_core.train.config import SAEConfig, TrainConfig
 
 IDS_FILE = "wandb.json"  # under the run's state/: {sae name: W&B run id}
@@ -76,7 +77,6 @@ class WandbRuns:
                 reinit="create_new",
             )
             self.ids[sae.name] = run_id
-        from sae_core.io import atomic_write_json
 
         self.ids_path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.ids_path, self.ids)

@@ -8,7 +8,7 @@ from sae_core.hookspecs import hookimpl
 
 
 def _local_store() -> Any:
-    from sae_core.stores.local.store import LocalStore
+    from sae_core.stores.local.store import LocalStore  # lazy: loads torch, numpy
 
     return LocalStore()
 

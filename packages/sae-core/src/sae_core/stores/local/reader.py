@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from sae_core.caching import normalize_dtype
 from sae_core.dataclass_parsing import from_dict
 from sae_core.errors import StoreError
 from sae_core.protocols.batch_plan import BatchPlan
@@ -63,14 +64,11 @@ class LocalReader(ActivationReader):
             raise StoreError(f"{self.path} is not a directory; pass the cache directory printed by `sae cache`")
         raw_meta = fmt.read_json(self.path / fmt.METADATA, "cache metadata")
         self.meta = from_dict(CacheMetadata, raw_meta, strict=False, where=str(self.path / fmt.METADATA))
-        if expect_dtype is not None:
-            from sae_core.caching import normalize_dtype
-
-            if normalize_dtype(expect_dtype) != self.meta.dtype:
-                raise StoreError(
-                    f"{self.path} stores {self.meta.dtype} activations, not {normalize_dtype(expect_dtype)}; "
-                    f"read it with dtype {self.meta.dtype} (or re-cache with --dtype {expect_dtype})"
-                )
+        if expect_dtype is not None and normalize_dtype(expect_dtype) != self.meta.dtype:
+            raise StoreError(
+                f"{self.path} stores {self.meta.dtype} activations, not {normalize_dtype(expect_dtype)}; "
+                f"read it with dtype {self.meta.dtype} (or re-cache with --dtype {expect_dtype})"
+            )
         self._np_dtype = fmt.np_dtype(self.meta.dtype)
         doc = fmt.read_json(self.path / fmt.SHARDS, "shard list") if (self.path / fmt.SHARDS).exists() else {}
         self.shards: list[dict[str, Any]] = list(doc.get("shards", []))

@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 
 from sae_core.protocols.store import ActivationStore, CacheMetadata
 from sae_core.stores.local import format as fmt
+from sae_core.stores.local.parallel import merge_blocks, plan_blocks
 from sae_core.stores.local.reader import LocalReader
 from sae_core.stores.local.writer import LocalWriter
 
@@ -25,12 +26,10 @@ class LocalStore(ActivationStore):
     def plan_blocks(
         self, root: str | Path, meta: CacheMetadata, n_examples: int, n_blocks: int
     ) -> list[tuple[int, int]] | None:
-        from sae_core.stores.local.parallel import plan_blocks
 
         return plan_blocks(root, meta, n_examples, n_blocks)
 
     def merge_blocks(self, root: str | Path, meta: CacheMetadata) -> Path:
-        from sae_core.stores.local.parallel import merge_blocks
 
         return merge_blocks(root, meta)
 

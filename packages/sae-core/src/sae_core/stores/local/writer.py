@@ -29,7 +29,7 @@ TARGET_SHARD_BYTES = 256 * 2**20
 
 def to_storage(acts: Any, dtype: str) -> np.ndarray:
     """Tensor/array ``(batch, L, T, d)`` -> contiguous numpy array in the store's raw dtype."""
-    import torch
+    import torch  # lazy: loads torch
 
     if isinstance(acts, np.ndarray):
         acts = torch.from_numpy(acts)

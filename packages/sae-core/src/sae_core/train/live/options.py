@@ -44,7 +44,7 @@ class LiveConfig:
                 raise ConfigError(f"{name} must be >= 1, got {value}")
 
     def request(self, device: str) -> Any:
-        from sae_core.protocols.adapter import AdapterRequest
+        from sae_core.protocols.adapter import AdapterRequest  # lazy: loads numpy
 
         return AdapterRequest(model=self.model, layers=list(self.layers), checkpoint=self.checkpoint,
                               device=self.device or device, context_size=self.context_size,

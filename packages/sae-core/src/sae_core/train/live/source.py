@@ -53,14 +53,19 @@ from typing import Any
 import numpy as np
 import torch
 
+from sae_core.caching import normalize_dtype, open_source
+from sae_core.datasets import DatasetHead
 from sae_core.dist import Dist
 from sae_core.errors import ConfigError, DataError, SAEError, StoreError
+from sae_core.lock import DirLock
 from sae_core.protocols.adapter import ActivationBatch
 from sae_core.protocols.batch_plan import BatchPlan, Mixing
 from sae_core.protocols.reader import ActivationReader
+from sae_core.stores import open_writer
 from sae_core.stores.batching import BufferMixer
 from sae_core.train.live.options import DEFAULT_BUFFER_TOKENS, LiveConfig
 from sae_core.train.live.views import SequentialView, SubsetView
+from sae_core.validate import check_output_dir
 from sae_core.validation_split import Selection
 
 #: windows computed before training (size checks, normalisation) kept for the training stream
@@ -214,7 +219,6 @@ class LiveSource(ActivationReader):
     def __init__(self, cfg: LiveConfig, *, device: str = "cpu", dist: Dist | None = None, train_seed: int = 0,
                  val_tokens: int = 65_536, probe_tokens: int = 4096, window_examples: int | None = None,
                  progress: bool = False) -> None:
-        from sae_core.caching import normalize_dtype, open_source
 
         self.cfg, self.dist = cfg, dist or Dist()
         if cfg.also_cache and self.dist.active:
@@ -269,9 +273,6 @@ class LiveSource(ActivationReader):
 
     # -- the also-cache ---------------------------------------------------------------------------
     def _open_writer(self, root: Path) -> None:
-        from sae_core.lock import DirLock
-        from sae_core.stores import open_writer
-        from sae_core.validate import check_output_dir
 
         check_output_dir(root, "--also-cache")
         if self.cfg.store == "local":
@@ -389,7 +390,6 @@ class LiveSource(ActivationReader):
         """The adapter's forward batches over this rank's examples ``[lo, hi)`` of a window, and
         (validation side) the dataset ids of the validation examples among them, which the
         batches' example ids index (None otherwise)."""
-        from sae_core.datasets import DatasetHead
 
         kw = {"batch_size": self.cfg.model_batch_size, "num_workers": self.cfg.num_workers}
         if side != "val":
