@@ -31,12 +31,19 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from sae_core import (
+    AnalysisContext,
+    CodeChunk,
+    CodeConsumer,
+    PassAnalysis,
+    SAEError,
+    atomic_open,
+    atomic_write_json,
+    staged_dir,
+)
 from sae_core.analyses.common import descriptive_side, option
 from sae_core.analyses.top_examples import example_meta
 from sae_core.checkpoint.filenames import ACTIVATION_DB_DIR, ACTIVATION_DB_MANIFEST
-from sae_core.errors import SAEError
-from sae_core.io import atomic_open, atomic_write_json, staged_dir
-from sae_core.protocols.analysis import AnalysisContext, CodeChunk, CodeConsumer, PassAnalysis
 
 DB_FORMAT, DB_VERSION = "sae-activation-db", 1
 #: one record per analysed token: its cache row, column in the row (slot), position in the

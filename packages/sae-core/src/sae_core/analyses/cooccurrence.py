@@ -35,13 +35,10 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from sae_core import AnalysisContext, CodeConsumer, PassAnalysis, SAEError, firing, sparse_consumer
 from sae_core.analyses.common import descriptive_side, option, save_json, save_safetensors
-from sae_core.analyses.shared_pass import sparse_consumer
 from sae_core.checkpoint.filenames import COOCCURRENCE_FILE, COOCCURRENCE_META_FILE
-from sae_core.errors import SAEError
-from sae_core.firing import firing
 from sae_core.io import open_scratch
-from sae_core.protocols.analysis import AnalysisContext, CodeConsumer, PassAnalysis
 
 #: entries of the dense per-block count matrix (block · d_sae)
 BLOCK_ENTRIES = 2**24

@@ -45,6 +45,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from sae_core import Analysis, AnalysisContext, ModelAdapter, SAEError, UnknownComponentError, open_dataset
 from sae_core.analyses.common import (
     heldout_rows,
     layer_and_positions,
@@ -55,13 +56,9 @@ from sae_core.analyses.common import (
     target_layer,
 )
 from sae_core.checkpoint.filenames import DOWNSTREAM_FILE
-from sae_core.datasets import open_dataset
-from sae_core.errors import SAEError, UnknownComponentError
 from sae_core.inference.heldout import last_rows_with, rows_span
 from sae_core.inference.loading import shared_adapter
 from sae_core.inference.splice_eval import splice_metrics
-from sae_core.protocols.adapter import ModelAdapter
-from sae_core.protocols.analysis import Analysis, AnalysisContext
 
 MISMATCH = 0.05  # cache_rel_error above this: the re-created model does not reproduce the cache
 
@@ -171,7 +168,7 @@ class Downstream(Analysis):
 def _component(name: str, *, transcoder: bool) -> tuple[Any, str | None]:
     """(the adapter plugin that made the cache, None), or (None, why) when it is not installed
     or its class shows it cannot splice this SAE: known without building the model."""
-    from sae_core.plugins import get_component  # lazy: loads pluggy
+    from sae_core import get_component  # lazy: loads pluggy
 
     try:
         component = get_component("adapter", name)

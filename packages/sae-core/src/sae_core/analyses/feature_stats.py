@@ -16,11 +16,10 @@ from typing import Any, ClassVar
 
 import torch
 
+from sae_core import AnalysisContext, CodeChunk, CodeConsumer, PassAnalysis, magnitude
 from sae_core.analyses.common import descriptive_side, save_json, save_safetensors
 from sae_core.analyses.shared_pass import bincount
 from sae_core.checkpoint.filenames import FEATURE_STATS_FILE, FEATURE_STATS_SUMMARY_FILE
-from sae_core.firing import magnitude
-from sae_core.protocols.analysis import AnalysisContext, CodeChunk, CodeConsumer, PassAnalysis
 
 N_BINS = 40
 LOG_MIN, LOG_MAX = -4.0, 4.0  # log10 activation range of the per-latent histograms

@@ -29,13 +29,10 @@ from typing import Any, ClassVar
 
 import torch
 
+from sae_core import Analysis, AnalysisContext, ModelAdapter, SAEError, UnknownComponentError, load_vocab
 from sae_core.analyses.common import layer_and_positions, option, save_json, save_safetensors, target_layer
 from sae_core.checkpoint.filenames import LOGIT_EFFECTS_FILE, LOGIT_EFFECTS_META_FILE
-from sae_core.errors import SAEError, UnknownComponentError
 from sae_core.inference.loading import shared_adapter
-from sae_core.protocols.adapter import ModelAdapter
-from sae_core.protocols.analysis import Analysis, AnalysisContext
-from sae_core.tokens import load_vocab
 
 #: logit entries per block (block · d_vocab floats)
 BLOCK_ENTRIES = 2**25
@@ -84,7 +81,7 @@ class LogitEffects(Analysis):
     options: ClassVar[tuple[str, ...]] = ("logit_n",)
 
     def run(self, ctx: AnalysisContext) -> dict[str, Any]:
-        from sae_core.plugins import get_component  # lazy: loads pluggy
+        from sae_core import get_component  # lazy: loads pluggy
 
         n = option(ctx, "logit_n", 10, int, "positive")
         meta = ctx.reader.meta

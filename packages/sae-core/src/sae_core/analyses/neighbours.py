@@ -15,9 +15,9 @@ from typing import Any, ClassVar
 
 import torch
 
+from sae_core import Analysis, AnalysisContext
 from sae_core.analyses.common import option, save_safetensors
 from sae_core.checkpoint.filenames import NEIGHBOURS_FILE
-from sae_core.protocols.analysis import Analysis, AnalysisContext
 
 #: cosine entries per block (block · d_sae floats): 2**26 = 256 MB of float32
 BLOCK_ENTRIES = 2**26

@@ -20,15 +20,13 @@ from typing import Any, ClassVar, NamedTuple
 import numpy as np
 import torch
 
+from sae_core import Analysis, AnalysisContext, SAEError, fit_l1_logistic, latent_metrics, load_labels
 from sae_core.analyses.common import option, sae_split, save_json, save_safetensors
 from sae_core.checkpoint.filenames import PROBE_FILE, PROBE_META_FILE
-from sae_core.errors import SAEError
 from sae_core.inference.heldout import DEFAULT_FRAC, select_rows
 from sae_core.probing.collect import collect
-from sae_core.probing.labels import load_labels
-from sae_core.probing.linear import fit_l1_logistic, lambda_max, predict_proba
-from sae_core.probing.ranking import average_precision, latent_metrics
-from sae_core.protocols.analysis import Analysis, AnalysisContext
+from sae_core.probing.linear import lambda_max, predict_proba
+from sae_core.probing.ranking import average_precision
 from sae_core.validation_split import ExampleSplit
 
 DEFAULTS = {"split": "all", "test_fraction": 0.25, "probe_seed": 0, "probe_l1": 0.05, "probe_top": 20,

@@ -21,11 +21,11 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from sae_core.activation_db import band_of, draw_keys, open_activation_db
+from sae_core import Analysis, AnalysisContext, open_activation_db
+from sae_core.activation_db import band_of, draw_keys
 from sae_core.analyses.common import option, save_json, save_safetensors
 from sae_core.analyses.top_examples import example_meta
 from sae_core.checkpoint.filenames import QUANTILE_EXAMPLES_FILE, QUANTILE_EXAMPLES_META_FILE
-from sae_core.protocols.analysis import Analysis, AnalysisContext
 
 
 class QuantileExamples(Analysis):

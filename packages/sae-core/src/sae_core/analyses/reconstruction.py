@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from sae_core import Analysis, AnalysisContext, SAEError, firing
 from sae_core.analyses.common import (
     heldout_rows,
     iter_io_rows,
@@ -25,9 +26,6 @@ from sae_core.analyses.common import (
     selected_mask,
 )
 from sae_core.checkpoint.filenames import RECONSTRUCTION_FILE
-from sae_core.errors import SAEError
-from sae_core.firing import firing
-from sae_core.protocols.analysis import Analysis, AnalysisContext
 
 
 class Reconstruction(Analysis):

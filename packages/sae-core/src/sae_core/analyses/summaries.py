@@ -29,6 +29,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from sae_core import Analysis, AnalysisContext, SAEError, atomic_open, load_vocab
 from sae_core.analyses.common import option
 from sae_core.checkpoint.filenames import (
     COOCCURRENCE_FILE,
@@ -39,10 +40,7 @@ from sae_core.checkpoint.filenames import (
     NEIGHBOURS_FILE,
     TOP_EXAMPLES_FILE,
 )
-from sae_core.errors import SAEError
-from sae_core.io import atomic_open
-from sae_core.protocols.analysis import Analysis, AnalysisContext
-from sae_core.tokens import load_vocab, token_string
+from sae_core.tokens import token_string
 
 BLOCK = 1024  # latents read at once
 

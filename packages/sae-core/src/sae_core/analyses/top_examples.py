@@ -17,10 +17,9 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from sae_core import AnalysisContext, CodeChunk, CodeConsumer, PassAnalysis, firing, magnitude
 from sae_core.analyses.common import descriptive_side, option, save_json, save_safetensors
 from sae_core.checkpoint.filenames import TOP_EXAMPLES_FILE, TOP_EXAMPLES_META_FILE
-from sae_core.firing import firing, magnitude
-from sae_core.protocols.analysis import AnalysisContext, CodeChunk, CodeConsumer, PassAnalysis
 
 
 class TopExamples(PassAnalysis):

@@ -22,8 +22,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from sae_core import Architecture, Bank, TrainContext, TrainOutput, mse_per_sae
-from sae_core.errors import ConfigError
+from sae_core import Architecture, Bank, ConfigError, TrainContext, TrainOutput, mse_per_sae
 
 
 @dataclass

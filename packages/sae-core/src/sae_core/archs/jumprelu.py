@@ -42,8 +42,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from sae_core import Architecture, Bank, TrainContext, TrainOutput, mse_per_sae
-from sae_core.errors import ConfigError
+from sae_core import Architecture, Bank, ConfigError, TrainContext, TrainOutput, mse_per_sae
 
 
 def _rect(u: torch.Tensor) -> torch.Tensor:

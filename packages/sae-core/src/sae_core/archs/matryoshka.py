@@ -18,10 +18,9 @@ from typing import ClassVar, Literal
 
 import torch
 
-from sae_core import Architecture, TrainContext, TrainOutput, mse_per_sae, sparse_decode
+from sae_core import Architecture, ConfigError, TrainContext, TrainOutput, mse_per_sae, sparse_decode
 from sae_core.archs.batchtopk import BatchTopKBank, BatchTopKHyper
 from sae_core.archs.topk import auxk_loss, fired_counts, topk_codes
-from sae_core.errors import ConfigError
 
 
 @dataclass

@@ -17,8 +17,7 @@ from typing import ClassVar
 
 import torch
 
-from sae_core import Architecture, Bank, TrainContext, TrainOutput, mse_per_sae
-from sae_core.errors import ConfigError
+from sae_core import Architecture, Bank, ConfigError, TrainContext, TrainOutput, mse_per_sae
 
 
 @dataclass

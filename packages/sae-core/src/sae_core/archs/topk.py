@@ -24,7 +24,7 @@ from typing import ClassVar
 
 import torch
 
-from sae_core import Architecture, Bank, TrainContext, TrainOutput, mse_per_sae, sparse_decode
+from sae_core import Architecture, Bank, ConfigError, TrainContext, TrainOutput, mse_per_sae, sparse_decode
 from sae_core.archs.ragged import (
     RaggedCodes,
     gather_flat,
@@ -33,7 +33,6 @@ from sae_core.archs.ragged import (
     ragged_l0,
     ragged_topk,
 )
-from sae_core.errors import ConfigError
 
 
 @dataclass

@@ -36,13 +36,18 @@ from typing import Any, ClassVar
 
 import torch
 
-from sae_core.checkpoint.cfg import SAECheckpointConfig, SourceInfo
-from sae_core.checkpoint.filenames import WEIGHTS_FILE
-from sae_core.checkpoint.weights import load_weights
-from sae_core.errors import CheckpointError, ExportError
+from sae_core import (
+    WEIGHTS_FILE,
+    CheckpointError,
+    Exporter,
+    ExportError,
+    SAECheckpointConfig,
+    SourceInfo,
+    atomic_write_bytes,
+    atomic_write_json,
+    load_weights,
+)
 from sae_core.interop.detect import DL_CONFIG_FILE, DL_WEIGHTS_FILE
-from sae_core.io import atomic_write_bytes, atomic_write_json
-from sae_core.protocols.exporter import Exporter
 
 FORMAT = "dictionary_learning"
 #: dict_class → our architecture

@@ -26,18 +26,25 @@ from typing import Any, ClassVar
 
 import torch
 
-from sae_core.checkpoint.cfg import SAECheckpointConfig, SourceInfo, read_cfg
-from sae_core.checkpoint.filenames import CFG_FILE, SAELENS_WEIGHTS_FILE, WEIGHTS_FILE
-from sae_core.checkpoint.sae import build_sae
-from sae_core.checkpoint.weights import load_weights, save_weights
-from sae_core.errors import CheckpointError
+from sae_core import (
+    CFG_FILE,
+    WEIGHTS_FILE,
+    CheckpointError,
+    Exporter,
+    SAECheckpointConfig,
+    SourceInfo,
+    atomic_write_json,
+    build_sae,
+    filenames,
+    load_weights,
+    read_cfg,
+    save_weights,
+)
 from sae_core.interop.detect import read_peer_json
-from sae_core.io import atomic_write_json
-from sae_core.protocols.exporter import Exporter
 
 
 def _convert(checkpoint: Path, cfg: SAECheckpointConfig) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    from sae_core.plugins import get_component  # lazy: loads pluggy
+    from sae_core import get_component  # lazy: loads pluggy
 
     arch = get_component("architecture", cfg.architecture).factory
     return arch.saelens_export(cfg, load_weights(checkpoint / WEIGHTS_FILE))
@@ -53,7 +60,7 @@ class SAELensExporter(Exporter):
 
     def write(self, checkpoint: Path, cfg: SAECheckpointConfig, out: Path) -> None:
         sl_cfg, weights = _convert(checkpoint, cfg)
-        save_weights(out / SAELENS_WEIGHTS_FILE, weights)
+        save_weights(out / filenames.SAELENS_WEIGHTS_FILE, weights)
         atomic_write_json(out / CFG_FILE, sl_cfg)
 
 
@@ -75,7 +82,7 @@ def read_saelens(path: str | Path) -> tuple[SAECheckpointConfig, dict[str, torch
     """Our config and checkpoint-layout tensors for the SAELens checkpoint directory ``path``."""
     path = Path(path)
     sl = read_peer_json(path / CFG_FILE)
-    w = {k: v.float() for k, v in load_weights(path / SAELENS_WEIGHTS_FILE).items()}
+    w = {k: v.float() for k, v in load_weights(path / filenames.SAELENS_WEIGHTS_FILE).items()}
     arch = sl.get("architecture", "standard")
     if sl.get("normalize_activations", "none") not in ("none", None):
         raise CheckpointError(

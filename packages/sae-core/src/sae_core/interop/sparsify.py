@@ -21,13 +21,19 @@ from typing import Any, ClassVar
 
 import torch
 
-from sae_core.checkpoint.cfg import SAECheckpointConfig, SourceInfo
-from sae_core.checkpoint.filenames import CFG_FILE, WEIGHTS_FILE
-from sae_core.checkpoint.weights import load_weights, save_weights
-from sae_core.errors import CheckpointError, ExportError
+from sae_core import (
+    CFG_FILE,
+    WEIGHTS_FILE,
+    CheckpointError,
+    Exporter,
+    ExportError,
+    SAECheckpointConfig,
+    SourceInfo,
+    atomic_write_json,
+    load_weights,
+    save_weights,
+)
 from sae_core.interop.detect import read_peer_json
-from sae_core.io import atomic_write_json
-from sae_core.protocols.exporter import Exporter
 
 FORMAT = "sparsify"
 
@@ -70,7 +76,7 @@ def read_sparsify(path: str | Path) -> tuple[SAECheckpointConfig, dict[str, torc
 def sparsify_mapping(cfg: SAECheckpointConfig, tensors: dict[str, torch.Tensor]
                      ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """sparsify's cfg.json and weights for one of our checkpoints (TopK inference only)."""
-    from sae_core.plugins import get_component  # lazy: loads pluggy
+    from sae_core import get_component  # lazy: loads pluggy
 
     arch = get_component("architecture", cfg.architecture).factory
     target = arch.saelens_target(cfg.hyper) if hasattr(arch, "saelens_target") else None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sae_core.hookspecs import hookimpl
+from sae_core import hookimpl
 
 
 def _local_store() -> Any:
