@@ -25,7 +25,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 CORE = "packages/sae-core/src/sae_core"
-DEFAULT_TESTS = ("tests/core/archs/test_arch_reference.py tests/core/archs/test_archs.py tests/core/train/test_train.py tests/core/train/test_train_correctness.py "
+DEFAULT_TESTS = ("tests/core/archs/test_arch_reference.py tests/core/archs/test_archs.py tests/core/train/test_train.py "
+    "tests/core/train/test_train_correctness.py "
                  "tests/core/interop/test_interop.py tests/core/train/test_train_details.py")
 
 

@@ -21,7 +21,8 @@ FVU at matched L0: where both saved SAEs of a level fire within 5% of each other
 compared directly; otherwise SAELens's curve is interpolated (linearly in log L0) at our L0, and
 a level whose L0 lies outside SAELens's range is reported without a ratio. Then the matched-L0
 frontier: each library's FVU and dead fraction at L0 = 16, 32, 64 on its own FVU-vs-L0 front (lower convex hull in log L0) over
-every level and lr of the grid (the lr moves an L1 SAE's L0 as much as λ), and the winner. The tables are printed last; JSON, markdown and FVU-vs-L0 plots go to --out.
+every level and lr of the grid (the lr moves an L1 SAE's L0 as much as λ), and the winner. The tables are printed last;
+JSON, markdown and FVU-vs-L0 plots go to --out.
 """
 
 from __future__ import annotations

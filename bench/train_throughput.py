@@ -167,7 +167,8 @@ def worker(args: argparse.Namespace) -> None:
     n_saes = len(ks)
     samples = args.steps * args.batch_size * len(runs)
     print(json.dumps({"case": args.case, "n_saes": n_saes, "loop_s": loop_seconds, "wall_s": wall,
-                      "samples_per_s": samples / loop_seconds, "per_sae_samples_per_s": args.steps * args.batch_size * n_saes / loop_seconds,
+                      "samples_per_s": samples / loop_seconds,
+                      "per_sae_samples_per_s": args.steps * args.batch_size * n_saes / loop_seconds,
                       "peak_mb": peak}))
 
 

@@ -5,7 +5,8 @@ same token windows, in dataset order, batches of the same size padded to their l
 (dynamic padding), under ``inference_mode``, the forward cut after block 3 by a hook — no
 tokenising (the windows are built beforehand), no masks or index bookkeeping, no writing. Also
 measured: the adapter without length-sorting (``sort_batches=1``: what sorting buys), the
-untruncated plain model, and `sae cache --adapter tlens` (TransformerBridge) for reference. Throughput counts the windows' real (non-padding) tokens; each row is the best of
+untruncated plain model, and `sae cache --adapter tlens` (TransformerBridge) for reference. Throughput counts the
+windows' real (non-padding) tokens; each row is the best of
 three alternating repetitions (the CI machine is shared), and `sae cache` rows time the caching
 loop as logged by run_cache (model loading excluded).
 """

@@ -126,7 +126,8 @@ def test_hub_dataset_is_streamed(monkeypatch: pytest.MonkeyPatch, run_cli, tmp_p
     assert code == 0, err
     assert len(reads) <= 5 + 2  # the first record (columns) and the five documents: never the whole stream
     reader = open_reader(Path(out.strip().splitlines()[-1]))
-    assert reader.meta.dataset["source"] == "hub (streamed)" and set(reader.read_examples(0, reader.n_examples)[1]["example"][:, 0]) == set(range(5))
+    examples = reader.read_examples(0, reader.n_examples)[1]["example"][:, 0]
+    assert reader.meta.dataset["source"] == "hub (streamed)" and set(examples) == set(range(5))
     adapter_ds = open_dataset("hf:someone/web-text", "text", limit=5)
     assert [e.id for e in adapter_ds.iter_from(3)] == [3, 4]  # a resumed cache skips the finished records
 

@@ -120,7 +120,8 @@ def test_clear_errors(run_cli, tmp_path: Path, clip_cfg: Path) -> None:
         (["--adapter", "clip", "--model", "ViT-Nope-99/openai", "--layers", "0", "--data", "samples"], "unknown open_clip model"),
         (["--adapter", "timm", "--model", "vit_nope_nope", "--layers", "0", "--data", "samples"], "unknown timm model"),
         (["--adapter", "clip", "--model", f"config:{clip_cfg}", "--layers", "0", "--data", f"folder:{empty}"], "contains no images"),
-        (["--adapter", "clip", "--model", f"config:{clip_cfg}", "--layers", "0", "--data", f"folder:{tmp_path / 'x'}"], "no such directory"),
+        (["--adapter", "clip", "--model", f"config:{clip_cfg}", "--layers", "0", "--data", f"folder:{tmp_path / 'x'}"],
+         "no such directory"),
     ]
     for args, message in cases:
         code, _, err = run_cli(*base, *args)

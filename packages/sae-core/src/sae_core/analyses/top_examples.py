@@ -1,7 +1,8 @@
 """``top-examples``: the k examples (images / text windows) on which each latent fires most.
 
 "Most" is by magnitude: an example's score is the latent's largest |code| over its tokens
-(``values``); ``token_acts`` keep the codes' signs. One streaming pass with bounded memory: a running top-k per latent over examples, scored by the
+(``values``); ``token_acts`` keep the codes' signs. One streaming pass with bounded memory: a running top-k per latent
+over examples, scored by the
 latent's maximum over the example's tokens, merged chunk by chunk with ``torch.topk``; the
 per-token activations of the current winners ride along, so no second pass is needed. Memory is
 O(d_sae · k · tokens), independent of the cache size. Writes ``top_examples.safetensors`` (rows,

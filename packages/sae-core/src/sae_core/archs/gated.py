@@ -9,7 +9,8 @@
 where x̂_frozen decodes with a detached copy of the decoder, so the auxiliary term trains only the
 gate (the paper's frozen decoder; SAELens trains the decoder through it too). Decoder rows are
 kept at unit norm. Defaults taken from SAELens because they measurably help (``GatedBank``): the
-encoder starts at 0.1·W_decᵀ and each SAE's gradient is clipped at norm 1 before Adam. The checkpoint stores ``r_mag`` and ``b_mag`` besides the usual tensors (b_enc is b_gate).
+encoder starts at 0.1·W_decᵀ and each SAE's gradient is clipped at norm 1 before Adam. The checkpoint stores ``r_mag``
+and ``b_mag`` besides the usual tensors (b_enc is b_gate).
 Transcoders: x_c = x − b_in (the fixed input centre; b_dec is in the output space) and both
 reconstruction terms are against the target y; export folds b_in into b_enc and b_mag.
 """
@@ -60,10 +61,8 @@ class GatedBank(Bank):
         self.b_mag = nn.Parameter(torch.zeros(self.n, self.d_sae))
 
     def _paths(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.transcoder:
-            xc = self.encoder_input(x)  # x − b_in: b_dec lives in the output space
-        else:
-            xc = (x if x.dim() == 3 else x.unsqueeze(0)) - self.b_dec[:, None, :]
+        # a transcoder's x − b_in (its b_dec lives in the output space); an SAE's x − b_dec
+        xc = self.encoder_input(x) if self.transcoder else (x if x.dim() == 3 else x.unsqueeze(0)) - self.b_dec[:, None, :]
         proj = torch.bmm(xc, self.W_enc)  # (n, batch, d_sae)
         gate = proj + self.b_enc[:, None, :]
         mag = proj * self.r_mag.exp()[:, None, :] + self.b_mag[:, None, :]

@@ -29,7 +29,8 @@ def sparse_decode(idx: torch.Tensor, vals: torch.Tensor, W_dec: torch.Tensor) ->
     d_sae, d_in = W_dec.shape[1], W_dec.shape[2]
     offsets = (torch.arange(n, device=idx.device) * d_sae)[:, None, None]
     flat_idx = (idx + offsets).reshape(n * batch, k)
-    out = F.embedding_bag(flat_idx, W_dec.reshape(n * d_sae, d_in), per_sample_weights=vals.reshape(n * batch, k).to(W_dec.dtype), mode="sum")
+    weights = vals.reshape(n * batch, k).to(W_dec.dtype)  # (n * batch, k)
+    out = F.embedding_bag(flat_idx, W_dec.reshape(n * d_sae, d_in), per_sample_weights=weights, mode="sum")
     return out.view(n, batch, d_in)
 
 

@@ -95,7 +95,8 @@ class ModelAdapter(ABC):
     (files for the viewer); :meth:`spliced_forward` (end-to-end training); running the model with
     SAEs attached — :meth:`run_with_hooks`, :meth:`cached_inputs`, :meth:`make_inputs`,
     :meth:`generate` (``sae_core.inference``, ``sae features|steer|ablate``, the ``downstream``
-    analysis); :meth:`unembedding` (the ``logit-effects`` analysis) — and the older :meth:`splice_eval` (``downstream`` only; still the route for
+    analysis); :meth:`unembedding` (the ``logit-effects`` analysis) — and the older :meth:`splice_eval` (``downstream``
+    only; still the route for
     transcoders, see ``splice_sources``); callers ask :meth:`supports` whether an optional method
     is implemented. Image adapters describe their patch grid with
     :class:`~sae_core.protocols.geometry.ImageGeometry` in ``spec().extra``.

@@ -71,9 +71,11 @@ class WandbRuns:
         for sae in saes:
             run_id = self.ids.get(sae.name) or _new_id()
             self.runs[sae.name] = self.wandb.init(
-                project=s.wandb_project or os.environ.get("WANDB_PROJECT") or "sae", entity=s.wandb_entity or None, group=self.group, name=sae.name,
+                project=s.wandb_project or os.environ.get("WANDB_PROJECT") or "sae", entity=s.wandb_entity or None,
+                group=self.group, name=sae.name,
                 id=run_id, resume="allow", tags=list(s.wandb_tags) or None, notes=s.wandb_notes or None,
-                mode=s.wandb_mode or None, job_type="train", dir=None if os.environ.get("WANDB_DIR") else str(self.out), config=self._run_config(sae),
+                mode=s.wandb_mode or None, job_type="train", dir=None if os.environ.get("WANDB_DIR") else str(self.out),
+                config=self._run_config(sae),
                 reinit="create_new",
             )
             self.ids[sae.name] = run_id

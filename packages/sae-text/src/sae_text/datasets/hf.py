@@ -189,7 +189,8 @@ def _files_dataset(arg: str, path: Path, options: dict[str, Any], limit: int | N
         raise DataError(f"hf:{arg}: the folder has no data files ({', '.join(sorted(BUILDERS))})")
     kinds = {BUILDERS.get(p.suffix) for p in files}
     if None in kinds or len(kinds) > 1:
-        raise DataError(f"hf:{arg}: data files must all be one of {', '.join(sorted(BUILDERS))} (got {sorted(p.suffix for p in files)[:5]})")
+        raise DataError(f"hf:{arg}: data files must all be one of {', '.join(sorted(BUILDERS))} (got "
+            f"{sorted(p.suffix for p in files)[:5]})")
     builder = kinds.pop()
     spec = f"hf:{arg}"
 

@@ -14,7 +14,8 @@ How batches come about (the ``buffer`` plan of :class:`~sae_core.protocols.batch
   the validation split) are kept, rounded to the storage dtype (what ``--also-cache`` stores), in
   CPU memory: the *mixing buffer*. After the previous window's remainder, they are permuted by
   ``default_rng([seed, epoch, w])`` and cut into batches
-  (:class:`~sae_core.stores.batching.BufferMixer`); the remainder carries over. Sample ids are ``row * T + position`` with rows counted from the dataset's start,
+  (:class:`~sae_core.stores.batching.BufferMixer`); the remainder carries over. Sample ids are ``row * T + position``
+  with rows counted from the dataset's start,
   as in a cache, and each batch is yielded in id order: a cached run with the same plan
   (``--mixing buffer``) on the cache ``--also-cache`` wrote gets the same batches, bit for bit.
 - ``--also-cache ROOT`` hands every row to the store's writer as it is computed (the cache
