@@ -242,3 +242,15 @@ def test_builtin_components_import_only_public_names() -> None:
                 elif kinds & set(NO_INTERNALS) and not node.module.startswith(own) and not _registers(name, node.module):
                     offenders.append(f"{name}:{node.lineno} imports internal {node.module}.{alias.name}")
     assert not offenders, "built-in components must import like a plugin:\n" + "\n".join(offenders)
+
+
+def test_no_public_name_is_also_a_submodule() -> None:
+    """``sae_core.firing`` once was both a function and a module: importing the module binds the
+    package attribute, so ``from sae_core import firing`` returned the module after the first import
+    of it. A public name must never equal a submodule's name."""
+    import pkgutil
+
+    import sae_core
+
+    clash = set(sae_core.__all__) & {m.name for m in pkgutil.iter_modules(sae_core.__path__)}
+    assert not clash, f"public names shadowed by submodules: {sorted(clash)}"

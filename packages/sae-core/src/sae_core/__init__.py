@@ -69,8 +69,8 @@ _WHERE: dict[str, str] = {
     # helpers for architectures; the firing rule
     "sparse_decode": "sae_core.archs.ops",
     "mse_per_sae": "sae_core.archs.ops",
-    "firing": "sae_core.firing",
-    "magnitude": "sae_core.firing",
+    "firing": "sae_core.firing_rule",
+    "magnitude": "sae_core.firing_rule",
     # checkpoints and their layout
     "SAE": "sae_core.checkpoint.sae",
     "build_sae": "sae_core.checkpoint.sae",

@@ -192,7 +192,7 @@ def rows_per_chunk(ctx: AnalysisContext) -> int:
 
 def encode_tokens(ctx: AnalysisContext, x: torch.Tensor) -> torch.Tensor:
     """(n, T, d) -> (n, T, d_sae) codes (signed if the SAE's architecture says so: a latent fires
-    where its code is non-zero, see :mod:`sae_core.firing`)."""
+    where its code is non-zero, see :mod:`sae_core.firing_rule`)."""
     n, t, d = x.shape
     with torch.no_grad():
         return ctx.sae.encode(x.reshape(n * t, d)).view(n, t, -1)

@@ -107,7 +107,7 @@ class Cooccurrence:
 
     def update_codes(self, codes: torch.Tensor) -> None:
         """Convenience: add a chunk of codes (tokens, d_sae) of consecutive tokens (a latent fires
-        where its code is non-zero, :func:`sae_core.firing`)."""
+        where its code is non-zero, :func:`sae_core.firing_rule`)."""
         tok, lat = firing(codes).nonzero(as_tuple=True)
         self.update(tok + self._last_token + 1, lat, codes.shape[0])
 

@@ -1,6 +1,6 @@
 """``feature-stats``: firing frequency, mean/max activation and activation histograms per latent.
 
-A latent fires where its code is non-zero, whatever its sign (:mod:`sae_core.firing`); strengths
+A latent fires where its code is non-zero, whatever its sign (:mod:`sae_core.firing_rule`); strengths
 are magnitudes |code|, so signed architectures are measured like non-negative ones. One streaming
 pass; memory is O(d_sae · bins). Writes ``feature_stats.safetensors`` (frequency,
 mean_activation (mean |code| over firing tokens), max_activation (max |code|), positive_fraction

@@ -159,7 +159,7 @@ def _encode_chunk(ctx: AnalysisContext, row_ids: np.ndarray, x: torch.Tensor, in
         codes[~keep] = 0  # zero off the SAE's tokens (in place: no second dense copy)
     _, t, d_sae = codes.shape
     dense = codes.reshape(-1)  # (n * T * d_sae,)
-    flat = dense.nonzero().squeeze(1)  # (nnz,) ascending: the firing rule, code != 0 (sae_core.firing)
+    flat = dense.nonzero().squeeze(1)  # (nnz,) ascending: the firing rule, code != 0 (sae_core.firing_rule)
     value = dense[flat].float()  # (nnz,)
     small = flat.int() if dense.numel() < 2**31 else flat  # int32 division is ~10x faster on CPU than int64
     lat, cell = (small % d_sae).long(), small // d_sae  # cell = row * T + slot

@@ -28,7 +28,7 @@ import torch
 from sae_core.checkpoint.filenames import ABLATION_FILE
 from sae_core.datasets import open_dataset
 from sae_core.errors import SAEError
-from sae_core.firing import firing
+from sae_core.firing_rule import firing
 from sae_core.inference.compare import compare
 from sae_core.inference.edits import Ablate
 from sae_core.inference.heldout import (

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from sae_core.firing import firing, magnitude
+from sae_core.firing_rule import firing, magnitude
 from sae_core.inference.heatmap import heatmap_overlay
 from sae_core.inference.hook import SAEHook
 from sae_core.io import atomic_path

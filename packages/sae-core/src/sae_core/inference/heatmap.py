@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from sae_core.errors import SAEError
-from sae_core.firing import firing, magnitude
+from sae_core.firing_rule import firing, magnitude
 from sae_core.protocols.geometry import ImageGeometry
 
 

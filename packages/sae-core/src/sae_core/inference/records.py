@@ -6,14 +6,14 @@ from dataclasses import dataclass
 
 import torch
 
-from sae_core.firing import magnitude
+from sae_core.firing_rule import magnitude
 
 
 @dataclass
 class FeatureActs:
     """Feature activations of one SAE on the tokens it reads in one run (before any edit).
 
-    A feature fires where its code is non-zero (:func:`sae_core.firing.firing`; codes may be
+    A feature fires where its code is non-zero (:func:`sae_core.firing_rule.firing`; codes may be
     negative for architectures with signed codes). Only selected tokens are recorded (valid, of the SAE's token kind: never padding, and
     BOS/CLS/SEP only if the cache kept them), in (row, position) order.
     """
@@ -33,7 +33,7 @@ class FeatureActs:
 
     def top(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Each token's ``n`` strongest latents: values (M, n) and feature ids (M, n), by
-        decreasing magnitude (:func:`sae_core.firing.magnitude`: signed codes rank by |code| and
+        decreasing magnitude (:func:`sae_core.firing_rule.magnitude`: signed codes rank by |code| and
         keep their sign); inactive slots (fewer than ``n`` features fired) have value 0."""
         dense = self.dense()
         n = min(n, self.d_sae)

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from sae_core.analyses.common import encode_tokens, iter_rows, rows_per_chunk, selected_mask
-from sae_core.firing import magnitude
+from sae_core.firing_rule import magnitude
 from sae_core.probing.labels import ExampleLabels, Labels
 from sae_core.protocols.analysis import AnalysisContext
 

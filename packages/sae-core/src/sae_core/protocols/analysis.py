@@ -74,7 +74,7 @@ class AnalysisContext:
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Codes (..., d_sae) of inputs (..., d_in), without gradients. A latent fires where its
-        code is non-zero (``sae_core.firing.firing``); codes are signed when
+        code is non-zero (``sae_core.firing_rule.firing``); codes are signed when
         ``self.sae.non_negative_codes`` is False."""
         import torch  # lazy: loads torch
 

@@ -14,7 +14,7 @@ one SAE to the checkpoint layout (with the input normalisation folded in) and lo
 
 Codes are zero where a latent is inactive. Non-negative codes are the default; an architecture
 whose codes may be negative sets ``non_negative_codes = False`` and every consumer treats firing
-as ``code != 0`` (:mod:`sae_core.firing`).
+as ``code != 0`` (:mod:`sae_core.firing_rule`).
 
 Notation used in the architecture docstrings: x ∈ R^d_in, pre = (x − b_dec) W_enc + b_enc,
 x̂ = f W_dec + b_dec, SSE = ||x − x̂||².
@@ -48,7 +48,7 @@ from torch import nn
 
 from sae_core.dataclass_parsing import from_dict
 from sae_core.errors import ConfigError, ExportError, PluginError
-from sae_core.firing import firing
+from sae_core.firing_rule import firing
 from sae_core.interop.saelens_mapping import saelens_mapping
 
 
