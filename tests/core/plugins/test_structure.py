@@ -193,7 +193,7 @@ PUBLIC_MODULES = ("sae_core", "sae_core.protocols")
 #: component kinds whose built-ins must not import sae_core internals at all (beyond their own package);
 #: built-in analyses still use internal helpers (held-out row selection, probing, the activation
 #: database's writer) that are not public yet, so for them only the public-name rule below holds
-NO_INTERNALS = ("adapter", "store", "architecture", "dataset", "exporter")
+NO_INTERNALS = ("adapter", "store", "architecture", "dataset", "exporter", "analysis")
 
 
 def _component_modules() -> dict[str, set[str]]:

@@ -39,11 +39,11 @@ from sae_core import (
     SAEError,
     atomic_open,
     atomic_write_json,
+    filenames,
     staged_dir,
 )
 from sae_core.analyses.common import descriptive_side, option
 from sae_core.analyses.top_examples import example_meta
-from sae_core.checkpoint.filenames import ACTIVATION_DB_DIR, ACTIVATION_DB_MANIFEST
 
 DB_FORMAT, DB_VERSION = "sae-activation-db", 1
 #: one record per analysed token: its cache row, column in the row (slot), position in the
@@ -84,7 +84,7 @@ class ActivationDBWriter:
         self.text = "token" in ctx.reader.meta.token_kinds
         self.slot_dtype = np.uint16 if ctx.reader.meta.tokens_per_example <= 2**16 else np.int32
         self._stack = contextlib.ExitStack()
-        self.stage = self._stack.enter_context(staged_dir(ctx.checkpoint / ACTIVATION_DB_DIR, replace=True))
+        self.stage = self._stack.enter_context(staged_dir(ctx.checkpoint / filenames.ACTIVATION_DB_DIR, replace=True))
         self.shards: list[dict[str, Any]] = []
         self.n_tokens = self.n_rows = 0
         self._reset(0)
@@ -154,10 +154,10 @@ class ActivationDBWriter:
             "n_rows": self.n_rows, "nnz": sum(s["nnz"] for s in self.shards), "split": descriptive_side(ctx),
             "value_dtype": self.value_dtype.name, "row_tokens": self.text, "shards": self.shards, **example_meta(ctx),
         }
-        atomic_write_json(self.stage / ACTIVATION_DB_MANIFEST, manifest)  # last: the database is complete
+        atomic_write_json(self.stage / filenames.ACTIVATION_DB_MANIFEST, manifest)  # last: the database is complete
         self._stack.close()  # rename the staging directory into place
         return {"split": manifest["split"], "n_rows": self.n_rows, "n_tokens": self.n_tokens, "nnz": manifest["nnz"],
-                "shards": len(self.shards), "path": str(ctx.checkpoint / ACTIVATION_DB_DIR)}
+                "shards": len(self.shards), "path": str(ctx.checkpoint / filenames.ACTIVATION_DB_DIR)}
 
     def abort(self) -> None:
         """Drop the staging directory (the pass failed): the old database, if any, stays."""

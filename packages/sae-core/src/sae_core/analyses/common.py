@@ -13,9 +13,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from sae_core import HELDOUT_FRAC as DEFAULT_FRAC
+from sae_core import select_rows
 from sae_core.checkpoint.weights import save_weights
 from sae_core.errors import SAEError
-from sae_core.inference.heldout import DEFAULT_FRAC, read_index, runs, select_rows
+from sae_core.inference.heldout import read_index, runs
 from sae_core.inference.heldout import sae_split as split_of
 from sae_core.io import atomic_write_json
 

@@ -35,10 +35,8 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from sae_core import AnalysisContext, CodeConsumer, PassAnalysis, SAEError, firing, sparse_consumer
+from sae_core import AnalysisContext, CodeConsumer, PassAnalysis, SAEError, filenames, firing, open_scratch, sparse_consumer
 from sae_core.analyses.common import descriptive_side, option, save_json, save_safetensors
-from sae_core.checkpoint.filenames import COOCCURRENCE_FILE, COOCCURRENCE_META_FILE
-from sae_core.io import open_scratch
 
 #: entries of the dense per-block count matrix (block · d_sae)
 BLOCK_ENTRIES = 2**24
@@ -228,10 +226,10 @@ def write_cooccurrence(checkpoint: str | Path, result: dict[str, Any], split: st
     (``split``: which rows were read); returns the analysis summary. A shared pass over the cache
     that feeds the accumulator itself ends with this."""
     checkpoint = Path(checkpoint)
-    save_safetensors(checkpoint / COOCCURRENCE_FILE, {k: result[k] for k in ("indices", "count", "jaccard", "pmi")})
+    save_safetensors(checkpoint / filenames.COOCCURRENCE_FILE, {k: result[k] for k in ("indices", "count", "jaccard", "pmi")})
     pairs = top_pairs(result)
     n = int(result["indices"].shape[1])
-    save_json(checkpoint / COOCCURRENCE_META_FILE, {
+    save_json(checkpoint / filenames.COOCCURRENCE_META_FILE, {
         "n_tokens": result["n_tokens"], "split": split, "n": n, "ranked_by": "jaccard", "top_pairs": pairs,
     })
     return {"n_tokens": result["n_tokens"], "n": n, "max_jaccard": pairs[0]["jaccard"] if pairs else None}

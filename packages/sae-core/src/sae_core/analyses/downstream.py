@@ -45,7 +45,19 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from sae_core import Analysis, AnalysisContext, ModelAdapter, SAEError, UnknownComponentError, open_dataset
+from sae_core import (
+    Analysis,
+    AnalysisContext,
+    ModelAdapter,
+    SAEError,
+    UnknownComponentError,
+    filenames,
+    last_rows_with,
+    open_dataset,
+    rows_span,
+    shared_adapter,
+    splice_metrics,
+)
 from sae_core.analyses.common import (
     heldout_rows,
     layer_and_positions,
@@ -55,10 +67,6 @@ from sae_core.analyses.common import (
     save_json,
     target_layer,
 )
-from sae_core.checkpoint.filenames import DOWNSTREAM_FILE
-from sae_core.inference.heldout import last_rows_with, rows_span
-from sae_core.inference.loading import shared_adapter
-from sae_core.inference.splice_eval import splice_metrics
 
 MISMATCH = 0.05  # cache_rel_error above this: the re-created model does not reproduce the cache
 
@@ -161,7 +169,7 @@ class Downstream(Analysis):
 
     def _skip(self, ctx: AnalysisContext, head: dict[str, Any], why: str) -> dict[str, Any]:
         result = {**head, "skipped": why}
-        save_json(ctx.checkpoint / DOWNSTREAM_FILE, result)
+        save_json(ctx.checkpoint / filenames.DOWNSTREAM_FILE, result)
         return result
 
 
@@ -208,7 +216,7 @@ def _record(ctx: AnalysisContext, head: dict[str, Any], rows: np.ndarray, mask: 
     if rel is not None and rel > MISMATCH:
         result["warning"] = (f"the re-created model's activations differ from the cache by {rel:.1%}: "
                              "it is not the model that was cached, so these numbers do not describe it")
-    save_json(ctx.checkpoint / DOWNSTREAM_FILE, result)
+    save_json(ctx.checkpoint / filenames.DOWNSTREAM_FILE, result)
     return result
 
 

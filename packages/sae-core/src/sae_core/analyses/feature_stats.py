@@ -16,10 +16,9 @@ from typing import Any, ClassVar
 
 import torch
 
-from sae_core import AnalysisContext, CodeChunk, CodeConsumer, PassAnalysis, magnitude
+from sae_core import AnalysisContext, CodeChunk, CodeConsumer, PassAnalysis, filenames, magnitude
 from sae_core.analyses.common import descriptive_side, save_json, save_safetensors
 from sae_core.analyses.shared_pass import bincount
-from sae_core.checkpoint.filenames import FEATURE_STATS_FILE, FEATURE_STATS_SUMMARY_FILE
 
 N_BINS = 40
 LOG_MIN, LOG_MAX = -4.0, 4.0  # log10 activation range of the per-latent histograms
@@ -71,7 +70,7 @@ class FeatureStatsConsumer:
         positive = self.positive.double() if self.signed else count
         freq = (count / max(self.n_tokens, 1)).float()
         mean = (self.total / count.clamp_min(1)).float()
-        save_safetensors(ctx.checkpoint / FEATURE_STATS_FILE, {
+        save_safetensors(ctx.checkpoint / filenames.FEATURE_STATS_FILE, {
             "frequency": freq,
             "mean_activation": mean,
             "max_activation": self.peak,
@@ -92,5 +91,5 @@ class FeatureStatsConsumer:
             "non_negative_codes": bool(getattr(ctx.sae, "non_negative_codes", True)),
             "log_freq_hist": {"edges": lf_edges.tolist(), "counts": lf_counts.int().tolist()},
         }
-        save_json(ctx.checkpoint / FEATURE_STATS_SUMMARY_FILE, summary)
+        save_json(ctx.checkpoint / filenames.FEATURE_STATS_SUMMARY_FILE, summary)
         return {k: v for k, v in summary.items() if k != "log_freq_hist"}

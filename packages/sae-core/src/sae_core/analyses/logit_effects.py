@@ -29,10 +29,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from sae_core import Analysis, AnalysisContext, ModelAdapter, SAEError, UnknownComponentError, load_vocab
+from sae_core import Analysis, AnalysisContext, ModelAdapter, SAEError, UnknownComponentError, filenames, load_vocab, shared_adapter
 from sae_core.analyses.common import layer_and_positions, option, save_json, save_safetensors, target_layer
-from sae_core.checkpoint.filenames import LOGIT_EFFECTS_FILE, LOGIT_EFFECTS_META_FILE
-from sae_core.inference.loading import shared_adapter
 
 #: logit entries per block (block · d_vocab floats)
 BLOCK_ENTRIES = 2**25
@@ -114,7 +112,7 @@ class LogitEffects(Analysis):
                                          f"d_model={u.W_U.shape[0]} (layer {layer} is not the residual stream)")
         W_U = folded_unembedding(u).to(ctx.device)  # (d_model, d_vocab)
         effects = logit_effects(W_dec, W_U, n)
-        save_safetensors(ctx.checkpoint / LOGIT_EFFECTS_FILE, effects)
+        save_safetensors(ctx.checkpoint / filenames.LOGIT_EFFECTS_FILE, effects)
         ids = sorted(set(effects["top_ids"].flatten().tolist()) | set(effects["bottom_ids"].flatten().tolist()))
         strings = _token_strings(ctx, adapter, ids)
         doc = {**head, "n": n, "d_vocab": int(W_U.shape[1]),
@@ -122,7 +120,7 @@ class LogitEffects(Analysis):
                         "centred_over_d_model": u.norm == "layernorm", "centred_over_vocab": True,
                         "denominator": "not applied", "source": u.source},
                "tokens": {str(i): s for i, s in zip(ids, strings, strict=True)}}
-        save_json(ctx.checkpoint / LOGIT_EFFECTS_META_FILE, doc)
+        save_json(ctx.checkpoint / filenames.LOGIT_EFFECTS_META_FILE, doc)
         return {"n": n, "d_vocab": int(W_U.shape[1])}
 
     def _adapter(self, component: Any, meta: Any, device: str) -> Any:
@@ -131,8 +129,8 @@ class LogitEffects(Analysis):
 
     def _skip(self, ctx: AnalysisContext, head: dict[str, Any], why: str) -> dict[str, Any]:
         result = {**head, "skipped": why}
-        save_json(ctx.checkpoint / LOGIT_EFFECTS_META_FILE, result)
-        (ctx.checkpoint / LOGIT_EFFECTS_FILE).unlink(missing_ok=True)  # never a stale table beside a skip
+        save_json(ctx.checkpoint / filenames.LOGIT_EFFECTS_META_FILE, result)
+        (ctx.checkpoint / filenames.LOGIT_EFFECTS_FILE).unlink(missing_ok=True)  # never a stale table beside a skip
         return result
 
 

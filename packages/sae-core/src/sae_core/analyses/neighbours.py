@@ -15,9 +15,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from sae_core import Analysis, AnalysisContext
+from sae_core import Analysis, AnalysisContext, filenames
 from sae_core.analyses.common import option, save_safetensors
-from sae_core.checkpoint.filenames import NEIGHBOURS_FILE
 
 #: cosine entries per block (block · d_sae floats): 2**26 = 256 MB of float32
 BLOCK_ENTRIES = 2**26
@@ -58,7 +57,7 @@ class DecoderNeighbours(Analysis):
     def run(self, ctx: AnalysisContext) -> dict[str, Any]:
         n = option(ctx, "neighbours", 10, int, "positive")
         indices, cosine = decoder_neighbours(ctx.sae.W_dec, n)
-        save_safetensors(ctx.checkpoint / NEIGHBOURS_FILE, {"indices": indices.cpu(), "cosine": cosine.cpu()})
+        save_safetensors(ctx.checkpoint / filenames.NEIGHBOURS_FILE, {"indices": indices.cpu(), "cosine": cosine.cpu()})
         first = cosine[:, 0] if cosine.shape[1] else cosine.new_zeros(0)
         return {"n": int(indices.shape[1]),
                 "max_cosine": float(first.max()) if first.numel() else None,

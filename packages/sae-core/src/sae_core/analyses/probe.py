@@ -20,14 +20,23 @@ from typing import Any, ClassVar, NamedTuple
 import numpy as np
 import torch
 
-from sae_core import Analysis, AnalysisContext, SAEError, fit_l1_logistic, latent_metrics, load_labels
+from sae_core import HELDOUT_FRAC as DEFAULT_FRAC
+from sae_core import (
+    Analysis,
+    AnalysisContext,
+    ExampleSplit,
+    SAEError,
+    average_precision,
+    filenames,
+    fit_l1_logistic,
+    lambda_max,
+    latent_metrics,
+    load_labels,
+    predict_proba,
+    select_rows,
+)
+from sae_core import collect_codes as collect
 from sae_core.analyses.common import option, sae_split, save_json, save_safetensors
-from sae_core.checkpoint.filenames import PROBE_FILE, PROBE_META_FILE
-from sae_core.inference.heldout import DEFAULT_FRAC, select_rows
-from sae_core.probing.collect import collect
-from sae_core.probing.linear import lambda_max, predict_proba
-from sae_core.probing.ranking import average_precision
-from sae_core.validation_split import ExampleSplit
 
 DEFAULTS = {"split": "all", "test_fraction": 0.25, "probe_seed": 0, "probe_l1": 0.05, "probe_top": 20,
             "probe_tokens": 200_000, "probe_iters": 1000}
@@ -49,7 +58,7 @@ class Probe(Analysis):
         d_sae, names = ctx.sae.d_sae, labels.names
         pos, ok, skipped, (ap, f1, thr) = _latent_scores(items, names, d_sae)
         probe = _linear_probe(items, names, ok, opts.test_fraction, opts.seed, opts.l1, opts.top, opts.iters, d_sae)
-        save_safetensors(ctx.checkpoint / PROBE_FILE, {
+        save_safetensors(ctx.checkpoint / filenames.PROBE_FILE, {
             "ap": ap, "f1": f1, "threshold": thr, "probe_weight": probe.pop("_weight"), "probe_bias": probe.pop("_bias"),
         })
         per_label = _per_label(names, pos, items.n, ok, (ap, f1, thr), opts.top, probe["per_label"])
@@ -60,7 +69,7 @@ class Probe(Analysis):
             "d_sae": d_sae, "top": opts.top, "per_label": per_label, "skipped_labels": skipped,
             "probe": {k: v for k, v in probe.items() if k != "per_label"},
         }
-        save_json(ctx.checkpoint / PROBE_META_FILE, doc)
+        save_json(ctx.checkpoint / filenames.PROBE_META_FILE, doc)
         best_ap = {n: per_label[n]["top_latents"][0] for n in names if "top_latents" in per_label[n]}
         return {"labels": len(names), "level": labels.level, "n_items": items.n,
                 "best_latent": {n: {"latent": v["latent"], "ap": round(v["ap"], 4)} for n, v in best_ap.items()},

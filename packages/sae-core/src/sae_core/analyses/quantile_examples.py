@@ -21,11 +21,9 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from sae_core import Analysis, AnalysisContext, open_activation_db
-from sae_core.activation_db import band_of, draw_keys
+from sae_core import Analysis, AnalysisContext, band_of, draw_keys, filenames, open_activation_db
 from sae_core.analyses.common import option, save_json, save_safetensors
 from sae_core.analyses.top_examples import example_meta
-from sae_core.checkpoint.filenames import QUANTILE_EXAMPLES_FILE, QUANTILE_EXAMPLES_META_FILE
 
 
 class QuantileExamples(Analysis):
@@ -67,11 +65,11 @@ class QuantileExamples(Analysis):
             ok = rows >= 0
             token_ids[ok] = ids[np.searchsorted(used, rows[ok])]
             tensors["token_ids"] = torch.from_numpy(token_ids)
-        save_safetensors(ctx.checkpoint / QUANTILE_EXAMPLES_FILE, tensors)
+        save_safetensors(ctx.checkpoint / filenames.QUANTILE_EXAMPLES_FILE, tensors)
         head = {"n_bands": n_bands, "m": m, "seed": seed, "band_edges": edges.tolist(),
                 "band_edges_of": "fractions of each latent's max |code| over the analysed tokens; band b is (edges[b], edges[b+1]]",
                 "split": db.manifest["split"], "n_rows": db.n_rows, "n_tokens": db.n_tokens}
-        save_json(ctx.checkpoint / QUANTILE_EXAMPLES_META_FILE, {**head, **example_meta(ctx)})
+        save_json(ctx.checkpoint / filenames.QUANTILE_EXAMPLES_META_FILE, {**head, **example_meta(ctx)})
         return {k: head[k] for k in ("n_bands", "m", "split", "n_rows", "n_tokens")} | {
             "latents_with_examples": int((counts.sum(1) > 0).sum())}
 

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from sae_core import Analysis, AnalysisContext, SAEError, firing
+from sae_core import Analysis, AnalysisContext, SAEError, filenames, firing
 from sae_core.analyses.common import (
     heldout_rows,
     iter_io_rows,
@@ -25,7 +25,6 @@ from sae_core.analyses.common import (
     save_json,
     selected_mask,
 )
-from sae_core.checkpoint.filenames import RECONSTRUCTION_FILE
 
 
 class Reconstruction(Analysis):
@@ -74,5 +73,5 @@ class Reconstruction(Analysis):
         }
         if ctx.sae.cfg.is_transcoder:  # the numbers above are of the target, predicted from the input
             result["transcoder"] = {"input": ctx.sae.cfg.source.layer, "target": ctx.sae.cfg.source.layer_out}
-        save_json(ctx.checkpoint / RECONSTRUCTION_FILE, result)
+        save_json(ctx.checkpoint / filenames.RECONSTRUCTION_FILE, result)
         return result

@@ -7,9 +7,9 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sae_core import filenames
 from sae_core.checkpoint.directory import load_sae
 from sae_core.checkpoint.discovery import find_checkpoints
-from sae_core.checkpoint.filenames import RUN_CONFIG_FILE
 from sae_core.errors import SAEError
 from sae_core.interop.detect import matching_formats
 from sae_core.plugin_calls import guarded, returned
@@ -186,7 +186,7 @@ def _recorded_cache(ckpt: Path, cfg: SAECheckpointConfig) -> str:
 
 
     source = cfg.source
-    run_cfg = ckpt.parent / RUN_CONFIG_FILE
+    run_cfg = ckpt.parent / filenames.RUN_CONFIG_FILE
     if run_cfg.is_file():
         try:
             doc = json.loads(run_cfg.read_text())

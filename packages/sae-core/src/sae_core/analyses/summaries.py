@@ -29,18 +29,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from sae_core import Analysis, AnalysisContext, SAEError, atomic_open, load_vocab
+from sae_core import Analysis, AnalysisContext, SAEError, atomic_open, filenames, load_vocab, token_string
 from sae_core.analyses.common import option
-from sae_core.checkpoint.filenames import (
-    COOCCURRENCE_FILE,
-    FEATURE_STATS_FILE,
-    FEATURE_SUMMARIES_FILE,
-    LOGIT_EFFECTS_FILE,
-    LOGIT_EFFECTS_META_FILE,
-    NEIGHBOURS_FILE,
-    TOP_EXAMPLES_FILE,
-)
-from sae_core.tokens import token_string
 
 BLOCK = 1024  # latents read at once
 
@@ -76,17 +66,17 @@ def summary_rows(checkpoint: str | Path, *, vocab: list[str] | None = None, n_to
     module docstring), one per latent in order; ``vocab``: token pieces by id (text caches)."""
 
     ckpt = Path(checkpoint)
-    stats = ckpt / FEATURE_STATS_FILE
+    stats = ckpt / filenames.FEATURE_STATS_FILE
     if not stats.is_file():
 
-        raise SAEError(f"{ckpt} has no {FEATURE_STATS_FILE}; run `sae analyze {ckpt} --only feature-stats` first")
+        raise SAEError(f"{ckpt} has no {filenames.FEATURE_STATS_FILE}; run `sae analyze {ckpt} --only feature-stats` first")
     from safetensors import safe_open  # lazy: loads safetensors
 
     with safe_open(str(stats), "np") as f:
         d_sae = int(f.get_slice("frequency").get_shape()[0])
     logit_tokens: dict[str, str] = {}
-    if (ckpt / LOGIT_EFFECTS_FILE).is_file() and (ckpt / LOGIT_EFFECTS_META_FILE).is_file():
-        logit_tokens = json.loads((ckpt / LOGIT_EFFECTS_META_FILE).read_text()).get("tokens", {})
+    if (ckpt / filenames.LOGIT_EFFECTS_FILE).is_file() and (ckpt / filenames.LOGIT_EFFECTS_META_FILE).is_file():
+        logit_tokens = json.loads((ckpt / filenames.LOGIT_EFFECTS_META_FILE).read_text()).get("tokens", {})
 
     def logit_string(i: int) -> str:
         piece = logit_tokens.get(str(i))
@@ -95,13 +85,14 @@ def summary_rows(checkpoint: str | Path, *, vocab: list[str] | None = None, n_to
     for lo in range(0, d_sae, block):
         hi = min(lo + block, d_sae)
         st = _slices(stats, ("frequency", "mean_activation", "max_activation"), lo, hi)
-        top = _slices(ckpt / TOP_EXAMPLES_FILE, ("rows", "examples", "token_ids", "token_acts"), lo, hi) \
-            if (ckpt / TOP_EXAMPLES_FILE).is_file() else {}
-        logit = _slices(ckpt / LOGIT_EFFECTS_FILE, ("top_ids", "top_values", "bottom_ids", "bottom_values"), lo, hi) \
-            if (ckpt / LOGIT_EFFECTS_FILE).is_file() else {}
-        nb = _slices(ckpt / NEIGHBOURS_FILE, ("indices", "cosine"), lo, hi) if (ckpt / NEIGHBOURS_FILE).is_file() else {}
-        co = _slices(ckpt / COOCCURRENCE_FILE, ("indices", "count", "jaccard", "pmi"), lo, hi) \
-            if (ckpt / COOCCURRENCE_FILE).is_file() else {}
+        top = _slices(ckpt / filenames.TOP_EXAMPLES_FILE, ("rows", "examples", "token_ids", "token_acts"), lo, hi) \
+            if (ckpt / filenames.TOP_EXAMPLES_FILE).is_file() else {}
+        logit = _slices(ckpt / filenames.LOGIT_EFFECTS_FILE, ("top_ids", "top_values", "bottom_ids", "bottom_values"), lo, hi) \
+            if (ckpt / filenames.LOGIT_EFFECTS_FILE).is_file() else {}
+        nb = _slices(ckpt / filenames.NEIGHBOURS_FILE, ("indices", "cosine"), lo, hi) \
+            if (ckpt / filenames.NEIGHBOURS_FILE).is_file() else {}
+        co = _slices(ckpt / filenames.COOCCURRENCE_FILE, ("indices", "count", "jaccard", "pmi"), lo, hi) \
+            if (ckpt / filenames.COOCCURRENCE_FILE).is_file() else {}
         for r in range(hi - lo):
             row: dict[str, Any] = {"latent": lo + r, "frequency": float(st["frequency"][r]),
                                    "mean_activation": float(st["mean_activation"][r]),
@@ -139,13 +130,13 @@ class FeatureSummaries(Analysis):
 
         m = option(ctx, "summary_tokens", 10, int, "positive")
         vocab = load_vocab(ctx.reader.path)
-        path = ctx.checkpoint / FEATURE_SUMMARIES_FILE
+        path = ctx.checkpoint / filenames.FEATURE_SUMMARIES_FILE
         n = 0
         with atomic_open(path, "w") as f:
             for row in summary_rows(ctx.checkpoint, vocab=vocab, n_tokens=m):
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
                 n += 1
-        sources = {TOP_EXAMPLES_FILE: "top-examples", LOGIT_EFFECTS_FILE: "logit-effects",
-                   NEIGHBOURS_FILE: "decoder-neighbours", COOCCURRENCE_FILE: "cooccurrence"}
+        sources = {filenames.TOP_EXAMPLES_FILE: "top-examples", filenames.LOGIT_EFFECTS_FILE: "logit-effects",
+                   filenames.NEIGHBOURS_FILE: "decoder-neighbours", filenames.COOCCURRENCE_FILE: "cooccurrence"}
         missing = [a for file, a in sources.items() if not (ctx.checkpoint / file).is_file()]
         return {"latents": n, "missing": missing}

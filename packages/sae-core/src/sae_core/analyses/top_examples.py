@@ -18,9 +18,8 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from sae_core import AnalysisContext, CodeChunk, CodeConsumer, PassAnalysis, firing, magnitude
+from sae_core import AnalysisContext, CodeChunk, CodeConsumer, PassAnalysis, filenames, firing, magnitude
 from sae_core.analyses.common import descriptive_side, option, save_json, save_safetensors
-from sae_core.checkpoint.filenames import TOP_EXAMPLES_FILE, TOP_EXAMPLES_META_FILE
 
 
 class TopExamples(PassAnalysis):
@@ -98,8 +97,8 @@ class TopExamplesConsumer:
         tensors = {"rows": rows, "examples": examples, "values": values.float(), "token_acts": token_acts}
         if "token" in ctx.reader.meta.token_kinds:
             tensors["token_ids"] = self.token_ids
-        save_safetensors(ctx.checkpoint / TOP_EXAMPLES_FILE, tensors)
-        save_json(ctx.checkpoint / TOP_EXAMPLES_META_FILE, {
+        save_safetensors(ctx.checkpoint / filenames.TOP_EXAMPLES_FILE, tensors)
+        save_json(ctx.checkpoint / filenames.TOP_EXAMPLES_META_FILE, {
             "k": k, "split": descriptive_side(ctx), "n_rows": self.n_rows, "n_tokens": self.n_tokens,
             **example_meta(ctx),
         })
