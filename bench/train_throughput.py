@@ -1,6 +1,6 @@
 """Trainer throughput: one TopK SAE, a bank of 8, and the same 8 trained one after another.
 
-    uv run python bench/train_throughput.py [--steps 6] [--device cpu|cuda] [--d-sae N] [--no-profile]
+    uv run python bench/train_throughput.py [--steps 6] [--device cpu|cuda] [--d-sae N] [--no-profile] [--aux-paths]
 
 Same synthetic cache for every case (d_in 768 unless --d-in; d_sae 6144 on CPU, 16384 on GPU; batch 4096).
 Each case runs in a fresh subprocess through the real trainer (`run_training`), so peak memory
@@ -15,6 +15,9 @@ goes (torch.profiler over a few steps, each op charged to its phase: encoder GEM
 other forward work, the backward of the sparse encoder gradient and of the decoder, the update
 (decoder-gradient projection, Adam, renormalisation)). The profiled steps mark 10% of the latents
 dead so that AuxK runs; the step time without dead latents is printed beside it.
+
+``--aux-paths``: one SAE's step with AuxK forced onto the ragged entries and onto the dense block
+of dead latents (:mod:`sae_core.archs.dead_block`), for 1% to 90% of the latents dead.
 """
 
 from __future__ import annotations
@@ -39,9 +42,10 @@ def make_cache(root: Path, n: int, d: int) -> Path:
 
 
 PHASES = {  # profiler op name (substring) -> phase, first match wins, within the forward / backward region
-    "forward": [("baddbmm", "encoder GEMM"), ("topk", "top-k (codes and AuxK)"), ("masked_fill", "top-k (codes and AuxK)"),
-                ("embedding_bag", "decode (embedding_bag)")],
-    "backward": [("GatherFlat", "sparse encoder backward"), ("EmbeddingBag", "decoder backward")],
+    "forward": [("addmm", "encoder GEMM"), ("baddbmm", "encoder GEMM"), ("topk", "top-k (codes and AuxK)"),
+                ("masked_fill", "top-k (codes and AuxK)"), ("embedding_bag", "decode (embedding_bag)")],
+    "backward": [("EncoderEntries", "sparse encoder backward"), ("EmbeddingBag", "decoder backward"),
+                 ("Unbind", "decoder backward")],
 }
 
 
@@ -126,6 +130,61 @@ def step_profile(args: argparse.Namespace) -> None:
                       "profiled_aux_s": aux_total}))
 
 
+DEAD_FRACTIONS = (0.01, 0.05, 0.1, 0.3, 0.6, 0.9)
+
+
+def aux_paths(args: argparse.Namespace) -> None:
+    """One TopK SAE's step with AuxK on each path (ragged entries, dense block of dead latents),
+    for several fractions of dead latents (k 32, k_aux = d_in/2 capped by the dead count)."""
+    import torch
+    from sae_core.archs.topk import TopKBank
+    from sae_core.plugins import get_registry
+    from sae_core.protocols.architecture import TrainContext
+    from sae_core.train.host_alloc import keep_freed_host_memory
+    from sae_core.train.optim import BankAdam
+    from sae_core.train.step import bank_step
+
+    torch.set_num_threads(args.threads)
+    keep_freed_host_memory()
+    dev = torch.device(args.device)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    x = torch.randn(args.batch_size, args.d_in, device=dev)
+    arch = get_registry().get("architecture", "topk").factory
+    bank = arch.build_bank(args.d_in, args.d_sae, [arch.make_hyper({"k": 32}, args.d_sae)], device=dev,
+                           generator=torch.Generator().manual_seed(0))
+    opt = BankAdam({k: p for k, p in bank.named_parameters() if p.requires_grad})
+    lr = torch.full((1,), 1e-4, device=dev)
+    rows = []
+    for frac in DEAD_FRACTIONS:
+        dead = torch.rand(1, args.d_sae, generator=torch.Generator().manual_seed(1)).to(dev) < frac
+        ctx = TrainContext(step=5, sparsity_scale=1.0, dead=dead)
+        row = {"dead": frac, "m": int(dead.sum()), "k_aux": min(args.d_in // 2, int(dead.sum()))}
+        for path, ratio in (("ragged", 0.0), ("block", float("inf"))):
+            TopKBank.aux_block_ratio = ratio
+            times = []
+            for _ in range(4):  # the first is a warm-up
+                sync()
+                t0 = time.perf_counter()
+                bank_step(bank, opt, x, ctx, lr)
+                sync()
+                times.append(time.perf_counter() - t0)
+            row[path] = min(times[1:])
+        rows.append(row)
+    print(json.dumps({"aux_paths": rows}))
+
+
+def print_aux_paths(rows: list[dict], args: argparse.Namespace) -> None:
+    from sae_core.archs.topk import TopKBank
+
+    print(f"\nAuxK paths, one TopK SAE's step (k 32, k_aux = min(d_in/2, dead)); the default takes the block when "
+          f"dead <= {TopKBank.aux_block_ratio:g} k_aux:")
+    print(f"    {'dead':>5s} {'m':>6s} {'k_aux':>6s} {'ragged ms':>10s} {'block ms':>10s} {'block/ragged':>13s} {'default':>8s}")
+    for r in rows:
+        default = "block" if r["m"] <= TopKBank.aux_block_ratio * r["k_aux"] else "ragged"
+        print(f"    {r['dead']:5.0%} {r['m']:6d} {r['k_aux']:6d} {r['ragged'] * 1e3:10.0f} {r['block'] * 1e3:10.0f} "
+              f"{r['block'] / r['ragged']:13.2f} {default:>8s}")
+
+
 def print_profile(r: dict, args: argparse.Namespace) -> None:
     flop = 2 * args.batch_size * args.d_in * args.d_sae
     print(f"\nGEMM ceiling: torch.mm ({args.batch_size} x {args.d_in}) @ ({args.d_in} x {args.d_sae}) = {flop / 1e9:.1f} GFLOP "
@@ -182,7 +241,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--dir", type=Path, default=Path("/tmp/sae-bench-train"))
     ap.add_argument("--no-profile", action="store_true", help="skip the GEMM ceiling and the step profile")
-    ap.add_argument("--case", choices=["one", "bank", "sequential", "profile"], default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--aux-paths", action="store_true", help="also time AuxK's two paths over fractions of dead latents")
+    ap.add_argument("--case", choices=["one", "bank", "sequential", "profile", "aux"], default=None, help=argparse.SUPPRESS)
     ap.add_argument("--cache", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.d_sae is None:
@@ -190,14 +250,18 @@ def main() -> None:
     if args.case == "profile":
         step_profile(args)
         return
+    if args.case == "aux":
+        aux_paths(args)
+        return
     if args.case:
         worker(args)
         return
     cache = make_cache(args.dir, max(args.batch_size * (args.steps + 10), 65536), args.d_in)
     rows, profile = [], None
-    for case in ("one", "bank", "sequential", "profile"):
-        if case == "profile" and args.no_profile:
-            break
+    aux = None
+    for case in ("one", "bank", "sequential", "profile", "aux"):
+        if (case == "profile" and args.no_profile) or (case == "aux" and not args.aux_paths):
+            continue
         cmd = [sys.executable, __file__, "--case", case, "--cache", str(cache), "--steps", str(args.steps),
                "--batch-size", str(args.batch_size), "--device", args.device, "--d-in", str(args.d_in), "--d-sae", str(args.d_sae),
                "--threads", str(args.threads)]
@@ -207,6 +271,8 @@ def main() -> None:
         result = json.loads(res.stdout.strip().splitlines()[-1])
         if case == "profile":
             profile = result
+        elif case == "aux":
+            aux = result["aux_paths"]
         else:
             rows.append(result)
         print(f"finished {case}", file=sys.stderr)
@@ -219,6 +285,8 @@ def main() -> None:
     print(f"bank of 8 vs 8 sequential (per-SAE throughput): {ratio:.2f}x")
     if profile is not None:
         print_profile(profile, args)
+    if aux is not None:
+        print_aux_paths(aux, args)
 
 
 if __name__ == "__main__":

@@ -17,12 +17,24 @@ import torch
 from helpers.sae_reference import RefSAE, RefTrainer
 from sae_core import TrainContext
 from sae_core.archs.ops import make_hyper
+from sae_core.archs.topk import TopKBank
 from sae_core.plugins import get_registry
 from sae_core.train.optim import BankAdam
 from sae_core.train.step import bank_step
 
 D_IN, D_SAE, B, N, STEPS = 10, 40, 48, 3, 4
-ARCHS = ["relu", "topk", "batchtopk", "jumprelu", "gated", "matryoshka-topk", "matryoshka-batchtopk"]
+#: TopK's AuxK forced onto each path (sae_core.archs.dead_block): ragged entries, the dense block of
+#: dead latents, or a mix within one bank (plain "topk" takes the default ratio)
+AUX_PATHS = {"topk-raggedaux": 0.0, "topk-blockaux": float("inf"), "topk-mixedaux": 3.0}
+ARCHS = ["relu", "topk", "batchtopk", "jumprelu", "gated", "matryoshka-topk", "matryoshka-batchtopk", *AUX_PATHS]
+
+
+@pytest.fixture(autouse=True)
+def _aux_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    callspec = getattr(request.node, "callspec", None)
+    arch = callspec.params.get("arch") if callspec else None
+    if arch in AUX_PATHS:
+        monkeypatch.setattr(TopKBank, "aux_block_ratio", AUX_PATHS[arch])
 
 
 def random_hyper(arch: str, rng: random.Random) -> dict:

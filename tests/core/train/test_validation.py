@@ -113,3 +113,31 @@ def test_bad_val_fraction_is_a_one_line_error(run_cli, tmp_path: Path) -> None:
     cache = id_cache(tmp_path / "c", n=40)
     code, _, err = run_cli("train", "--data", str(cache), "--out", str(tmp_path / "r"), "--val-fraction", "1.5", "-q")
     assert code == 1 and "val_fraction must be in [0, 1)" in err and "Traceback" not in err
+
+
+def test_inference_metrics_in_chunks_equal_the_whole_batch(run_cli, tmp_path: Path, monkeypatch) -> None:
+    """Inference-mode metrics (validation, and the log steps and final metrics of BatchTopK, whose
+    training differs from inference) encode a bank in chunks of tokens bounded by MAX_CODES: the
+    same numbers as encoding a batch at once, for a bank with several SAEs."""
+    import sae_core.train.validation as validation
+
+    cache = id_cache(tmp_path / "c", n=600)
+    sweep = tmp_path / "sweep.toml"
+    sweep.write_text('[sae]\narch = "batchtopk"\nk = [2, 3]\nexp_factor = 2\n')
+    args = ["train", "--data", str(cache), "--sweep", str(sweep), "--batch-size", "60",
+            "--steps", "6", "--log-every", "3", "--val-fraction", "0.1", "-q"]
+    logs = {}
+    for name, max_codes in (("whole", 2**25), ("chunks", 7 * 2 * 12)):  # 7 tokens of 2 SAEs of width 12
+        monkeypatch.setattr(validation, "MAX_CODES", max_codes)
+        code, _, err = run_cli(*args, "--out", str(tmp_path / name))
+        assert code == 0, err
+        logs[name] = {k: [json.loads(x) for x in (tmp_path / name / f"batchtopk-k{k}" / "metrics.jsonl").read_text().splitlines()]
+                      for k in (2, 3)}
+        logs[name]["cfg"] = json.loads((tmp_path / name / "batchtopk-k2" / "cfg.json").read_text())["metrics"]
+    assert validation.chunk_rows(type("B", (), {"n": 2, "d_sae": 12})(), 60) == 7
+    for k in (2, 3):
+        for a, b in zip(logs["whole"][k], logs["chunks"][k], strict=True):
+            for key in ("fvu", "l0", "train_fvu", "val_fvu", "val_l0", "val_dead_frac"):
+                assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-7), (k, key, a["step"])
+    for key in ("fvu", "l0", "val_fvu"):
+        assert logs["chunks"]["cfg"][key] == pytest.approx(logs["whole"]["cfg"][key], rel=1e-5)

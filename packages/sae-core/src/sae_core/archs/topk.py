@@ -25,14 +25,9 @@ from typing import ClassVar
 import torch
 
 from sae_core import Architecture, Bank, ConfigError, TrainContext, TrainOutput, mse_per_sae, sparse_decode
-from sae_core.archs.ragged import (
-    RaggedCodes,
-    gather_flat,
-    ragged_decode,
-    ragged_fired,
-    ragged_l0,
-    ragged_topk,
-)
+from sae_core.archs.dead_block import block_codes, block_decode
+from sae_core.archs.ragged import decode_codes, encoder_entries, fired_of
+from sae_core.archs.topk_select import aux_ks, select
 
 
 @dataclass
@@ -67,13 +62,6 @@ def fired_counts(idx: torch.Tensor, vals: torch.Tensor, d_sae: int) -> torch.Ten
     n = idx.shape[0]
     counts = torch.zeros(n, d_sae, device=idx.device)
     return counts.scatter_add_(1, idx.reshape(n, -1), (vals > 0).float().reshape(n, -1))
-
-
-def aux_ks(bank: Bank, dead: torch.Tensor) -> torch.Tensor:
-    """(n,) each SAE's own k_aux: its ``aux_k`` (default d_out/2: half the width of what it
-    reconstructs, d_in for SAEs), capped by its dead latents."""
-    wanted = torch.tensor([min(h.aux_k or bank.d_out // 2, bank.d_sae) for h in bank.hypers], device=dead.device)
-    return torch.minimum(wanted, dead.sum(-1))
 
 
 def aux_indices(bank: Bank, pre: torch.Tensor, dead: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -130,6 +118,10 @@ class TopKBank(Bank):
     # docs/benchmarks.md) FVU at k 16 / 32 / 64 went from 0.3067 / 0.2516 / 0.1965 to 0.2992 /
     # 0.2453 / 0.1945 (SAELens 0.3288 / 0.2497 / 0.1910), dead 10.9 / 6.7 / 2.5% -> 8.5 / 4.2 / 0.8%
     grad_clip: ClassVar[float] = 1.0
+    # AuxK on the dense block of an SAE's m dead latents when m <= ratio · k_aux, else ragged
+    # entries (sae_core.archs.dead_block; 0 forces ragged, inf the block). Measured with
+    # bench/train_throughput.py --aux-paths on a 2-core CPU: see docs/benchmarks.md
+    aux_block_ratio: ClassVar[float] = 6.0
 
     def ks(self) -> torch.Tensor:
         return self.hyper_tensor("k", torch.long)
@@ -140,35 +132,35 @@ class TopKBank(Bank):
 
     def train_forward(self, x: torch.Tensor, ctx: TrainContext) -> TrainOutput:
         """Ragged: each SAE's sparse steps (top-k, gather, decode, sparse backward, AuxK) are
-        sized by its own k and k_aux, not the bank's largest (see :mod:`sae_core.archs.ragged`)."""
+        sized by its own k and k_aux, not the bank's largest, and run on its own tensors (see
+        :mod:`sae_core.archs.ragged`); the latents are chosen SAE by SAE
+        (:mod:`sae_core.archs.topk_select`) and AuxK takes the dense block of dead latents where
+        that is cheaper (:mod:`sae_core.archs.dead_block`)."""
         y = self.target(x, ctx)  # x itself, or a transcoder's target
-        with torch.no_grad():  # the dense matmul only chooses latents; gradients go through gather_flat
-            pre = self.pre_acts(x)  # (n, batch, d_sae)
-        codes = ragged_topk(pre, [h.k for h in self.hypers])  # T = batch · Σ k_i entries
-        aux = None
+        sel = select(self, x, ctx.dead)  # no graph: gradients come back through encoder_entries
+        v, block = encoder_entries(sel.vals, sel.block_vals, sel.entries, x, self.W_enc, self.b_enc, self.input_bias())
+        W_dec = self.W_dec.unbind(0)  # each SAE's (d_sae, d_out): its decode touches only its own
+        recon, e_hat, fired, l0, t = [], [], [], [], 0
+        for i, (c, a) in enumerate(zip(sel.codes, sel.aux, strict=True)):
+            tc, ta = c.lat.shape[0], a.lat.shape[0]  # SAE i's entries: tc codes, then ta AuxK ones
+            vals, aux_vals = v[t : t + tc].relu(), v[t + tc : t + tc + ta].relu()  # (tc,), (ta,)
+            t += tc + ta
+            recon.append(decode_codes(c, vals, W_dec[i]))  # (batch, d_out)
+            e_hat.append(decode_codes(a, aux_vals, W_dec[i]))  # 0 where k_aux = 0 (or on the block)
+            fired.append(fired_of(c, vals.detach(), self.d_sae))
+            l0.append((vals.detach() > 0).sum() / c.batch)
+        block_f = block_codes(block, sel.block) if sel.block else None  # (batch, M)
+        for m in sel.block:
+            e_hat[m.sae] = e_hat[m.sae] + block_decode(block_f, m, W_dec[m.sae])
+        recon_ = torch.stack(recon) + self.b_dec[:, None, :]  # (n, batch, d_out)
+        mse = mse_per_sae(y, recon_)
+        aux_loss = recon_.new_zeros(self.n)
         if ctx.dead is not None and bool(ctx.dead.any()):
-            aux = ragged_topk(pre, aux_ks(self, ctx.dead).tolist(), list(ctx.dead))
-        both = codes if aux is None else RaggedCodes(torch.cat([codes.lat, aux.lat]), torch.cat([codes.bag, aux.bag]),
-                                                     codes.offsets, codes.sae, codes.n, codes.batch)
-        v = gather_flat(pre, both, x, self.W_enc, self.b_enc, self.input_bias())  # (T [+ T_aux],)
-        t = codes.lat.shape[0]
-        vals = v[:t].relu()  # (T,)
-        recon = ragged_decode(codes, vals, self.W_dec) + self.b_dec[:, None, :]  # (n, batch, d_out)
-        mse = mse_per_sae(y, recon)
-        if aux is None:
-            aux_loss = recon.new_zeros(recon.shape[0])
-        else:
-            e = (y - recon).detach()  # (n, batch, d_out)
-            e_hat = ragged_decode(aux, v[t:].relu(), self.W_dec)  # (n, batch, d_out); 0 where k_aux = 0
-            has_dead = ctx.dead.any(-1).to(recon.dtype)  # (n,)
-            aux_loss = self.hyper_tensor("aux_coeff") * (e_hat - e).pow(2).sum(-1).mean(-1) * has_dead
-        return TrainOutput(
-            recon=recon,
-            loss=mse + aux_loss,
-            terms={"mse": mse.detach(), "auxk": aux_loss.detach()},
-            fired=ragged_fired(codes, vals.detach(), self.d_sae),
-            l0=ragged_l0(codes, vals.detach()),
-        )
+            e = (y - recon_).detach()  # (n, batch, d_out)
+            has_dead = ctx.dead.any(-1).to(recon_.dtype)  # (n,)
+            aux_loss = self.hyper_tensor("aux_coeff") * (torch.stack(e_hat) - e).pow(2).sum(-1).mean(-1) * has_dead
+        return TrainOutput(recon=recon_, loss=mse + aux_loss, terms={"mse": mse.detach(), "auxk": aux_loss.detach()},
+                           fired=torch.stack(fired), l0=torch.stack(l0).to(recon_.dtype))
 
 
 class TopK(Architecture):

@@ -19,6 +19,16 @@ from sae_core.train.metrics import fvu_from_sums
 from sae_core.validation_split import Selection
 
 SAMPLE_SEED = 104_729  # fixed: the same validation tokens whatever the run's seed
+#: inference-mode metrics encode at most this many (token, latent) codes of a bank at once: a bank
+#: of 8 SAEs of width 6144 encoding a batch of 4096 held three (8, 4096, 6144) tensors (codes,
+#: their mask, the decode's input): 2.4 GB, where each SAE alone held 300 MB
+MAX_CODES = 2**25
+
+
+def chunk_rows(bank: Any, rows: int) -> int:
+    """Tokens per chunk for ``bank``'s dense inference codes: at most ``rows`` and :data:`MAX_CODES`
+    codes over all its SAEs (at least one token)."""
+    return max(1, min(rows, MAX_CODES // (bank.n * bank.d_sae)))
 
 
 class Validation:
@@ -62,9 +72,10 @@ class Validation:
         fired = torch.zeros(bank.n, bank.d_sae, dtype=torch.bool, device=self.x.device)
         target, t_scale = (self.x, scale) if self.y is None else (self.y, scale if scale_out is None else scale_out)
         xs = target.double() * t_scale
-        for lo in range(0, n, self.batch_size):
-            x = (self.x[lo : lo + self.batch_size] * scale).float()  # (b, d_in)
-            y = x if self.y is None else (self.y[lo : lo + self.batch_size] * t_scale).float()  # what is reconstructed
+        step = chunk_rows(bank, self.batch_size)
+        for lo in range(0, n, step):
+            x = (self.x[lo : lo + step] * scale).float()  # (b, d_in)
+            y = x if self.y is None else (self.y[lo : lo + step] * t_scale).float()  # what is reconstructed
             f = bank.encode(x)  # (n_saes, b, d_sae)
             active = f != 0
             sse += (bank.decode(f).float() - y).pow(2).sum((-1, -2)).double()
