@@ -16,6 +16,7 @@ import pytest
 import torch
 from helpers.sae_reference import RefSAE, RefTrainer
 from sae_core import TrainContext
+from sae_core.archs import topk_select
 from sae_core.archs.ops import make_hyper
 from sae_core.archs.topk import TopKBank
 from sae_core.plugins import get_registry
@@ -23,18 +24,19 @@ from sae_core.train.optim import BankAdam
 from sae_core.train.step import bank_step
 
 D_IN, D_SAE, B, N, STEPS = 10, 40, 48, 3, 4
-#: TopK's AuxK forced onto each path (sae_core.archs.dead_block): ragged entries, the dense block of
-#: dead latents, or a mix within one bank (plain "topk" takes the default ratio)
-AUX_PATHS = {"topk-raggedaux": 0.0, "topk-blockaux": float("inf"), "topk-mixedaux": 3.0}
-ARCHS = ["relu", "topk", "batchtopk", "jumprelu", "gated", "matryoshka-topk", "matryoshka-batchtopk", *AUX_PATHS]
+#: TopK variants: AuxK forced onto each path (sae_core.archs.dead_block): ragged entries, the dense
+#: block of dead latents, or a mix within one bank (plain "topk" takes the default ratio); and the
+#: latents chosen in chunks of 7 tokens (sae_core.archs.topk_select.CPU_ROWS; B = 48: a short last one)
+TOPK_VARIANTS = {"topk-raggedaux": {"aux_block_ratio": 0.0}, "topk-blockaux": {"aux_block_ratio": float("inf")},
+                 "topk-mixedaux": {"aux_block_ratio": 3.0}, "topk-chunked": {"CPU_ROWS": 7}}
+ARCHS = ["relu", "topk", "batchtopk", "jumprelu", "gated", "matryoshka-topk", "matryoshka-batchtopk", *TOPK_VARIANTS]
 
 
 @pytest.fixture(autouse=True)
-def _aux_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+def _topk_variant(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
     callspec = getattr(request.node, "callspec", None)
-    arch = callspec.params.get("arch") if callspec else None
-    if arch in AUX_PATHS:
-        monkeypatch.setattr(TopKBank, "aux_block_ratio", AUX_PATHS[arch])
+    for key, value in TOPK_VARIANTS.get(callspec.params.get("arch") if callspec else None, {}).items():
+        monkeypatch.setattr(TopKBank if key == "aux_block_ratio" else topk_select, key, value)
 
 
 def random_hyper(arch: str, rng: random.Random) -> dict:

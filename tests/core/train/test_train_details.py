@@ -225,3 +225,31 @@ def test_grad_clip_clips_each_sae_alone_like_torch(tmp_path: Path, monkeypatch) 
         seen.clear()
     with pytest.raises(ConfigError, match="grad_clip must be >= 0"):
         expand(str(cache), 16, {"batch_size": 100}, {"arch": "relu"}, {"grad_clip": -1.0}, str(tmp_path / "bad"))
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_bank_adam_is_torch_adam_with_each_saes_own_lr(fused: bool) -> None:
+    """Both updates of BankAdam (the plain one GPUs take, the fused kernel CPUs take) equal
+    torch.optim.Adam run on each SAE's slices with that SAE's lr, over several steps."""
+    from sae_core.train.optim import BankAdam
+
+    gen = torch.Generator().manual_seed(0)
+    params = {"W": torch.nn.Parameter(torch.randn(3, 4, 5, generator=gen)), "b": torch.nn.Parameter(torch.randn(3, 5, generator=gen))}
+    lrs = torch.tensor([1e-3, 3e-2, 1e-1])
+    opt = BankAdam(params, betas=(0.8, 0.99), fused=fused)
+    assert opt.fused is fused
+    refs = [{k: torch.nn.Parameter(p.detach()[i].clone()) for k, p in params.items()} for i in range(3)]
+    ref_opts = [torch.optim.Adam(list(r.values()), lr=float(lrs[i]), betas=(0.8, 0.99), foreach=False) for i, r in enumerate(refs)]
+    for _ in range(4):
+        grads = {k: torch.randn(p.shape, generator=gen) for k, p in params.items()}
+        for k, p in params.items():
+            p.grad = grads[k].clone()
+        opt.step(lrs)
+        for i, (r, o) in enumerate(zip(refs, ref_opts, strict=True)):
+            for k, leaf in r.items():
+                leaf.grad = grads[k][i].clone()
+            o.step()
+    for i, r in enumerate(refs):
+        for k, leaf in r.items():
+            torch.testing.assert_close(params[k].detach()[i], leaf.detach(), rtol=1e-6, atol=1e-7)
+    assert opt.step_count == 4
