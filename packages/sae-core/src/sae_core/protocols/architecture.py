@@ -275,7 +275,8 @@ class Bank(nn.Module, metaclass=ABCMeta):
         does not fight the renormalisation."""
         if self.unit_norm_decoder and self.W_dec.grad is not None:
             w, g = self.W_dec, self.W_dec.grad
-            g.sub_((g * w).sum(-1, keepdim=True) * w)
+            # g -= (g·w) w, without a temporary the size of W_dec (a bank's is 150 MB at n 8, 6144 x 768)
+            g.addcmul_(torch.linalg.vecdot(g, w).unsqueeze(-1), w, value=-1.0)
 
     @torch.no_grad()
     def init_b_dec(self, b: torch.Tensor) -> None:
