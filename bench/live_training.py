@@ -1,7 +1,7 @@
 """Live training vs cache-then-train on MiniLM, and peak memory vs the mixing buffer.
 
     uv run python bench/live_training.py [--docs 400] [--batch-size 1024] [--buffers 8192,32768,131072] \
-        [--threads 2] [--model-threads 1,1+1] [--half] [--repeat 1]
+        [--threads 2] [--model-threads 1,1+1] [--half] [--repeat 1] [--d-sae 1536]
 
 The job: a TopK SAE (d_sae 1536, k 32) on block 3 of all-MiniLM-L6-v2 (the `hf` adapter,
 ``encoder.layer.3``) over ``--docs`` pydocs documents, for one epoch of the training split (the
@@ -53,7 +53,7 @@ def _live_config(args: argparse.Namespace, out: str, buffer_tokens: int, also_ca
                       model_threads=args.model_threads_n or None, dtype=args.dtype)
     window = -(-buffer_tokens // 128)  # MiniLM windows: 128 token positions
     return expand("", 384, {"batch_size": args.batch_size, "mixing": "buffer", "buffer_examples": window},
-                  {"arch": "topk", "k": K, "d_sae": D_SAE}, {"steps": args.steps, "log_every": 10_000}, out, live=live)
+                  {"arch": "topk", "k": K, "d_sae": args.d_sae}, {"steps": args.steps, "log_every": 10_000}, out, live=live)
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -80,7 +80,7 @@ def worker(args: argparse.Namespace) -> None:
     elif args.case == "train-cached":
         window = -(-args.buffer_tokens // 128)
         cfg = expand(args.cache, 384, {"batch_size": args.batch_size, "mixing": "buffer", "buffer_examples": window},
-                     {"arch": "topk", "k": K, "d_sae": D_SAE}, {"steps": args.steps, "log_every": 10_000},
+                     {"arch": "topk", "k": K, "d_sae": args.d_sae}, {"steps": args.steps, "log_every": 10_000},
                      str(Path(args.root) / "run-cached"))
         run_training(cfg, progress=False)
     else:
@@ -103,7 +103,7 @@ def worker(args: argparse.Namespace) -> None:
 def _run(args: argparse.Namespace, case: str, **extra: object) -> dict:
     cmd = [sys.executable, __file__, "--worker", "--case", case, "--docs", str(args.docs),
            "--batch-size", str(args.batch_size), "--steps", str(args.steps), "--threads", str(args.threads),
-           "--model-batch-size", str(args.model_batch_size)]
+           "--model-batch-size", str(args.model_batch_size), "--d-sae", str(args.d_sae)]
     for k, v in extra.items():
         cmd += [f"--{k.replace('_', '-')}", str(v)]
     best: dict | None = None
@@ -137,6 +137,7 @@ def main() -> None:
     parser.add_argument("--half", action="store_true", help="a live row with --dtype bfloat16")
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--d-sae", type=int, default=D_SAE, help="wider: training's share of the CPU grows")
     args = parser.parse_args()
     if args.worker:
         worker(args)
@@ -164,7 +165,7 @@ def main() -> None:
         rows.append(_run(args, "live+cache", buffer_tokens=mid) | {"what": f"live --also-cache, --buffer-tokens {mid}"})
     trained = args.steps * args.batch_size
     print(f"\nMiniLM layer 3 (hf), {args.docs} pydocs docs = {cache['rows']} windows, {cache['train_tokens']} training "
-          f"tokens; TopK d_sae {D_SAE} k {K}, batch {args.batch_size}, {args.steps} steps ({trained} tokens); "
+          f"tokens; TopK d_sae {args.d_sae} k {K}, batch {args.batch_size}, {args.steps} steps ({trained} tokens); "
           f"{args.threads} threads; {cpu_model()}\n")
     print("| case | setup s | run s | training tokens/s | model tokens/s | window MB | peak RSS MB |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
