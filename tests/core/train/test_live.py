@@ -88,24 +88,26 @@ def test_live_without_cache_equals_live_with_cache(run_cli, tmp_path: Path) -> N
     assert code == 1 and "--data" in err and len(err.strip().splitlines()) == 1
 
 
-def _live_config(out: Path, also_cache: Path | None = None, n: int = 300, **train):
+def _live_config(out: Path, also_cache: Path | None = None, n: int = 300, live_options: dict | None = None, **train):
     from sae_core.train import expand
     from sae_core.train.live import LiveConfig
 
     live = LiveConfig(adapter="mlp", model="rand-mlp", layers=["0", "-1"], data=f"gaussian:{n}", model_batch_size=16,
-                      also_cache=str(also_cache) if also_cache else None)
+                      also_cache=str(also_cache) if also_cache else None, **(live_options or {}))
     return expand("", 32, {"batch_size": 32, "mixing": "buffer", "buffer_examples": 40, "layer": 1},
                   {"arch": ["topk", "jumprelu"], "k": 4, "d_sae": 64},
                   {"steps": 40, "checkpoint_every": 7, "log_every": 5, **train}, str(out), live=live)
 
 
-def test_live_resume_is_exact(tmp_path: Path) -> None:
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_live_resume_is_exact(tmp_path: Path, dtype: str) -> None:
     """Stopped mid-window (state saved), resumed in a new source: the same SAEs and metrics as an
-    uninterrupted run — the window is recomputed and the carried samples come from the state."""
+    uninterrupted run — the window is recomputed and the carried samples come from the state
+    (kept in the storage dtype: bf16 for a bf16 run)."""
     from sae_core.train import TrainConfig, run_training
 
-    straight = run_training(_live_config(tmp_path / "a"), progress=False)
-    run_training(_live_config(tmp_path / "b"), progress=False, stop_after=13)
+    straight = run_training(_live_config(tmp_path / "a", live_options={"dtype": dtype}), progress=False)
+    run_training(_live_config(tmp_path / "b", live_options={"dtype": dtype}), progress=False, stop_after=13)
     state = json.loads((tmp_path / "b" / "state" / "group-0" / "state.json").read_text())
     assert state["step"] == 13 and state["stream"]["window"] > 0 and state["stream"]["batch_start"] > 0
     cfg = TrainConfig.from_json(json.loads((tmp_path / "b" / "config.json").read_text()))
@@ -221,6 +223,104 @@ def test_live_vision_then_cached_gives_the_same_saes(run_cli, tmp_path: Path, ad
     assert_same_saes(tmp_path / "live", tmp_path / "cached")
 
 
+# -- the model's threads and the window's dtype -------------------------------------------------------
+def _record_forwards(monkeypatch) -> list[tuple[str, int]]:
+    """(thread name, torch.get_num_threads()) at each of the adapter's forward batches."""
+    import threading
+
+    from sae_core.train.live.source import LiveSource
+
+    seen: list[tuple[str, int]] = []
+    forwards = LiveSource._forwards
+
+    def recording(self, *args, **kwargs):
+        batches, subset = forwards(self, *args, **kwargs)
+
+        def each():
+            for batch in batches:  # the adapter's forward ran in this next()
+                seen.append((threading.current_thread().name, torch.get_num_threads()))
+                yield batch
+
+        return each(), subset
+
+    monkeypatch.setattr(LiveSource, "_forwards", recording)
+    return seen
+
+
+def test_model_threads_set_the_model_thread_only(run_cli, tmp_path: Path, monkeypatch) -> None:
+    """--model-threads 1: the model's forwards (its background thread) run on one torch thread,
+    the training thread keeps its own count; the run's config records it (and a resume reads it)."""
+    from sae_core.train import TrainConfig
+
+    seen = _record_forwards(monkeypatch)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        code, _, err = run_cli("train", *MLP, "--out", str(tmp_path / "r"), "--model-threads", "1", *TRAIN)
+        assert code == 0, err
+        assert torch.get_num_threads() == 2  # the main thread's count is untouched
+    finally:
+        torch.set_num_threads(before)
+    model = [n for name, n in seen if name == "sae-live-model"]
+    assert model and set(model) == {1}, seen
+    assert {n for name, n in seen if name != "sae-live-model"} <= {2}  # validation windows: the main thread
+    run_cfg = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert run_cfg["live"]["model_threads"] == 1
+    assert TrainConfig.from_json(run_cfg).live.model_threads == 1
+
+
+def test_model_threads_default_leaves_torch_alone(tmp_path: Path, monkeypatch) -> None:
+    from sae_core.train import run_training
+
+    seen = _record_forwards(monkeypatch)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        run_training(_live_config(tmp_path / "r", steps=5), progress=False)
+    finally:
+        torch.set_num_threads(before)
+    assert seen and {n for _, n in seen} == {2}, seen
+
+
+def test_model_threads_flag_reaches_the_live_config(tmp_path: Path) -> None:
+    from sae_core.errors import ConfigError
+    from sae_core.train.flags import TrainFlags
+    from sae_core.train.live import LiveConfig
+
+    flags = TrainFlags(out=tmp_path / "r", data="gaussian:20", adapter="mlp", model="m", layers="0", model_threads=3)
+    assert flags.live_config().model_threads == 3
+    assert TrainFlags(out=tmp_path / "r", data="gaussian:20", adapter="mlp", model="m",
+                      layers="0").live_config().model_threads is None
+    with pytest.raises(ConfigError, match="--model-threads must be >= 1"):
+        LiveConfig(adapter="mlp", model="m", layers=["0"], data="gaussian:20", model_threads=0)
+
+
+def test_half_precision_windows_stay_half_and_train_as_the_cache(run_cli, tmp_path: Path, monkeypatch) -> None:
+    """--dtype bfloat16: the window's samples are kept in bf16 on the host (half the bytes of
+    fp32), and the SAEs equal, bit for bit, those trained on the bf16 cache --also-cache wrote."""
+    from sae_core.train.live.source import LiveSource
+
+    dtypes: list[torch.dtype] = []
+    compute = LiveSource._compute
+
+    def recording(self, *args, **kwargs):
+        local = compute(self, *args, **kwargs)
+        dtypes.append(local.x.dtype)
+        return local
+
+    monkeypatch.setattr(LiveSource, "_compute", recording)
+    args = ("--buffer-tokens", "64", "--layer", "1", *TRAIN)
+    code, _, err = run_cli("train", *MLP, "--dtype", "bfloat16", "--out", str(tmp_path / "live"),
+                           "--also-cache", str(tmp_path / "c"), *args)
+    assert code == 0, err
+    assert dtypes and set(dtypes) == {torch.bfloat16}
+    cache = next((tmp_path / "c").iterdir())
+    assert open_reader(cache).meta.dtype == "bfloat16"
+    code, _, err = run_cli("train", "--data", str(cache), "--mixing", "buffer", "--out", str(tmp_path / "cached"), *args)
+    assert code == 0, err
+    assert_same_saes(tmp_path / "live", tmp_path / "cached")
+
+
 # -- the plan ----------------------------------------------------------------------------------------
 def test_buffer_plan_of_the_protocol_equals_the_local_store(tmp_path: Path) -> None:
     """The reader protocol's default (any plugin store) and the local store's fast path give the
@@ -273,6 +373,9 @@ def test_live_errors_are_one_line(run_cli, tmp_path: Path) -> None:
          "needs a cache"),
         (("--adapter", "mlp", "--model", "m", "--layers", "7", "--data", "gaussian:20"), "out of range"),
         (("--data", str(cache), "--max-tokens", "100", "--steps", "3"), "not both"),
+        (("--data", str(cache), "--model-threads", "1"), "--model-threads is for live training"),
+        (("--adapter", "mlp", "--model", "m", "--layers", "0", "--data", "gaussian:20", "--model-threads", "0"),
+         "--model-threads must be >= 1"),
         (("--adapter", "nope", "--model", "m", "--layers", "0", "--data", "gaussian:20"), "nope"),
         (("--adapter", "mlp", "--model", "m", "--layers", "0", "--data", "gaussian:20", "--batch-size", "4096"),
          "fewer than one batch"),

@@ -120,6 +120,9 @@ class TrainFlags:
     dtype: str | None = _flag(None, "Live training: activations dtype fp32/fp16/bf16 (as cached).", live=True)
     model_batch_size: int | None = _flag(None, "Live training: examples per forward pass (default 64).", live=True)
     num_workers: int | None = _flag(None, "Live training: data-loading worker processes.", live=True)
+    model_threads: int | None = _flag(
+        None, "Live training: torch threads of the model's forwards, which run beside training (default: "
+        "torch's, shared with it); on CPU e.g. 1, so that the two do not oversubscribe the cores.", live=True)
     quiet: bool = _flag(False, "No progress bar.", "--quiet", "-q")
 
     # -- checks -------------------------------------------------------------------------------
@@ -251,6 +254,7 @@ class TrainFlags:
         check_positive(self.context_size, "--context-size")
         check_positive(self.model_batch_size, "--model-batch-size")
         check_positive(self.num_workers, "--num-workers", minimum=0)
+        check_positive(self.model_threads, "--model-threads")
         data_options: dict[str, Any] = {"split": self.split, "field": self.field, **parse_kv(self.data_opt, "--data-opt")}
         if self.max_examples is not None:
             data_options["limit"] = self.max_examples
@@ -260,6 +264,7 @@ class TrainFlags:
             context_size=self.context_size, options=parse_kv(self.opt, "--opt"), dtype=self.dtype or "float32",
             model_batch_size=self.model_batch_size or 64, num_workers=self.num_workers or 0,
             also_cache=str(self.also_cache) if self.also_cache is not None else None,
+            model_threads=self.model_threads,
         )
         normalize_dtype(live.dtype)
         return live

@@ -35,6 +35,10 @@ class LiveConfig:
     also_cache: str | None = None  # store root: write the cache as the model runs
     store: str = "local"
     prefetch_windows: int = 1  # windows computed ahead of the one being trained on
+    #: torch threads of the model's forwards (its background thread); None: torch's setting, as the
+    #: training thread's. On CPU the model and the SAE share the cores: 1 + the rest for training
+    #: avoids oversubscribing them (``--model-threads``)
+    model_threads: int | None = None
 
     def __post_init__(self) -> None:
         if not self.layers:
@@ -42,6 +46,8 @@ class LiveConfig:
         for name, value in (("model_batch_size", self.model_batch_size), ("prefetch_windows", self.prefetch_windows)):
             if value < 1:
                 raise ConfigError(f"{name} must be >= 1, got {value}")
+        if self.model_threads is not None and self.model_threads < 1:
+            raise ConfigError(f"--model-threads must be >= 1, got {self.model_threads}; drop it to keep torch's setting")
 
     def request(self, device: str) -> Any:
         from sae_core.protocols.adapter import AdapterRequest  # lazy: loads numpy

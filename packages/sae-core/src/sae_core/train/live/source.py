@@ -11,8 +11,10 @@ How batches come about (the ``buffer`` plan of :class:`~sae_core.protocols.batch
   (``prefetch_windows`` ahead of training), so its activations are a function of the window
   alone: a resumed run recomputes exactly what the interrupted one trained on.
 - A window's selected samples (the group's layer and token kind, valid tokens, the train side of
-  the validation split) are kept, rounded to the storage dtype (what ``--also-cache`` stores), in
-  CPU memory: the *mixing buffer*. After the previous window's remainder, they are permuted by
+  the validation split) are kept in the storage dtype (what ``--also-cache`` stores: ``--dtype
+  bfloat16`` halves the window's bytes), in CPU memory: the *mixing buffer*; each batch becomes
+  fp32 as it is yielded (or on the device: the trainer asks a CUDA run for the half dtype, see
+  :mod:`sae_core.train.transfer`), exactly as a cache in that dtype is read. After the previous window's remainder, they are permuted by
   ``default_rng([seed, epoch, w])`` and cut into batches
   (:class:`~sae_core.stores.batching.BufferMixer`); the remainder carries over. Sample ids are ``row * T + position``
   with rows counted from the dataset's start,
@@ -89,7 +91,7 @@ class LocalWindow:
     pos: np.ndarray  # (m,) int64 position in the row (0..T-1)
     example: np.ndarray  # (m,) int64 dataset example id
     tpos: np.ndarray  # (m,) int64 position in the source example (text; the row position for images)
-    x: torch.Tensor  # (m, d) float32, rounded to the storage dtype
+    x: torch.Tensor  # (m, d) in the storage dtype (float32, or --dtype's half dtype)
     index: np.ndarray | None = None  # end-to-end training: INDEX_DTYPE records (r, T) of the stream's rows
 
 
@@ -103,7 +105,7 @@ class Window:
     gid: np.ndarray  # (m,) int64 global sample ids
     example: np.ndarray
     tpos: np.ndarray
-    x: torch.Tensor  # (m, d)
+    x: torch.Tensor  # (m, d) in the storage dtype
     index: np.ndarray | None = None  # end-to-end training: the rows' index records (r, T)
 
 
@@ -119,9 +121,9 @@ class _Pool:
     rest: _Pool | None = None  # the window, after these (the carry)
 
     @staticmethod
-    def empty(d: int) -> _Pool:
+    def empty(d: int, dtype: torch.dtype) -> _Pool:
         z = np.empty(0, np.int64)
-        return _Pool(z, z, z, torch.empty(0, d))
+        return _Pool(z, z, z, torch.empty(0, d, dtype=dtype))
 
     def take(self, p: np.ndarray) -> _Pool:
         if self.rest is None:
@@ -148,6 +150,12 @@ class _Producer:
     The training stream (``main``) runs ``prefetch_windows`` windows ahead of the one being
     trained on; other streams (the size check's, the normalisation's: a few batches each, then
     closed) compute a window only when it is asked for, so nothing is computed that they drop.
+
+    ``model_threads``: the thread sets torch's thread count for its own forwards. Measured (torch
+    2.15, OpenMP backend, MKL): ``torch.set_num_threads`` sets the calling thread's OpenMP and MKL
+    counts only — the training thread's ``torch.get_num_threads()`` (and ``mkl_get_max_threads``)
+    stay as they were, before and after its own forward/backward — but it also becomes the count
+    of threads started afterwards (which the trainer does not compute in).
     """
 
     def __init__(self, source: LiveSource, key: tuple[Any, ...], ws: range, main: bool) -> None:
@@ -176,6 +184,8 @@ class _Producer:
 
     def _run(self, source: LiveSource, key: tuple[Any, ...], ws: range, main: bool) -> None:
         try:
+            if source.cfg.model_threads is not None:
+                torch.set_num_threads(source.cfg.model_threads)  # this thread's forwards only (see above)
             source._catch_up(key, ws.start, self.stop)
             for w in ws:
                 if not self._wait_for_demand():
@@ -382,7 +392,7 @@ class LiveSource(ActivationReader):
             if hi >= self.n_dataset:  # the dataset's last window: the cache is whole
                 self.writer.close()
         cols = [np.concatenate([p[i] for p in parts]) if parts else np.empty(0, np.int64) for i in range(4)]
-        x = torch.cat(xs) if xs else torch.empty(0, self.meta.d_model)
+        x = torch.cat(xs) if xs else torch.empty(0, self.meta.d_model, dtype=self.store_dtype)
         self.window_bytes = max(self.window_bytes, x.numel() * x.element_size())
         index = np.concatenate(kept_rows) if kept_rows else None
         return LocalWindow(w, n_rows, cols[0], cols[1], cols[2], cols[3], x, index)
@@ -403,13 +413,13 @@ class LiveSource(ActivationReader):
     def _samples(self, batch: ActivationBatch, ex: np.ndarray, keep: np.ndarray,
                  layer: int) -> tuple[tuple[np.ndarray, ...], torch.Tensor]:
         """The kept samples of one forward batch: ``(row in the batch, position, example, position
-        in the source example)`` and their activations ``(m, d)``, rounded to the storage dtype."""
+        in the source example)`` and their activations ``(m, d)`` in the storage dtype, on the host."""
         r, c = np.nonzero(keep)
         acts = batch.acts[:, layer]  # (n, T, d)
         x = acts[torch.from_numpy(r).to(acts.device), torch.from_numpy(c).to(acts.device)]
         tpos = c if batch.positions is None else np.asarray(batch.positions)[r, c]
         cols = (r.astype(np.int64), c.astype(np.int64), ex[r], np.asarray(tpos, np.int64))
-        return cols, x.detach().to(self.store_dtype).to("cpu", torch.float32)
+        return cols, x.detach().to(self.store_dtype).to("cpu")
 
     def _count(self, n_rows: int, n_valid: int) -> None:
         """Count one forward batch's rows and valid tokens (and show them, with ``progress``)."""
@@ -433,7 +443,7 @@ class LiveSource(ActivationReader):
                                              local.index))
         sizes = [len(p[1]) for p in parts]
         dev = torch.device("cuda", torch.cuda.current_device()) if self.dist.backend == "nccl" else torch.device("cpu")
-        pad = torch.zeros(max(max(sizes), 1), self.meta.d_model, device=dev)
+        pad = torch.zeros(max(max(sizes), 1), self.meta.d_model, device=dev)  # fp32: any backend gathers it
         pad[: len(local.x)] = local.x.to(dev)
         got = [torch.empty_like(pad) for _ in parts]
         torch.distributed.all_gather(got, pad)
@@ -442,7 +452,7 @@ class LiveSource(ActivationReader):
         indexes = [p[5] for p in parts if p[5] is not None]
         return Window(local.w, int(offsets[-1]), row_offset, gid, np.concatenate([p[3] for p in parts]),
                       np.concatenate([p[4] for p in parts]),
-                      torch.cat([g[:s].cpu() for g, s in zip(got, sizes, strict=True)]),
+                      torch.cat([g[:s].cpu() for g, s in zip(got, sizes, strict=True)]).to(self.store_dtype),
                       np.concatenate(indexes) if indexes else None)
 
     def _windows(self, key: tuple[Any, ...], w0: int, row_offset: int, main: bool) -> Iterator[Window]:
@@ -521,7 +531,7 @@ class LiveSource(ActivationReader):
         seed, epoch = plan.seed, plan.epoch
         if key[2] == "val":
             windows: Iterator[Window] = iter(self._val_windows(key))
-            main, counter, carry = False, 0, _Pool.empty(self.meta.d_model)
+            main, counter, carry = False, 0, _Pool.empty(self.meta.d_model, self.store_dtype)
         else:
             main = seed == self.train_seed
             w0, row0, counter, carry = self._resume_point(plan, key)
@@ -562,9 +572,9 @@ class LiveSource(ActivationReader):
             if (doc["seed"], doc["epoch"], doc["window_examples"], doc["tokens"], doc["layer"]) == \
                     (plan.seed, plan.epoch, key[3], plan.tokens, key[0]) and doc["batch_start"] <= plan.start_batch:
                 carry = _Pool(tensors["carry_gid"].numpy(), tensors["carry_example"].numpy(),
-                              tensors["carry_tpos"].numpy(), tensors["carry_x"].float())
+                              tensors["carry_tpos"].numpy(), tensors["carry_x"].to(self.store_dtype))
                 return int(doc["window"]), int(doc["row_offset"]), int(doc["batch_start"]), carry
-        return 0, 0, 0, _Pool.empty(self.meta.d_model)
+        return 0, 0, 0, _Pool.empty(self.meta.d_model, self.store_dtype)
 
     def _e2e_order(self, win: Window, seed: int, epoch: int) -> np.ndarray | None:
         """The order in which a window's rows go to end-to-end training (``e2e_rows`` per batch,
@@ -581,6 +591,8 @@ class LiveSource(ActivationReader):
             x = pool.x
             if world > 1:
                 x = x[torch.from_numpy(np.array_split(np.arange(len(x)), world)[rank])]
+            # (b, 1, d): a half window becomes fp32 here, batch by batch (a CUDA run asks for the
+            # half dtype, plan.dtype, and converts on the device) — exact: the values were rounded
             yield x[:, None].to(device=plan.device, dtype=plan.dtype or torch.float32)
 
     def batch_sample_ids(self, plan: BatchPlan, batch: int) -> np.ndarray:
