@@ -67,7 +67,7 @@ def test_topk_matches_reference_with_per_sae_k(x) -> None:
 
 
 def test_topk_sparse_gradients_match_dense(x) -> None:
-    """The sparse encoder backward (gather_pre_acts) and sparse decode give autograd's dense
+    """The sparse encoder backward (ragged.encoder_entries) and sparse decode give autograd's dense
     gradients for every parameter, across a bank with per-SAE k and AuxK on dead latents."""
     bank = build("topk", [{"k": 3}, {"k": 7}])
     dead = torch.zeros(2, D_SAE, dtype=torch.bool)

@@ -17,7 +17,11 @@ from sae_core.stores import open_reader
 pytestmark = pytest.mark.gpu
 
 
-def test_sparse_topk_gradients_match_dense_on_cuda() -> None:
+@pytest.mark.parametrize("aux_block_ratio", [0.0, float("inf")])  # AuxK as ragged entries, as the dense block
+def test_sparse_topk_gradients_match_dense_on_cuda(aux_block_ratio: float, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sae_core.archs.topk import TopKBank
+
+    monkeypatch.setattr(TopKBank, "aux_block_ratio", aux_block_ratio)
     arch = get_registry().get("architecture", "topk").factory
     bank = arch.build_bank(64, 512, [make_hyper(arch.Hyper, "topk", {"k": k}, 512) for k in (8, 16)], device="cuda")
     dead = torch.zeros(2, 512, dtype=torch.bool, device="cuda")

@@ -9,7 +9,18 @@ sparse backwards. Here each SAE's codes are its own flat list of entries:
     offsets start of each token's bag: b·k                                       (batch,)
 
 One ``embedding_bag`` per SAE decodes them, one CSR product per SAE gives the encoder's sparse
-gradient (:class:`_EncoderEntries`). An SAE's sparse work is *not* merged across the bank: one
+gradient (:class:`_EncoderEntries`). The loss depends on the pre-activations only at the chosen
+entries; autograd through the dense encoder matmul would still compute two dense
+(batch × d_in × d_sae) products in the backward pass, each as costly as the forward. So the
+forward matmul runs without a graph (it only chooses the latents) and the backward uses only the
+entries, with g = ∂L/∂v at entry (b, j):
+
+    ∂L/∂W_enc[:, j] = Σ_{b: (b, j) an entry} g · (x_b − b_dec)     (a sparse × dense product)
+    ∂L/∂b_enc[j]    = Σ_{b: (b, j) an entry} g
+    ∂L/∂b_dec       = −W_enc ∂L/∂b_enc
+
+(batch 4096, d_in 768, d_sae 6144, k 32: ~0.2 GFLOP instead of ~77 GFLOP per SAE: a TopK step
+costs about one dense matmul instead of three). An SAE's sparse work is *not* merged across the bank: one
 flat call over a bank of 8 (d_sae 6144, d_in 768, batch 4096) spreads its gathers over eight
 decoders (150 MB) instead of one (19 MB) and measured slower than the 8 calls one by one
 (embedding_bag forward 265 vs 91 ms, its backward 845 vs 402 ms, the CSR sort 217 vs 32 ms;
@@ -64,9 +75,9 @@ class Entries:
 
 
 class _EncoderEntries(torch.autograd.Function):
-    """Pre-activations chosen without a graph, given the sparse encoder gradient of
-    :mod:`sae_core.archs.sparse_encode` SAE by SAE: ∂W_enc = S (x − b_dec) with S[j, b] = ∂L/∂v
-    for the entries, plus G^T (x − b_dec) for the block's columns."""
+    """Pre-activations chosen without a graph, given the sparse encoder gradient of the module
+    docstring SAE by SAE: ∂W_enc = S (x − b_dec) with S[j, b] = ∂L/∂v for the entries, plus
+    G^T (x − b_dec) for the block's columns."""
 
     @staticmethod
     def forward(ctx: Any, vals: torch.Tensor, block: torch.Tensor, entries: list[Entries], x: torch.Tensor,
