@@ -22,7 +22,7 @@ CORE = PACKAGES / "sae-core" / "src" / "sae_core"
 
 #: packages whose ``__init__`` loads names lazily from a table: package -> {name: "module[:attr]"}
 LAZY_TABLES = {"sae_core": "_WHERE", "sae_core.protocols": "_WHERE", "sae_core.checkpoint": "_WHERE",
-               "sae_core.train": "_NAMES", "sae_core.inference": "_NAMES"}
+               "sae_core.train": "_WHERE", "sae_core.inference": "_WHERE"}
 #: modules whose function-level import must say why it is not at the top
 HEAVY = ("torch", "numpy", "safetensors", "transformers")
 

@@ -11,8 +11,7 @@ that needs it (an architecture's ``Bank``, ``load_sae``, ...) is first used::
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from sae_core.lazy import lazy_names
 
 __version__ = "0.1.0"
 
@@ -174,19 +173,5 @@ _WHERE: dict[str, str] = {
     "fsync_dir": "sae_core.io",
 }
 
-__all__ = ["__version__", *sorted(_WHERE)]
-
-
-def __getattr__(name: str) -> Any:
-    where = _WHERE.get(name)
-    if where is None:
-        raise AttributeError(f"module 'sae_core' has no attribute {name!r}")
-    module, colon, attr = where.partition(":")
-    imported = importlib.import_module(module)
-    value = imported if colon and not attr else getattr(imported, attr or name)
-    globals()[name] = value  # later lookups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+_names, __getattr__, __dir__ = lazy_names(__name__, _WHERE, globals())
+__all__ = ["__version__", *_names]

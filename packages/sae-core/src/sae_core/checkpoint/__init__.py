@@ -10,8 +10,7 @@ One module per idea: :mod:`.filenames` (every file name of checkpoints, runs and
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from sae_core.lazy import lazy_names
 
 #: public name -> the submodule that defines it
 _WHERE = {
@@ -21,16 +20,4 @@ _WHERE = {
     "SAE": "sae", "build_sae": "sae",
     "load_sae": "directory", "save_sae": "directory",
 }
-__all__ = sorted(_WHERE)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__all__, __getattr__, __dir__ = lazy_names(__name__, _WHERE, globals())

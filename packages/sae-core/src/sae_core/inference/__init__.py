@@ -12,20 +12,12 @@ See ``docs/using-saes.md``.
 
 from __future__ import annotations
 
-from typing import Any
+from sae_core.lazy import lazy_names
 
 #: public name -> defining module; loaded on first use (PEP 562), so importing a submodule
 #: (``sae_core.inference.target``: the commands' cheap option checks) does not import torch
-_NAMES = {
+_WHERE = {
     "Ablate": "edits", "Clamp": "edits", "Edit": "edits", "Scale": "edits", "Steer": "edits",
     "SAEHook": "hook", "HookedModel": "model", "RunResult": "model", "FeatureActs": "records",
 }
-__all__ = sorted(_NAMES)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _NAMES:
-        raise AttributeError(f"module 'sae_core.inference' has no attribute {name!r}")
-    import importlib
-
-    return getattr(importlib.import_module(f"sae_core.inference.{_NAMES[name]}"), name)
+__all__, __getattr__, __dir__ = lazy_names(__name__, _WHERE, globals())

@@ -8,8 +8,7 @@ torch (the architecture protocol does).
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from sae_core.lazy import lazy_names
 
 _WHERE = {
     "ActivationBatch": "adapter", "ActivationSpec": "adapter", "AdapterRequest": "adapter", "ModelAdapter": "adapter",
@@ -27,17 +26,4 @@ _WHERE = {
     "Generation": "running", "LayerHook": "running", "ModelInputs": "running", "ModelOutput": "running",
 }
 
-__all__ = sorted(_WHERE)
-
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__all__, __getattr__, __dir__ = lazy_names(__name__, _WHERE, globals())

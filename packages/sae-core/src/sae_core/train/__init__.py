@@ -7,18 +7,10 @@ commands use to check a run before anything heavy) does not import torch.
 
 from __future__ import annotations
 
-from typing import Any
+from sae_core.lazy import lazy_names
 
-_NAMES = {
+_WHERE = {
     "DataConfig": "config", "SAEConfig": "config", "TrainConfig": "config", "TrainSettings": "config",
     "expand": "config", "load_sweep": "config", "run_training": "run",
 }
-__all__ = sorted(_NAMES)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _NAMES:
-        raise AttributeError(f"module 'sae_core.train' has no attribute {name!r}")
-    import importlib
-
-    return getattr(importlib.import_module(f"sae_core.train.{_NAMES[name]}"), name)
+__all__, __getattr__, __dir__ = lazy_names(__name__, _WHERE, globals())
