@@ -283,6 +283,10 @@ def main() -> None:
         print(f"{r['case']:24s} {r['n_saes']:4d} {r['samples_per_s']:11,.0f} {r['per_sae_samples_per_s']:18,.0f} {r['peak_mb']:9,.0f}")
     ratio = by["bank"]["per_sae_samples_per_s"] / by["sequential"]["per_sae_samples_per_s"]
     print(f"bank of 8 vs 8 sequential (per-SAE throughput): {ratio:.2f}x")
+    n_bank = by["bank"]["n_saes"]
+    print(f"peak memory: bank {by['bank']['peak_mb']:,.0f} MB; the {n_bank} singles side by side, one process each "
+          f"(= {n_bank} x the one-SAE case): {n_bank * by['one']['peak_mb']:,.0f} MB; one after another in one process: "
+          f"{by['sequential']['peak_mb']:,.0f} MB")
     if profile is not None:
         print_profile(profile, args)
     if aux is not None:
