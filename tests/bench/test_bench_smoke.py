@@ -64,9 +64,10 @@ def test_cold_cache_bench_quick(tmp_path: Path) -> None:
 def test_train_throughput_bench_quick(tmp_path: Path) -> None:
     res = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "train_throughput.py"), "--steps", "2", "--batch-size", "256",
-         "--d-in", "64", "--d-sae", "256", "--dir", str(tmp_path)],
+         "--d-in", "64", "--d-sae", "256", "--dir", str(tmp_path), "--aux-paths"],
         capture_output=True, text=True, timeout=600,
     )
     assert res.returncode == 0, res.stderr[-2000:]
     assert "bank of 8 vs 8 sequential" in res.stdout and "GEMM ceiling: torch.mm (256 x 64) @ (64 x 256)" in res.stdout
+    assert "peak memory: bank" in res.stdout and "AuxK paths" in res.stdout
     assert "encoder GEMM" in res.stdout and "update (projection, Adam, renorm)" in res.stdout
