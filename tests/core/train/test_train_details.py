@@ -253,3 +253,47 @@ def test_bank_adam_is_torch_adam_with_each_saes_own_lr(fused: bool) -> None:
         for k, leaf in r.items():
             torch.testing.assert_close(params[k].detach()[i], leaf.detach(), rtol=1e-6, atol=1e-7)
     assert opt.step_count == 4
+
+
+def test_bank_adam_takes_any_gradient_layout_and_no_gradient() -> None:
+    """A gradient whose strides differ from its parameter's (a contiguous one on the transposed
+    W_enc layout) is updated element by element as torch.optim.Adam does (the fused kernel would
+    pair elements by memory position, so the plain update runs); a step without any gradient
+    counts the step and changes nothing."""
+    from sae_core.train.optim import BankAdam
+
+    gen = torch.Generator().manual_seed(1)
+    W = torch.nn.Parameter(torch.randn(2, 5, 3, generator=gen).transpose(1, 2))  # (2, 3, 5), not contiguous
+    ref = [torch.nn.Parameter(W.detach()[i].clone()) for i in range(2)]
+    opt = BankAdam({"W": W})
+    ref_opts = [torch.optim.Adam([r], lr=1e-2, foreach=False) for r in ref]
+    for _ in range(3):
+        g = torch.randn(2, 3, 5, generator=gen)  # contiguous: strides differ from W's
+        W.grad = g.clone()
+        opt.step(torch.full((2,), 1e-2))
+        for i, r in enumerate(ref):
+            r.grad = g[i].clone()
+            ref_opts[i].step()
+    for i, r in enumerate(ref):
+        torch.testing.assert_close(W.detach()[i], r.detach(), rtol=1e-6, atol=1e-7)
+    W.grad = None
+    before = W.detach().clone()
+    opt.step(torch.full((2,), 1e-2))
+    assert opt.step_count == 4 and torch.equal(W.detach(), before)
+
+
+def test_clip_norms_do_not_overflow_float32() -> None:
+    """Gradients whose rows' norms overflow float32 (a diverging run) are still clipped to the
+    norm, not zeroed: the norm is then taken exactly in float64."""
+    from sae_core.plugins import get_component
+    from sae_core.train.step import clip_grad_norms
+
+    arch = get_component("architecture", "relu").factory
+    bank = arch.build_bank(4, 8, [arch.make_hyper({}, 8)], generator=[torch.Generator().manual_seed(0)])
+    for p in bank.parameters():
+        p.grad = torch.full(p.shape, 3e19)
+    norms = clip_grad_norms(bank, 1.0)
+    total = sum(p.numel() for p in bank.parameters())
+    assert float(norms[0]) == pytest.approx(3e19 * total**0.5, rel=1e-6)
+    grads = torch.cat([p.grad.reshape(-1) for p in bank.parameters()])
+    assert float(grads.double().norm()) == pytest.approx(1.0, rel=1e-4)

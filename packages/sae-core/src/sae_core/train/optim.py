@@ -35,7 +35,7 @@ class BankAdam:
     @torch.no_grad()
     def step(self, lr: torch.Tensor) -> None:
         """One update; ``lr``: (n,) learning rate of each SAE of the bank."""
-        if self.fused:
+        if self.fused and self._layouts_match():
             self._fused_step(lr)
             return
         self.step_count += 1
@@ -53,10 +53,19 @@ class BankAdam:
             scale = (lr / c1).view(-1, *([1] * (p.dim() - 1)))
             p.addcdiv_(m * scale, denom, value=-1.0)
 
+    def _layouts_match(self) -> bool:
+        """Whether every gradient has its parameter's strides: the fused kernel pairs elements by
+        memory position, so a gradient of another layout (a contiguous one assigned to the
+        transposed ``W_enc``, say) would be updated against the wrong elements. Autograd keeps the
+        parameter's layout; the plain update takes any other case."""
+        return all(p.grad is None or p.grad.stride() == p.stride() for p in self.params.values())
+
     def _fused_step(self, lr: torch.Tensor) -> None:
         """The same update with torch's fused kernel, SAE by SAE (each its own lr)."""
         self.step_count += 1
         keys = [k for k, p in self.params.items() if p.grad is not None]
+        if not keys:  # nothing to update (the plain update counts the step too)
+            return
         b1, b2 = self.betas
         for i, rate in enumerate(lr.tolist()):
             steps = [torch.tensor(float(self.step_count)) for _ in keys]  # this step's count (bias correction)
