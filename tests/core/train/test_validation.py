@@ -106,7 +106,10 @@ def test_cli_records_validation_metrics_and_keeps_the_best(run_cli, tmp_path: Pa
     x = torch.cat(list(open_reader(cache).batches(val_plan)))[:, 0]
     with torch.no_grad():
         fvu = float(((sae(x) - x) ** 2).sum() / ((x - x.mean(0)) ** 2).sum())
+        codes = sae.encode(x)  # (tokens, d_sae)
     assert fvu == pytest.approx(best["val_fvu"], rel=1e-3)
+    assert float((codes != 0).sum(-1).float().mean()) == pytest.approx(best["val_l0"], rel=1e-5)
+    assert float((~(codes != 0).any(0)).float().mean()) == pytest.approx(best["val_dead_frac"])
 
 
 def test_bad_val_fraction_is_a_one_line_error(run_cli, tmp_path: Path) -> None:

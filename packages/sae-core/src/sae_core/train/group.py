@@ -29,7 +29,7 @@ import torch
 
 from sae_core.dist import Dist
 from sae_core.errors import RunInterrupted, SAEError
-from sae_core.protocols.architecture import Bank, BatchComm, TrainContext, firing_stats
+from sae_core.protocols.architecture import Bank, BatchComm, TrainContext
 from sae_core.protocols.batch_plan import BatchPlan
 from sae_core.stores.batching import with_mixing
 from sae_core.train.bookkeeping import GroupBookkeeping
@@ -44,7 +44,7 @@ from sae_core.train.schedule import lr_factor, sparsity_factor
 from sae_core.train.signals import StopRequest
 from sae_core.train.step import bank_step
 from sae_core.train.transfer import transfer_dtype
-from sae_core.train.validation import Validation, chunk_rows
+from sae_core.train.validation import Validation, inference_sums
 from sae_core.validation_split import ExampleSplit, Selection
 
 
@@ -355,15 +355,9 @@ class GroupTrainer(GroupBookkeeping):
     @torch.no_grad()
     def _infer(self, bank: Bank, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Inference-mode (encode/decode) SSE sum (n,) against ``y`` (``x`` itself for SAEs) and
-        mean L0 (n,) of ``bank`` on ``x``, in chunks of tokens (:func:`~sae_core.train.validation.chunk_rows`)."""
-        step = chunk_rows(bank, x.shape[0])
-        sse = torch.zeros(bank.n, device=x.device)
-        active = torch.zeros(bank.n, device=x.device)  # Σ over tokens of each SAE's L0
-        for lo in range(0, x.shape[0], step):
-            f = bank.encode(x[lo : lo + step])  # (n, chunk, d_sae)
-            sse += (bank.decode(f).float() - y[lo : lo + step]).pow(2).sum((-1, -2))
-            active += firing_stats(f)[1] * f.shape[1]
-        return sse, active / x.shape[0]
+        mean L0 (n,) of ``bank`` on ``x`` (:func:`~sae_core.train.validation.inference_sums`)."""
+        sse, l0, _ = inference_sums(bank, x, y)
+        return sse.float(), (l0 / x.shape[0]).float()
 
     @torch.no_grad()
     def _finalize(self, stream: Any) -> None:

@@ -20,8 +20,8 @@ from sae_core.train.optim import BankAdam
 def _squared_norms(g: torch.Tensor, n: int) -> torch.Tensor:
     """(n,) float64: each SAE's Σ g² over one stacked parameter (n, ...). The norms of rows of the
     last dim in the parameter's dtype, squared and summed in float64: as accurate as a float64 sum
-    (rows are short) without a float64 copy of the gradient (made only where a row's norm overflows) (a bank of 8 at d_in 768, d_sae 6144:
-    218 -> 5 ms per matrix on a 2-core CPU)."""
+    (rows are short) without a float64 copy of the gradient (a bank of 8 at d_in 768, d_sae 6144:
+    218 -> 5 ms per matrix on a 2-core CPU). The copy is made only where a row's norm overflows."""
     rows = g.reshape(n, -1, g.shape[-1]) if g.dim() > 2 else g.reshape(n, 1, -1)  # (n, r, last)
     norms = torch.linalg.vector_norm(rows, dim=-1)  # (n, r)
     if not bool(torch.isfinite(norms).all()):  # a row's norm overflowed float32 (a diverging run): exact in float64

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from sae_core.firing_rule import firing
 from sae_core.protocols.batch_plan import BatchPlan
 from sae_core.train.metrics import fvu_from_sums
 from sae_core.validation_split import Selection
@@ -29,6 +30,24 @@ def chunk_rows(bank: Any, rows: int) -> int:
     """Tokens per chunk for ``bank``'s dense inference codes: at most ``rows`` and :data:`MAX_CODES`
     codes over all its SAEs (at least one token)."""
     return max(1, min(rows, MAX_CODES // (bank.n * bank.d_sae)))
+
+
+def inference_sums(bank: Any, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """What a saved checkpoint of ``bank`` does on x (tokens, d_in) against y (what it
+    reconstructs: x itself, or a transcoder's target), encoded :func:`chunk_rows` tokens at a
+    time: the SSE (n,) and Σ over tokens of L0 (n,), float64, and whether each latent fired on
+    any token (n, d_sae)."""
+    sse = torch.zeros(bank.n, dtype=torch.float64, device=x.device)
+    l0 = torch.zeros_like(sse)
+    fired = torch.zeros(bank.n, bank.d_sae, dtype=torch.bool, device=x.device)
+    step = chunk_rows(bank, x.shape[0])
+    for lo in range(0, x.shape[0], step):
+        f = bank.encode(x[lo : lo + step])  # (n_saes, chunk, d_sae)
+        active = firing(f)
+        sse += (bank.decode(f).float() - y[lo : lo + step]).pow(2).sum((-1, -2)).double()
+        l0 += active.sum((-1, -2)).double()
+        fired |= active.any(1)
+    return sse, l0, fired
 
 
 class Validation:
@@ -72,14 +91,12 @@ class Validation:
         fired = torch.zeros(bank.n, bank.d_sae, dtype=torch.bool, device=self.x.device)
         target, t_scale = (self.x, scale) if self.y is None else (self.y, scale if scale_out is None else scale_out)
         xs = target.double() * t_scale
-        step = chunk_rows(bank, self.batch_size)
-        for lo in range(0, n, step):
-            x = (self.x[lo : lo + step] * scale).float()  # (b, d_in)
-            y = x if self.y is None else (self.y[lo : lo + step] * t_scale).float()  # what is reconstructed
-            f = bank.encode(x)  # (n_saes, b, d_sae)
-            active = f != 0
-            sse += (bank.decode(f).float() - y).pow(2).sum((-1, -2)).double()
-            l0 += active.sum((-1, -2)).double()
-            fired |= active.any(1)
+        for lo in range(0, n, self.batch_size):  # normalised a batch at a time, encoded in chunks
+            x = (self.x[lo : lo + self.batch_size] * scale).float()  # (b, d_in)
+            y = x if self.y is None else (self.y[lo : lo + self.batch_size] * t_scale).float()  # what is reconstructed
+            batch_sse, batch_l0, batch_fired = inference_sums(bank, x, y)
+            sse += batch_sse
+            l0 += batch_l0
+            fired |= batch_fired
         fvu = fvu_from_sums(sse, xs.sum(0), xs.pow(2).sum(), n)
         return {"val_fvu": fvu, "val_l0": l0 / n, "val_dead_frac": (~fired).double().mean(-1)}
