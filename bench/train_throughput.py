@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -58,47 +59,56 @@ def phase_of(region: str, op: str) -> str:
     return f"other {region}"
 
 
-def step_profile(args: argparse.Namespace) -> None:
-    """GEMM ceiling, one SAE's step against it, and the step's phases (see the module docstring)."""
-    import statistics
-
+def one_sae(args: argparse.Namespace, k: int = 32):
+    """What the step measurements share: threads and the host allocator as ``run_training`` sets
+    them on CPU, the device's sync, one random batch and one TopK SAE (k) with its optimizer."""
     import torch
     from sae_core.plugins import get_registry
-    from sae_core.protocols.architecture import TrainContext
     from sae_core.train.host_alloc import keep_freed_host_memory
     from sae_core.train.optim import BankAdam
-    from sae_core.train.step import bank_step
-    from torch.profiler import profile, record_function
 
     torch.set_num_threads(args.threads)
     keep_freed_host_memory()  # as run_training does on CPU
     dev = torch.device(args.device)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-    B, d_sae = args.batch_size, args.d_sae
-    x = torch.randn(B, args.d_in, device=dev)  # (batch, d_in)
-    W = torch.randn(args.d_in, d_sae, device=dev)  # (d_in, d_sae)
-
-    def timed(f, reps: int = 5) -> float:
-        f()  # warm-up
-        times = []
-        for _ in range(reps):
-            sync()
-            t0 = time.perf_counter()
-            f()
-            sync()
-            times.append(time.perf_counter() - t0)
-        return statistics.median(times)
-
-    gemm = timed(lambda: torch.mm(x, W))
+    x = torch.randn(args.batch_size, args.d_in, device=dev)  # (batch, d_in)
     arch = get_registry().get("architecture", "topk").factory
-    bank = arch.build_bank(args.d_in, d_sae, [arch.make_hyper({"k": 32}, d_sae)], device=dev,
+    bank = arch.build_bank(args.d_in, args.d_sae, [arch.make_hyper({"k": k}, args.d_sae)], device=dev,
                            generator=torch.Generator().manual_seed(0))
-    opt = BankAdam({k: p for k, p in bank.named_parameters() if p.requires_grad})
+    opt = BankAdam({name: p for name, p in bank.named_parameters() if p.requires_grad})
+    return dev, sync, x, bank, opt
+
+
+def timed(f, sync, reps: int = 5, pick=statistics.median) -> float:
+    """Seconds of one call of ``f`` (``pick`` over ``reps`` calls, after one warm-up call)."""
+    f()
+    times = []
+    for _ in range(reps):
+        sync()
+        t0 = time.perf_counter()
+        f()
+        sync()
+        times.append(time.perf_counter() - t0)
+    return pick(times)
+
+
+def step_profile(args: argparse.Namespace) -> None:
+    """GEMM ceiling, one SAE's step against it, and the step's phases (see the module docstring)."""
+    import torch
+    from sae_core.protocols.architecture import TrainContext
+    from sae_core.train.step import bank_step
+    from torch.profiler import profile, record_function
+
+    dev, sync, x, bank, opt = one_sae(args)
+    B, d_sae = args.batch_size, args.d_sae
+    W = torch.randn(args.d_in, d_sae, device=dev)  # (d_in, d_sae)
+    gemm = timed(lambda: torch.mm(x, W), sync)
     lr = torch.full((1,), 1e-3, device=dev)
     dead = torch.rand(1, d_sae, generator=torch.Generator().manual_seed(1)).to(dev) < 0.1  # (1, d_sae)
-    step_plain = timed(lambda: bank_step(bank, opt, x, TrainContext(step=5, sparsity_scale=1.0), lr))
+    step_plain = timed(lambda: bank_step(bank, opt, x, TrainContext(step=5, sparsity_scale=1.0), lr), sync)
     ctx = TrainContext(step=5, sparsity_scale=1.0, dead=dead)
-    step_aux = timed(lambda: bank_step(bank, opt, x, ctx, lr))
+    step_aux = timed(lambda: bank_step(bank, opt, x, ctx, lr), sync)
+
     def phases(ctx: TrainContext, reps: int = 3) -> tuple[dict[str, float], float]:
         """Seconds per step of each phase, and of the profiled step (profiler overhead included)."""
         with profile() as prof:
@@ -138,21 +148,10 @@ def aux_paths(args: argparse.Namespace) -> None:
     for several fractions of dead latents (k 32, k_aux = d_in/2 capped by the dead count)."""
     import torch
     from sae_core.archs.topk import TopKBank
-    from sae_core.plugins import get_registry
     from sae_core.protocols.architecture import TrainContext
-    from sae_core.train.host_alloc import keep_freed_host_memory
-    from sae_core.train.optim import BankAdam
     from sae_core.train.step import bank_step
 
-    torch.set_num_threads(args.threads)
-    keep_freed_host_memory()
-    dev = torch.device(args.device)
-    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-    x = torch.randn(args.batch_size, args.d_in, device=dev)
-    arch = get_registry().get("architecture", "topk").factory
-    bank = arch.build_bank(args.d_in, args.d_sae, [arch.make_hyper({"k": 32}, args.d_sae)], device=dev,
-                           generator=torch.Generator().manual_seed(0))
-    opt = BankAdam({k: p for k, p in bank.named_parameters() if p.requires_grad})
+    dev, sync, x, bank, opt = one_sae(args)
     lr = torch.full((1,), 1e-4, device=dev)
     rows = []
     for frac in DEAD_FRACTIONS:
@@ -161,14 +160,7 @@ def aux_paths(args: argparse.Namespace) -> None:
         row = {"dead": frac, "m": int(dead.sum()), "k_aux": min(args.d_in // 2, int(dead.sum()))}
         for path, ratio in (("ragged", 0.0), ("block", float("inf"))):
             TopKBank.aux_block_ratio = ratio
-            times = []
-            for _ in range(4):  # the first is a warm-up
-                sync()
-                t0 = time.perf_counter()
-                bank_step(bank, opt, x, ctx, lr)
-                sync()
-                times.append(time.perf_counter() - t0)
-            row[path] = min(times[1:])
+            row[path] = timed(lambda ctx=ctx: bank_step(bank, opt, x, ctx, lr), sync, reps=3, pick=min)
         rows.append(row)
     print(json.dumps({"aux_paths": rows}))
 
